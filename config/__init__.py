@@ -1,0 +1,1 @@
+"""Settings, Celery configuration and logging: the only place the engine reads its environment."""

@@ -1,0 +1,52 @@
+"""One settings object for every process of the engine.
+
+Everything is read from ``JOBENGINE_*`` environment variables (or a ``.env`` file) once, so
+the API, the workers, the reaper and the CLI can never disagree about a lease TTL.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Engine settings. Unset URLs mean "start the embedded server under ``data_dir``"."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JOBENGINE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of Postgres, e.g. postgresql+psycopg://user:pw@host/db. "
+        "Unset: a private Postgres is started under data_dir.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Redis URL for Celery. Unset: a private Redis is started under data_dir.",
+    )
+    data_dir: Path = Field(
+        default=Path(".jobengine"),
+        description="Where embedded Postgres and Redis keep their data (git-ignored).",
+    )
+    lease_ttl_seconds: float = Field(default=30.0, gt=0, description="How long a claim lives.")
+    heartbeat_interval_seconds: float = Field(
+        default=10.0, gt=0, description="How often a running job extends its lease."
+    )
+    reaper_interval_seconds: float = Field(default=5.0, gt=0)
+    sealed: bool = Field(default=False, description="Air-gap mode: no egress but DB and broker.")
+    max_payload_bytes: int = Field(
+        default=256 * 1024, gt=0, description="Largest accepted job payload, as compact JSON."
+    )
+    log_level: str = Field(default="INFO")
+    log_json: bool = Field(default=False, description="JSON log lines instead of console ones.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

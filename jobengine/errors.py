@@ -1,0 +1,112 @@
+"""The engine's error tree: one root, a subtree per layer.
+
+Driver errors are kept as ``__cause__``. Each error carries a stable ``code``, a ``hint`` that
+tells the caller how to fix it, and whether retrying the same call may succeed, so the API's
+envelope and the CLI's one-line errors are built from the exception alone.
+"""
+
+from __future__ import annotations
+
+
+class JobEngineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+    code = "JOBENGINE_ERROR"
+    hint = ""
+    retryable = False
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+
+class ValidationError(JobEngineError):
+    """The caller sent something the engine cannot accept as it is."""
+
+    code = "VALIDATION_ERROR"
+
+
+class UnknownJobType(ValidationError):
+    code = "UNKNOWN_JOB_TYPE"
+
+
+class UnknownState(ValidationError):
+    code = "UNKNOWN_STATE"
+
+
+class PayloadNotSerializable(ValidationError):
+    code = "PAYLOAD_NOT_SERIALIZABLE"
+
+
+class PayloadTooLarge(ValidationError):
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class StoreError(JobEngineError):
+    """Errors of the Postgres store and of the guard over it."""
+
+    code = "STORE_ERROR"
+
+
+class StoreUnavailable(StoreError):
+    code = "STORE_UNAVAILABLE"
+    hint = "Check that Postgres is running and JOBENGINE_DATABASE_URL points at it, then retry."
+    retryable = True
+
+
+class JobNotFound(StoreError):
+    code = "JOB_NOT_FOUND"
+    hint = "Check the job id; list jobs with `jobengine jobs list`."
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"job {job_id} does not exist")
+        self.job_id = job_id
+
+
+class TransitionRefused(StoreError):
+    """A transition the guard would not perform; nothing was written."""
+
+
+class InvalidTransition(TransitionRefused):
+    code = "INVALID_TRANSITION"
+
+    def __init__(self, job_id: int, current: str, wanted: str) -> None:
+        super().__init__(
+            f"job {job_id} cannot go from {current} to {wanted}",
+            hint=f"From {current} the allowed next states are listed by `jobengine states`.",
+        )
+        self.job_id = job_id
+        self.current = current
+        self.wanted = wanted
+
+
+class StaleLease(TransitionRefused):
+    """The caller's fencing token is not the job's current one: its lease was lost."""
+
+    code = "STALE_LEASE"
+    hint = "This worker's lease was taken over; it must stop working on the job."
+
+    def __init__(self, job_id: int, presented: int | None, current: int | None) -> None:
+        super().__init__(
+            f"job {job_id}: lease token {presented} is stale (current token is {current})"
+        )
+        self.job_id = job_id
+        self.presented = presented
+        self.current = current
+
+
+class LeaseNotExpired(TransitionRefused):
+    """A rescue was asked for a lease that a heartbeat has since extended."""
+
+    code = "LEASE_NOT_EXPIRED"
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"job {job_id}: its lease is still alive; nothing to rescue")
+        self.job_id = job_id
+
+
+class DuplicateIdempotencyKey(StoreError):
+    code = "IDEMPOTENCY_CONFLICT"
+    hint = "Reuse an Idempotency-Key only with the same request body, or pick a new key."

@@ -1,0 +1,179 @@
+"""The guard: the one code path that changes ``jobs.status``.
+
+Every transition is a single compare-and-set statement (see ``store.queries``) that writes the
+history row and the outbox event with it, inside the caller's transaction. The caller commits:
+the guard never does, so a producer's own transaction, a worker's claim and the reaper's
+rescue all use it the same way. Zero rows updated is reported as the typed reason it lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Connection
+
+from jobengine.domain.job import Job, NewJob
+from jobengine.domain.status import JobStatus
+from jobengine.domain.transitions import INITIAL_STATE, allowed_sources, is_allowed
+from jobengine.errors import InvalidTransition, JobNotFound, LeaseNotExpired, StaleLease
+from jobengine.store import queries
+from jobengine.store.rows import job_from_row
+
+SYSTEM_ACTOR = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One hop of a path; ``reason`` lands in its history row."""
+
+    to: JobStatus
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionResult:
+    job: Job
+    from_status: JobStatus
+
+
+def _check_path(first_sources: Sequence[JobStatus], steps: Sequence[Step]) -> None:
+    for prev, step in itertools.pairwise(steps):
+        if not is_allowed(prev.to, step.to):
+            raise ValueError(f"path step {prev.to} → {step.to} is not in the transition table")
+    if not first_sources:
+        raise ValueError(f"nothing in the transition table leads to {steps[0].to}")
+
+
+@lru_cache(maxsize=64)
+def _statement(targets: tuple[JobStatus, ...], fenced: bool, lease_expired: bool, due: bool) -> str:
+    effects: dict[str, str] = {}
+    for target in targets:
+        effects.update(queries.EFFECTS[target])
+    return queries.transition_sql(effects, fenced=fenced, lease_expired=lease_expired, due=due)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _step_params(
+    steps: Sequence[Step], first_from: JobStatus | None
+) -> dict[str, list[str | None]]:
+    froms: list[str | None] = [first_from.value if first_from else None]
+    froms += [s.to.value for s in steps[:-1]]
+    return {
+        "step_from": froms,
+        "step_to": [s.to.value for s in steps],
+        "step_reason": [s.reason for s in steps],
+    }
+
+
+def transition(
+    conn: Connection,
+    job_id: int,
+    path: JobStatus | Step | Sequence[Step],
+    *,
+    actor: str = SYSTEM_ACTOR,
+    reason: str | None = None,
+    lease_token: int | None = None,
+    require_lease_expired: bool = False,
+    require_due: bool = False,
+    lease_owner: str | None = None,
+    lease_ttl_seconds: float = 30.0,
+    result: Any = None,
+    error: Mapping[str, Any] | None = None,
+    not_before: datetime | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> TransitionResult:
+    """Move one job along ``path`` (one state, or several steps taken atomically).
+
+    ``lease_token`` fences the move: a worker whose lease was taken over presents an old token
+    and gets ``StaleLease``. ``require_lease_expired`` lets the reaper rescue only a lease that
+    no heartbeat has extended since it looked; ``require_due`` refuses to claim a job whose
+    ``not_before`` lies ahead.
+    """
+    steps: tuple[Step, ...]
+    if isinstance(path, JobStatus):
+        steps = (Step(path, reason),)
+    elif isinstance(path, Step):
+        steps = (path,)
+    else:
+        steps = tuple(path)
+    if not steps:
+        raise ValueError("a transition needs at least one step")
+    sources = allowed_sources(steps[0].to)
+    _check_path(sources, steps)
+    target = steps[-1].to
+    sql = _statement(
+        tuple(s.to for s in steps), lease_token is not None, require_lease_expired, require_due
+    )
+    params: dict[str, Any] = {
+        "job_id": job_id,
+        "to_status": target.value,
+        "allowed_from": [s.value for s in sources],
+        "lease_token": lease_token,
+        "lease_owner": lease_owner,
+        "lease_ttl": lease_ttl_seconds,
+        "result": _json(result),
+        "error": _json(dict(error) if error is not None else None),
+        "not_before": not_before,
+        "actor": actor,
+        "details": _json(dict(details or {})),
+        **_step_params(steps, None),
+    }
+    row = conn.exec_driver_sql(sql, params).mappings().first()
+    if row is None:
+        raise JobNotFound(job_id)
+    if row["id"] is None:
+        current = JobStatus(row["current_status"])
+        if current not in sources:
+            raise InvalidTransition(job_id, current.value, steps[0].to.value)
+        if lease_token is not None and row["current_token"] != lease_token:
+            raise StaleLease(job_id, lease_token, row["current_token"])
+        if require_lease_expired:
+            raise LeaseNotExpired(job_id)
+        raise InvalidTransition(job_id, current.value, f"{steps[0].to.value} (not due yet)")
+    return TransitionResult(job=job_from_row(row), from_status=JobStatus(row["from_status"]))
+
+
+def create_job(
+    conn: Connection,
+    new: NewJob,
+    *,
+    schedule: bool,
+    actor: str = SYSTEM_ACTOR,
+    request_hash: str | None = None,
+    reason: str | None = "submitted",
+) -> Job | None:
+    """Insert a job born ``pending``; with ``schedule`` it moves on to ``scheduled`` at once.
+
+    Returns None when the tenant already used ``new.idempotency_key``; the caller decides
+    whether that is the same request (return the original) or a conflict.
+    """
+    steps = [Step(INITIAL_STATE, reason)]
+    if schedule:
+        steps.append(Step(JobStatus.SCHEDULED, "eligible at submission"))
+    params: dict[str, Any] = {
+        "tenant_id": new.tenant_id,
+        "project_id": new.project_id,
+        "type": new.type,
+        "queue": new.queue,
+        "priority": new.priority,
+        "payload": _json(new.payload),
+        "to_status": steps[-1].to.value,
+        "retry_policy": _json(new.retry_policy),
+        "not_before": new.not_before,
+        "idempotency_key": new.idempotency_key,
+        "request_hash": request_hash,
+        "actor": actor,
+        "details": "{}",
+        **_step_params(steps, None),
+    }
+    row = conn.exec_driver_sql(queries.CREATE_JOB, params).mappings().first()
+    return None if row is None else job_from_row(row)

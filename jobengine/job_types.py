@@ -1,0 +1,56 @@
+"""The catalogue of job types the engine accepts, with each type's defaults.
+
+It lives in the engine (not in ``workers/``) because producers, the API and the CLI must
+validate a submission without importing handler code. Workers attach handlers to these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobengine.errors import UnknownJobType
+
+
+@dataclass(frozen=True, slots=True)
+class JobTypeSpec:
+    name: str
+    queue: str = "default"
+    retry_policy: dict[str, Any] = field(default_factory=dict)
+    """Default RetryPolicy fields for this type; a job may override them."""
+    time_limit_seconds: float | None = None
+    needs_network: bool = False
+    description: str = ""
+
+
+class JobTypeRegistry:
+    def __init__(self) -> None:
+        self._specs: dict[str, JobTypeSpec] = {}
+
+    def register(self, spec: JobTypeSpec) -> JobTypeSpec:
+        self._specs[spec.name] = spec
+        return spec
+
+    def get(self, name: str) -> JobTypeSpec:
+        spec = self._specs.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self._specs)) or "none"
+            raise UnknownJobType(
+                f"unknown job type {name!r}", hint=f"Register it with @job(...); known: {known}."
+            )
+        return spec
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+
+registry = JobTypeRegistry()
+"""The process-wide catalogue; built-in types are declared below, more by ``@job``."""
+
+for _spec in (
+    JobTypeSpec("noop", description="Does nothing; for tests and benchmarks."),
+    JobTypeSpec("sleep", description="Sleeps payload['seconds'], heartbeating."),
+    JobTypeSpec("shell", description="Runs payload['command']; exit 0 completes."),
+    JobTypeSpec("fake_inference", description="Steps with progress, like a model run."),
+):
+    registry.register(_spec)

@@ -1,0 +1,1 @@
+"""The Postgres store: models, migrations, named queries and the repositories over them."""

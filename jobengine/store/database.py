@@ -1,0 +1,53 @@
+"""Engines and transactions, with driver errors turned into the engine's own.
+
+Engines are made per process (``make_engine``) and never at import time, so a Celery pool
+can fork first and connect after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from jobengine.errors import StoreUnavailable
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain ``postgresql://`` URLs and use psycopg 3 for them."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
+    return create_engine(
+        normalize_url(url),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Report an unreachable database as ``StoreUnavailable`` (retryable), cause kept."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise StoreUnavailable(f"the job store is unreachable: {exc.orig}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable(f"the job store connection was lost: {exc.orig}") from exc
+        raise
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One unit of work: committed on success, rolled back on any error."""
+    with store_errors(), engine.begin() as conn:
+        yield conn

@@ -1,0 +1,155 @@
+"""Declared schema. Migrations build the real one; a test checks the two never differ."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from jobengine.domain.status import JobStatus
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+job_status_enum = Enum(
+    JobStatus,
+    name="job_status",
+    values_callable=lambda e: [m.value for m in e],
+    validate_strings=True,
+)
+
+TS = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Text, nullable=False)
+    project_id: Mapped[str] = mapped_column(Text, nullable=False)
+    type: Mapped[str] = mapped_column(Text, nullable=False)
+    queue: Mapped[str] = mapped_column(Text, nullable=False, server_default="default")
+    priority: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="0")
+    payload: Mapped[Any] = mapped_column(JSONB, nullable=False)
+    status: Mapped[JobStatus] = mapped_column(job_status_enum, nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    retry_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    not_before: Mapped[datetime | None] = mapped_column(TS)
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_token: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    lease_expires_at: Mapped[datetime | None] = mapped_column(TS)
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    request_hash: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[Any | None] = mapped_column(JSONB)
+    last_error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    scheduled_at: Mapped[datetime | None] = mapped_column(TS)
+    started_at: Mapped[datetime | None] = mapped_column(TS)
+    completed_at: Mapped[datetime | None] = mapped_column(TS)
+
+    __table_args__ = (
+        CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),
+        CheckConstraint("attempt >= 0", name="attempt_non_negative"),
+        CheckConstraint(
+            "(status IN ('completed', 'failed', 'cancelled')) = (completed_at IS NOT NULL)",
+            name="finished_iff_completed_at",
+        ),
+        CheckConstraint(
+            "(status IN ('claimed', 'running')) = (lease_owner IS NOT NULL "
+            "AND lease_expires_at IS NOT NULL)",
+            name="leased_iff_claimed_or_running",
+        ),
+        Index(
+            "ix_jobs_runnable",
+            "queue",
+            text("priority DESC"),
+            "id",
+            postgresql_where=text("status = 'scheduled'"),
+        ),
+        Index(
+            "ix_jobs_lease_expiry",
+            "lease_expires_at",
+            postgresql_where=text("status IN ('claimed', 'running')"),
+        ),
+        Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
+        Index("ix_jobs_tenant_status_id", "tenant_id", "status", "id"),
+        Index(
+            "uq_jobs_tenant_idempotency_key",
+            "tenant_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
+
+
+class JobHistoryRow(Base):
+    __tablename__ = "job_history"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    job_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    from_status: Mapped[JobStatus | None] = mapped_column(job_status_enum)
+    to_status: Mapped[JobStatus] = mapped_column(job_status_enum, nullable=False)
+    at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    actor: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    details: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+
+    __table_args__ = (Index("ix_job_history_job_id_id", "job_id", "id"),)
+
+
+class JobEventRow(Base):
+    """The transactional outbox: one row per history row, written in the same statement."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    job_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    history_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("job_history.id", ondelete="CASCADE"), nullable=False, unique=True
+    )
+    tenant_id: Mapped[str] = mapped_column(Text, nullable=False)
+    type: Mapped[str] = mapped_column(Text, nullable=False)
+    version: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    occurred_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_job_events_job_id_id", "job_id", "id"),
+        Index("ix_job_events_tenant_id_id", "tenant_id", "id"),
+    )

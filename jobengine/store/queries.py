@@ -1,0 +1,174 @@
+"""Every statement that runs per job, in one place, each named and served by an index.
+
+The guard's statement is a template: the transition table decides which states a target may be
+reached from, and ``EFFECTS`` says which columns each target state sets. A path of several
+steps (``scheduled → claimed → running``, ``running → failed → scheduled``) is one UPDATE
+writing one history row and one outbox event per step, all in one round trip.
+
+Parameters use psycopg's ``%(name)s`` style; statements run through ``exec_driver_sql``.
+"""
+
+from __future__ import annotations
+
+from jobengine.domain.status import JobStatus
+
+LEASE_CLEARED = {"lease_owner": "NULL", "lease_expires_at": "NULL"}
+LEASE_EXTENDED = "now() + make_interval(secs => %(lease_ttl)s)"
+
+EFFECTS: dict[JobStatus, dict[str, str]] = {
+    JobStatus.SCHEDULED: {
+        "scheduled_at": "now()",
+        "not_before": "%(not_before)s",
+        "completed_at": "NULL",
+        **LEASE_CLEARED,
+    },
+    JobStatus.CLAIMED: {
+        "attempt": "j.attempt + 1",
+        "lease_token": "j.lease_token + 1",
+        "lease_owner": "%(lease_owner)s",
+        "lease_expires_at": LEASE_EXTENDED,
+    },
+    JobStatus.RUNNING: {
+        "started_at": "now()",
+        "lease_expires_at": LEASE_EXTENDED,
+    },
+    JobStatus.COMPLETED: {
+        "result": "%(result)s::jsonb",
+        "completed_at": "now()",
+        **LEASE_CLEARED,
+    },
+    JobStatus.FAILED: {
+        "last_error": "%(error)s::jsonb",
+        "completed_at": "now()",
+        **LEASE_CLEARED,
+    },
+    JobStatus.CANCELLED: {
+        "completed_at": "now()",
+        **LEASE_CLEARED,
+    },
+}
+"""Columns each target state sets. ``pending`` is only ever entered at creation."""
+
+JOB_COLUMNS = (
+    "id, tenant_id, project_id, type, queue, priority, payload, status, attempt, retry_policy, "
+    "not_before, lease_owner, lease_token, lease_expires_at, idempotency_key, result, "
+    "last_error, progress, created_at, updated_at, scheduled_at, started_at, completed_at"
+)
+
+FENCE_TOKEN = "\n      AND j.lease_token = %(lease_token)s"
+FENCE_LEASE_EXPIRED = "\n      AND j.lease_expires_at < now()"
+FENCE_DUE = "\n      AND (j.not_before IS NULL OR j.not_before <= now())"
+
+# History and outbox rows for a path of steps; shared by create and transition.
+_WRITE_STEPS = """
+steps AS (
+    SELECT s.from_status, s.to_status, s.reason, s.ord
+    FROM unnest(%(step_from)s::job_status[], %(step_to)s::job_status[], %(step_reason)s::text[])
+         WITH ORDINALITY AS s(from_status, to_status, reason, ord)
+),
+history AS (
+    INSERT INTO job_history (job_id, from_status, to_status, actor, reason, attempt, details)
+    SELECT moved.id, CASE WHEN steps.ord = 1 THEN moved.from_status ELSE steps.from_status END,
+           steps.to_status, %(actor)s, steps.reason, moved.attempt, %(details)s::jsonb
+    FROM moved CROSS JOIN steps
+    ORDER BY steps.ord
+    RETURNING id, job_id, from_status, to_status, actor, reason, attempt, details, at
+),
+events AS (
+    INSERT INTO job_events (job_id, history_id, tenant_id, type, version, data, occurred_at)
+    SELECT history.job_id, history.id, moved.tenant_id, 'job.transition', 1,
+           jsonb_build_object(
+               'job_id', history.job_id, 'history_id', history.id,
+               'from_status', history.from_status, 'to_status', history.to_status,
+               'attempt', history.attempt, 'actor', history.actor, 'reason', history.reason,
+               'details', history.details),
+           history.at
+    FROM history CROSS JOIN moved
+    ORDER BY history.id
+    RETURNING id
+)"""
+
+TRANSITION_TEMPLATE = (
+    """
+-- name: transition
+-- Compare-and-set of one job along a path of allowed steps. The row lock in `locked` makes the
+-- reported `from_status` the one the UPDATE saw; zero rows in `moved` means the caller lost.
+WITH locked AS (
+    SELECT id, status, lease_token, lease_expires_at
+    FROM jobs
+    WHERE id = %(job_id)s
+    FOR UPDATE
+),
+moved AS (
+    UPDATE jobs AS j
+    SET status = %(to_status)s::job_status,
+        updated_at = now(){effects}
+    FROM locked
+    WHERE j.id = locked.id
+      AND j.status = ANY(%(allowed_from)s::job_status[]){fence}
+    RETURNING j.*, locked.status AS from_status
+),"""
+    + _WRITE_STEPS
+    + """
+SELECT locked.status AS current_status, locked.lease_token AS current_token,
+       locked.lease_expires_at AS current_lease_expires_at,
+       (SELECT count(*) FROM events) AS events_written,
+       moved.*
+FROM locked LEFT JOIN moved ON true
+"""
+)
+
+CREATE_JOB = (
+    """
+-- name: create_job
+-- Insert a job born `pending` (and, when eligible now, moved on to `scheduled` in the same
+-- statement). An Idempotency-Key already used by the tenant inserts nothing.
+WITH moved AS (
+    INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
+                      retry_policy, not_before, idempotency_key, request_hash, scheduled_at)
+    VALUES (%(tenant_id)s, %(project_id)s, %(type)s, %(queue)s, %(priority)s,
+            %(payload)s::jsonb, %(to_status)s::job_status, %(retry_policy)s::jsonb,
+            %(not_before)s, %(idempotency_key)s, %(request_hash)s,
+            CASE WHEN %(to_status)s = 'scheduled' THEN now() END)
+    ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *, NULL::job_status AS from_status
+),"""
+    + _WRITE_STEPS
+    + """
+SELECT * FROM moved
+"""
+)
+
+GET_JOB = f"""
+-- name: get_job  (primary key)
+SELECT {JOB_COLUMNS} FROM jobs WHERE id = %(job_id)s
+"""
+
+GET_JOB_BY_IDEMPOTENCY_KEY = f"""
+-- name: get_job_by_idempotency_key  (uq_jobs_tenant_idempotency_key)
+SELECT {JOB_COLUMNS}, request_hash FROM jobs
+WHERE tenant_id = %(tenant_id)s AND idempotency_key = %(idempotency_key)s
+"""
+
+JOB_HISTORY = """
+-- name: job_history  (ix_job_history_job_id_id)
+SELECT id, job_id, from_status, to_status, at, actor, reason, attempt, details
+FROM job_history WHERE job_id = %(job_id)s ORDER BY id
+"""
+
+JOB_EVENTS = """
+-- name: job_events  (ix_job_events_job_id_id)
+SELECT id, job_id, history_id, tenant_id, type, version, data, occurred_at
+FROM job_events WHERE job_id = %(job_id)s AND id > %(after_id)s ORDER BY id
+"""
+
+
+def transition_sql(effects: dict[str, str], *, fenced: bool, lease_expired: bool, due: bool) -> str:
+    """Fill the transition template for one path; the guard caches the result."""
+    set_clause = "".join(f",\n        {column} = {value}" for column, value in effects.items())
+    fence = (
+        (FENCE_TOKEN if fenced else "")
+        + (FENCE_LEASE_EXPIRED if lease_expired else "")
+        + (FENCE_DUE if due else "")
+    )
+    return TRANSITION_TEMPLATE.format(effects=set_clause, fence=fence)

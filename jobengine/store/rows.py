@@ -1,0 +1,50 @@
+"""Turning result rows into domain objects, so no ORM object leaves the store."""
+
+from __future__ import annotations
+
+from sqlalchemy import RowMapping
+
+from jobengine.domain.job import Job, JobHistory
+from jobengine.domain.status import JobStatus
+
+
+def job_from_row(row: RowMapping) -> Job:
+    return Job(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        project_id=row["project_id"],
+        type=row["type"],
+        queue=row["queue"],
+        priority=row["priority"],
+        payload=row["payload"],
+        status=JobStatus(row["status"]),
+        attempt=row["attempt"],
+        retry_policy=row["retry_policy"],
+        not_before=row["not_before"],
+        lease_owner=row["lease_owner"],
+        lease_token=row["lease_token"],
+        lease_expires_at=row["lease_expires_at"],
+        idempotency_key=row["idempotency_key"],
+        result=row["result"],
+        last_error=row["last_error"],
+        progress=row["progress"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        scheduled_at=row["scheduled_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+    )
+
+
+def history_from_row(row: RowMapping) -> JobHistory:
+    return JobHistory(
+        id=row["id"],
+        job_id=row["job_id"],
+        from_status=JobStatus(row["from_status"]) if row["from_status"] else None,
+        to_status=JobStatus(row["to_status"]),
+        at=row["at"],
+        actor=row["actor"],
+        reason=row["reason"],
+        attempt=row["attempt"],
+        details=row["details"] or {},
+    )

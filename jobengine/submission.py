@@ -1,0 +1,117 @@
+"""Turning a producer's request into a stored job: validation first, then one statement.
+
+Every refusal happens before anything is written, so a rejected submission leaves no trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import Connection
+
+from jobengine import guard
+from jobengine.domain.job import Job, NewJob
+from jobengine.errors import (
+    DuplicateIdempotencyKey,
+    PayloadNotSerializable,
+    PayloadTooLarge,
+    ValidationError,
+)
+from jobengine.job_types import JobTypeRegistry
+from jobengine.job_types import registry as default_registry
+from jobengine.store.jobs_repository import JobsRepository
+
+PRIORITY_MIN, PRIORITY_MAX = 0, 9
+
+
+def encode_payload(payload: Any, max_bytes: int) -> str:
+    """Compact, key-sorted JSON of ``payload``; its size is what the limit counts."""
+    try:
+        text = json.dumps(payload, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PayloadNotSerializable(
+            f"payload is not JSON-serialisable: {exc}",
+            hint="Send only dicts, lists, strings, numbers, booleans and null (no NaN).",
+        ) from exc
+    size = len(text.encode())
+    if size > max_bytes:
+        raise PayloadTooLarge(
+            f"payload is {size} bytes, over the limit of {max_bytes}",
+            hint="Store large inputs elsewhere and pass a reference, or raise "
+            "JOBENGINE_MAX_PAYLOAD_BYTES.",
+        )
+    return text
+
+
+def validate(new: NewJob, *, max_payload_bytes: int, types: JobTypeRegistry) -> NewJob:
+    """Check a submission; returns it with the type's default queue applied."""
+    spec = types.get(new.type)
+    encode_payload(new.payload, max_payload_bytes)
+    if not PRIORITY_MIN <= new.priority <= PRIORITY_MAX:
+        raise ValidationError(
+            f"priority {new.priority} is out of range",
+            hint=f"Use an integer from {PRIORITY_MIN} (lowest) to {PRIORITY_MAX} (highest).",
+        )
+    if not new.tenant_id or not new.project_id:
+        raise ValidationError(
+            "tenant_id and project_id must be non-empty", hint="Name the tenant and project."
+        )
+    if new.not_before is not None and new.not_before.tzinfo is None:
+        raise ValidationError(
+            "not_before has no timezone", hint="Pass an aware datetime, e.g. in UTC."
+        )
+    queue = new.queue if new.queue != "default" else spec.queue
+    return replace(new, queue=queue)
+
+
+def request_hash(new: NewJob) -> str:
+    """Fingerprint of what was asked, to tell a retried request from a conflicting one."""
+    body = {
+        "type": new.type,
+        "payload": new.payload,
+        "project_id": new.project_id,
+        "queue": new.queue,
+        "priority": new.priority,
+        "retry_policy": new.retry_policy,
+        "not_before": new.not_before.isoformat() if new.not_before else None,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def submit(
+    conn: Connection,
+    new: NewJob,
+    *,
+    max_payload_bytes: int = 256 * 1024,
+    types: JobTypeRegistry = default_registry,
+    actor: str = "producer",
+) -> tuple[Job, bool]:
+    """Store a job inside the caller's transaction; returns it and whether it is new.
+
+    A job with a future ``not_before`` stays ``pending`` until the scheduler moves it; any other
+    is ``scheduled`` at once. An ``idempotency_key`` seen before with the same request returns the
+    original job; with a different request it raises ``DuplicateIdempotencyKey``.
+    """
+    new = validate(new, max_payload_bytes=max_payload_bytes, types=types)
+    fingerprint = request_hash(new) if new.idempotency_key else None
+    schedule_now = new.not_before is None
+    created = guard.create_job(
+        conn, new, schedule=schedule_now, actor=actor, request_hash=fingerprint
+    )
+    if created is not None:
+        return created, True
+    assert new.idempotency_key is not None
+    found = JobsRepository(conn).find_by_idempotency_key(new.tenant_id, new.idempotency_key)
+    if found is None:
+        raise DuplicateIdempotencyKey(
+            f"idempotency key {new.idempotency_key!r} is being used by a concurrent request"
+        )
+    job, original_hash = found
+    if original_hash != fingerprint:
+        raise DuplicateIdempotencyKey(
+            f"idempotency key {new.idempotency_key!r} was already used with a different request"
+        )
+    return job, False
