@@ -42,6 +42,29 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(
         default=256 * 1024, gt=0, description="Largest accepted job payload, as compact JSON."
     )
+    redispatch_after_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A scheduled job published this long ago and still unclaimed is "
+        "published again (its message seems lost). Duplicates are harmless: the claim decides.",
+    )
+    dispatch_grace_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a producer has to publish after commit before the leader does.",
+    )
+    eta_limit_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest retry countdown sent to Redis as an ETA message; longer waits stay "
+        "in Postgres and are published when due. Must stay below the visibility timeout.",
+    )
+    broker_visibility_timeout_seconds: float = Field(default=3600.0, gt=0)
+    worker_prefetch_multiplier: int = Field(default=1, ge=1)
+    handler_modules: list[str] = Field(
+        default_factory=list,
+        description="Extra modules whose @job handlers workers import (comma-separated JSON).",
+    )
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=False, description="JSON log lines instead of console ones.")
 

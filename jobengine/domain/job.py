@@ -37,6 +37,7 @@ class Job:
     scheduled_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None
+    dispatched_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ can fork first and connect after.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -51,3 +52,20 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     """One unit of work: committed on success, rolled back on any error."""
     with store_errors(), engine.begin() as conn:
         yield conn
+
+
+_process_engines: dict[tuple[int, str], Engine] = {}
+
+
+def process_engine(url: str, *, pool_size: int = 3) -> Engine:
+    """This process's engine for ``url``, made on first use after any fork.
+
+    A forked Celery pool child must never reuse its parent's connections, so engines are
+    keyed by pid; a child's first call makes its own.
+    """
+    key = (os.getpid(), url)
+    engine = _process_engines.get(key)
+    if engine is None:
+        engine = make_engine(url, pool_size=pool_size, max_overflow=2)
+        _process_engines[key] = engine
+    return engine

@@ -6,9 +6,11 @@ issues, touches lease and progress columns that do not change state).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, func, select
 
@@ -87,3 +89,89 @@ class JobsRepository:
         for status, n in self._conn.execute(query).tuples():
             counts[JobStatus(status)] = n
         return counts
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchRef:
+    """What a publisher needs to hand a job to the broker."""
+
+    id: int
+    type: str
+    queue: str
+    priority: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredLease:
+    id: int
+    type: str
+    status: JobStatus
+    lease_token: int
+    lease_owner: str | None
+    attempt: int
+    retry_policy: dict[str, Any] | None
+
+
+class LeaseRepository:
+    """Lease upkeep and dispatch bookkeeping: columns beside ``status``, never ``status`` itself."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def extend(self, held: dict[int, int], ttl_seconds: float) -> set[int]:
+        """Extend the leases in ``held`` (job id → token); returns the ids still held."""
+        if not held:
+            return set()
+        ids = list(held)
+        rows = self._conn.exec_driver_sql(
+            queries.EXTEND_LEASES,
+            {"ids": ids, "tokens": [held[i] for i in ids], "lease_ttl": ttl_seconds},
+        )
+        return {r[0] for r in rows}
+
+    def record_progress(self, job_id: int, lease_token: int, progress: dict[str, Any]) -> bool:
+        row = self._conn.exec_driver_sql(
+            queries.RECORD_PROGRESS,
+            {
+                "job_id": job_id,
+                "lease_token": lease_token,
+                "progress": json.dumps(progress, separators=(",", ":")),
+            },
+        ).first()
+        return row is not None
+
+    def expired(self, limit: int = 100) -> list[ExpiredLease]:
+        rows = self._conn.exec_driver_sql(queries.EXPIRED_LEASES, {"limit": limit}).mappings()
+        return [
+            ExpiredLease(
+                id=r["id"],
+                type=r["type"],
+                status=JobStatus(r["status"]),
+                lease_token=r["lease_token"],
+                lease_owner=r["lease_owner"],
+                attempt=r["attempt"],
+                retry_policy=r["retry_policy"],
+            )
+            for r in rows
+        ]
+
+    def undispatched(self, grace_seconds: float, limit: int = 500) -> list[DispatchRef]:
+        rows = self._conn.exec_driver_sql(
+            queries.UNDISPATCHED_JOBS, {"grace": grace_seconds, "limit": limit}
+        ).mappings()
+        return [DispatchRef(**r) for r in rows]
+
+    def lost_dispatches(self, after_seconds: float, limit: int = 500) -> list[DispatchRef]:
+        rows = self._conn.exec_driver_sql(
+            queries.LOST_DISPATCHES, {"after": after_seconds, "limit": limit}
+        ).mappings()
+        return [DispatchRef(**r) for r in rows]
+
+    def mark_dispatched(self, ids: Sequence[int]) -> None:
+        if ids:
+            self._conn.exec_driver_sql(queries.MARK_DISPATCHED, {"ids": list(ids)})
+
+    def due_pending(self, limit: int = 500) -> list[int]:
+        rows = self._conn.exec_driver_sql(queries.DUE_PENDING_JOBS, {"limit": limit})
+        return [r[0] for r in rows]

@@ -74,6 +74,8 @@ class JobRow(Base):
     scheduled_at: Mapped[datetime | None] = mapped_column(TS)
     started_at: Mapped[datetime | None] = mapped_column(TS)
     completed_at: Mapped[datetime | None] = mapped_column(TS)
+    dispatched_at: Mapped[datetime | None] = mapped_column(TS)
+    """When a broker message was last published for this scheduled job; NULL: none yet."""
 
     __table_args__ = (
         CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),
@@ -98,6 +100,18 @@ class JobRow(Base):
             "ix_jobs_lease_expiry",
             "lease_expires_at",
             postgresql_where=text("status IN ('claimed', 'running')"),
+        ),
+        Index(
+            "ix_jobs_scheduled_dispatched_at",
+            "dispatched_at",
+            "id",
+            postgresql_where=text("status = 'scheduled'"),
+        ),
+        Index(
+            "ix_jobs_pending_not_before",
+            "not_before",
+            "id",
+            postgresql_where=text("status = 'pending' AND not_before IS NOT NULL"),
         ),
         Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
         Index("ix_jobs_tenant_status_id", "tenant_id", "status", "id"),

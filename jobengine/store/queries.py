@@ -20,6 +20,7 @@ EFFECTS: dict[JobStatus, dict[str, str]] = {
         "scheduled_at": "now()",
         "not_before": "%(not_before)s",
         "completed_at": "NULL",
+        "dispatched_at": "NULL",
         **LEASE_CLEARED,
     },
     JobStatus.CLAIMED: {
@@ -52,12 +53,14 @@ EFFECTS: dict[JobStatus, dict[str, str]] = {
 JOB_COLUMNS = (
     "id, tenant_id, project_id, type, queue, priority, payload, status, attempt, retry_policy, "
     "not_before, lease_owner, lease_token, lease_expires_at, idempotency_key, result, "
-    "last_error, progress, created_at, updated_at, scheduled_at, started_at, completed_at"
+    "last_error, progress, created_at, updated_at, scheduled_at, started_at, completed_at, "
+    "dispatched_at"
 )
 
 FENCE_TOKEN = "\n      AND j.lease_token = %(lease_token)s"
 FENCE_LEASE_EXPIRED = "\n      AND j.lease_expires_at < now()"
-FENCE_DUE = "\n      AND (j.not_before IS NULL OR j.not_before <= now())"
+FENCE_DUE = "\n      AND (j.not_before IS NULL OR j.not_before <= now() + interval '2 seconds')"
+"""Due, with two seconds' grace for clock skew between a worker's ETA and Postgres."""
 
 # History and outbox rows for a path of steps; shared by create and transition.
 _WRITE_STEPS = """
@@ -160,6 +163,78 @@ JOB_EVENTS = """
 -- name: job_events  (ix_job_events_job_id_id)
 SELECT id, job_id, history_id, tenant_id, type, version, data, occurred_at
 FROM job_events WHERE job_id = %(job_id)s AND id > %(after_id)s ORDER BY id
+"""
+
+# ---- leases -------------------------------------------------------------------------------
+
+EXTEND_LEASES = """
+-- name: extend_leases  (primary key)
+-- One heartbeat for every job a worker process holds; a job missing from the result has lost
+-- its lease (taken over, cancelled or finished elsewhere) and its handler should stop.
+UPDATE jobs AS j
+SET lease_expires_at = now() + make_interval(secs => %(lease_ttl)s)
+FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS held(id, token)
+WHERE j.id = held.id AND j.lease_token = held.token AND j.status IN ('claimed', 'running')
+RETURNING j.id
+"""
+
+RECORD_PROGRESS = """
+-- name: record_progress  (primary key; fenced like every write by a lease holder)
+UPDATE jobs SET progress = %(progress)s::jsonb, updated_at = now()
+WHERE id = %(job_id)s AND lease_token = %(lease_token)s AND status = 'running'
+RETURNING id
+"""
+
+EXPIRED_LEASES = """
+-- name: expired_leases  (ix_jobs_lease_expiry)
+-- Rescue is driven by missed heartbeats only: a long job whose heartbeats arrive is never here.
+SELECT id, type, status, lease_token, lease_owner, attempt, retry_policy
+FROM jobs
+WHERE status IN ('claimed', 'running') AND lease_expires_at < now()
+ORDER BY lease_expires_at, id
+LIMIT %(limit)s
+"""
+
+# ---- dispatch -----------------------------------------------------------------------------
+
+UNDISPATCHED_JOBS = """
+-- name: undispatched_jobs  (ix_jobs_scheduled_dispatched_at)
+-- Scheduled, due, and never published: a retry deferred past the broker's ETA limit, a job
+-- enqueued in a producer's own transaction, or one whose publish after commit failed.
+SELECT id, type, queue, priority, attempt
+FROM jobs
+WHERE status = 'scheduled' AND dispatched_at IS NULL
+  AND (not_before IS NULL OR not_before <= now())
+  AND scheduled_at <= now() - make_interval(secs => %(grace)s)
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+LOST_DISPATCHES = """
+-- name: lost_dispatches  (ix_jobs_scheduled_dispatched_at)
+-- Published long ago, due long ago, still not claimed: the message seems lost (e.g. Redis
+-- restarted). A retry's ETA message counts from its not_before, not from its publish.
+SELECT id, type, queue, priority, attempt
+FROM jobs
+WHERE status = 'scheduled' AND dispatched_at < now() - make_interval(secs => %(after)s)
+  AND (not_before IS NULL OR not_before <= now())
+  AND greatest(dispatched_at, not_before) < now() - make_interval(secs => %(after)s)
+ORDER BY dispatched_at, id
+LIMIT %(limit)s
+"""
+
+MARK_DISPATCHED = """
+-- name: mark_dispatched  (primary key)
+UPDATE jobs SET dispatched_at = now()
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'scheduled'
+"""
+
+DUE_PENDING_JOBS = """
+-- name: due_pending_jobs  (ix_jobs_pending_not_before)
+SELECT id FROM jobs
+WHERE status = 'pending' AND not_before IS NOT NULL AND not_before <= now()
+ORDER BY not_before, id
+LIMIT %(limit)s
 """
 
 

@@ -33,6 +33,7 @@ def job_from_row(row: RowMapping) -> Job:
         scheduled_at=row["scheduled_at"],
         started_at=row["started_at"],
         completed_at=row["completed_at"],
+        dispatched_at=row.get("dispatched_at"),
     )
 
 

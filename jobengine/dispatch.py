@@ -1,0 +1,84 @@
+"""Handing scheduled jobs to the broker, strictly after the row that says so has committed.
+
+A message names its job in three places Flower shows: the task name (``jobs.<type>``), the
+task id (``job-<id>-<attempt>``) and its only argument (the job id). The message carries no
+payload: the worker reads the job fresh from Postgres when it claims it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy import Engine
+
+from jobengine.store.database import transaction
+from jobengine.store.jobs_repository import DispatchRef, LeaseRepository
+
+log = structlog.get_logger("jobengine.dispatch")
+
+TASK_PREFIX = "jobs."
+_TASK_ID = re.compile(r"^job-(\d+)-(\d+)$")
+
+
+def task_name(job_type: str) -> str:
+    return f"{TASK_PREFIX}{job_type}"
+
+
+def task_id_for(job_id: int, attempt: int) -> str:
+    return f"job-{job_id}-{attempt}"
+
+
+def parse_task_id(task_id: str | None) -> tuple[int, int] | None:
+    """(job id, attempt) of a message we published; None for one a plain producer sent."""
+    match = _TASK_ID.match(task_id or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def broker_priority(priority: int) -> int:
+    """Our 9 (most urgent) is Redis transport's 0 (served first)."""
+    return 9 - priority
+
+
+class Publisher(Protocol):
+    def publish(self, ref: DispatchRef) -> None: ...
+
+
+class CeleryPublisher:
+    """Publishes through any Celery app configured for our broker; needs no task code."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    def publish(self, ref: DispatchRef) -> None:
+        self._app.send_task(
+            task_name(ref.type),
+            args=[ref.id],
+            task_id=task_id_for(ref.id, ref.attempt + 1),
+            queue=ref.queue,
+            priority=broker_priority(ref.priority),
+        )
+
+
+def publish_jobs(engine: Engine, publisher: Publisher, refs: Sequence[DispatchRef]) -> list[int]:
+    """Publish each job, then record in one statement which ones went out.
+
+    A publish that fails stops the batch (the broker is likely down); the jobs not marked stay
+    ``dispatched_at IS NULL`` and the leader publishes them later. Nothing is lost either way.
+    """
+    sent: list[int] = []
+    for ref in refs:
+        try:
+            publisher.publish(ref)
+        except Exception as exc:
+            log.warning(
+                "publish_failed", job_id=ref.id, error=str(exc), pending=len(refs) - len(sent)
+            )
+            break
+        sent.append(ref.id)
+    if sent:
+        with transaction(engine) as conn:
+            LeaseRepository(conn).mark_dispatched(sent)
+    return sent

@@ -1,0 +1,200 @@
+"""The executor's steps, one store call each: claim, complete, retry, fail, cancel.
+
+Celery's task and signal hooks (``workers/``) stay thin and call these. Every write by a lease
+holder presents its fencing token, so a worker whose lease was taken over changes nothing.
+"""
+
+from __future__ import annotations
+
+import traceback as tb
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine
+
+from jobengine import guard
+from jobengine.domain.job import Job, NewJob
+from jobengine.domain.status import JobStatus
+from jobengine.errors import JobEngineError, JobNotFound, TransitionRefused, UnknownJobType
+from jobengine.guard import Step
+from jobengine.job_types import JobTypeRegistry
+from jobengine.job_types import registry as default_registry
+from jobengine.retry_policy import RetryDecision, RetryPolicy, error_names
+from jobengine.store.database import transaction
+from jobengine.store.jobs_repository import JobsRepository, LeaseRepository
+
+log = structlog.get_logger("jobengine.execution")
+
+MAX_MESSAGE_CHARS = 2_000
+MAX_TRACEBACK_CHARS = 8_000
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A job this worker holds: the fencing token goes with every later write."""
+
+    job: Job
+    owner: str
+
+    @property
+    def job_id(self) -> int:
+        return self.job.id
+
+    @property
+    def token(self) -> int:
+        return self.job.lease_token
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempt
+
+
+def describe_error(exc: BaseException, traceback_text: str | None = None) -> dict[str, Any]:
+    """The stored form of a failure: code, class, message and a bounded traceback."""
+    text = traceback_text
+    if text is None and exc.__traceback__ is not None:
+        text = "".join(tb.format_exception(exc))
+    cls = type(exc)
+    return {
+        "code": getattr(exc, "code", "HANDLER_ERROR"),
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "message": str(exc)[:MAX_MESSAGE_CHARS],
+        "traceback": (text or "")[-MAX_TRACEBACK_CHARS:],
+        "details": getattr(exc, "details", {}) or {},
+    }
+
+
+class Executor:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        lease_ttl_seconds: float,
+        types: JobTypeRegistry = default_registry,
+    ) -> None:
+        self.engine = engine
+        self.lease_ttl_seconds = lease_ttl_seconds
+        self.types = types
+
+    def policy_for(self, job_type: str, override: dict[str, Any] | None) -> RetryPolicy:
+        try:
+            default = self.types.get(job_type).retry_policy
+        except UnknownJobType:
+            default = {}
+        return RetryPolicy.resolve(default, override)
+
+    def claim(self, job_id: int, owner: str) -> Claim | None:
+        """Take the lease and start: ``scheduled → claimed → running`` in one statement.
+
+        None means this message must run nothing: the job is final, cancelled, leased by a
+        live worker, not yet due, or unknown. The reason is logged, not raised, because a
+        refused claim is the normal fate of a duplicate message.
+        """
+        try:
+            with transaction(self.engine) as conn:
+                moved = guard.transition(
+                    conn,
+                    job_id,
+                    [Step(JobStatus.CLAIMED), Step(JobStatus.RUNNING)],
+                    actor=owner,
+                    lease_owner=owner,
+                    lease_ttl_seconds=self.lease_ttl_seconds,
+                    require_due=True,
+                )
+        except (TransitionRefused, JobNotFound) as exc:
+            log.info("claim_refused", job_id=job_id, owner=owner, reason=str(exc))
+            return None
+        return Claim(job=moved.job, owner=owner)
+
+    def adopt(self, job_type: str, payload: Any, celery_task_id: str, owner: str) -> Claim | None:
+        """Record a job for a message sent by plain Celery, then claim it.
+
+        The Celery task id is the job's idempotency key, so a redelivery of the same message
+        finds the same job (and its claim decides, as for any other duplicate).
+        """
+        new = NewJob(type=job_type, payload=payload, idempotency_key=f"celery:{celery_task_id}")
+        with transaction(self.engine) as conn:
+            job = guard.create_job(conn, new, schedule=True, actor=owner, reason="adopted")
+            if job is None:
+                found = JobsRepository(conn).find_by_idempotency_key(
+                    new.tenant_id, new.idempotency_key or ""
+                )
+                if found is None:
+                    return None
+                job = found[0]
+        if job.status is not JobStatus.SCHEDULED:
+            log.info("adopted_message_refused", job_id=job.id, status=job.status.value)
+            return None
+        return self.claim(job.id, owner)
+
+    def complete(self, claim: Claim, result: Any) -> Job | None:
+        return self._finish(claim, [Step(JobStatus.COMPLETED, "handler returned")], result=result)
+
+    def decide_retry(self, claim: Claim, exc: BaseException) -> RetryDecision:
+        policy = self.policy_for(claim.job.type, claim.job.retry_policy)
+        return policy.decide(claim.attempt, error_names(exc))
+
+    def record_retry(
+        self, claim: Claim, error: dict[str, Any], decision: RetryDecision
+    ) -> Job | None:
+        """``running → failed → scheduled`` in one transaction, with ``not_before`` set."""
+        not_before = datetime.now(UTC) + timedelta(seconds=decision.countdown)
+        return self._finish(
+            claim,
+            [
+                Step(JobStatus.FAILED, error.get("code", "HANDLER_ERROR")),
+                Step(JobStatus.SCHEDULED, decision.reason),
+            ],
+            error=error,
+            not_before=not_before,
+            details={"countdown": round(decision.countdown, 3)},
+        )
+
+    def record_failure(
+        self, claim: Claim, error: dict[str, Any], reason: str | None = None
+    ) -> Job | None:
+        return self._finish(
+            claim, [Step(JobStatus.FAILED, reason or error.get("code"))], error=error
+        )
+
+    def report_progress(self, claim: Claim, progress: dict[str, Any]) -> bool:
+        with transaction(self.engine) as conn:
+            return LeaseRepository(conn).record_progress(claim.job_id, claim.token, progress)
+
+    def cancel(self, job_id: int, actor: str, reason: str) -> Job | None:
+        """Cancel from any non-final state; an already-final job is left as it is."""
+        try:
+            with transaction(self.engine) as conn:
+                return guard.transition(
+                    conn, job_id, JobStatus.CANCELLED, actor=actor, reason=reason
+                ).job
+        except (TransitionRefused, JobNotFound) as exc:
+            log.info("cancel_refused", job_id=job_id, reason=str(exc))
+            return None
+
+    def _finish(self, claim: Claim, steps: list[Step], **kwargs: Any) -> Job | None:
+        try:
+            with transaction(self.engine) as conn:
+                moved = guard.transition(
+                    conn,
+                    claim.job_id,
+                    steps,
+                    actor=claim.owner,
+                    lease_token=claim.token,
+                    **kwargs,
+                )
+        except TransitionRefused as exc:
+            log.warning(
+                "outcome_refused",
+                job_id=claim.job_id,
+                attempt=claim.attempt,
+                status=steps[-1].to.value,
+                reason=str(exc),
+            )
+            return None
+        except JobEngineError as exc:
+            log.error("outcome_not_recorded", job_id=claim.job_id, error=str(exc))
+            raise
+        return moved.job

@@ -1,0 +1,66 @@
+"""Wiring the fleet's long-running processes: the publisher and the reaper service.
+
+The engine publishes by task name, so it needs a Celery app configured for the broker but
+none of the task code in ``workers/``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from typing import Any
+
+from celery import Celery
+
+from config.celery import celery_config
+from config.logging import configure_logging
+from config.settings import Settings, get_settings
+from jobengine.dispatch import CeleryPublisher
+from jobengine.embedded import ensure_broker_url, ensure_database_url
+from jobengine.execution import Executor
+from jobengine.reaper import Reaper
+from jobengine.store.database import make_engine
+
+
+def publisher_app(settings: Settings, broker_url: str) -> Celery:
+    app = Celery("jobengine-producer", set_as_current=False)
+    app.config_from_object(celery_config(settings, broker_url))
+    return app
+
+
+def make_publisher(settings: Settings, broker_url: str) -> CeleryPublisher:
+    return CeleryPublisher(publisher_app(settings, broker_url))
+
+
+def run_reaper(settings: Settings | None = None, name: str | None = None) -> None:
+    """Serve as a reaper until SIGTERM or SIGINT; leads only while it holds the lock."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    database_url = ensure_database_url(settings.database_url, settings.data_dir)
+    broker_url = ensure_broker_url(settings.broker_url, settings.data_dir)
+    engine = make_engine(database_url, pool_size=2)
+    reaper = Reaper(
+        engine,
+        make_publisher(settings, broker_url),
+        Executor(engine, lease_ttl_seconds=settings.lease_ttl_seconds),
+        name=name or f"reaper@{socket.gethostname()}:{os.getpid()}",
+        redispatch_after_seconds=settings.redispatch_after_seconds,
+        dispatch_grace_seconds=settings.dispatch_grace_seconds,
+    )
+    stop = threading.Event()
+
+    def _stop(*_: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        reaper.run(stop, settings.reaper_interval_seconds)
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    run_reaper()

@@ -1,0 +1,50 @@
+"""Submitting from Python: store the job, commit, then publish (never the other way round)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Engine
+
+from jobengine.dispatch import Publisher, publish_jobs
+from jobengine.domain.job import Job, NewJob
+from jobengine.domain.status import JobStatus
+from jobengine.job_types import JobTypeRegistry
+from jobengine.job_types import registry as default_registry
+from jobengine.store.database import transaction
+from jobengine.store.jobs_repository import DispatchRef
+from jobengine.submission import submit
+
+
+def dispatch_ref(job: Job) -> DispatchRef:
+    return DispatchRef(
+        id=job.id, type=job.type, queue=job.queue, priority=job.priority, attempt=job.attempt
+    )
+
+
+def submit_jobs(
+    engine: Engine,
+    publisher: Publisher,
+    jobs: Sequence[NewJob],
+    *,
+    max_payload_bytes: int = 256 * 1024,
+    types: JobTypeRegistry = default_registry,
+    actor: str = "producer",
+) -> list[Job]:
+    """Store ``jobs`` in one transaction, then publish the new scheduled ones.
+
+    If the broker is down the call still succeeds: the jobs are committed as ``scheduled`` and
+    the leader publishes them when the broker is back.
+    """
+    with transaction(engine) as conn:
+        stored = [
+            submit(conn, new, max_payload_bytes=max_payload_bytes, types=types, actor=actor)
+            for new in jobs
+        ]
+    fresh = [
+        dispatch_ref(job)
+        for job, created in stored
+        if created and job.status is JobStatus.SCHEDULED and job.dispatched_at is None
+    ]
+    publish_jobs(engine, publisher, fresh)
+    return [job for job, _ in stored]

@@ -1,0 +1,1 @@
+"""The Celery side of jobengine: the app, thin tasks, signal hooks and job handlers."""

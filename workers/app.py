@@ -1,0 +1,29 @@
+"""The Celery application: ``celery -A workers.app worker``.
+
+The broker is Redis: the one named by ``JOBENGINE_BROKER_URL``, else the embedded one of this
+installation (started if needed). Handler modules are imported here, then a ``jobs.<type>``
+task is registered for each handler.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from celery import Celery
+
+from config.celery import celery_config
+from config.logging import configure_logging
+from config.settings import get_settings
+from workers.runtime import urls
+from workers.tasks import register_tasks
+
+settings = get_settings()
+configure_logging(settings.log_level, settings.log_json)
+
+app = Celery("jobengine")
+app.config_from_object(celery_config(settings, urls()[1]))
+
+for module in ("workers.handlers.builtin", *settings.handler_modules):
+    importlib.import_module(module)
+importlib.import_module("workers.hooks")
+register_tasks(app)

@@ -1,0 +1,139 @@
+"""Celery's signals drive the state machine: every outcome is recorded through the guard.
+
+Receivers take ``**kwargs`` as Celery asks. Celery swallows what a receiver raises (it only
+logs it), so each receiver logs its own failures with the job's fields; a hook that could not
+record leaves the job leased, and the reaper takes it back when the lease runs out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from celery import signals
+
+from jobengine.dispatch import TASK_PREFIX, parse_task_id
+from jobengine.errors import JobEngineError
+from jobengine.execution import Claim, describe_error
+from jobengine.store.database import transaction
+from jobengine.store.jobs_repository import JobsRepository, LeaseRepository
+from workers.runtime import runtime
+from workers.tasks import JobTask
+
+log = structlog.get_logger("workers.hooks")
+
+
+def _payload_of(args: Any, kwargs: Any) -> Any:
+    """What a plain Celery producer sent becomes the adopted job's payload."""
+    if not args:
+        return dict(kwargs or {})
+    return {"args": list(args), "kwargs": dict(kwargs or {})}
+
+
+def claim_job(task: Any = None, task_id: str | None = None, **kwargs: Any) -> None:
+    if not isinstance(task, JobTask):
+        return
+    task.request.jobengine_claim = None
+    rt = runtime()
+    parsed = parse_task_id(task_id)
+    try:
+        if parsed is not None:
+            claim = rt.executor.claim(parsed[0], rt.owner)
+        else:
+            payload = _payload_of(kwargs.get("args"), kwargs.get("kwargs"))
+            claim = rt.executor.adopt(task.job_type, payload, task_id or "", rt.owner)
+    except JobEngineError as exc:
+        log.warning("claim_failed", task_id=task_id, error=str(exc))
+        return
+    if claim is None:
+        return
+    rt.keeper.hold(claim.job_id, claim.token)
+    task.request.jobengine_claim = claim
+    log.debug("job_started", job_id=claim.job_id, attempt=claim.attempt, status="running")
+
+
+def _claim_of(request: Any) -> Claim | None:
+    return getattr(request, "jobengine_claim", None)
+
+
+def record_success(sender: Any = None, result: Any = None, **_: Any) -> None:
+    claim = _claim_of(getattr(sender, "request", None))
+    if claim is None:
+        return
+    rt = runtime()
+    rt.keeper.release(claim.job_id)
+    try:
+        rt.executor.complete(claim, result)
+    except JobEngineError as exc:
+        log.error(
+            "success_not_recorded", job_id=claim.job_id, attempt=claim.attempt, error=str(exc)
+        )
+
+
+def record_failure(
+    sender: Any = None, exception: BaseException | None = None, einfo: Any = None, **_: Any
+) -> None:
+    claim = _claim_of(getattr(sender, "request", None))
+    if claim is None or exception is None:
+        return
+    rt = runtime()
+    rt.keeper.release(claim.job_id)
+    error = describe_error(exception, str(einfo) if einfo is not None else None)
+    try:
+        rt.executor.record_failure(claim, error)
+    except JobEngineError as exc:
+        log.error(
+            "failure_not_recorded", job_id=claim.job_id, attempt=claim.attempt, error=str(exc)
+        )
+
+
+def record_retry(request: Any = None, reason: Any = None, einfo: Any = None, **_: Any) -> None:
+    claim = _claim_of(request)
+    decision = getattr(reason, "jobengine_decision", None)
+    if claim is None or decision is None:
+        return
+    rt = runtime()
+    rt.keeper.release(claim.job_id)
+    cause = getattr(reason, "exc", None) or reason
+    error = describe_error(cause, str(einfo) if einfo is not None else None)
+    try:
+        job = rt.executor.record_retry(claim, error, decision)
+    except JobEngineError as exc:
+        log.error("retry_not_recorded", job_id=claim.job_id, attempt=claim.attempt, error=str(exc))
+        return
+    signature = getattr(reason, "sig", None)
+    if job is None or signature is None:
+        return
+    try:
+        signature.apply_async()
+    except Exception as exc:
+        log.warning("retry_publish_failed", job_id=claim.job_id, error=str(exc))
+        return
+    with transaction(rt.executor.engine) as conn:
+        LeaseRepository(conn).mark_dispatched([claim.job_id])
+
+
+def record_revoke(request: Any = None, terminated: bool = False, **_: Any) -> None:
+    """A revoke (from Flower or ``celery control revoke``) cancels the job in Postgres too."""
+    name = getattr(request, "task_name", None) or getattr(request, "name", "") or ""
+    if not name.startswith(TASK_PREFIX):
+        return
+    task_id = getattr(request, "id", None)
+    parsed = parse_task_id(task_id)
+    rt = runtime()
+    job_id = parsed[0] if parsed else None
+    if job_id is None and task_id:
+        with transaction(rt.executor.engine) as conn:
+            found = JobsRepository(conn).find_by_idempotency_key("default", f"celery:{task_id}")
+        job_id = found[0].id if found else None
+    if job_id is None:
+        return
+    reason = "revoked and terminated" if terminated else "revoked"
+    rt.executor.cancel(job_id, actor="celery:revoke", reason=reason)
+
+
+signals.task_prerun.connect(claim_job, weak=False)
+signals.task_success.connect(record_success, weak=False)
+signals.task_failure.connect(record_failure, weak=False)
+signals.task_retry.connect(record_retry, weak=False)
+signals.task_revoked.connect(record_revoke, weak=False)

@@ -1,0 +1,49 @@
+"""``@job("type")``: declare a job type and attach the handler that runs it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from jobengine.context import JobContext
+from jobengine.job_types import JobTypeSpec, registry
+
+Handler = Callable[[JobContext], Any]
+
+HANDLERS: dict[str, Handler] = {}
+
+
+def job(
+    name: str,
+    *,
+    queue: str = "default",
+    retry_policy: dict[str, Any] | None = None,
+    time_limit_seconds: float | None = None,
+    needs_network: bool = False,
+    description: str = "",
+) -> Callable[[Handler], Handler]:
+    """Register ``fn`` as the handler of job type ``name``, with the type's defaults.
+
+    The handler receives a ``JobContext`` and returns a JSON-serialisable result; raising
+    fails the attempt and lets the job's RetryPolicy decide what follows.
+    """
+
+    def register(fn: Handler) -> Handler:
+        declares_defaults = bool(
+            queue != "default" or retry_policy or time_limit_seconds or needs_network
+        )
+        if declares_defaults or name not in registry.names():
+            registry.register(
+                JobTypeSpec(
+                    name=name,
+                    queue=queue,
+                    retry_policy=dict(retry_policy or {}),
+                    time_limit_seconds=time_limit_seconds,
+                    needs_network=needs_network,
+                    description=description or (fn.__doc__ or "").strip().split("\n")[0],
+                )
+            )
+        HANDLERS[name] = fn
+        return fn
+
+    return register

@@ -1,0 +1,103 @@
+"""Thin Celery tasks: one per job type, named ``jobs.<type>``.
+
+A task decodes nothing and decides little: the claim was made by the ``task_prerun`` hook,
+``before_start`` vetoes a message whose claim failed (the one place a message is refused),
+and the body runs the handler, asking the job's RetryPolicy when it raises. Outcomes are
+recorded by the hooks in ``workers.hooks``.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import Ignore, Retry
+
+from jobengine.context import JobContext
+from jobengine.dispatch import TASK_PREFIX, task_id_for
+from jobengine.execution import Claim
+from jobengine.failures import NonRetryableError
+from workers.registry import HANDLERS, Handler
+from workers.runtime import runtime
+
+
+class JobTask(Task):  # type: ignore[misc]
+    """Base of every job task; ``job_type`` is set per task."""
+
+    job_type = ""
+    typing = False  # payloads of adopted messages arrive as any args/kwargs
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        if getattr(self.request, "jobengine_claim", None) is None:
+            raise Ignore()
+
+
+def _context(claim: Claim) -> JobContext:
+    rt = runtime()
+    return JobContext(
+        job_id=claim.job_id,
+        type=claim.job.type,
+        attempt=claim.attempt,
+        payload=claim.job.payload,
+        lease_token=claim.token,
+        _report=partial(rt.executor.report_progress, claim),
+        _still_held=partial(rt.keeper.still_held, claim.job_id),
+    )
+
+
+def _checked_result(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise NonRetryableError(f"handler returned a result that is not JSON: {exc}") from exc
+    return value
+
+
+def _retry_for(task: JobTask, claim: Claim, exc: Exception) -> Retry | None:
+    """Celery's own retry for a failed attempt, if the RetryPolicy grants one.
+
+    The retry message is built here but published by the ``task_retry`` hook only after
+    ``running → failed → scheduled`` has committed, so it can never arrive before its job is
+    claimable. Waits longer than the ETA limit get no message at all: the job waits in Postgres
+    and the reaper publishes it when due, so Redis never redelivers it early or twice.
+    """
+    rt = runtime()
+    decision = rt.executor.decide_retry(claim, exc)
+    if not decision.retry:
+        return None
+    signature = None
+    if decision.countdown <= rt.settings.eta_limit_seconds:
+        signature = task.signature_from_request(
+            task.request,
+            countdown=decision.countdown,
+            retries=task.request.retries + 1,
+            task_id=task_id_for(claim.job_id, claim.attempt + 1),
+        )
+    retry = Retry(exc=exc, when=decision.countdown, sig=signature)
+    retry.jobengine_decision = decision
+    return retry
+
+
+def _make_body(handler: Handler) -> Any:
+    def run(self: JobTask, *args: Any, **kwargs: Any) -> Any:
+        claim: Claim = self.request.jobengine_claim
+        try:
+            return _checked_result(handler(_context(claim)))
+        except Exception as exc:
+            retry = _retry_for(self, claim, exc)
+            if retry is None:
+                raise
+            raise retry from exc
+
+    return run
+
+
+def register_tasks(app: Celery) -> None:
+    """A ``jobs.<type>`` task for every registered handler."""
+    for job_type, handler in sorted(HANDLERS.items()):
+        name = f"{TASK_PREFIX}{job_type}"
+        if name in app.tasks:
+            continue
+        app.task(name=name, base=JobTask, bind=True, job_type=job_type)(_make_body(handler))
