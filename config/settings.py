@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -67,6 +67,20 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=False, description="JSON log lines instead of console ones.")
+
+    @model_validator(mode="after")
+    def _eta_fits_visibility(self) -> Settings:
+        if self.eta_limit_seconds >= self.broker_visibility_timeout_seconds:
+            raise ValueError(
+                "JOBENGINE_ETA_LIMIT_SECONDS must be below "
+                "JOBENGINE_BROKER_VISIBILITY_TIMEOUT_SECONDS, or Redis redelivers waiting retries"
+            )
+        if self.heartbeat_interval_seconds >= self.lease_ttl_seconds:
+            raise ValueError(
+                "JOBENGINE_HEARTBEAT_INTERVAL_SECONDS must be below JOBENGINE_LEASE_TTL_SECONDS, "
+                "or healthy jobs lose their leases"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -107,6 +107,17 @@ class LeaseNotExpired(TransitionRefused):
         self.job_id = job_id
 
 
+class NotDue(TransitionRefused):
+    """A claim arrived before the job's ``not_before``: its message came early (a duplicate)."""
+
+    code = "NOT_DUE"
+    hint = "The job is published again when it is due; this message runs nothing."
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"job {job_id} is not due yet")
+        self.job_id = job_id
+
+
 class DuplicateIdempotencyKey(StoreError):
     code = "IDEMPOTENCY_CONFLICT"
     hint = "Reuse an Idempotency-Key only with the same request body, or pick a new key."

@@ -22,7 +22,7 @@ from jobengine.guard import Step
 from jobengine.job_types import JobTypeRegistry
 from jobengine.job_types import registry as default_registry
 from jobengine.retry_policy import RetryDecision, RetryPolicy, error_names
-from jobengine.store.database import transaction
+from jobengine.store.database import single_statement, transaction
 from jobengine.store.jobs_repository import JobsRepository, LeaseRepository
 
 log = structlog.get_logger("jobengine.execution")
@@ -93,7 +93,7 @@ class Executor:
         refused claim is the normal fate of a duplicate message.
         """
         try:
-            with transaction(self.engine) as conn:
+            with single_statement(self.engine) as conn:
                 moved = guard.transition(
                     conn,
                     job_id,
@@ -160,7 +160,7 @@ class Executor:
         )
 
     def report_progress(self, claim: Claim, progress: dict[str, Any]) -> bool:
-        with transaction(self.engine) as conn:
+        with single_statement(self.engine) as conn:
             return LeaseRepository(conn).record_progress(claim.job_id, claim.token, progress)
 
     def cancel(self, job_id: int, actor: str, reason: str) -> Job | None:
@@ -176,7 +176,7 @@ class Executor:
 
     def _finish(self, claim: Claim, steps: list[Step], **kwargs: Any) -> Job | None:
         try:
-            with transaction(self.engine) as conn:
+            with single_statement(self.engine) as conn:
                 moved = guard.transition(
                     conn,
                     claim.job_id,

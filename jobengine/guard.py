@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.domain.transitions import INITIAL_STATE, allowed_sources, is_allowed
-from jobengine.errors import InvalidTransition, JobNotFound, LeaseNotExpired, StaleLease
+from jobengine.errors import InvalidTransition, JobNotFound, LeaseNotExpired, NotDue, StaleLease
 from jobengine.store import queries
 from jobengine.store.rows import job_from_row
 
@@ -42,19 +42,22 @@ class TransitionResult:
     from_status: JobStatus
 
 
-def _check_path(first_sources: Sequence[JobStatus], steps: Sequence[Step]) -> None:
+def _check_path(steps: Sequence[Step]) -> None:
+    """A path's own hops must be in the table; its first hop is the statement's to judge.
+
+    A first target that nothing leads to (``pending``) is not a programming error but a move
+    the statement refuses like any other: ``InvalidTransition`` naming the current state.
+    """
     for prev, step in itertools.pairwise(steps):
         if not is_allowed(prev.to, step.to):
             raise ValueError(f"path step {prev.to} → {step.to} is not in the transition table")
-    if not first_sources:
-        raise ValueError(f"nothing in the transition table leads to {steps[0].to}")
 
 
 @lru_cache(maxsize=64)
 def _statement(targets: tuple[JobStatus, ...], fenced: bool, lease_expired: bool, due: bool) -> str:
     effects: dict[str, str] = {}
     for target in targets:
-        effects.update(queries.EFFECTS[target])
+        effects.update(queries.EFFECTS.get(target, {}))
     return queries.transition_sql(effects, fenced=fenced, lease_expired=lease_expired, due=due)
 
 
@@ -108,7 +111,9 @@ def transition(
     if not steps:
         raise ValueError("a transition needs at least one step")
     sources = allowed_sources(steps[0].to)
-    _check_path(sources, steps)
+    _check_path(steps)
+    if any(s.to is JobStatus.CLAIMED for s in steps) and not lease_owner:
+        raise ValueError("a claim needs a lease_owner: the lease must name its holder")
     target = steps[-1].to
     sql = _statement(
         tuple(s.to for s in steps), lease_token is not None, require_lease_expired, require_due
@@ -138,7 +143,7 @@ def transition(
             raise StaleLease(job_id, lease_token, row["current_token"])
         if require_lease_expired:
             raise LeaseNotExpired(job_id)
-        raise InvalidTransition(job_id, current.value, f"{steps[0].to.value} (not due yet)")
+        raise NotDue(job_id)
     return TransitionResult(job=job_from_row(row), from_status=JobStatus(row["from_status"]))
 
 

@@ -22,6 +22,7 @@ from jobengine.errors import (
 )
 from jobengine.job_types import JobTypeRegistry
 from jobengine.job_types import registry as default_registry
+from jobengine.retry_policy import RetryPolicy
 from jobengine.store.jobs_repository import JobsRepository
 
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
@@ -50,6 +51,8 @@ def validate(new: NewJob, *, max_payload_bytes: int, types: JobTypeRegistry) -> 
     """Check a submission; returns it with the type's default queue applied."""
     spec = types.get(new.type)
     encode_payload(new.payload, max_payload_bytes)
+    if new.retry_policy is not None:
+        RetryPolicy.resolve(spec.retry_policy, new.retry_policy)
     if not PRIORITY_MIN <= new.priority <= PRIORITY_MAX:
         raise ValidationError(
             f"priority {new.priority} is out of range",

@@ -24,12 +24,14 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 5, max_overflow: int = 10, pre_ping: bool = True
+) -> Engine:
     return create_engine(
         normalize_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         connect_args={"connect_timeout": 5},
     )
 
@@ -54,6 +56,21 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+@contextmanager
+def single_statement(engine: Engine) -> Iterator[Connection]:
+    """A connection in autocommit mode, for a unit of work that is exactly one statement.
+
+    One statement is atomic on its own; skipping BEGIN and COMMIT saves two of the three
+    round trips a per-job write would otherwise cost. Use it only where one statement is
+    the whole unit (the guard's transitions are).
+    """
+    with (
+        store_errors(),
+        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+    ):
+        yield conn
+
+
 _process_engines: dict[tuple[int, str], Engine] = {}
 
 
@@ -66,6 +83,6 @@ def process_engine(url: str, *, pool_size: int = 3) -> Engine:
     key = (os.getpid(), url)
     engine = _process_engines.get(key)
     if engine is None:
-        engine = make_engine(url, pool_size=pool_size, max_overflow=2)
+        engine = make_engine(url, pool_size=pool_size, max_overflow=2, pre_ping=False)
         _process_engines[key] = engine
     return engine

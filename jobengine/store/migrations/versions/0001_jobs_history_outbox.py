@@ -22,6 +22,8 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    # Constraint names below are final: ``op.f`` keeps Alembic from applying the models'
+    # naming convention to them a second time (``ck_jobs_ck_jobs_…``).
     postgresql.ENUM(*STATES, name="job_status").create(op.get_bind())
     op.create_table(
         "jobs",
@@ -49,16 +51,16 @@ def upgrade() -> None:
         sa.Column("scheduled_at", TS, nullable=True),
         sa.Column("started_at", TS, nullable=True),
         sa.Column("completed_at", TS, nullable=True),
-        sa.CheckConstraint("priority BETWEEN 0 AND 9", name="ck_jobs_priority_range"),
-        sa.CheckConstraint("attempt >= 0", name="ck_jobs_attempt_non_negative"),
+        sa.CheckConstraint("priority BETWEEN 0 AND 9", name=op.f("ck_jobs_priority_range")),
+        sa.CheckConstraint("attempt >= 0", name=op.f("ck_jobs_attempt_non_negative")),
         sa.CheckConstraint(
             "(status IN ('completed', 'failed', 'cancelled')) = (completed_at IS NOT NULL)",
-            name="ck_jobs_finished_iff_completed_at",
+            name=op.f("ck_jobs_finished_iff_completed_at"),
         ),
         sa.CheckConstraint(
             "(status IN ('claimed', 'running')) = (lease_owner IS NOT NULL "
             "AND lease_expires_at IS NOT NULL)",
-            name="ck_jobs_leased_iff_claimed_or_running",
+            name=op.f("ck_jobs_leased_iff_claimed_or_running"),
         ),
         sa.PrimaryKeyConstraint("id", name="pk_jobs"),
     )

@@ -1,0 +1,74 @@
+"""Handlers for fleet tests, imported by worker processes via JOBENGINE_HANDLER_MODULES.
+
+They record what they did in ``test_effects`` (created by the fixtures) so tests can count
+effects per attempt, and they block on ``test_releases`` rows, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from sqlalchemy import text
+
+from jobengine.context import JobContext
+from jobengine.store.database import process_engine
+from workers.registry import job
+
+POLL = 0.05
+
+
+def _engine() -> Any:
+    return process_engine(os.environ["JOBENGINE_DATABASE_URL"])
+
+
+def record_effect(ctx: JobContext, what: str) -> None:
+    with _engine().begin() as conn:
+        conn.execute(
+            text("INSERT INTO test_effects (job_id, attempt, what, pid) VALUES (:j, :a, :w, :p)"),
+            {"j": ctx.job_id, "a": ctx.attempt, "w": what, "p": os.getpid()},
+        )
+
+
+def _released(job_id: int, attempt: int) -> bool:
+    with _engine().connect() as conn:
+        row = conn.execute(
+            text("SELECT 1 FROM test_releases WHERE job_id = :j AND attempt = :a"),
+            {"j": job_id, "a": attempt},
+        ).first()
+    return row is not None
+
+
+@job("effect")
+def effect(ctx: JobContext) -> dict[str, Any]:
+    """Records one effect row per run."""
+    record_effect(ctx, "ran")
+    return {"attempt": ctx.attempt}
+
+
+@job("always_fails", retry_policy={"max_retries": 3, "base_delay_seconds": 0.2, "jitter": "none"})
+def always_fails(ctx: JobContext) -> None:
+    record_effect(ctx, "ran")
+    raise RuntimeError(f"always fails (attempt {ctx.attempt})")
+
+
+@job("blocking")
+def blocking(ctx: JobContext) -> dict[str, Any]:
+    """Blocks the attempts listed in payload['block_attempts'] until released or cancelled."""
+    record_effect(ctx, "started")
+    if ctx.attempt in ctx.payload.get("block_attempts", []):
+        idle = threading.Event()
+        while not _released(ctx.job_id, ctx.attempt) and not ctx.cancelled:
+            idle.wait(POLL)
+    record_effect(ctx, "finished")
+    return {"attempt": ctx.attempt, "pid": os.getpid()}
+
+
+@job("flaky", retry_policy={"max_retries": 3, "base_delay_seconds": 0.2, "jitter": "none"})
+def flaky(ctx: JobContext) -> dict[str, Any]:
+    """Fails the attempts listed in payload['fail_attempts'], succeeds on the others."""
+    record_effect(ctx, "ran")
+    if ctx.attempt in ctx.payload.get("fail_attempts", []):
+        raise RuntimeError(f"flaky failure on attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
