@@ -168,18 +168,22 @@ class Fleet:
                 {"j": job_id, "a": attempt},
             )
 
-    def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    def kill(
+        self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL, *, wait: bool = True
+    ) -> None:
         """Signal the process and every child it forked (its whole session)."""
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
-        proc.wait(30)
+        if wait:
+            proc.wait(30)
 
     def stop_all(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
                 try:
+                    os.killpg(proc.pid, signal.SIGCONT)
                     os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     continue

@@ -3,6 +3,8 @@ lease was taken over can change nothing."""
 
 from __future__ import annotations
 
+import signal
+
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.producer import submit_jobs
@@ -41,28 +43,31 @@ def test_sigkilled_worker_loses_its_lease_and_another_worker_completes(fleet: Fl
     ]
 
 
-def test_stale_worker_cannot_complete_a_job_taken_over(fleet: Fleet) -> None:
-    # The stale worker heartbeats far too rarely for its lease: it will be taken over while
-    # its handler is still running, and must then be unable to record anything.
-    fleet.start_worker(
-        "stale", JOBENGINE_LEASE_TTL_SECONDS="1", JOBENGINE_HEARTBEAT_INTERVAL_SECONDS="600"
-    )
+def test_frozen_worker_cannot_complete_a_job_taken_over_while_it_was_frozen(
+    fleet: Fleet,
+) -> None:
+    # A worker frozen mid-job (SIGSTOP: a VM pause, a stuck GC) misses its heartbeats; its job
+    # is taken over and finished elsewhere. Thawed, it finishes its handler and must then be
+    # unable to record anything: its fencing token is stale.
+    frozen = fleet.start_worker("frozen")
     [job] = submit_jobs(
         fleet.engine, fleet.publisher(), [NewJob(type="blocking", payload={"block_attempts": [1]})]
     )
-    wait_until(lambda: _started(fleet, job.id, 1), 60, "attempt 1 started on the stale worker")
+    wait_until(lambda: _started(fleet, job.id, 1), 60, "attempt 1 started on the doomed worker")
+    fleet.kill(frozen, signal.SIGSTOP, wait=False)
     fleet.start_worker("fresh")
     fleet.start_reaper("reaper-1")
     wait_until(lambda: fleet.job(job.id).status is S.COMPLETED, 60, "attempt 2 completed")
     history_after_takeover = fleet.history(job.id)
 
     fleet.release(job.id, 1)
+    fleet.kill(frozen, signal.SIGCONT, wait=False)
     wait_until(
         lambda: (job.id, 1, "finished") in [e[:3] for e in fleet.effects(job.id)],
         60,
-        "stale handler finished",
+        "thawed handler finished",
     )
-    wait_until(lambda: "outcome_refused" in fleet.log_of("stale"), 60, "stale outcome refused")
+    wait_until(lambda: "outcome_refused" in fleet.log_of("frozen"), 60, "stale outcome refused")
 
     assert fleet.history(job.id) == history_after_takeover
     final = fleet.job(job.id)
