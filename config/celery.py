@@ -12,8 +12,6 @@ from typing import Any
 
 from config.settings import Settings
 
-PRIORITY_STEPS = list(range(10))
-
 
 def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
     return {
@@ -21,9 +19,6 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
-            "priority_steps": PRIORITY_STEPS,
-            "sep": ":",
-            "queue_order_strategy": "priority",
             "socket_connect_timeout": 3,
             "socket_timeout": 10,
         },
@@ -34,7 +29,6 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
         "task_default_queue": "default",
         "task_create_missing_queues": True,
         "task_serializer": "json",

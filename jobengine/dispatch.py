@@ -62,23 +62,33 @@ class CeleryPublisher:
         )
 
 
-def publish_jobs(engine: Engine, publisher: Publisher, refs: Sequence[DispatchRef]) -> list[int]:
-    """Publish each job, then record in one statement which ones went out.
+def publish_jobs(
+    engine: Engine,
+    publisher: Publisher,
+    refs: Sequence[DispatchRef],
+    *,
+    premarked: bool = False,
+) -> list[int]:
+    """Publish each job and keep ``dispatched_at`` true to what went out.
 
-    A publish that fails stops the batch (the broker is likely down); the jobs not marked stay
-    ``dispatched_at IS NULL`` and the leader publishes them later. Nothing is lost either way.
+    ``premarked`` jobs were marked when created (the producer's path): only a failure costs a
+    write, clearing the mark of those not sent. Otherwise (the leader's path) the ones sent are
+    marked in one statement. A failing publish stops the batch, since the broker is likely
+    down; unmarked jobs are published by the leader later. Nothing is lost either way.
     """
     sent: list[int] = []
     for ref in refs:
         try:
             publisher.publish(ref)
         except Exception as exc:
-            log.warning(
-                "publish_failed", job_id=ref.id, error=str(exc), pending=len(refs) - len(sent)
-            )
+            unsent = [r.id for r in refs[len(sent) :]]
+            log.warning("publish_failed", job_id=ref.id, error=str(exc), unsent=len(unsent))
+            if premarked:
+                with transaction(engine) as conn:
+                    LeaseRepository(conn).clear_dispatched(unsent)
             break
         sent.append(ref.id)
-    if sent:
+    if sent and not premarked:
         with transaction(engine) as conn:
             LeaseRepository(conn).mark_dispatched(sent)
     return sent

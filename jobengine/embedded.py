@@ -243,17 +243,3 @@ class EmbeddedRedis:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
         self._state_file.unlink(missing_ok=True)
-
-
-def ensure_database_url(configured: str | None, data_dir: Path) -> str:
-    """The configured Postgres URL, else that of the embedded server (started if needed)."""
-    if configured:
-        return configured
-    return EmbeddedPostgres(data_dir / "postgres").start()
-
-
-def ensure_broker_url(configured: str | None, data_dir: Path) -> str:
-    """The configured Redis URL, else that of the embedded server (started if needed)."""
-    if configured:
-        return configured
-    return EmbeddedRedis(data_dir / "redis").start()

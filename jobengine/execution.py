@@ -22,7 +22,7 @@ from jobengine.guard import Step
 from jobengine.job_types import JobTypeRegistry
 from jobengine.job_types import registry as default_registry
 from jobengine.retry_policy import RetryDecision, RetryPolicy, error_names
-from jobengine.store.database import single_statement, transaction
+from jobengine.store.database import SingleStatements, transaction
 from jobengine.store.jobs_repository import JobsRepository, LeaseRepository
 
 log = structlog.get_logger("jobengine.execution")
@@ -75,6 +75,7 @@ class Executor:
         types: JobTypeRegistry = default_registry,
     ) -> None:
         self.engine = engine
+        self._statements = SingleStatements(engine)
         self.lease_ttl_seconds = lease_ttl_seconds
         self.types = types
 
@@ -93,7 +94,7 @@ class Executor:
         refused claim is the normal fate of a duplicate message.
         """
         try:
-            with single_statement(self.engine) as conn:
+            with self._statements.connection() as conn:
                 moved = guard.transition(
                     conn,
                     job_id,
@@ -160,7 +161,7 @@ class Executor:
         )
 
     def report_progress(self, claim: Claim, progress: dict[str, Any]) -> bool:
-        with single_statement(self.engine) as conn:
+        with self._statements.connection() as conn:
             return LeaseRepository(conn).record_progress(claim.job_id, claim.token, progress)
 
     def cancel(self, job_id: int, actor: str, reason: str) -> Job | None:
@@ -176,7 +177,7 @@ class Executor:
 
     def _finish(self, claim: Claim, steps: list[Step], **kwargs: Any) -> Job | None:
         try:
-            with single_statement(self.engine) as conn:
+            with self._statements.connection() as conn:
                 moved = guard.transition(
                     conn,
                     claim.job_id,

@@ -18,9 +18,9 @@ from config.celery import celery_config
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from jobengine.dispatch import CeleryPublisher
-from jobengine.embedded import ensure_broker_url, ensure_database_url
 from jobengine.execution import Executor
 from jobengine.reaper import Reaper
+from jobengine.services import resolve_broker_url, resolve_database_url
 from jobengine.store.database import make_engine
 
 
@@ -38,8 +38,8 @@ def run_reaper(settings: Settings | None = None, name: str | None = None) -> Non
     """Serve as a reaper until SIGTERM or SIGINT; leads only while it holds the lock."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    database_url = ensure_database_url(settings.database_url, settings.data_dir)
-    broker_url = ensure_broker_url(settings.broker_url, settings.data_dir)
+    database_url = resolve_database_url(settings)[0]
+    broker_url = resolve_broker_url(settings)[0]
     engine = make_engine(database_url, pool_size=2)
     reaper = Reaper(
         engine,

@@ -23,6 +23,7 @@ from jobengine.domain.status import JobStatus
 from jobengine.domain.transitions import INITIAL_STATE, allowed_sources, is_allowed
 from jobengine.errors import InvalidTransition, JobNotFound, LeaseNotExpired, NotDue, StaleLease
 from jobengine.store import queries
+from jobengine.store.database import run_statement
 from jobengine.store.rows import job_from_row
 
 SYSTEM_ACTOR = "system"
@@ -132,7 +133,7 @@ def transition(
         "details": _json(dict(details or {})),
         **_step_params(steps, None),
     }
-    row = conn.exec_driver_sql(sql, params).mappings().first()
+    row = run_statement(conn, sql, params)
     if row is None:
         raise JobNotFound(job_id)
     if row["id"] is None:
@@ -155,9 +156,11 @@ def create_job(
     actor: str = SYSTEM_ACTOR,
     request_hash: str | None = None,
     reason: str | None = "submitted",
+    dispatching: bool = False,
 ) -> Job | None:
     """Insert a job born ``pending``; with ``schedule`` it moves on to ``scheduled`` at once.
 
+    ``dispatching`` promises a publish right after commit (see ``store.queries.CREATE_JOB``).
     Returns None when the tenant already used ``new.idempotency_key``; the caller decides
     whether that is the same request (return the original) or a conflict.
     """
@@ -176,9 +179,10 @@ def create_job(
         "not_before": new.not_before,
         "idempotency_key": new.idempotency_key,
         "request_hash": request_hash,
+        "dispatching": dispatching,
         "actor": actor,
         "details": "{}",
         **_step_params(steps, None),
     }
-    row = conn.exec_driver_sql(queries.CREATE_JOB, params).mappings().first()
+    row = run_statement(conn, queries.CREATE_JOB, params)
     return None if row is None else job_from_row(row)

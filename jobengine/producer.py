@@ -34,17 +34,25 @@ def submit_jobs(
     """Store ``jobs`` in one transaction, then publish the new scheduled ones.
 
     If the broker is down the call still succeeds: the jobs are committed as ``scheduled`` and
-    the leader publishes them when the broker is back.
+    the leader publishes them when the broker is back. If this process dies between commit and
+    publish, the leader re-publishes them once ``redispatch_after_seconds`` have passed.
     """
     with transaction(engine) as conn:
         stored = [
-            submit(conn, new, max_payload_bytes=max_payload_bytes, types=types, actor=actor)
+            submit(
+                conn,
+                new,
+                max_payload_bytes=max_payload_bytes,
+                types=types,
+                actor=actor,
+                dispatching=True,
+            )
             for new in jobs
         ]
     fresh = [
         dispatch_ref(job)
         for job, created in stored
-        if created and job.status is JobStatus.SCHEDULED and job.dispatched_at is None
+        if created and job.status is JobStatus.SCHEDULED
     ]
-    publish_jobs(engine, publisher, fresh)
+    publish_jobs(engine, publisher, fresh, premarked=True)
     return [job for job, _ in stored]

@@ -91,6 +91,7 @@ def submit(
     max_payload_bytes: int = 256 * 1024,
     types: JobTypeRegistry = default_registry,
     actor: str = "producer",
+    dispatching: bool = False,
 ) -> tuple[Job, bool]:
     """Store a job inside the caller's transaction; returns it and whether it is new.
 
@@ -102,7 +103,12 @@ def submit(
     fingerprint = request_hash(new) if new.idempotency_key else None
     schedule_now = new.not_before is None
     created = guard.create_job(
-        conn, new, schedule=schedule_now, actor=actor, request_hash=fingerprint
+        conn,
+        new,
+        schedule=schedule_now,
+        actor=actor,
+        request_hash=fingerprint,
+        dispatching=dispatching,
     )
     if created is not None:
         return created, True

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from functools import cache
 
 from config.settings import Settings, get_settings
-from jobengine.embedded import ensure_broker_url, ensure_database_url
 from jobengine.execution import Executor
 from jobengine.lease import LeaseKeeper
+from jobengine.services import resolve_broker_url, resolve_database_url
 from jobengine.store.database import process_engine
 
 
@@ -29,11 +29,9 @@ class Runtime:
 
 @cache
 def urls() -> tuple[str, str]:
+    """The servers' URLs; embedded servers this starts are left running for the others."""
     settings = get_settings()
-    return (
-        ensure_database_url(settings.database_url, settings.data_dir),
-        ensure_broker_url(settings.broker_url, settings.data_dir),
-    )
+    return resolve_database_url(settings)[0], resolve_broker_url(settings)[0]
 
 
 @cache

@@ -7,9 +7,13 @@ can fork first and connect after.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
+import psycopg
+from psycopg.rows import dict_row
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -56,19 +60,50 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
-@contextmanager
-def single_statement(engine: Engine) -> Iterator[Connection]:
-    """A connection in autocommit mode, for a unit of work that is exactly one statement.
+def run_statement(conn: Connection, sql: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Run one statement on the driver cursor beneath ``conn``; its first row as a dict.
 
-    One statement is atomic on its own; skipping BEGIN and COMMIT saves two of the three
-    round trips a per-job write would otherwise cost. Use it only where one statement is
-    the whole unit (the guard's transitions are).
+    The per-job statements run for every job; there SQLAlchemy's checkout and result machinery
+    cost three times the client CPU of the statement itself (measured: 1.05 ms against 0.34 ms
+    per claim). The statement still runs inside whatever transaction ``conn`` is in.
     """
-    with (
-        store_errors(),
-        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
-    ):
-        yield conn
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    try:
+        with driver.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql, params)
+            return cur.fetchone() if cur.description is not None else None
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        conn.invalidate()
+        raise StoreUnavailable(f"the job store is unreachable: {exc}") from exc
+
+
+class SingleStatements:
+    """One autocommit connection per thread, kept open, for units of work of one statement.
+
+    A single statement is atomic on its own: skipping BEGIN and COMMIT saves two of the three
+    round trips a per-job write would cost, and keeping the connection saves the pool checkout.
+    A connection that failed is dropped and the next call opens a new one.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._local = threading.local()
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            with store_errors():
+                conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._local.conn = conn
+        try:
+            with store_errors():
+                yield conn
+        except StoreUnavailable:
+            self._local.conn = None
+            conn.close()
+            raise
 
 
 _process_engines: dict[tuple[int, str], Engine] = {}

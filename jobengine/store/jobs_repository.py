@@ -172,6 +172,10 @@ class LeaseRepository:
         if ids:
             self._conn.exec_driver_sql(queries.MARK_DISPATCHED, {"ids": list(ids)})
 
+    def clear_dispatched(self, ids: Sequence[int]) -> None:
+        if ids:
+            self._conn.exec_driver_sql(queries.CLEAR_DISPATCHED, {"ids": list(ids)})
+
     def due_pending(self, limit: int = 500) -> list[int]:
         rows = self._conn.exec_driver_sql(queries.DUE_PENDING_JOBS, {"limit": limit})
         return [r[0] for r in rows]

@@ -125,14 +125,18 @@ CREATE_JOB = (
     """
 -- name: create_job
 -- Insert a job born `pending` (and, when eligible now, moved on to `scheduled` in the same
--- statement). An Idempotency-Key already used by the tenant inserts nothing.
+-- statement). An Idempotency-Key already used by the tenant inserts nothing. `dispatching`
+-- says the caller publishes right after commit, so the job is marked as handed to the broker
+-- now rather than by a second UPDATE later; a failed publish clears the mark.
 WITH moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
-                      retry_policy, not_before, idempotency_key, request_hash, scheduled_at)
+                      retry_policy, not_before, idempotency_key, request_hash, scheduled_at,
+                      dispatched_at)
     VALUES (%(tenant_id)s, %(project_id)s, %(type)s, %(queue)s, %(priority)s,
             %(payload)s::jsonb, %(to_status)s::job_status, %(retry_policy)s::jsonb,
             %(not_before)s, %(idempotency_key)s, %(request_hash)s,
-            CASE WHEN %(to_status)s = 'scheduled' THEN now() END)
+            CASE WHEN %(to_status)s = 'scheduled' THEN now() END,
+            CASE WHEN %(to_status)s = 'scheduled' AND %(dispatching)s THEN now() END)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *, NULL::job_status AS from_status
 ),"""
@@ -226,6 +230,13 @@ LIMIT %(limit)s
 MARK_DISPATCHED = """
 -- name: mark_dispatched  (primary key)
 UPDATE jobs SET dispatched_at = now()
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'scheduled'
+"""
+
+CLEAR_DISPATCHED = """
+-- name: clear_dispatched  (primary key)
+-- A publish after commit failed: hand these jobs to the leader, which publishes them.
+UPDATE jobs SET dispatched_at = NULL
 WHERE id = ANY(%(ids)s::bigint[]) AND status = 'scheduled'
 """
 

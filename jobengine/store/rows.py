@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import RowMapping
+from collections.abc import Mapping
+from typing import Any
 
 from jobengine.domain.job import Job, JobHistory
 from jobengine.domain.status import JobStatus
 
 
-def job_from_row(row: RowMapping) -> Job:
+def job_from_row(row: Mapping[Any, Any]) -> Job:
     return Job(
         id=row["id"],
         tenant_id=row["tenant_id"],
@@ -37,7 +38,7 @@ def job_from_row(row: RowMapping) -> Job:
     )
 
 
-def history_from_row(row: RowMapping) -> JobHistory:
+def history_from_row(row: Mapping[Any, Any]) -> JobHistory:
     return JobHistory(
         id=row["id"],
         job_id=row["job_id"],

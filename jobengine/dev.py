@@ -1,0 +1,345 @@
+"""``make dev``: the whole engine on private servers, with jobs visibly flowing.
+
+It finds or starts Postgres and Redis, migrates, starts two Celery worker processes, the
+reaper and Flower, then a demo producer whose jobs succeed, retry, fail for good and get
+cancelled, with a live summary. Ctrl-C stops every process it started and the servers it
+started, and leaves nothing behind. ``--once`` runs one demo round, prints its timelines and
+exits (what the tests use).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from sqlalchemy import Engine, text
+
+from config.logging import configure_logging
+from config.settings import Settings, get_settings
+from jobengine.dispatch import Publisher
+from jobengine.domain.job import Job, NewJob
+from jobengine.domain.status import FINAL_STATES, JobStatus
+from jobengine.embedded import EmbeddedPostgres, free_loopback_port
+from jobengine.execution import Executor
+from jobengine.fleet import make_publisher
+from jobengine.producer import submit_jobs
+from jobengine.services import (
+    URL_EXAMPLE,
+    broker,
+    database,
+    embedded_postgres_dir,
+    masked_url,
+    upgrade_database,
+)
+from jobengine.store.database import make_engine, transaction
+from jobengine.store.history_repository import JobHistoryRepository
+from jobengine.store.jobs_repository import JobsRepository
+
+EXIT_INTERRUPTED = 130
+DEMO_TENANT = "demo"
+READY_TIMEOUT = 90.0
+
+
+class DevError(Exception):
+    """A fleet process did not come up; its log says why."""
+
+
+@dataclass
+class FleetProcesses:
+    """The child processes of ``make dev``, each in its own session so one signal stops all
+    of a process's children too."""
+
+    logs: Path
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str]) -> None:
+        log = (self.logs / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            argv,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def log_of(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for(self, name: str, ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not ready():
+            if self.procs[name].poll() is not None:
+                raise DevError(f"{name} exited early; see {self.logs / (name + '.log')}")
+            if time.monotonic() > deadline:
+                raise DevError(f"{name} not ready after {READY_TIMEOUT:.0f}s; see its log")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _flower_ready(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start_fleet(fleet: FleetProcesses, flower_port: int) -> None:
+    celery = [sys.executable, "-m", "celery", "-A", "workers.app"]
+    for name in ("worker-1", "worker-2"):
+        fleet.start(
+            name,
+            [
+                *celery,
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                "1",
+                "-n",
+                f"{name}@%h",
+                "-E",
+                "-l",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+        )
+    fleet.start("reaper", [sys.executable, "-m", "jobengine.fleet"])
+    fleet.start(
+        "flower",
+        [*celery, "flower", "--address=127.0.0.1", f"--port={flower_port}"],
+    )
+    for name in ("worker-1", "worker-2"):
+        fleet.wait_for(name, lambda n=name: "ready." in fleet.log_of(n))  # type: ignore[misc]
+    fleet.wait_for("flower", lambda: _flower_ready(flower_port))
+
+
+def demo_round(engine: Engine, publisher: Publisher, marker_dir: Path, n: int) -> list[Job]:
+    """One of each fate: success, progress, retried then successful, failed for good, cancelled."""
+    flag = marker_dir / f"flaky-{n}"
+    quick_retry = {"max_retries": 2, "base_delay_seconds": 1, "jitter": "none"}
+    jobs = submit_jobs(
+        engine,
+        publisher,
+        [
+            NewJob(type="noop", tenant_id=DEMO_TENANT, project_id="dev"),
+            NewJob(
+                type="fake_inference",
+                payload={"steps": 8, "step_seconds": 0.25, "prompt": f"round {n}"},
+                tenant_id=DEMO_TENANT,
+                project_id="dev",
+            ),
+            NewJob(
+                type="shell",
+                payload={
+                    "command": f"test -f {flag} || {{ touch {flag}; "
+                    "echo 'first try fails' >&2; exit 1; }"
+                },
+                retry_policy=quick_retry,
+                tenant_id=DEMO_TENANT,
+                project_id="dev",
+            ),
+            NewJob(
+                type="shell",
+                payload={"command": "echo 'always broken' >&2; exit 2"},
+                retry_policy=quick_retry,
+                tenant_id=DEMO_TENANT,
+                project_id="dev",
+            ),
+            NewJob(
+                type="noop",
+                not_before=datetime.now(UTC) + timedelta(hours=1),
+                tenant_id=DEMO_TENANT,
+                project_id="dev",
+            ),
+        ],
+        actor="dev-demo",
+    )
+    Executor(engine, lease_ttl_seconds=30).cancel(jobs[-1].id, "dev-demo", "no longer needed")
+    return jobs
+
+
+def summary(engine: Engine, flower_url: str, rounds: int) -> Group:
+    with transaction(engine) as conn:
+        counts = JobsRepository(conn).count_by_status()
+        recent = conn.execute(
+            text(
+                "SELECT h.job_id, j.type, h.from_status, h.to_status, h.attempt, h.actor, h.reason "
+                "FROM job_history h JOIN jobs j ON j.id = h.job_id ORDER BY h.id DESC LIMIT 12"
+            )
+        ).all()
+    states = Table(
+        box=box.SIMPLE_HEAD, title=f"jobs by state (demo rounds: {rounds})", title_justify="left"
+    )
+    for status in JobStatus:
+        states.add_column(status.value, justify="right")
+    states.add_row(*(str(counts[s]) for s in JobStatus))
+    moves = Table(box=box.SIMPLE_HEAD, title="latest transitions", title_justify="left")
+    for name in ("job", "type", "from", "to", "attempt", "actor", "reason"):
+        moves.add_column(name, no_wrap=name != "reason")
+    for r in reversed(recent):
+        moves.add_row(str(r[0]), r[1], r[2] or "-", r[3], str(r[4]), r[5], r[6] or "")
+    return Group(states, moves, f"Flower: {flower_url}   (Ctrl-C stops everything)")
+
+
+def timeline(engine: Engine, job: Job) -> Table:
+    with transaction(engine) as conn:
+        current = JobsRepository(conn).get(job.id)
+        history = JobHistoryRepository(conn).for_job(job.id)
+    table = Table(
+        title=f"job {job.id} ({job.type}): {current.status}",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    for name in ("from", "to", "attempt", "actor", "reason"):
+        table.add_column(name)
+    for h in history:
+        table.add_row(
+            h.from_status.value if h.from_status else "-",
+            h.to_status.value,
+            str(h.attempt),
+            h.actor,
+            h.reason or "",
+        )
+    return table
+
+
+def _all_final(engine: Engine, jobs: list[Job]) -> bool:
+    with transaction(engine) as conn:
+        repo = JobsRepository(conn)
+        return all(repo.get(j.id).status in FINAL_STATES for j in jobs)
+
+
+def describe_servers(
+    console: Console, settings: Settings, db_url: str, pg: EmbeddedPostgres | None, broker_url: str
+) -> None:
+    if settings.database_url:
+        console.print(f"Postgres: {masked_url(db_url)} (from JOBENGINE_DATABASE_URL)")
+    else:
+        state = "started" if pg is not None else "already running, reused"
+        where = embedded_postgres_dir(settings).resolve()
+        console.print(f"Postgres: embedded, {state}: {db_url} (data: {where})", highlight=False)
+        console.print(
+            f"  To use an existing Postgres: JOBENGINE_DATABASE_URL={URL_EXAMPLE}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(
+        f"Redis:    {broker_url}"
+        + ("" if settings.broker_url else " (embedded; JOBENGINE_BROKER_URL to use another)"),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def run(
+    settings: Settings | None = None, console: Console | None = None, *, once: bool = False
+) -> int:
+    """Everything ``make dev`` does; returns the exit code (0, or 130 after Ctrl-C)."""
+    settings = settings or get_settings()
+    console = console or Console()
+    configure_logging(settings.log_level, settings.log_json)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    fleet: FleetProcesses | None = None
+    try:
+        with database(settings) as (db_url, pg), broker(settings) as (broker_url, _redis):
+            describe_servers(console, settings, db_url, pg, broker_url)
+            outcome = upgrade_database(db_url, "head")
+            console.print(
+                f"schema: {outcome.before or 'none'} -> {outcome.after} (head)", highlight=False
+            )
+            logs = (settings.data_dir / "logs").resolve()
+            logs.mkdir(parents=True, exist_ok=True)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("JOBENGINE_")}
+            env.update(
+                JOBENGINE_DATABASE_URL=db_url,
+                JOBENGINE_BROKER_URL=broker_url,
+                JOBENGINE_DATA_DIR=str(settings.data_dir.resolve()),
+                FLOWER_UNAUTHENTICATED_API="true",
+            )
+            fleet = FleetProcesses(logs=logs, env=env)
+            flower_port = free_loopback_port()
+            flower_url = f"http://127.0.0.1:{flower_port}/"
+            console.print(
+                f"starting 2 workers, the reaper and Flower (logs: {logs})", highlight=False
+            )
+            start_fleet(fleet, flower_port)
+            console.print(f"Flower: {flower_url}", highlight=False)
+            engine = make_engine(db_url)
+            publisher = make_publisher(settings, broker_url)
+            try:
+                run_demo(engine, publisher, console, logs, flower_url, once=once)
+            finally:
+                engine.dispose()
+                fleet.stop()
+                fleet = None
+    except KeyboardInterrupt:
+        if fleet is not None:
+            fleet.stop()
+        console.print(
+            "\ninterrupted: stopped the fleet and the servers we started", highlight=False
+        )
+        return EXIT_INTERRUPTED
+    console.print("stopped the fleet and the servers we started", highlight=False)
+    return 0
+
+
+def run_demo(
+    engine: Engine,
+    publisher: Publisher,
+    console: Console,
+    marker_dir: Path,
+    flower_url: str,
+    *,
+    once: bool,
+) -> None:
+    rounds = 1
+    jobs = demo_round(engine, publisher, marker_dir, rounds)
+    if once:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not _all_final(engine, jobs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for job in jobs:
+            console.print(timeline(engine, job))
+        return
+    next_round = time.monotonic() + 5
+    with Live(summary(engine, flower_url, rounds), console=console, refresh_per_second=4) as live:
+        while True:
+            time.sleep(0.5)
+            if time.monotonic() >= next_round:
+                rounds += 1
+                demo_round(engine, publisher, marker_dir, rounds)
+                next_round = time.monotonic() + 5
+            live.update(summary(engine, flower_url, rounds))
