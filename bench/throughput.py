@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--prefetch", type=int, default=1, help="worker_prefetch_multiplier")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="jobengine-bench-") as tmp:
@@ -190,6 +191,7 @@ def main() -> None:
                 JOBENGINE_DATABASE_URL=url,
                 JOBENGINE_BROKER_URL=broker_url,
                 JOBENGINE_LOG_LEVEL="WARNING",
+                JOBENGINE_WORKER_PREFETCH_MULTIPLIER=str(args.prefetch),
                 PYTHONPATH=str(REPO),
             )
             bare = bench_bare(broker_url, env, args.jobs, args.concurrency, root)
@@ -208,6 +210,7 @@ def main() -> None:
                         "bench": "throughput",
                         "jobs": args.jobs,
                         "concurrency": args.concurrency,
+                "prefetch_multiplier": args.prefetch,
                         "jobengine_jobs_per_s": round(ours, 1),
                         "celery_jobs_per_s": round(bare, 1),
                         "ratio": round(ours / bare, 3),

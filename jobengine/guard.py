@@ -23,7 +23,7 @@ from jobengine.domain.status import JobStatus
 from jobengine.domain.transitions import INITIAL_STATE, allowed_sources, is_allowed
 from jobengine.errors import InvalidTransition, JobNotFound, LeaseNotExpired, NotDue, StaleLease
 from jobengine.store import queries
-from jobengine.store.database import run_statement
+from jobengine.store.database import run_all, run_statement
 from jobengine.store.rows import job_from_row
 
 SYSTEM_ACTOR = "system"
@@ -186,3 +186,38 @@ def create_job(
     }
     row = run_statement(conn, queries.CREATE_JOB, params)
     return None if row is None else job_from_row(row)
+
+
+def create_jobs(
+    conn: Connection,
+    jobs: Sequence[NewJob],
+    *,
+    actor: str = SYSTEM_ACTOR,
+    reason: str | None = "submitted",
+    dispatching: bool = False,
+) -> list[Job]:
+    """Insert many jobs in one statement, in order; each is ``scheduled`` at once unless it has
+    a ``not_before``. Jobs with idempotency keys go through ``create_job`` instead."""
+    if not jobs:
+        return []
+    if any(new.idempotency_key for new in jobs):
+        raise ValueError("create_jobs takes jobs without idempotency keys")
+    steps = [Step(INITIAL_STATE, reason), Step(JobStatus.SCHEDULED, "eligible at submission")]
+    params: dict[str, Any] = {
+        "tenant_id": [n.tenant_id for n in jobs],
+        "project_id": [n.project_id for n in jobs],
+        "type": [n.type for n in jobs],
+        "queue": [n.queue for n in jobs],
+        "priority": [n.priority for n in jobs],
+        "payload": [_json(n.payload) for n in jobs],
+        "status": [
+            (JobStatus.PENDING if n.not_before else JobStatus.SCHEDULED).value for n in jobs
+        ],
+        "retry_policy": [_json(n.retry_policy) for n in jobs],
+        "not_before": [n.not_before for n in jobs],
+        "dispatching": dispatching,
+        "actor": actor,
+        "details": "{}",
+        **_step_params(steps, None),
+    }
+    return [job_from_row(row) for row in run_all(conn, queries.CREATE_JOBS, params)]

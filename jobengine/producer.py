@@ -13,7 +13,7 @@ from jobengine.job_types import JobTypeRegistry
 from jobengine.job_types import registry as default_registry
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import DispatchRef
-from jobengine.submission import submit
+from jobengine.submission import submit_many
 
 
 def dispatch_ref(job: Job) -> DispatchRef:
@@ -38,17 +38,14 @@ def submit_jobs(
     publish, the leader re-publishes them once ``redispatch_after_seconds`` have passed.
     """
     with transaction(engine) as conn:
-        stored = [
-            submit(
-                conn,
-                new,
-                max_payload_bytes=max_payload_bytes,
-                types=types,
-                actor=actor,
-                dispatching=True,
-            )
-            for new in jobs
-        ]
+        stored = submit_many(
+            conn,
+            jobs,
+            max_payload_bytes=max_payload_bytes,
+            types=types,
+            actor=actor,
+            dispatching=True,
+        )
     fresh = [
         dispatch_ref(job)
         for job, created in stored

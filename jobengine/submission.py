@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -124,3 +125,37 @@ def submit(
             f"idempotency key {new.idempotency_key!r} was already used with a different request"
         )
     return job, False
+
+
+def submit_many(
+    conn: Connection,
+    jobs: Sequence[NewJob],
+    *,
+    max_payload_bytes: int = 256 * 1024,
+    types: JobTypeRegistry = default_registry,
+    actor: str = "producer",
+    dispatching: bool = False,
+) -> list[tuple[Job, bool]]:
+    """``submit`` for a batch, in order: every job is validated before any is written, and
+    those without idempotency keys are stored in one statement."""
+    checked = [validate(new, max_payload_bytes=max_payload_bytes, types=types) for new in jobs]
+    plain = [new for new in checked if not new.idempotency_key]
+    created = iter(
+        guard.create_jobs(conn, plain, actor=actor, dispatching=dispatching) if plain else []
+    )
+    stored: list[tuple[Job, bool]] = []
+    for new in checked:
+        if new.idempotency_key:
+            stored.append(
+                submit(
+                    conn,
+                    new,
+                    max_payload_bytes=max_payload_bytes,
+                    types=types,
+                    actor=actor,
+                    dispatching=dispatching,
+                )
+            )
+        else:
+            stored.append((next(created), True))
+    return stored

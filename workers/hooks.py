@@ -113,9 +113,15 @@ def record_retry(request: Any = None, reason: Any = None, einfo: Any = None, **_
         LeaseRepository(conn).mark_dispatched([claim.job_id])
 
 
-def record_revoke(request: Any = None, terminated: bool = False, **_: Any) -> None:
-    """A revoke (from Flower or ``celery control revoke``) cancels the job in Postgres too."""
-    name = getattr(request, "task_name", None) or getattr(request, "name", "") or ""
+def record_revoke(
+    sender: Any = None, request: Any = None, terminated: bool = False, **_: Any
+) -> None:
+    """A revoke (from Flower or ``celery control revoke``) cancels the job in Postgres too.
+
+    Celery sends this in the worker's main process, with the task as ``sender`` and the
+    request's context as ``request``.
+    """
+    name = getattr(sender, "name", None) or getattr(request, "task", None) or ""
     if not name.startswith(TASK_PREFIX):
         return
     task_id = getattr(request, "id", None)
@@ -129,7 +135,10 @@ def record_revoke(request: Any = None, terminated: bool = False, **_: Any) -> No
     if job_id is None:
         return
     reason = "revoked and terminated" if terminated else "revoked"
-    rt.executor.cancel(job_id, actor="celery:revoke", reason=reason)
+    try:
+        rt.executor.cancel(job_id, actor="celery:revoke", reason=reason)
+    except JobEngineError as exc:
+        log.error("revoke_not_recorded", job_id=job_id, error=str(exc))
 
 
 signals.task_prerun.connect(claim_job, weak=False)

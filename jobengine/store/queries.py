@@ -62,7 +62,9 @@ FENCE_LEASE_EXPIRED = "\n      AND j.lease_expires_at < now()"
 FENCE_DUE = "\n      AND (j.not_before IS NULL OR j.not_before <= now() + interval '2 seconds')"
 """Due, with two seconds' grace for clock skew between a worker's ETA and Postgres."""
 
-# History and outbox rows for a path of steps; shared by create and transition.
+# History and outbox rows for a path of steps, for every row in `moved`; shared by create and
+# transition. A row takes every step of the path up to the one that reached its status, so in a
+# batch a job created `pending` gets one row and one created `scheduled` gets two.
 _WRITE_STEPS = """
 steps AS (
     SELECT s.from_status, s.to_status, s.reason, s.ord
@@ -73,8 +75,10 @@ history AS (
     INSERT INTO job_history (job_id, from_status, to_status, actor, reason, attempt, details)
     SELECT moved.id, CASE WHEN steps.ord = 1 THEN moved.from_status ELSE steps.from_status END,
            steps.to_status, %(actor)s, steps.reason, moved.attempt, %(details)s::jsonb
-    FROM moved CROSS JOIN steps
-    ORDER BY steps.ord
+    FROM moved JOIN steps
+      ON steps.ord <= (SELECT max(reached.ord) FROM steps AS reached
+                       WHERE reached.to_status = moved.status)
+    ORDER BY moved.id, steps.ord
     RETURNING id, job_id, from_status, to_status, actor, reason, attempt, details, at
 ),
 events AS (
@@ -86,7 +90,7 @@ events AS (
                'attempt', history.attempt, 'actor', history.actor, 'reason', history.reason,
                'details', history.details),
            history.at
-    FROM history CROSS JOIN moved
+    FROM history JOIN moved ON moved.id = history.job_id
     ORDER BY history.id
     RETURNING id
 )"""
@@ -143,6 +147,35 @@ WITH moved AS (
     + _WRITE_STEPS
     + """
 SELECT * FROM moved
+"""
+)
+
+CREATE_JOBS = (
+    """
+-- name: create_jobs
+-- Many jobs without idempotency keys in one statement (batch submission): each born `pending`
+-- and, when eligible now, moved on to `scheduled`, with its history and outbox rows.
+WITH input AS (
+    SELECT *
+    FROM unnest(%(tenant_id)s::text[], %(project_id)s::text[], %(type)s::text[],
+                %(queue)s::text[], %(priority)s::smallint[], %(payload)s::jsonb[],
+                %(status)s::job_status[], %(retry_policy)s::jsonb[], %(not_before)s::timestamptz[])
+         WITH ORDINALITY AS i(tenant_id, project_id, type, queue, priority, payload, status,
+                              retry_policy, not_before, ord)
+),
+moved AS (
+    INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
+                      retry_policy, not_before, scheduled_at, dispatched_at)
+    SELECT tenant_id, project_id, type, queue, priority, payload, status, retry_policy,
+           not_before, CASE WHEN status = 'scheduled' THEN now() END,
+           CASE WHEN status = 'scheduled' AND %(dispatching)s THEN now() END
+    FROM input
+    ORDER BY ord
+    RETURNING *, NULL::job_status AS from_status
+),"""
+    + _WRITE_STEPS
+    + """
+SELECT * FROM moved ORDER BY id
 """
 )
 

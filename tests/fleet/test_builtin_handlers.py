@@ -1,0 +1,60 @@
+"""The built-in job types on a real fleet: shell outcomes and stored progress."""
+
+from __future__ import annotations
+
+from jobengine.domain.job import NewJob
+from jobengine.domain.status import JobStatus
+from jobengine.producer import submit_jobs
+from tests.fleet.conftest import Fleet, wait_until
+
+S = JobStatus
+NO_RETRY = {"max_retries": 0}
+
+
+def test_shell_exit_zero_completes_with_its_output_and_nonzero_fails_with_details(
+    fleet: Fleet,
+) -> None:
+    fleet.start_worker("w1", concurrency=2)
+    ok, broken = submit_jobs(
+        fleet.engine,
+        fleet.publisher(),
+        [
+            NewJob(type="shell", payload={"command": ["echo", "hello from shell"]}),
+            NewJob(
+                type="shell",
+                payload={"command": "echo partial; echo 'disk on fire' >&2; exit 7"},
+                retry_policy=NO_RETRY,
+            ),
+        ],
+    )
+    wait_until(lambda: fleet.job(ok.id).status is S.COMPLETED, 60, "shell success")
+    wait_until(lambda: fleet.job(broken.id).status is S.FAILED, 60, "shell failure")
+
+    assert fleet.job(ok.id).result == {"exit_code": 0, "stdout": "hello from shell\n", "stderr": ""}
+    error = fleet.job(broken.id).last_error
+    assert error is not None
+    assert error["code"] == "COMMAND_FAILED"
+    assert error["details"] == {"exit_code": 7, "stdout": "partial\n", "stderr": "disk on fire\n"}
+    assert "exited with 7" in error["message"]
+
+
+def test_shell_with_a_malformed_command_fails_without_retrying(fleet: Fleet) -> None:
+    fleet.start_worker("w1")
+    [job] = submit_jobs(fleet.engine, fleet.publisher(), [NewJob(type="shell", payload={})])
+    wait_until(lambda: fleet.job(job.id).status is S.FAILED, 60, "refused command")
+    final = fleet.job(job.id)
+    assert final.attempt == 1
+    assert final.last_error is not None and final.last_error["code"] == "NON_RETRYABLE"
+
+
+def test_fake_inference_stores_its_progress_and_result(fleet: Fleet) -> None:
+    fleet.start_worker("w1")
+    [job] = submit_jobs(
+        fleet.engine,
+        fleet.publisher(),
+        [NewJob(type="fake_inference", payload={"steps": 4, "step_seconds": 0.01, "prompt": "hi"})],
+    )
+    wait_until(lambda: fleet.job(job.id).status is S.COMPLETED, 60, "inference done")
+    final = fleet.job(job.id)
+    assert final.progress == {"fraction": 1.0, "message": "step 4/4"}
+    assert final.result == {"steps": 4, "output": "fake output for hi"}

@@ -1,0 +1,34 @@
+"""A revoke through Celery's own control channel (as Flower sends it) cancels the job."""
+
+from __future__ import annotations
+
+from jobengine.dispatch import task_id_for
+from jobengine.domain.job import NewJob
+from jobengine.domain.status import JobStatus
+from jobengine.fleet import publisher_app
+from jobengine.producer import submit_jobs
+from tests.fleet import handlers  # noqa: F401
+from tests.fleet.conftest import Fleet, wait_until
+
+S = JobStatus
+
+
+def test_revoking_a_running_task_with_terminate_cancels_its_job(fleet: Fleet) -> None:
+    fleet.start_worker("w1")
+    [job] = submit_jobs(
+        fleet.engine, fleet.publisher(), [NewJob(type="blocking", payload={"block_attempts": [1]})]
+    )
+    wait_until(lambda: fleet.job(job.id).status is S.RUNNING, 60, "running")
+
+    control = publisher_app(fleet.settings(), fleet.broker_url).control
+    control.revoke(task_id_for(job.id, 1), terminate=True, signal="SIGKILL")
+
+    wait_until(lambda: fleet.job(job.id).status is S.CANCELLED, 60, "cancelled")
+    last = fleet.history(job.id)[-1]
+    assert (last.from_status, last.to_status, last.actor) == (
+        S.RUNNING,
+        S.CANCELLED,
+        "celery:revoke",
+    )
+    assert last.reason == "revoked and terminated"
+    assert not any(e[2] == "finished" for e in fleet.effects(job.id))
