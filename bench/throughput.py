@@ -210,7 +210,7 @@ def main() -> None:
                         "bench": "throughput",
                         "jobs": args.jobs,
                         "concurrency": args.concurrency,
-                "prefetch_multiplier": args.prefetch,
+                        "prefetch_multiplier": args.prefetch,
                         "jobengine_jobs_per_s": round(ours, 1),
                         "celery_jobs_per_s": round(bare, 1),
                         "ratio": round(ours / bare, 3),

@@ -77,7 +77,6 @@ class EmbeddedPostgres:
 
     data_dir: Path
     port: int = 0
-    _run_as: str | None = field(default=None, init=False)
 
     @property
     def pgdata(self) -> Path:
@@ -110,12 +109,18 @@ class EmbeddedPostgres:
         ensure_prefix_permissions(self.pgdata)
         shutil.chown(self.data_dir, SERVICE_USER)
         shutil.chown(self.pgdata, SERVICE_USER)
-        self._run_as = SERVICE_USER
 
     def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
         cmd = [str(_postgres_bin_dir() / tool), *args]
+        run_as = SERVICE_USER if os.geteuid() == 0 else None  # Postgres refuses root
         done = subprocess.run(
-            cmd, user=self._run_as, capture_output=True, text=True, timeout=60, check=False
+            cmd,
+            user=run_as,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            start_new_session=True,  # a terminal's Ctrl-C must not hit initdb/pg_ctl mid-way
         )
         if done.returncode != 0:
             raise EmbeddedServiceError(
