@@ -60,6 +60,12 @@ class Settings(BaseSettings):
         "in Postgres and are published when due. Must stay below the visibility timeout.",
     )
     broker_visibility_timeout_seconds: float = Field(default=3600.0, gt=0)
+    dispatch_chunk_size: int = Field(
+        default=10,
+        ge=1,
+        description="When a backlog is published (a batch submission, the leader catching up), "
+        "one message carries up to this many jobs of one type and queue; 1 turns chunks off.",
+    )
     worker_prefetch_multiplier: int = Field(default=1, ge=1)
     handler_modules: list[str] = Field(
         default_factory=list,

@@ -21,6 +21,7 @@ log = structlog.get_logger("jobengine.dispatch")
 
 TASK_PREFIX = "jobs."
 _TASK_ID = re.compile(r"^job-(\d+)-(\d+)$")
+CHUNK_PREFIX = "chunk-"
 
 
 def task_name(job_type: str) -> str:
@@ -37,13 +38,23 @@ def parse_task_id(task_id: str | None) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
+def chunk_task_id(refs: Sequence[DispatchRef]) -> str:
+    return f"{CHUNK_PREFIX}{refs[0].id}-{refs[-1].id}-{len(refs)}"
+
+
+def is_chunk(task_id: str | None) -> bool:
+    return (task_id or "").startswith(CHUNK_PREFIX)
+
+
 def broker_priority(priority: int) -> int:
     """Our 9 (most urgent) is Redis transport's 0 (served first)."""
     return 9 - priority
 
 
 class Publisher(Protocol):
-    def publish(self, ref: DispatchRef) -> None: ...
+    def publish(self, ref: DispatchRef, countdown: float | None = None) -> None: ...
+
+    def publish_chunk(self, refs: Sequence[DispatchRef]) -> None: ...
 
 
 class CeleryPublisher:
@@ -52,14 +63,49 @@ class CeleryPublisher:
     def __init__(self, app: Any) -> None:
         self._app = app
 
-    def publish(self, ref: DispatchRef) -> None:
+    def publish(self, ref: DispatchRef, countdown: float | None = None) -> None:
         self._app.send_task(
             task_name(ref.type),
             args=[ref.id],
             task_id=task_id_for(ref.id, ref.attempt + 1),
             queue=ref.queue,
             priority=broker_priority(ref.priority),
+            countdown=countdown,
         )
+
+    def publish_chunk(self, refs: Sequence[DispatchRef]) -> None:
+        """One message for several jobs of one type and queue; its arguments are their ids."""
+        first = refs[0]
+        self._app.send_task(
+            task_name(first.type),
+            args=[ref.id for ref in refs],
+            task_id=chunk_task_id(refs),
+            queue=first.queue,
+            priority=broker_priority(first.priority),
+        )
+
+
+def chunked(refs: Sequence[DispatchRef], size: int) -> list[list[DispatchRef]]:
+    """Consecutive jobs of the same type, queue and priority, in groups of at most ``size``.
+
+    Only a backlog is chunked: fewer than two full chunks' worth go out one message per job,
+    so a lone job is never held up behind others in a message.
+    """
+    if size <= 1 or len(refs) < 2 * size:
+        return [[ref] for ref in refs]
+    groups: list[list[DispatchRef]] = []
+    for ref in refs:
+        last = groups[-1] if groups else None
+        if (
+            last is not None
+            and len(last) < size
+            and (last[0].type, last[0].queue, last[0].priority)
+            == (ref.type, ref.queue, ref.priority)
+        ):
+            last.append(ref)
+        else:
+            groups.append([ref])
+    return groups
 
 
 def publish_jobs(
@@ -68,8 +114,9 @@ def publish_jobs(
     refs: Sequence[DispatchRef],
     *,
     premarked: bool = False,
+    chunk_size: int = 1,
 ) -> list[int]:
-    """Publish each job and keep ``dispatched_at`` true to what went out.
+    """Publish the jobs (in chunks when a backlog builds) and keep ``dispatched_at`` true.
 
     ``premarked`` jobs were marked when created (the producer's path): only a failure costs a
     write, clearing the mark of those not sent. Otherwise (the leader's path) the ones sent are
@@ -77,17 +124,20 @@ def publish_jobs(
     down; unmarked jobs are published by the leader later. Nothing is lost either way.
     """
     sent: list[int] = []
-    for ref in refs:
+    for group in chunked(refs, chunk_size):
         try:
-            publisher.publish(ref)
+            if len(group) == 1:
+                publisher.publish(group[0])
+            else:
+                publisher.publish_chunk(group)
         except Exception as exc:
-            unsent = [r.id for r in refs[len(sent) :]]
-            log.warning("publish_failed", job_id=ref.id, error=str(exc), unsent=len(unsent))
+            unsent = [r.id for r in refs if r.id not in set(sent)]
+            log.warning("publish_failed", job_id=group[0].id, error=str(exc), unsent=len(unsent))
             if premarked:
                 with transaction(engine) as conn:
                     LeaseRepository(conn).clear_dispatched(unsent)
             break
-        sent.append(ref.id)
+        sent.extend(ref.id for ref in group)
     if sent and not premarked:
         with transaction(engine) as conn:
             LeaseRepository(conn).mark_dispatched(sent)

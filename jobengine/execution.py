@@ -109,6 +109,37 @@ class Executor:
             return None
         return Claim(job=moved.job, owner=owner)
 
+    def claim_chunk(self, job_ids: list[int], owner: str) -> list[Claim]:
+        """Claim, in one statement, every job of a chunk message that is still claimable.
+
+        Each claimed job gets its own fencing token and stays ``claimed`` until ``start``; a
+        worker that dies before starting it loses the lease and the reaper hands the job back.
+        """
+        with self._statements.connection() as conn:
+            jobs = guard.transition_many(
+                conn,
+                job_ids,
+                Step(JobStatus.CLAIMED),
+                actor=owner,
+                lease_owner=owner,
+                lease_ttl_seconds=self.lease_ttl_seconds,
+                require_due=True,
+            )
+        if len(jobs) < len(job_ids):
+            log.info("chunk_partly_claimed", owner=owner, asked=len(job_ids), claimed=len(jobs))
+        return [Claim(job=job, owner=owner) for job in jobs]
+
+    def start(self, claim: Claim) -> Claim | None:
+        """``claimed → running`` for a job claimed with its chunk; None if it was taken away."""
+        job = self._finish(
+            claim, [Step(JobStatus.RUNNING)], lease_ttl_seconds=self.lease_ttl_seconds
+        )
+        return None if job is None else Claim(job=job, owner=claim.owner)
+
+    def give_back(self, claim: Claim, reason: str) -> Job | None:
+        """``claimed → scheduled`` for a job this worker claimed but will not start."""
+        return self._finish(claim, [Step(JobStatus.SCHEDULED, reason)])
+
     def adopt(self, job_type: str, payload: Any, celery_task_id: str, owner: str) -> Claim | None:
         """Record a job for a message sent by plain Celery, then claim it.
 

@@ -48,6 +48,7 @@ def run_reaper(settings: Settings | None = None, name: str | None = None) -> Non
         name=name or f"reaper@{socket.gethostname()}:{os.getpid()}",
         redispatch_after_seconds=settings.redispatch_after_seconds,
         dispatch_grace_seconds=settings.dispatch_grace_seconds,
+        chunk_size=settings.dispatch_chunk_size,
     )
     stop = threading.Event()
 

@@ -55,11 +55,19 @@ def _check_path(steps: Sequence[Step]) -> None:
 
 
 @lru_cache(maxsize=64)
-def _statement(targets: tuple[JobStatus, ...], fenced: bool, lease_expired: bool, due: bool) -> str:
+def _statement(
+    targets: tuple[JobStatus, ...],
+    fenced: bool,
+    lease_expired: bool,
+    due: bool,
+    many: bool = False,
+) -> str:
     effects: dict[str, str] = {}
     for target in targets:
         effects.update(queries.EFFECTS.get(target, {}))
-    return queries.transition_sql(effects, fenced=fenced, lease_expired=lease_expired, due=due)
+    return queries.transition_sql(
+        effects, fenced=fenced, lease_expired=lease_expired, due=due, many=many
+    )
 
 
 def _json(value: Any) -> str | None:
@@ -221,3 +229,42 @@ def create_jobs(
         **_step_params(steps, None),
     }
     return [job_from_row(row) for row in run_all(conn, queries.CREATE_JOBS, params)]
+
+
+def transition_many(
+    conn: Connection,
+    job_ids: Sequence[int],
+    step: Step,
+    *,
+    actor: str = SYSTEM_ACTOR,
+    lease_owner: str | None = None,
+    lease_ttl_seconds: float = 30.0,
+    require_due: bool = False,
+) -> list[Job]:
+    """Move every job of ``job_ids`` that may take ``step``, in one statement; returns those
+    moved, by id. The others are left as they are and not reported: a worker claiming a chunk
+    of jobs takes what is still claimable, as a claim of one job would refuse the rest.
+
+    Moves that need a fencing token are not taken here; each job's token is its own.
+    """
+    if not job_ids:
+        return []
+    if step.to is JobStatus.CLAIMED and not lease_owner:
+        raise ValueError("a claim needs a lease_owner: the lease must name its holder")
+    sources = allowed_sources(step.to)
+    params: dict[str, Any] = {
+        "job_ids": sorted(set(job_ids)),
+        "to_status": step.to.value,
+        "allowed_from": [s.value for s in sources],
+        "lease_token": None,
+        "lease_owner": lease_owner,
+        "lease_ttl": lease_ttl_seconds,
+        "result": None,
+        "error": None,
+        "not_before": None,
+        "actor": actor,
+        "details": "{}",
+        **_step_params([step], None),
+    }
+    sql = _statement((step.to,), False, False, require_due, True)
+    return [job_from_row(row) for row in run_all(conn, sql, params)]

@@ -30,6 +30,7 @@ def submit_jobs(
     max_payload_bytes: int = 256 * 1024,
     types: JobTypeRegistry = default_registry,
     actor: str = "producer",
+    chunk_size: int = 10,
 ) -> list[Job]:
     """Store ``jobs`` in one transaction, then publish the new scheduled ones.
 
@@ -51,5 +52,5 @@ def submit_jobs(
         for job, created in stored
         if created and job.status is JobStatus.SCHEDULED
     ]
-    publish_jobs(engine, publisher, fresh, premarked=True)
+    publish_jobs(engine, publisher, fresh, premarked=True, chunk_size=chunk_size)
     return [job for job, _ in stored]

@@ -116,6 +116,7 @@ class Reaper:
         name: str,
         redispatch_after_seconds: float,
         dispatch_grace_seconds: float,
+        chunk_size: int = 1,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
@@ -123,6 +124,7 @@ class Reaper:
         self.name = name
         self.redispatch_after_seconds = redispatch_after_seconds
         self.dispatch_grace_seconds = dispatch_grace_seconds
+        self.chunk_size = chunk_size
         self.leadership = Leadership(engine)
 
     def tick(self) -> TickReport:
@@ -136,10 +138,14 @@ class Reaper:
         self._promote_due(report)
         with transaction(self.engine) as conn:
             undispatched = LeaseRepository(conn).undispatched(self.dispatch_grace_seconds)
-        report.dispatched = publish_jobs(self.engine, self.publisher, undispatched)
+        report.dispatched = publish_jobs(
+            self.engine, self.publisher, undispatched, chunk_size=self.chunk_size
+        )
         with transaction(self.engine) as conn:
             lost = LeaseRepository(conn).lost_dispatches(self.redispatch_after_seconds)
-        report.redispatched = publish_jobs(self.engine, self.publisher, lost)
+        report.redispatched = publish_jobs(
+            self.engine, self.publisher, lost, chunk_size=self.chunk_size
+        )
         if any((report.rescued, report.returned, report.promoted, report.redispatched)):
             log.info(
                 "reaper_tick",

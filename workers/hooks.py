@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from celery import signals
 
-from jobengine.dispatch import TASK_PREFIX, parse_task_id
+from jobengine.dispatch import TASK_PREFIX, is_chunk, parse_task_id
 from jobengine.errors import JobEngineError
 from jobengine.execution import Claim, describe_error
 from jobengine.store.database import transaction
@@ -34,7 +34,19 @@ def claim_job(task: Any = None, task_id: str | None = None, **kwargs: Any) -> No
     if not isinstance(task, JobTask):
         return
     task.request.jobengine_claim = None
+    task.request.jobengine_chunk = None
     rt = runtime()
+    if is_chunk(task_id):
+        try:
+            ids = [int(a) for a in kwargs.get("args") or ()]
+            claims = rt.executor.claim_chunk(ids, rt.owner)
+        except (JobEngineError, TypeError, ValueError) as exc:
+            log.warning("chunk_claim_failed", task_id=task_id, error=str(exc))
+            return
+        for held in claims:
+            rt.keeper.hold(held.job_id, held.token)
+        task.request.jobengine_chunk = claims or None
+        return
     parsed = parse_task_id(task_id)
     try:
         if parsed is not None:
@@ -125,8 +137,13 @@ def record_revoke(
     if not name.startswith(TASK_PREFIX):
         return
     task_id = getattr(request, "id", None)
-    parsed = parse_task_id(task_id)
     rt = runtime()
+    reason = "revoked and terminated" if terminated else "revoked"
+    if is_chunk(task_id):
+        for chunk_job in getattr(request, "args", None) or ():
+            rt.executor.cancel(int(chunk_job), actor="celery:revoke", reason=reason)
+        return
+    parsed = parse_task_id(task_id)
     job_id = parsed[0] if parsed else None
     if job_id is None and task_id:
         with transaction(rt.executor.engine) as conn:
@@ -134,7 +151,6 @@ def record_revoke(
         job_id = found[0].id if found else None
     if job_id is None:
         return
-    reason = "revoked and terminated" if terminated else "revoked"
     try:
         rt.executor.cancel(job_id, actor="celery:revoke", reason=reason)
     except JobEngineError as exc:

@@ -12,15 +12,21 @@ import json
 from functools import partial
 from typing import Any
 
+import structlog
 from celery import Celery, Task
 from celery.exceptions import Ignore, Retry
 
 from jobengine.context import JobContext
-from jobengine.dispatch import TASK_PREFIX, task_id_for
-from jobengine.execution import Claim
+from jobengine.dispatch import TASK_PREFIX, CeleryPublisher, task_id_for
+from jobengine.execution import Claim, describe_error
 from jobengine.failures import NonRetryableError
+from jobengine.producer import dispatch_ref
+from jobengine.store.database import transaction
+from jobengine.store.jobs_repository import LeaseRepository
 from workers.registry import HANDLERS, Handler
 from workers.runtime import runtime
+
+log = structlog.get_logger("workers.tasks")
 
 
 class JobTask(Task):  # type: ignore[misc]
@@ -30,7 +36,10 @@ class JobTask(Task):  # type: ignore[misc]
     typing = False  # payloads of adopted messages arrive as any args/kwargs
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
-        if getattr(self.request, "jobengine_claim", None) is None:
+        claimed = getattr(self.request, "jobengine_claim", None) or getattr(
+            self.request, "jobengine_chunk", None
+        )
+        if not claimed:
             raise Ignore()
 
 
@@ -80,8 +89,63 @@ def _retry_for(task: JobTask, claim: Claim, exc: Exception) -> Retry | None:
     return retry
 
 
+def _run_in_chunk(task: JobTask, handler: Handler, claim: Claim) -> None:
+    """One job of a chunk, with the outcomes the hooks record for a job of its own."""
+    rt = runtime()
+    try:
+        result = _checked_result(handler(_context(claim)))
+    except Exception as exc:
+        rt.keeper.release(claim.job_id)
+        error = describe_error(exc)
+        decision = rt.executor.decide_retry(claim, exc)
+        if not decision.retry:
+            rt.executor.record_failure(claim, error)
+            return
+        job = rt.executor.record_retry(claim, error, decision)
+        if job is None or decision.countdown > rt.settings.eta_limit_seconds:
+            return  # waits in Postgres; the leader publishes it when due
+        try:
+            CeleryPublisher(task.app).publish(dispatch_ref(job), countdown=decision.countdown)
+        except Exception as publish_error:
+            log.warning("retry_publish_failed", job_id=job.id, error=str(publish_error))
+            return
+        with transaction(rt.executor.engine) as conn:
+            LeaseRepository(conn).mark_dispatched([job.id])
+        return
+    rt.keeper.release(claim.job_id)
+    rt.executor.complete(claim, result)
+
+
+def _run_chunk(task: JobTask, handler: Handler, claims: list[Claim]) -> dict[str, int]:
+    """Run a chunk's jobs one after another, each started only when its turn comes.
+
+    A job cancelled or taken over while it waited is skipped. If the chunk is interrupted, the
+    jobs not yet started are handed back (``claimed → scheduled``) for the leader to publish.
+    """
+    rt = runtime()
+    waiting = list(claims)
+    ran = 0
+    try:
+        while waiting:
+            claim = waiting.pop(0)
+            started = rt.executor.start(claim)
+            if started is None:
+                rt.keeper.release(claim.job_id)
+                continue
+            _run_in_chunk(task, handler, started)
+            ran += 1
+    finally:
+        for claim in waiting:
+            rt.keeper.release(claim.job_id)
+            rt.executor.give_back(claim, "chunk interrupted before start")
+    return {"jobs": len(claims), "ran": ran}
+
+
 def _make_body(handler: Handler) -> Any:
     def run(self: JobTask, *args: Any, **kwargs: Any) -> Any:
+        chunk: list[Claim] | None = getattr(self.request, "jobengine_chunk", None)
+        if chunk:
+            return _run_chunk(self, handler, chunk)
         claim: Claim = self.request.jobengine_claim
         try:
             return _checked_result(handler(_context(claim)))

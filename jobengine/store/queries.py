@@ -97,13 +97,15 @@ events AS (
 
 TRANSITION_TEMPLATE = (
     """
--- name: transition
--- Compare-and-set of one job along a path of allowed steps. The row lock in `locked` makes the
--- reported `from_status` the one the UPDATE saw; zero rows in `moved` means the caller lost.
+-- name: transition (one job) / transition_many (several, e.g. a worker claiming a chunk)
+-- Compare-and-set along a path of allowed steps. The row lock in `locked` makes the reported
+-- `from_status` the one the UPDATE saw; a job missing from `moved` lost (for one job, the final
+-- SELECT says why). Several jobs are locked in id order, so two callers never deadlock.
 WITH locked AS (
     SELECT id, status, lease_token, lease_expires_at
     FROM jobs
-    WHERE id = %(job_id)s
+    WHERE {target}
+    ORDER BY id
     FOR UPDATE
 ),
 moved AS (
@@ -117,12 +119,19 @@ moved AS (
 ),"""
     + _WRITE_STEPS
     + """
-SELECT locked.status AS current_status, locked.lease_token AS current_token,
+{final}
+"""
+)
+
+ONE_JOB = "id = %(job_id)s"
+MANY_JOBS = "id = ANY(%(job_ids)s::bigint[])"
+FINAL_ONE = """SELECT locked.status AS current_status, locked.lease_token AS current_token,
        locked.lease_expires_at AS current_lease_expires_at,
        (SELECT count(*) FROM events) AS events_written,
        moved.*
-FROM locked LEFT JOIN moved ON true
-"""
+FROM locked LEFT JOIN moved ON true"""
+FINAL_MANY = (
+    "SELECT moved.*, (SELECT count(*) FROM events) AS events_written FROM moved ORDER BY id"
 )
 
 CREATE_JOB = (
@@ -282,7 +291,9 @@ LIMIT %(limit)s
 """
 
 
-def transition_sql(effects: dict[str, str], *, fenced: bool, lease_expired: bool, due: bool) -> str:
+def transition_sql(
+    effects: dict[str, str], *, fenced: bool, lease_expired: bool, due: bool, many: bool = False
+) -> str:
     """Fill the transition template for one path; the guard caches the result."""
     set_clause = "".join(f",\n        {column} = {value}" for column, value in effects.items())
     fence = (
@@ -290,4 +301,9 @@ def transition_sql(effects: dict[str, str], *, fenced: bool, lease_expired: bool
         + (FENCE_LEASE_EXPIRED if lease_expired else "")
         + (FENCE_DUE if due else "")
     )
-    return TRANSITION_TEMPLATE.format(effects=set_clause, fence=fence)
+    return TRANSITION_TEMPLATE.format(
+        effects=set_clause,
+        fence=fence,
+        target=MANY_JOBS if many else ONE_JOB,
+        final=FINAL_MANY if many else FINAL_ONE,
+    )
