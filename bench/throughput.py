@@ -132,6 +132,7 @@ def bench_engine(
     conc: int,
     batch: int,
     logs: Path,
+    chunk: int,
 ) -> tuple[float, list[float]]:
     redis.Redis.from_url(broker_url).flushall()
     with engine.begin() as conn:
@@ -155,7 +156,9 @@ def bench_engine(
         started = time.perf_counter()
         for first in range(0, jobs, batch):
             size = min(batch, jobs - first)
-            submit_jobs(engine, publisher, [NewJob(type="noop") for _ in range(size)])
+            submit_jobs(
+                engine, publisher, [NewJob(type="noop") for _ in range(size)], chunk_size=chunk
+            )
         wait_for(lambda: count_open(engine) == 0, 900)
         return jobs / (time.perf_counter() - started), latencies
     finally:
@@ -173,6 +176,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--prefetch", type=int, default=1, help="worker_prefetch_multiplier")
+    parser.add_argument(
+        "--chunk-size", type=int, default=10, help="jobs per message in a backlog; 1: no chunks"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="jobengine-bench-") as tmp:
@@ -199,7 +205,15 @@ def main() -> None:
                 f"bare celery: {bare:,.0f} tasks/s ({args.jobs} no-op tasks, -c {args.concurrency})"
             )
             ours, latencies = bench_engine(
-                engine, settings, broker_url, env, args.jobs, args.concurrency, args.batch, root
+                engine,
+                settings,
+                broker_url,
+                env,
+                args.jobs,
+                args.concurrency,
+                args.batch,
+                root,
+                args.chunk_size,
             )
             print(f"jobengine:   {ours:,.0f} jobs/s submitted→completed ({args.jobs} jobs)")
             p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
@@ -211,6 +225,7 @@ def main() -> None:
                         "jobs": args.jobs,
                         "concurrency": args.concurrency,
                         "prefetch_multiplier": args.prefetch,
+                        "chunk_size": args.chunk_size,
                         "jobengine_jobs_per_s": round(ours, 1),
                         "celery_jobs_per_s": round(bare, 1),
                         "ratio": round(ours / bare, 3),
