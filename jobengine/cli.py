@@ -7,7 +7,10 @@ errors keep Typer's exit code 2.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -88,6 +91,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="Migrate the job store's schema.")
 app.add_typer(db_app, name="db")
+jobs_app = typer.Typer(no_args_is_help=True, help="Inspect and steer jobs.")
+app.add_typer(jobs_app, name="jobs")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 
 
 @app.callback()
@@ -228,6 +235,159 @@ def flower(ctx: typer.Context) -> None:
 
     argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower", *ctx.args]
     os.execv(sys.executable, argv)
+
+
+def _job_dict(job: Any) -> dict[str, Any]:
+    data = dataclasses.asdict(job)
+    data["status"] = job.status.value
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = value.isoformat()
+    return data
+
+
+@jobs_app.command("get")
+def jobs_get(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(help="The job's id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one job: state, attempt, progress, result, last error, timestamps."""
+    from jobengine.store.database import make_engine, transaction
+    from jobengine.store.jobs_repository import JobsRepository
+
+    with database(_settings(ctx)) as (url, _server):
+        engine = make_engine(url, pool_size=1)
+        try:
+            with transaction(engine) as conn:
+                job = JobsRepository(conn).get(job_id)
+        finally:
+            engine.dispose()
+    data = _job_dict(job)
+    if as_json:
+        typer.echo(json.dumps(data, sort_keys=True))
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_header=False)
+    for key in (
+        "id",
+        "type",
+        "status",
+        "attempt",
+        "queue",
+        "priority",
+        "tenant_id",
+        "progress",
+        "result",
+        "last_error",
+        "lease_owner",
+        "created_at",
+        "started_at",
+        "completed_at",
+    ):
+        value = data[key]
+        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+    Console().print(table)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(help="The job's id.")],
+    reason: Annotated[
+        str, typer.Option(help="Recorded in the job's history.")
+    ] = "cancelled by operator",
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel a job; a running one's task is revoked with termination. Safe to run twice."""
+    import getpass
+
+    from jobengine.cancellation import cancel_job
+    from jobengine.fleet import publisher_app
+    from jobengine.services import resolve_broker_url
+    from jobengine.store.database import make_engine
+
+    settings = _settings(ctx)
+
+    class BrokerRevoker:
+        """Reaches the broker only when a running job's task must be stopped."""
+
+        def revoke(self, task_id: str, *, terminate: bool = False, signal: str = "SIGTERM") -> None:
+            broker_url, _ = resolve_broker_url(settings)
+            control = publisher_app(settings, broker_url).control
+            control.revoke(task_id, terminate=terminate, signal=signal)
+
+    with database(settings) as (url, _server):
+        engine = make_engine(url, pool_size=1)
+        try:
+            outcome = cancel_job(
+                engine,
+                job_id,
+                actor=f"cli:{getpass.getuser()}",
+                reason=reason,
+                revoker=BrokerRevoker(),
+            )
+        finally:
+            engine.dispose()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "job": _job_dict(outcome.job),
+                    "changed": outcome.changed,
+                    "revoked_task": outcome.revoked_task,
+                },
+                sort_keys=True,
+            )
+        )
+        return
+    if not outcome.changed:
+        typer.echo(f"job {job_id} was already cancelled; nothing changed")
+    elif outcome.revoked_task:
+        typer.echo(f"job {job_id} cancelled; its task {outcome.revoked_task} was revoked")
+    else:
+        typer.echo(f"job {job_id} cancelled; its message, when it arrives, will run nothing")
+
+
+@jobs_app.command("stuck")
+def jobs_stuck(
+    ctx: typer.Context,
+    scheduled_after: Annotated[
+        float, typer.Option(help="Seconds a due scheduled job may wait for its message.")
+    ] = 60.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Jobs claimed or running with a missed heartbeat, or scheduled with no message taken."""
+    from jobengine.store.database import make_engine, transaction
+    from jobengine.store.jobs_repository import JobsRepository
+
+    with database(_settings(ctx)) as (url, _server):
+        engine = make_engine(url, pool_size=1)
+        try:
+            with transaction(engine) as conn:
+                stuck = JobsRepository(conn).stuck(scheduled_after_seconds=scheduled_after)
+        finally:
+            engine.dispose()
+    if as_json:
+        rows = [{**dataclasses.asdict(j), "status": j.status.value} for j in stuck]
+        typer.echo(json.dumps(rows, sort_keys=True))
+        return
+    if not stuck:
+        typer.echo("no stuck jobs")
+        return
+    table = Table(box=box.SIMPLE_HEAD, title=f"{len(stuck)} stuck job(s)", title_justify="left")
+    for name in ("id", "type", "status", "attempt", "owner", "stuck for", "why"):
+        table.add_column(name)
+    for j in stuck:
+        table.add_row(
+            str(j.id),
+            j.type,
+            j.status.value,
+            str(j.attempt),
+            j.lease_owner or "-",
+            f"{j.stuck_seconds:.0f}s",
+            j.why,
+        )
+    Console().print(table)
 
 
 def main() -> None:

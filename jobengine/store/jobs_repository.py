@@ -41,6 +41,18 @@ class JobPage:
     """Pass back as ``after_id`` for the next page; None when this page was the last."""
 
 
+@dataclass(frozen=True, slots=True)
+class StuckJob:
+    id: int
+    type: str
+    queue: str
+    status: JobStatus
+    attempt: int
+    lease_owner: str | None
+    why: str
+    stuck_seconds: float
+
+
 class JobsRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -80,6 +92,25 @@ class JobsRepository:
         rows = self._conn.execute(query.order_by(_jobs.c.id).limit(limit + 1)).mappings().all()
         jobs = [job_from_row(r) for r in rows[:limit]]
         return JobPage(jobs=jobs, next_cursor=jobs[-1].id if len(rows) > limit else None)
+
+    def stuck(self, scheduled_after_seconds: float = 60.0, limit: int = 500) -> Sequence[StuckJob]:
+        """Jobs an operator should look at: see ``queries.STUCK_JOBS``."""
+        rows = self._conn.exec_driver_sql(
+            queries.STUCK_JOBS, {"scheduled_after": scheduled_after_seconds, "limit": limit}
+        ).mappings()
+        return [
+            StuckJob(
+                id=r["id"],
+                type=r["type"],
+                queue=r["queue"],
+                status=JobStatus(r["status"]),
+                attempt=r["attempt"],
+                lease_owner=r["lease_owner"],
+                why=r["why"],
+                stuck_seconds=float(r["stuck_seconds"]),
+            )
+            for r in rows
+        ]
 
     def count_by_status(self, tenant_id: str | None = None) -> dict[JobStatus, int]:
         query = select(_jobs.c.status, func.count()).group_by(_jobs.c.status)

@@ -282,6 +282,24 @@ UPDATE jobs SET dispatched_at = NULL
 WHERE id = ANY(%(ids)s::bigint[]) AND status = 'scheduled'
 """
 
+STUCK_JOBS = """
+-- name: stuck_jobs  (operators' view; ix_jobs_lease_expiry, ix_jobs_scheduled_dispatched_at)
+-- Claimed or running with a missed heartbeat, or scheduled and due with no message taken.
+SELECT id, type, queue, status, attempt, lease_owner,
+       CASE WHEN status IN ('claimed', 'running') THEN 'missed heartbeat'
+            ELSE 'scheduled, no message taken' END AS why,
+       extract(epoch FROM now() - CASE
+           WHEN status IN ('claimed', 'running') THEN lease_expires_at
+           ELSE greatest(coalesce(dispatched_at, scheduled_at), not_before) END) AS stuck_seconds
+FROM jobs
+WHERE (status IN ('claimed', 'running') AND lease_expires_at < now())
+   OR (status = 'scheduled'
+       AND greatest(coalesce(dispatched_at, scheduled_at), not_before)
+           < now() - make_interval(secs => %(scheduled_after)s))
+ORDER BY id
+LIMIT %(limit)s
+"""
+
 DUE_PENDING_JOBS = """
 -- name: due_pending_jobs  (ix_jobs_pending_not_before)
 SELECT id FROM jobs

@@ -88,7 +88,7 @@ class Fleet:
     def settings(self) -> Settings:
         return Settings(database_url=self.db_url, broker_url=self.broker_url)
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("wb")
         proc = subprocess.Popen(
             argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -124,7 +124,7 @@ class Fleet:
             "-l",
             "INFO",
         ]
-        proc = self._spawn(name, argv, self.env(**env))
+        proc = self.spawn(name, argv, self.env(**env))
         wait_until(
             lambda: "ready." in self.log_of(name) or proc.poll() is not None,
             60,
@@ -139,7 +139,7 @@ class Fleet:
             "-c",
             f"from jobengine.fleet import run_reaper; run_reaper(name={name!r})",
         ]
-        return self._spawn(name, argv, self.env(**env))
+        return self.spawn(name, argv, self.env(**env))
 
     def publisher(self) -> Any:
         return make_publisher(self.settings(), self.broker_url)

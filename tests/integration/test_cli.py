@@ -183,3 +183,43 @@ def test_dev_runs_a_fleet_round_and_stops_everything_it_started(tmp_path: Path) 
     assert not (data / "redis" / "redis.json").exists()  # Redis stopped
     for log in ("worker-1", "worker-2", "reaper", "flower"):
         assert (data / "logs" / f"{log}.log").exists()
+
+
+def test_jobs_get_stuck_and_cancel_answer_operators(db_url: str) -> None:
+    from jobengine import guard
+    from jobengine.domain.job import NewJob
+    from jobengine.domain.status import JobStatus
+    from jobengine.guard import Step
+    from jobengine.store.database import make_engine, transaction
+
+    engine = make_engine(db_url)
+    with transaction(engine) as conn:
+        orphan = guard.create_job(conn, NewJob(type="noop"), schedule=True)
+        assert orphan is not None
+        guard.transition(
+            conn,
+            orphan.id,
+            [Step(JobStatus.CLAIMED), Step(JobStatus.RUNNING)],
+            lease_owner="vanished-worker",
+            lease_ttl_seconds=0.001,
+        )
+        done = guard.create_job(conn, NewJob(type="noop"), schedule=True)
+        assert done is not None
+        guard.transition(conn, done.id, JobStatus.CANCELLED, reason="test")
+    engine.dispose()
+
+    code, out, err = _invoke(db_url, "jobs", "get", str(orphan.id), "--json")
+    assert code == 0, err
+    assert '"status": "running"' in out and '"lease_owner": "vanished-worker"' in out
+
+    code, out, err = _invoke(db_url, "jobs", "stuck", "--json")
+    assert code == 0, err
+    assert f'"id": {orphan.id}' in out and "missed heartbeat" in out
+
+    code, out, err = _invoke(db_url, "jobs", "cancel", str(done.id))
+    assert code == 0, err
+    assert "already cancelled" in out
+
+    code, out, err = _invoke(db_url, "jobs", "get", "987654")
+    assert code == 1
+    assert err.strip().splitlines() == [err.strip()] and "job 987654 does not exist" in err
