@@ -46,6 +46,19 @@ def is_chunk(task_id: str | None) -> bool:
     return (task_id or "").startswith(CHUNK_PREFIX)
 
 
+HARD_LIMIT_GRACE = 5.0
+"""Seconds between the soft limit (the handler is told) and the hard one (its process dies)."""
+
+
+def time_limits(ref: DispatchRef) -> dict[str, float]:
+    if ref.time_limit_seconds is None:
+        return {}
+    return {
+        "soft_time_limit": ref.time_limit_seconds,
+        "time_limit": ref.time_limit_seconds + HARD_LIMIT_GRACE,
+    }
+
+
 def broker_priority(priority: int) -> int:
     """Our 9 (most urgent) is Redis transport's 0 (served first)."""
     return 9 - priority
@@ -71,6 +84,7 @@ class CeleryPublisher:
             queue=ref.queue,
             priority=broker_priority(ref.priority),
             countdown=countdown,
+            **time_limits(ref),
         )
 
     def publish_chunk(self, refs: Sequence[DispatchRef]) -> None:
@@ -97,7 +111,9 @@ def chunked(refs: Sequence[DispatchRef], size: int) -> list[list[DispatchRef]]:
     for ref in refs:
         last = groups[-1] if groups else None
         if (
-            last is not None
+            ref.time_limit_seconds is None  # a time limit is per job, so per message
+            and last is not None
+            and last[0].time_limit_seconds is None
             and len(last) < size
             and (last[0].type, last[0].queue, last[0].priority)
             == (ref.type, ref.queue, ref.priority)

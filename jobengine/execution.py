@@ -51,6 +51,16 @@ class Claim:
         return self.job.attempt
 
 
+TIMEOUT_ERRORS = ("SoftTimeLimitExceeded", "TimeLimitExceeded")
+"""Celery's time-limit errors (soft: the handler was told; hard: its process was killed)."""
+
+
+def error_code(exc: BaseException) -> str:
+    if type(exc).__name__ in TIMEOUT_ERRORS:
+        return "TIMEOUT"
+    return str(getattr(exc, "code", "HANDLER_ERROR"))
+
+
 def describe_error(exc: BaseException, traceback_text: str | None = None) -> dict[str, Any]:
     """The stored form of a failure: code, class, message and a bounded traceback."""
     text = traceback_text
@@ -58,7 +68,7 @@ def describe_error(exc: BaseException, traceback_text: str | None = None) -> dic
         text = "".join(tb.format_exception(exc))
     cls = type(exc)
     return {
-        "code": getattr(exc, "code", "HANDLER_ERROR"),
+        "code": error_code(exc),
         "class": f"{cls.__module__}.{cls.__qualname__}",
         "message": str(exc)[:MAX_MESSAGE_CHARS],
         "traceback": (text or "")[-MAX_TRACEBACK_CHARS:],
@@ -190,6 +200,25 @@ class Executor:
         return self._finish(
             claim, [Step(JobStatus.FAILED, reason or error.get("code"))], error=error
         )
+
+    def fail_lost_attempt(
+        self, job_id: int, attempt: int, exc: BaseException, actor: str
+    ) -> Job | None:
+        """Record the failure of an attempt whose process is gone (killed at its hard time
+        limit), from outside it. Each claim counts a new attempt, so ``attempt`` names the
+        lease: the token read for it fences the write, and a job that moved on is left alone.
+        """
+        with transaction(self.engine) as conn:
+            job = JobsRepository(conn).get(job_id)
+        if job.status is not JobStatus.RUNNING or job.attempt != attempt:
+            log.info("lost_attempt_already_moved", job_id=job_id, attempt=attempt)
+            return None
+        claim = Claim(job=job, owner=actor)
+        error = describe_error(exc, "")
+        decision = self.decide_retry(claim, exc)
+        if decision.retry:
+            return self.record_retry(claim, error, decision)
+        return self.record_failure(claim, error)
 
     def report_progress(self, claim: Claim, progress: dict[str, Any]) -> bool:
         with self._statements.connection() as conn:

@@ -18,7 +18,12 @@ from jobengine.submission import submit_many
 
 def dispatch_ref(job: Job) -> DispatchRef:
     return DispatchRef(
-        id=job.id, type=job.type, queue=job.queue, priority=job.priority, attempt=job.attempt
+        id=job.id,
+        type=job.type,
+        queue=job.queue,
+        priority=job.priority,
+        attempt=job.attempt,
+        time_limit_seconds=job.time_limit_seconds,
     )
 
 

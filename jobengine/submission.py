@@ -67,8 +67,14 @@ def validate(new: NewJob, *, max_payload_bytes: int, types: JobTypeRegistry) -> 
         raise ValidationError(
             "not_before has no timezone", hint="Pass an aware datetime, e.g. in UTC."
         )
+    if new.time_limit_seconds is not None and not new.time_limit_seconds > 0:
+        raise ValidationError(
+            f"time_limit_seconds {new.time_limit_seconds} is not positive",
+            hint="Give the longest one attempt may run, in seconds, or leave it unset.",
+        )
     queue = new.queue if new.queue != "default" else spec.queue
-    return replace(new, queue=queue)
+    limit = new.time_limit_seconds or spec.time_limit_seconds
+    return replace(new, queue=queue, time_limit_seconds=limit)
 
 
 def request_hash(new: NewJob) -> str:
@@ -81,6 +87,7 @@ def request_hash(new: NewJob) -> str:
         "priority": new.priority,
         "retry_policy": new.retry_policy,
         "not_before": new.not_before.isoformat() if new.not_before else None,
+        "time_limit_seconds": new.time_limit_seconds,
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 from celery import signals
+from celery.exceptions import TimeLimitExceeded
 
 from jobengine.dispatch import TASK_PREFIX, is_chunk, parse_task_id
 from jobengine.errors import JobEngineError
@@ -18,7 +19,7 @@ from jobengine.execution import Claim, describe_error
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import JobsRepository, LeaseRepository
 from workers.runtime import runtime
-from workers.tasks import JobTask
+from workers.tasks import JobTask, publish_retry
 
 log = structlog.get_logger("workers.hooks")
 
@@ -82,10 +83,32 @@ def record_success(sender: Any = None, result: Any = None, **_: Any) -> None:
         )
 
 
+def _record_hard_time_limit(task: Any, task_id: str | None, exc: TimeLimitExceeded) -> None:
+    """The pool process running the job was killed at its hard limit; Celery tells the main
+    process, which records the attempt's failure (TIMEOUT) and, by policy, its retry."""
+    parsed = parse_task_id(task_id)
+    if parsed is None:
+        return
+    rt = runtime()
+    try:
+        job = rt.executor.fail_lost_attempt(parsed[0], parsed[1], exc, f"{rt.owner}:time-limit")
+    except JobEngineError as error:
+        log.error("timeout_not_recorded", job_id=parsed[0], attempt=parsed[1], error=str(error))
+        return
+    if job is not None:
+        countdown = (
+            max(0.0, (job.not_before - job.updated_at).total_seconds()) if job.not_before else 0.0
+        )
+        publish_retry(task.app, job, countdown)
+
+
 def record_failure(
-    sender: Any = None, exception: BaseException | None = None, einfo: Any = None, **_: Any
+    sender: Any = None, exception: BaseException | None = None, einfo: Any = None, **kwargs: Any
 ) -> None:
     claim = _claim_of(getattr(sender, "request", None))
+    if claim is None and isinstance(exception, TimeLimitExceeded):
+        _record_hard_time_limit(sender, kwargs.get("task_id"), exception)
+        return
     if claim is None or exception is None:
         return
     rt = runtime()

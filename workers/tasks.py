@@ -18,6 +18,8 @@ from celery.exceptions import Ignore, Retry
 
 from jobengine.context import JobContext
 from jobengine.dispatch import TASK_PREFIX, CeleryPublisher, task_id_for
+from jobengine.domain.job import Job
+from jobengine.domain.status import JobStatus
 from jobengine.execution import Claim, describe_error
 from jobengine.failures import NonRetryableError
 from jobengine.producer import dispatch_ref
@@ -89,6 +91,20 @@ def _retry_for(task: JobTask, claim: Claim, exc: Exception) -> Retry | None:
     return retry
 
 
+def publish_retry(app: Celery, job: Job, countdown: float) -> None:
+    """Publish a retry recorded outside Celery's own retry (chunks, hard time limits)."""
+    rt = runtime()
+    if job.status is not JobStatus.SCHEDULED or countdown > rt.settings.eta_limit_seconds:
+        return  # waits in Postgres; the leader publishes it when due
+    try:
+        CeleryPublisher(app).publish(dispatch_ref(job), countdown=countdown)
+    except Exception as publish_error:
+        log.warning("retry_publish_failed", job_id=job.id, error=str(publish_error))
+        return
+    with transaction(rt.executor.engine) as conn:
+        LeaseRepository(conn).mark_dispatched([job.id])
+
+
 def _run_in_chunk(task: JobTask, handler: Handler, claim: Claim) -> None:
     """One job of a chunk, with the outcomes the hooks record for a job of its own."""
     rt = runtime()
@@ -102,15 +118,8 @@ def _run_in_chunk(task: JobTask, handler: Handler, claim: Claim) -> None:
             rt.executor.record_failure(claim, error)
             return
         job = rt.executor.record_retry(claim, error, decision)
-        if job is None or decision.countdown > rt.settings.eta_limit_seconds:
-            return  # waits in Postgres; the leader publishes it when due
-        try:
-            CeleryPublisher(task.app).publish(dispatch_ref(job), countdown=decision.countdown)
-        except Exception as publish_error:
-            log.warning("retry_publish_failed", job_id=job.id, error=str(publish_error))
-            return
-        with transaction(rt.executor.engine) as conn:
-            LeaseRepository(conn).mark_dispatched([job.id])
+        if job is not None:
+            publish_retry(task.app, job, decision.countdown)
         return
     rt.keeper.release(claim.job_id)
     rt.executor.complete(claim, result)

@@ -38,6 +38,7 @@ class Job:
     started_at: datetime | None
     completed_at: datetime | None
     dispatched_at: datetime | None = None
+    time_limit_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +69,5 @@ class NewJob:
     retry_policy: dict[str, Any] | None = None
     not_before: datetime | None = None
     idempotency_key: str | None = None
+    time_limit_seconds: float | None = None
+    """Overrides the type's default limit for this job."""

@@ -131,6 +131,7 @@ class DispatchRef:
     queue: str
     priority: int
     attempt: int
+    time_limit_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

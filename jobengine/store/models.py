@@ -10,6 +10,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -75,11 +76,14 @@ class JobRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(TS)
     completed_at: Mapped[datetime | None] = mapped_column(TS)
     dispatched_at: Mapped[datetime | None] = mapped_column(TS)
+    time_limit_seconds: Mapped[float | None] = mapped_column(Float)
+    """Soft limit of one attempt; the hard limit (process killed) follows a grace period."""
     """When a broker message was last published for this scheduled job; NULL: none yet."""
 
     __table_args__ = (
         CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),
         CheckConstraint("attempt >= 0", name="attempt_non_negative"),
+        CheckConstraint("time_limit_seconds > 0", name="time_limit_positive"),
         CheckConstraint(
             "(status IN ('completed', 'failed', 'cancelled')) = (completed_at IS NOT NULL)",
             name="finished_iff_completed_at",

@@ -54,7 +54,7 @@ JOB_COLUMNS = (
     "id, tenant_id, project_id, type, queue, priority, payload, status, attempt, retry_policy, "
     "not_before, lease_owner, lease_token, lease_expires_at, idempotency_key, result, "
     "last_error, progress, created_at, updated_at, scheduled_at, started_at, completed_at, "
-    "dispatched_at"
+    "dispatched_at, time_limit_seconds"
 )
 
 FENCE_TOKEN = "\n      AND j.lease_token = %(lease_token)s"
@@ -144,12 +144,13 @@ CREATE_JOB = (
 WITH moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
                       retry_policy, not_before, idempotency_key, request_hash, scheduled_at,
-                      dispatched_at)
+                      dispatched_at, time_limit_seconds)
     VALUES (%(tenant_id)s, %(project_id)s, %(type)s, %(queue)s, %(priority)s,
             %(payload)s::jsonb, %(to_status)s::job_status, %(retry_policy)s::jsonb,
             %(not_before)s, %(idempotency_key)s, %(request_hash)s,
             CASE WHEN %(to_status)s = 'scheduled' THEN now() END,
-            CASE WHEN %(to_status)s = 'scheduled' AND %(dispatching)s THEN now() END)
+            CASE WHEN %(to_status)s = 'scheduled' AND %(dispatching)s THEN now() END,
+            %(time_limit_seconds)s)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *, NULL::job_status AS from_status
 ),"""
@@ -168,16 +169,17 @@ WITH input AS (
     SELECT *
     FROM unnest(%(tenant_id)s::text[], %(project_id)s::text[], %(type)s::text[],
                 %(queue)s::text[], %(priority)s::smallint[], %(payload)s::jsonb[],
-                %(status)s::job_status[], %(retry_policy)s::jsonb[], %(not_before)s::timestamptz[])
+                %(status)s::job_status[], %(retry_policy)s::jsonb[], %(not_before)s::timestamptz[],
+                %(time_limit_seconds)s::double precision[])
          WITH ORDINALITY AS i(tenant_id, project_id, type, queue, priority, payload, status,
-                              retry_policy, not_before, ord)
+                              retry_policy, not_before, time_limit_seconds, ord)
 ),
 moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
-                      retry_policy, not_before, scheduled_at, dispatched_at)
+                      retry_policy, not_before, scheduled_at, dispatched_at, time_limit_seconds)
     SELECT tenant_id, project_id, type, queue, priority, payload, status, retry_policy,
            not_before, CASE WHEN status = 'scheduled' THEN now() END,
-           CASE WHEN status = 'scheduled' AND %(dispatching)s THEN now() END
+           CASE WHEN status = 'scheduled' AND %(dispatching)s THEN now() END, time_limit_seconds
     FROM input
     ORDER BY ord
     RETURNING *, NULL::job_status AS from_status
@@ -247,7 +249,7 @@ UNDISPATCHED_JOBS = """
 -- name: undispatched_jobs  (ix_jobs_scheduled_dispatched_at)
 -- Scheduled, due, and never published: a retry deferred past the broker's ETA limit, a job
 -- enqueued in a producer's own transaction, or one whose publish after commit failed.
-SELECT id, type, queue, priority, attempt
+SELECT id, type, queue, priority, attempt, time_limit_seconds
 FROM jobs
 WHERE status = 'scheduled' AND dispatched_at IS NULL
   AND (not_before IS NULL OR not_before <= now())
@@ -260,7 +262,7 @@ LOST_DISPATCHES = """
 -- name: lost_dispatches  (ix_jobs_scheduled_dispatched_at)
 -- Published long ago, due long ago, still not claimed: the message seems lost (e.g. Redis
 -- restarted). A retry's ETA message counts from its not_before, not from its publish.
-SELECT id, type, queue, priority, attempt
+SELECT id, type, queue, priority, attempt, time_limit_seconds
 FROM jobs
 WHERE status = 'scheduled' AND dispatched_at < now() - make_interval(secs => %(after)s)
   AND (not_before IS NULL OR not_before <= now())

@@ -35,6 +35,7 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         started_at=row["started_at"],
         completed_at=row["completed_at"],
         dispatched_at=row.get("dispatched_at"),
+        time_limit_seconds=row.get("time_limit_seconds"),
     )
 
 

@@ -10,6 +10,7 @@ import os
 import threading
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import text
 
 from jobengine.context import JobContext
@@ -72,3 +73,28 @@ def flaky(ctx: JobContext) -> dict[str, Any]:
     if ctx.attempt in ctx.payload.get("fail_attempts", []):
         raise RuntimeError(f"flaky failure on attempt {ctx.attempt}")
     return {"attempt": ctx.attempt}
+
+
+@job("polite")
+def polite(ctx: JobContext) -> None:
+    """Runs until its soft time limit, then cleans up and gives up."""
+    record_effect(ctx, "started")
+    idle = threading.Event()
+    try:
+        while True:
+            idle.wait(POLL)
+    except SoftTimeLimitExceeded:
+        record_effect(ctx, "cleaned up")
+        raise
+
+
+@job("stubborn")
+def stubborn(ctx: JobContext) -> None:
+    """Ignores its soft time limit: only the hard limit, killing its process, stops it."""
+    record_effect(ctx, "started")
+    idle = threading.Event()
+    while True:
+        try:
+            idle.wait(POLL)
+        except SoftTimeLimitExceeded:
+            record_effect(ctx, "ignored the soft limit")
