@@ -93,6 +93,8 @@ db_app = typer.Typer(no_args_is_help=True, help="Migrate the job store's schema.
 app.add_typer(db_app, name="db")
 jobs_app = typer.Typer(no_args_is_help=True, help="Inspect and steer jobs.")
 app.add_typer(jobs_app, name="jobs")
+queues_app = typer.Typer(no_args_is_help=True, help="Per-queue concurrency limits.")
+app.add_typer(queues_app, name="queues")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 
@@ -388,6 +390,52 @@ def jobs_stuck(
             j.why,
         )
     Console().print(table)
+
+
+def _with_limits(ctx: typer.Context, action: Any) -> Any:
+    from jobengine.store.database import make_engine, transaction
+    from jobengine.store.jobs_repository import QueueLimitRepository
+
+    with database(_settings(ctx)) as (url, _server):
+        engine = make_engine(url, pool_size=1)
+        try:
+            with transaction(engine) as conn:
+                return action(QueueLimitRepository(conn))
+        finally:
+            engine.dispose()
+
+
+@queues_app.command("limit")
+def queues_limit(
+    ctx: typer.Context,
+    queue: Annotated[str, typer.Argument(help="Queue name.")],
+    max_running: Annotated[int, typer.Argument(min=1, help="Jobs claimed or running at once.")],
+) -> None:
+    """Allow at most MAX_RUNNING of QUEUE's jobs at once across the fleet (within ~2 s)."""
+    _with_limits(ctx, lambda repo: repo.set(queue, max_running))
+    typer.echo(f"queue {queue}: at most {max_running} job(s) claimed or running at once")
+
+
+@queues_app.command("unlimit")
+def queues_unlimit(
+    ctx: typer.Context, queue: Annotated[str, typer.Argument(help="Queue name.")]
+) -> None:
+    """Remove QUEUE's limit; its waiting jobs are published by the leader as usual."""
+    removed = _with_limits(ctx, lambda repo: repo.clear(queue))
+    typer.echo(f"queue {queue}: " + ("limit removed" if removed else "had no limit"))
+
+
+@queues_app.command("list")
+def queues_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Every queue with a limit."""
+    limits: dict[str, int] = _with_limits(ctx, lambda repo: repo.all())
+    if as_json:
+        typer.echo(json.dumps(limits, sort_keys=True))
+        return
+    for queue, limit in limits.items():
+        typer.echo(f"{queue}\t{limit}")
+    if not limits:
+        typer.echo("no queue has a limit")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ holder presents its fencing token, so a worker whose lease was taken over change
 
 from __future__ import annotations
 
+import time
 import traceback as tb
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,11 +24,12 @@ from jobengine.job_types import JobTypeRegistry
 from jobengine.job_types import registry as default_registry
 from jobengine.retry_policy import RetryDecision, RetryPolicy, error_names
 from jobengine.store.database import SingleStatements, transaction
-from jobengine.store.jobs_repository import JobsRepository, LeaseRepository
+from jobengine.store.jobs_repository import JobsRepository, LeaseRepository, QueueLimitRepository
 
 log = structlog.get_logger("jobengine.execution")
 
 MAX_MESSAGE_CHARS = 2_000
+LIMITS_REFRESH_SECONDS = 2.0
 MAX_TRACEBACK_CHARS = 8_000
 
 
@@ -88,6 +90,59 @@ class Executor:
         self._statements = SingleStatements(engine)
         self.lease_ttl_seconds = lease_ttl_seconds
         self.types = types
+        self._limits: dict[str, int] = {}
+        self._limits_read_at = float("-inf")
+
+    def queue_is_limited(self, queue: str | None) -> bool:
+        """Whether claims in ``queue`` must take the limit's turn; re-read every few seconds,
+        so a new limit applies fleet-wide within ``LIMITS_REFRESH_SECONDS``."""
+        if queue is None:
+            return False
+        now = time.monotonic()
+        if now - self._limits_read_at > LIMITS_REFRESH_SECONDS:
+            with transaction(self.engine) as conn:
+                self._limits = QueueLimitRepository(conn).all()
+            self._limits_read_at = now
+        return queue in self._limits
+
+    def _claim_within_limit(
+        self, job_ids: list[int], owner: str, queue: str, *, chunk: bool
+    ) -> list[Job]:
+        """Claim under the queue's limit: lock its limit row, count (a new statement, so it
+        sees every claim committed before ours), claim at most the free slots. Jobs left over
+        lose their dispatch mark; the leader publishes them when a slot frees."""
+        with transaction(self.engine) as conn:
+            limits = QueueLimitRepository(conn)
+            max_running = limits.lock(queue)
+            free = len(job_ids) if max_running is None else max_running - limits.leased(queue)
+            take, leave = job_ids[: max(free, 0)], job_ids[max(free, 0) :]
+            claimed: list[Job] = []
+            if take and chunk:
+                claimed = guard.transition_many(
+                    conn,
+                    take,
+                    Step(JobStatus.CLAIMED),
+                    actor=owner,
+                    lease_owner=owner,
+                    lease_ttl_seconds=self.lease_ttl_seconds,
+                    require_due=True,
+                )
+            elif take:
+                claimed = [
+                    guard.transition(
+                        conn,
+                        take[0],
+                        [Step(JobStatus.CLAIMED), Step(JobStatus.RUNNING)],
+                        actor=owner,
+                        lease_owner=owner,
+                        lease_ttl_seconds=self.lease_ttl_seconds,
+                        require_due=True,
+                    ).job
+                ]
+            if leave:
+                LeaseRepository(conn).clear_dispatched(leave)
+                log.info("claim_deferred_by_queue_limit", queue=queue, jobs=leave)
+        return claimed
 
     def policy_for(self, job_type: str, override: dict[str, Any] | None) -> RetryPolicy:
         try:
@@ -96,13 +151,20 @@ class Executor:
             default = {}
         return RetryPolicy.resolve(default, override)
 
-    def claim(self, job_id: int, owner: str) -> Claim | None:
+    def claim(self, job_id: int, owner: str, queue: str | None = None) -> Claim | None:
         """Take the lease and start: ``scheduled → claimed → running`` in one statement.
 
         None means this message must run nothing: the job is final, cancelled, leased by a
         live worker, not yet due, or unknown. The reason is logged, not raised, because a
         refused claim is the normal fate of a duplicate message.
         """
+        if queue is not None and self.queue_is_limited(queue):
+            try:
+                within = self._claim_within_limit([job_id], owner, queue, chunk=False)
+            except (TransitionRefused, JobNotFound) as exc:
+                log.info("claim_refused", job_id=job_id, owner=owner, reason=str(exc))
+                return None
+            return Claim(job=within[0], owner=owner) if within else None
         try:
             with self._statements.connection() as conn:
                 moved = guard.transition(
@@ -119,12 +181,15 @@ class Executor:
             return None
         return Claim(job=moved.job, owner=owner)
 
-    def claim_chunk(self, job_ids: list[int], owner: str) -> list[Claim]:
+    def claim_chunk(self, job_ids: list[int], owner: str, queue: str | None = None) -> list[Claim]:
         """Claim, in one statement, every job of a chunk message that is still claimable.
 
         Each claimed job gets its own fencing token and stays ``claimed`` until ``start``; a
         worker that dies before starting it loses the lease and the reaper hands the job back.
         """
+        if queue is not None and self.queue_is_limited(queue):
+            jobs = self._claim_within_limit(sorted(set(job_ids)), owner, queue, chunk=True)
+            return [Claim(job=job, owner=owner) for job in jobs]
         with self._statements.connection() as conn:
             jobs = guard.transition_many(
                 conn,

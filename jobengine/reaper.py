@@ -30,7 +30,7 @@ from jobengine.failures import LeaseExpired
 from jobengine.guard import Step
 from jobengine.retry_policy import error_names
 from jobengine.store.database import store_errors, transaction
-from jobengine.store.jobs_repository import ExpiredLease, LeaseRepository
+from jobengine.store.jobs_repository import ExpiredLease, LeaseRepository, QueueLimitRepository
 
 log = structlog.get_logger("jobengine.reaper")
 
@@ -47,6 +47,8 @@ class TickReport:
     """Jobs claimed but never started, given back to ``scheduled``."""
     promoted: list[int] = field(default_factory=list)
     dispatched: list[int] = field(default_factory=list)
+    admitted: list[int] = field(default_factory=list)
+    """Jobs of limited queues published because a slot was free."""
     redispatched: list[int] = field(default_factory=list)
 
 
@@ -141,6 +143,9 @@ class Reaper:
         report.dispatched = publish_jobs(
             self.engine, self.publisher, undispatched, chunk_size=self.chunk_size
         )
+        with transaction(self.engine) as conn:
+            admissions = QueueLimitRepository(conn).admissions()
+        report.admitted = publish_jobs(self.engine, self.publisher, admissions)
         with transaction(self.engine) as conn:
             lost = LeaseRepository(conn).lost_dispatches(self.redispatch_after_seconds)
         report.redispatched = publish_jobs(

@@ -40,7 +40,7 @@ def claim_job(task: Any = None, task_id: str | None = None, **kwargs: Any) -> No
     if is_chunk(task_id):
         try:
             ids = [int(a) for a in kwargs.get("args") or ()]
-            claims = rt.executor.claim_chunk(ids, rt.owner)
+            claims = rt.executor.claim_chunk(ids, rt.owner, _queue_of(task))
         except (JobEngineError, TypeError, ValueError) as exc:
             log.warning("chunk_claim_failed", task_id=task_id, error=str(exc))
             return
@@ -51,7 +51,7 @@ def claim_job(task: Any = None, task_id: str | None = None, **kwargs: Any) -> No
     parsed = parse_task_id(task_id)
     try:
         if parsed is not None:
-            claim = rt.executor.claim(parsed[0], rt.owner)
+            claim = rt.executor.claim(parsed[0], rt.owner, _queue_of(task))
         else:
             payload = _payload_of(kwargs.get("args"), kwargs.get("kwargs"))
             claim = rt.executor.adopt(task.job_type, payload, task_id or "", rt.owner)
@@ -63,6 +63,13 @@ def claim_job(task: Any = None, task_id: str | None = None, **kwargs: Any) -> No
     rt.keeper.hold(claim.job_id, claim.token)
     task.request.jobengine_claim = claim
     log.debug("job_started", job_id=claim.job_id, attempt=claim.attempt, status="running")
+
+
+def _queue_of(task: Any) -> str | None:
+    """The queue the message came from (our publisher routes by queue name)."""
+    info = getattr(task.request, "delivery_info", None) or {}
+    queue = info.get("routing_key")
+    return str(queue) if queue else None
 
 
 def _claim_of(request: Any) -> Claim | None:

@@ -211,3 +211,36 @@ class LeaseRepository:
     def due_pending(self, limit: int = 500) -> list[int]:
         rows = self._conn.exec_driver_sql(queries.DUE_PENDING_JOBS, {"limit": limit})
         return [r[0] for r in rows]
+
+
+class QueueLimitRepository:
+    """Per-queue concurrency limits, enforced at claim time under the limit row's lock."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def set(self, queue: str, max_running: int) -> None:
+        self._conn.exec_driver_sql(
+            queries.SET_QUEUE_LIMIT, {"queue": queue, "max_running": max_running}
+        )
+
+    def clear(self, queue: str) -> bool:
+        return self._conn.exec_driver_sql(queries.CLEAR_QUEUE_LIMIT, {"queue": queue}).rowcount > 0
+
+    def all(self) -> dict[str, int]:
+        rows = self._conn.exec_driver_sql(queries.LIMITED_QUEUES).all()
+        return {row[0]: row[1] for row in rows}
+
+    def lock(self, queue: str) -> int | None:
+        """The queue's limit, locked until the transaction ends; None if it has none."""
+        row = self._conn.exec_driver_sql(queries.LOCK_QUEUE_LIMIT, {"queue": queue}).first()
+        return None if row is None else int(row[0])
+
+    def leased(self, queue: str) -> int:
+        return int(
+            self._conn.exec_driver_sql(queries.LEASED_IN_QUEUE, {"queue": queue}).scalar_one()
+        )
+
+    def admissions(self) -> list[DispatchRef]:
+        rows = self._conn.exec_driver_sql(queries.ADMISSIONS).mappings()
+        return [DispatchRef(**r) for r in rows]

@@ -117,6 +117,11 @@ class JobRow(Base):
             "id",
             postgresql_where=text("status = 'pending' AND not_before IS NOT NULL"),
         ),
+        Index(
+            "ix_jobs_queue_leased",
+            "queue",
+            postgresql_where=text("status IN ('claimed', 'running')"),
+        ),
         Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
         Index("ix_jobs_tenant_status_id", "tenant_id", "status", "id"),
         Index(
@@ -171,3 +176,15 @@ class JobEventRow(Base):
         Index("ix_job_events_job_id_id", "job_id", "id"),
         Index("ix_job_events_tenant_id_id", "tenant_id", "id"),
     )
+
+
+class QueueLimitRow(Base):
+    """At most ``max_running`` jobs of ``queue`` claimed or running at once, fleet-wide."""
+
+    __tablename__ = "queue_limits"
+
+    queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    max_running: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+    __table_args__ = (CheckConstraint("max_running > 0", name="max_running_positive"),)

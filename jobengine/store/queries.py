@@ -254,6 +254,7 @@ FROM jobs
 WHERE status = 'scheduled' AND dispatched_at IS NULL
   AND (not_before IS NULL OR not_before <= now())
   AND scheduled_at <= now() - make_interval(secs => %(grace)s)
+  AND queue NOT IN (SELECT queue FROM queue_limits)
 ORDER BY id
 LIMIT %(limit)s
 """
@@ -282,6 +283,60 @@ CLEAR_DISPATCHED = """
 -- A publish after commit failed: hand these jobs to the leader, which publishes them.
 UPDATE jobs SET dispatched_at = NULL
 WHERE id = ANY(%(ids)s::bigint[]) AND status = 'scheduled'
+"""
+
+# ---- queue concurrency limits ------------------------------------------------------------
+
+LOCK_QUEUE_LIMIT = """
+-- name: lock_queue_limit  (pk_queue_limits)
+-- Claims in a limited queue take turns on its limit row, so the count that follows (a new
+-- statement, hence a new snapshot) sees every claim committed before this one.
+SELECT max_running FROM queue_limits WHERE queue = %(queue)s FOR UPDATE
+"""
+
+LEASED_IN_QUEUE = """
+-- name: leased_in_queue  (ix_jobs_queue_leased)
+SELECT count(*) AS leased FROM jobs
+WHERE queue = %(queue)s AND status IN ('claimed', 'running')
+"""
+
+ADMISSIONS = """
+-- name: admissions  (pk_queue_limits, ix_jobs_queue_leased, ix_jobs_scheduled_dispatched_at)
+-- For each limited queue, due scheduled jobs without a message, as many as its free slots
+-- (limit - claimed/running - already published and not yet claimed), oldest first.
+SELECT j.id, j.type, j.queue, j.priority, j.attempt, j.time_limit_seconds
+FROM queue_limits AS l
+CROSS JOIN LATERAL (
+    SELECT l.max_running
+           - (SELECT count(*) FROM jobs WHERE queue = l.queue
+                AND status IN ('claimed', 'running'))
+           - (SELECT count(*) FROM jobs WHERE queue = l.queue AND status = 'scheduled'
+                AND dispatched_at IS NOT NULL) AS free
+) AS slots
+CROSS JOIN LATERAL (
+    SELECT id, type, queue, priority, attempt, time_limit_seconds FROM jobs
+    WHERE queue = l.queue AND status = 'scheduled' AND dispatched_at IS NULL
+      AND (not_before IS NULL OR not_before <= now())
+    ORDER BY priority DESC, id
+    LIMIT greatest(slots.free, 0)
+) AS j
+ORDER BY j.priority DESC, j.id
+"""
+
+LIMITED_QUEUES = """
+-- name: limited_queues  (pk_queue_limits)
+SELECT queue, max_running FROM queue_limits ORDER BY queue
+"""
+
+SET_QUEUE_LIMIT = """
+-- name: set_queue_limit
+INSERT INTO queue_limits (queue, max_running) VALUES (%(queue)s, %(max_running)s)
+ON CONFLICT (queue) DO UPDATE SET max_running = EXCLUDED.max_running, updated_at = now()
+"""
+
+CLEAR_QUEUE_LIMIT = """
+-- name: clear_queue_limit
+DELETE FROM queue_limits WHERE queue = %(queue)s
 """
 
 STUCK_JOBS = """

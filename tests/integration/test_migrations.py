@@ -19,7 +19,8 @@ from jobengine.store.database import make_engine, transaction
 from jobengine.store.models import Base
 from tests.conftest import _drop_database, _fresh_database
 
-OUR_TABLES = {"jobs", "job_history", "job_events"}
+OUR_TABLES = set(Base.metadata.tables)
+"""Every table the models declare; the migrations must build exactly these."""
 
 
 @pytest.fixture
