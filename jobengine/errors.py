@@ -36,6 +36,13 @@ class UnknownState(ValidationError):
     code = "UNKNOWN_STATE"
 
 
+class NetworkNotAllowed(ValidationError):
+    code = "SEALED_MODE"
+    hint = (
+        "This installation is sealed (JOBENGINE_SEALED=1): only job types that need no network run."
+    )
+
+
 class PayloadNotSerializable(ValidationError):
     code = "PAYLOAD_NOT_SERIALIZABLE"
 

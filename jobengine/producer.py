@@ -36,6 +36,7 @@ def submit_jobs(
     types: JobTypeRegistry = default_registry,
     actor: str = "producer",
     chunk_size: int = 10,
+    sealed: bool = False,
 ) -> list[Job]:
     """Store ``jobs`` in one transaction, then publish the new scheduled ones.
 
@@ -51,6 +52,7 @@ def submit_jobs(
             types=types,
             actor=actor,
             dispatching=True,
+            sealed=sealed,
         )
     fresh = [
         dispatch_ref(job)

@@ -17,6 +17,7 @@ from jobengine import guard
 from jobengine.domain.job import Job, NewJob
 from jobengine.errors import (
     DuplicateIdempotencyKey,
+    NetworkNotAllowed,
     PayloadNotSerializable,
     PayloadTooLarge,
     ValidationError,
@@ -48,9 +49,13 @@ def encode_payload(payload: Any, max_bytes: int) -> str:
     return text
 
 
-def validate(new: NewJob, *, max_payload_bytes: int, types: JobTypeRegistry) -> NewJob:
+def validate(
+    new: NewJob, *, max_payload_bytes: int, types: JobTypeRegistry, sealed: bool = False
+) -> NewJob:
     """Check a submission; returns it with the type's default queue applied."""
     spec = types.get(new.type)
+    if sealed and spec.needs_network:
+        raise NetworkNotAllowed(f"job type {new.type!r} needs the network; refused in sealed mode")
     encode_payload(new.payload, max_payload_bytes)
     if new.retry_policy is not None:
         RetryPolicy.resolve(spec.retry_policy, new.retry_policy)
@@ -100,6 +105,7 @@ def submit(
     types: JobTypeRegistry = default_registry,
     actor: str = "producer",
     dispatching: bool = False,
+    sealed: bool = False,
 ) -> tuple[Job, bool]:
     """Store a job inside the caller's transaction; returns it and whether it is new.
 
@@ -107,7 +113,7 @@ def submit(
     is ``scheduled`` at once. An ``idempotency_key`` seen before with the same request returns the
     original job; with a different request it raises ``DuplicateIdempotencyKey``.
     """
-    new = validate(new, max_payload_bytes=max_payload_bytes, types=types)
+    new = validate(new, max_payload_bytes=max_payload_bytes, types=types, sealed=sealed)
     fingerprint = request_hash(new) if new.idempotency_key else None
     schedule_now = new.not_before is None
     created = guard.create_job(
@@ -142,10 +148,14 @@ def submit_many(
     types: JobTypeRegistry = default_registry,
     actor: str = "producer",
     dispatching: bool = False,
+    sealed: bool = False,
 ) -> list[tuple[Job, bool]]:
     """``submit`` for a batch, in order: every job is validated before any is written, and
     those without idempotency keys are stored in one statement."""
-    checked = [validate(new, max_payload_bytes=max_payload_bytes, types=types) for new in jobs]
+    checked = [
+        validate(new, max_payload_bytes=max_payload_bytes, types=types, sealed=sealed)
+        for new in jobs
+    ]
     plain = [new for new in checked if not new.idempotency_key]
     created = iter(
         guard.create_jobs(conn, plain, actor=actor, dispatching=dispatching) if plain else []
@@ -161,6 +171,7 @@ def submit_many(
                     types=types,
                     actor=actor,
                     dispatching=dispatching,
+                    sealed=sealed,
                 )
             )
         else:

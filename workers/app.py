@@ -14,6 +14,7 @@ from celery import Celery
 from config.celery import celery_config
 from config.logging import configure_logging
 from config.settings import get_settings
+from jobengine import sealed
 from workers.runtime import urls
 from workers.tasks import register_tasks
 
@@ -27,3 +28,8 @@ for module in ("workers.handlers.builtin", *settings.handler_modules):
     importlib.import_module(module)
 importlib.import_module("workers.hooks")
 register_tasks(app)
+
+if settings.sealed:
+    # After the handler modules are imported, before the pool forks: every process of this
+    # worker may reach the database and the broker, and nothing else.
+    sealed.install(sealed.allowed_endpoints(*urls()))

@@ -98,3 +98,36 @@ def stubborn(ctx: JobContext) -> None:
             idle.wait(POLL)
         except SoftTimeLimitExceeded:
             record_effect(ctx, "ignored the soft limit")
+
+
+# ---- sealed mode ------------------------------------------------------------------------
+# A recording fake under every socket connect of this process: loopback passes through, any
+# other address is recorded and refused here, so no packet can leave even if the guard in
+# front of it failed. The guard (installed later by workers.app in sealed mode) wraps this.
+
+FAKE_NET_LOG = os.environ.get("JOBENGINE_TEST_FAKE_NET_LOG")
+
+if FAKE_NET_LOG:
+    import ipaddress
+    import socket
+
+    _real_connect = socket.socket.connect
+
+    def _fake_connect(self: socket.socket, address: Any) -> None:
+        if self.family == socket.AF_UNIX or ipaddress.ip_address(address[0]).is_loopback:
+            return _real_connect(self, address)
+        with open(FAKE_NET_LOG, "a") as log:
+            log.write(f"{address[0]}:{address[1]}\n")
+        raise ConnectionRefusedError(f"test fake: no packet to {address[0]}:{address[1]}")
+
+    socket.socket.connect = _fake_connect  # type: ignore[method-assign, assignment]
+
+
+@job("phone_home")
+def phone_home(ctx: JobContext) -> None:
+    """Tries to reach a host outside (a documentation address) and one loopback port."""
+    import socket
+
+    record_effect(ctx, "started")
+    socket.create_connection((ctx.payload["host"], int(ctx.payload["port"])), timeout=2)
+    record_effect(ctx, "connected")
