@@ -30,13 +30,23 @@ class TimelineEvent(BaseModel):
     details: dict[str, Any] = {}
 
 
+class ProgressEvent(BaseModel):
+    """A running job reported progress (a fraction from 0 to 1 and a message)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: int
+    attempt: int
+    progress: dict[str, Any]
+
+
 class EventEnvelope(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: int
     """Monotonic outbox id: the order of events and the resume point of a stream."""
     version: Literal[1] = 1
-    type: Literal["job.transition"] = "job.transition"
+    type: Literal["job.transition", "job.progress"] = "job.transition"
     tenant_id: str
     occurred_at: datetime
-    event: TimelineEvent
+    event: TimelineEvent | ProgressEvent

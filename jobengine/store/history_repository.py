@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from jobengine.domain.events import EventEnvelope, TimelineEvent
+from jobengine.domain.events import EventEnvelope, ProgressEvent, TimelineEvent
 from jobengine.domain.job import JobHistory
 from jobengine.store import queries
 from jobengine.store.rows import history_from_row
@@ -29,7 +29,12 @@ class JobHistoryRepository:
                 id=r["id"],
                 tenant_id=r["tenant_id"],
                 occurred_at=r["occurred_at"],
-                event=TimelineEvent.model_validate(r["data"]),
+                type=r["type"],
+                event=(
+                    TimelineEvent.model_validate(r["data"])
+                    if r["type"] == "job.transition"
+                    else ProgressEvent.model_validate(r["data"])
+                ),
             )
             for r in rows
         ]

@@ -163,9 +163,10 @@ class JobEventRow(Base):
     job_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
     )
-    history_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("job_history.id", ondelete="CASCADE"), nullable=False, unique=True
+    history_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("job_history.id", ondelete="CASCADE"), nullable=True, unique=True
     )
+    """The transition this event reports; progress events have none."""
     tenant_id: Mapped[str] = mapped_column(Text, nullable=False)
     type: Mapped[str] = mapped_column(Text, nullable=False)
     version: Mapped[int] = mapped_column(SmallInteger, nullable=False)
@@ -173,6 +174,9 @@ class JobEventRow(Base):
     occurred_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
 
     __table_args__ = (
+        CheckConstraint(
+            "(type = 'job.transition') = (history_id IS NOT NULL)", name="transition_iff_history"
+        ),
         Index("ix_job_events_job_id_id", "job_id", "id"),
         Index("ix_job_events_tenant_id_id", "tenant_id", "id"),
     )

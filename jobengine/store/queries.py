@@ -228,9 +228,20 @@ RETURNING j.id
 
 RECORD_PROGRESS = """
 -- name: record_progress  (primary key; fenced like every write by a lease holder)
-UPDATE jobs SET progress = %(progress)s::jsonb, updated_at = now()
-WHERE id = %(job_id)s AND lease_token = %(lease_token)s AND status = 'running'
-RETURNING id
+-- Progress is stored on the job and emitted to the outbox as a `job.progress` event.
+WITH moved AS (
+    UPDATE jobs SET progress = %(progress)s::jsonb, updated_at = now()
+    WHERE id = %(job_id)s AND lease_token = %(lease_token)s AND status = 'running'
+    RETURNING id, tenant_id, attempt
+),
+events AS (
+    INSERT INTO job_events (job_id, history_id, tenant_id, type, version, data)
+    SELECT id, NULL, tenant_id, 'job.progress', 1,
+           jsonb_build_object('job_id', id, 'attempt', attempt, 'progress', %(progress)s::jsonb)
+    FROM moved
+    RETURNING id
+)
+SELECT id FROM moved
 """
 
 EXPIRED_LEASES = """

@@ -58,3 +58,37 @@ def test_fake_inference_stores_its_progress_and_result(fleet: Fleet) -> None:
     final = fleet.job(job.id)
     assert final.progress == {"fraction": 1.0, "message": "step 4/4"}
     assert final.result == {"steps": 4, "output": "fake output for hi"}
+
+
+def test_progress_is_emitted_as_timeline_events_between_running_and_completed(
+    fleet: Fleet,
+) -> None:
+    from jobengine.store.database import transaction
+    from jobengine.store.history_repository import JobHistoryRepository
+
+    fleet.start_worker("w1")
+    [job] = submit_jobs(
+        fleet.engine,
+        fleet.publisher(),
+        [NewJob(type="fake_inference", payload={"steps": 4, "step_seconds": 0.01})],
+    )
+    wait_until(lambda: fleet.job(job.id).status is S.COMPLETED, 60, "inference done")
+    with transaction(fleet.engine) as conn:
+        events = JobHistoryRepository(conn).events_for_job(job.id)
+
+    assert [e.id for e in events] == sorted(e.id for e in events)
+    kinds = [
+        e.event.progress["fraction"] if e.type == "job.progress" else e.event.to_status.value
+        for e in events
+    ]
+    assert kinds == [
+        "pending",
+        "scheduled",
+        "claimed",
+        "running",
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+        "completed",
+    ]
