@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -18,6 +20,7 @@ from pydantic import ValidationError as SettingsInvalid
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import Engine
 from typer.core import TyperGroup
 
 from config.logging import configure_logging
@@ -34,6 +37,8 @@ from jobengine.services import (
     masked_url,
     upgrade_database,
 )
+from jobengine.store.database import make_engine, transaction
+from jobengine.store.jobs_repository import JobsRepository, QueueLimitRepository
 
 EXIT_ERROR = 1
 
@@ -239,6 +244,17 @@ def flower(ctx: typer.Context) -> None:
     os.execv(sys.executable, argv)
 
 
+@contextmanager
+def _store(ctx: typer.Context) -> Iterator[Engine]:
+    """An engine on the command's database, disposed (and an embedded server stopped) after."""
+    with database(_settings(ctx)) as (url, _server):
+        engine = make_engine(url, pool_size=1)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
 def _job_dict(job: Any) -> dict[str, Any]:
     data = dataclasses.asdict(job)
     data["status"] = job.status.value
@@ -255,16 +271,8 @@ def jobs_get(
     as_json: JsonOption = False,
 ) -> None:
     """Show one job: state, attempt, progress, result, last error, timestamps."""
-    from jobengine.store.database import make_engine, transaction
-    from jobengine.store.jobs_repository import JobsRepository
-
-    with database(_settings(ctx)) as (url, _server):
-        engine = make_engine(url, pool_size=1)
-        try:
-            with transaction(engine) as conn:
-                job = JobsRepository(conn).get(job_id)
-        finally:
-            engine.dispose()
+    with _store(ctx) as engine, transaction(engine) as conn:
+        job = JobsRepository(conn).get(job_id)
     data = _job_dict(job)
     if as_json:
         typer.echo(json.dumps(data, sort_keys=True))
@@ -306,7 +314,6 @@ def jobs_cancel(
     from jobengine.cancellation import cancel_job
     from jobengine.fleet import publisher_app
     from jobengine.services import resolve_broker_url
-    from jobengine.store.database import make_engine
 
     settings = _settings(ctx)
 
@@ -318,18 +325,10 @@ def jobs_cancel(
             control = publisher_app(settings, broker_url).control
             control.revoke(task_id, terminate=terminate, signal=signal)
 
-    with database(settings) as (url, _server):
-        engine = make_engine(url, pool_size=1)
-        try:
-            outcome = cancel_job(
-                engine,
-                job_id,
-                actor=f"cli:{getpass.getuser()}",
-                reason=reason,
-                revoker=BrokerRevoker(),
-            )
-        finally:
-            engine.dispose()
+    with _store(ctx) as engine:
+        outcome = cancel_job(
+            engine, job_id, actor=f"cli:{getpass.getuser()}", reason=reason, revoker=BrokerRevoker()
+        )
     if as_json:
         typer.echo(
             json.dumps(
@@ -359,16 +358,8 @@ def jobs_stuck(
     as_json: JsonOption = False,
 ) -> None:
     """Jobs claimed or running with a missed heartbeat, or scheduled with no message taken."""
-    from jobengine.store.database import make_engine, transaction
-    from jobengine.store.jobs_repository import JobsRepository
-
-    with database(_settings(ctx)) as (url, _server):
-        engine = make_engine(url, pool_size=1)
-        try:
-            with transaction(engine) as conn:
-                stuck = JobsRepository(conn).stuck(scheduled_after_seconds=scheduled_after)
-        finally:
-            engine.dispose()
+    with _store(ctx) as engine, transaction(engine) as conn:
+        stuck = JobsRepository(conn).stuck(scheduled_after_seconds=scheduled_after)
     if as_json:
         rows = [{**dataclasses.asdict(j), "status": j.status.value} for j in stuck]
         typer.echo(json.dumps(rows, sort_keys=True))
@@ -393,16 +384,8 @@ def jobs_stuck(
 
 
 def _with_limits(ctx: typer.Context, action: Any) -> Any:
-    from jobengine.store.database import make_engine, transaction
-    from jobengine.store.jobs_repository import QueueLimitRepository
-
-    with database(_settings(ctx)) as (url, _server):
-        engine = make_engine(url, pool_size=1)
-        try:
-            with transaction(engine) as conn:
-                return action(QueueLimitRepository(conn))
-        finally:
-            engine.dispose()
+    with _store(ctx) as engine, transaction(engine) as conn:
+        return action(QueueLimitRepository(conn))
 
 
 @queues_app.command("limit")

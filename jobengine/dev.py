@@ -29,11 +29,11 @@ from sqlalchemy import Engine, text
 
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
+from jobengine.cancellation import cancel_job
 from jobengine.dispatch import Publisher
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import FINAL_STATES, JobStatus
 from jobengine.embedded import EmbeddedPostgres, free_loopback_port
-from jobengine.execution import Executor
 from jobengine.fleet import make_publisher
 from jobengine.producer import submit_jobs
 from jobengine.services import (
@@ -187,7 +187,7 @@ def demo_round(engine: Engine, publisher: Publisher, marker_dir: Path, n: int) -
         ],
         actor="dev-demo",
     )
-    Executor(engine, lease_ttl_seconds=30).cancel(jobs[-1].id, "dev-demo", "no longer needed")
+    cancel_job(engine, jobs[-1].id, actor="dev-demo", reason="no longer needed")
     return jobs
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from jobengine import guard
 from jobengine.domain.job import Job, NewJob
@@ -118,27 +118,9 @@ class Executor:
             take, leave = job_ids[: max(free, 0)], job_ids[max(free, 0) :]
             claimed: list[Job] = []
             if take and chunk:
-                claimed = guard.transition_many(
-                    conn,
-                    take,
-                    Step(JobStatus.CLAIMED),
-                    actor=owner,
-                    lease_owner=owner,
-                    lease_ttl_seconds=self.lease_ttl_seconds,
-                    require_due=True,
-                )
+                claimed = self._claim_many(conn, take, owner)
             elif take:
-                claimed = [
-                    guard.transition(
-                        conn,
-                        take[0],
-                        [Step(JobStatus.CLAIMED), Step(JobStatus.RUNNING)],
-                        actor=owner,
-                        lease_owner=owner,
-                        lease_ttl_seconds=self.lease_ttl_seconds,
-                        require_due=True,
-                    ).job
-                ]
+                claimed = [self._claim_and_start(conn, take[0], owner)]
             if leave:
                 LeaseRepository(conn).clear_dispatched(leave)
                 log.info("claim_deferred_by_queue_limit", queue=queue, jobs=leave)
@@ -167,19 +149,35 @@ class Executor:
             return Claim(job=within[0], owner=owner) if within else None
         try:
             with self._statements.connection() as conn:
-                moved = guard.transition(
-                    conn,
-                    job_id,
-                    [Step(JobStatus.CLAIMED), Step(JobStatus.RUNNING)],
-                    actor=owner,
-                    lease_owner=owner,
-                    lease_ttl_seconds=self.lease_ttl_seconds,
-                    require_due=True,
-                )
+                job = self._claim_and_start(conn, job_id, owner)
         except (TransitionRefused, JobNotFound) as exc:
             log.info("claim_refused", job_id=job_id, owner=owner, reason=str(exc))
             return None
-        return Claim(job=moved.job, owner=owner)
+        return Claim(job=job, owner=owner)
+
+    def _claim_and_start(self, conn: Connection, job_id: int, owner: str) -> Job:
+        """``scheduled → claimed → running`` in one statement, for a job that is due."""
+        return guard.transition(
+            conn,
+            job_id,
+            [Step(JobStatus.CLAIMED), Step(JobStatus.RUNNING)],
+            actor=owner,
+            lease_owner=owner,
+            lease_ttl_seconds=self.lease_ttl_seconds,
+            require_due=True,
+        ).job
+
+    def _claim_many(self, conn: Connection, job_ids: list[int], owner: str) -> list[Job]:
+        """``scheduled → claimed`` for every job of ``job_ids`` still claimable and due."""
+        return guard.transition_many(
+            conn,
+            job_ids,
+            Step(JobStatus.CLAIMED),
+            actor=owner,
+            lease_owner=owner,
+            lease_ttl_seconds=self.lease_ttl_seconds,
+            require_due=True,
+        )
 
     def claim_chunk(self, job_ids: list[int], owner: str, queue: str | None = None) -> list[Claim]:
         """Claim, in one statement, every job of a chunk message that is still claimable.
@@ -191,15 +189,7 @@ class Executor:
             jobs = self._claim_within_limit(sorted(set(job_ids)), owner, queue, chunk=True)
             return [Claim(job=job, owner=owner) for job in jobs]
         with self._statements.connection() as conn:
-            jobs = guard.transition_many(
-                conn,
-                job_ids,
-                Step(JobStatus.CLAIMED),
-                actor=owner,
-                lease_owner=owner,
-                lease_ttl_seconds=self.lease_ttl_seconds,
-                require_due=True,
-            )
+            jobs = self._claim_many(conn, job_ids, owner)
         if len(jobs) < len(job_ids):
             log.info("chunk_partly_claimed", owner=owner, asked=len(job_ids), claimed=len(jobs))
         return [Claim(job=job, owner=owner) for job in jobs]
@@ -288,17 +278,6 @@ class Executor:
     def report_progress(self, claim: Claim, progress: dict[str, Any]) -> bool:
         with self._statements.connection() as conn:
             return LeaseRepository(conn).record_progress(claim.job_id, claim.token, progress)
-
-    def cancel(self, job_id: int, actor: str, reason: str) -> Job | None:
-        """Cancel from any non-final state; an already-final job is left as it is."""
-        try:
-            with transaction(self.engine) as conn:
-                return guard.transition(
-                    conn, job_id, JobStatus.CANCELLED, actor=actor, reason=reason
-                ).job
-        except (TransitionRefused, JobNotFound) as exc:
-            log.info("cancel_refused", job_id=job_id, reason=str(exc))
-            return None
 
     def _finish(self, claim: Claim, steps: list[Step], **kwargs: Any) -> Job | None:
         try:

@@ -74,15 +74,43 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def _step_params(
-    steps: Sequence[Step], first_from: JobStatus | None
-) -> dict[str, list[str | None]]:
-    froms: list[str | None] = [first_from.value if first_from else None]
-    froms += [s.to.value for s in steps[:-1]]
+def _step_params(steps: Sequence[Step]) -> dict[str, list[str | None]]:
+    """The path as arrays; the first step's ``from`` is filled in by the statement."""
+    froms: list[str | None] = [None, *(s.to.value for s in steps[:-1])]
     return {
         "step_from": froms,
         "step_to": [s.to.value for s in steps],
         "step_reason": [s.reason for s in steps],
+    }
+
+
+def _move_params(
+    steps: Sequence[Step],
+    *,
+    actor: str,
+    lease_token: int | None = None,
+    lease_owner: str | None = None,
+    lease_ttl_seconds: float = 30.0,
+    result: Any = None,
+    error: Mapping[str, Any] | None = None,
+    not_before: datetime | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Parameters of the transition statement, shared by one job and many."""
+    if any(s.to is JobStatus.CLAIMED for s in steps) and not lease_owner:
+        raise ValueError("a claim needs a lease_owner: the lease must name its holder")
+    return {
+        "to_status": steps[-1].to.value,
+        "allowed_from": [s.value for s in allowed_sources(steps[0].to)],
+        "lease_token": lease_token,
+        "lease_owner": lease_owner,
+        "lease_ttl": lease_ttl_seconds,
+        "result": _json(result),
+        "error": _json(dict(error) if error is not None else None),
+        "not_before": not_before,
+        "actor": actor,
+        "details": _json(dict(details or {})),
+        **_step_params(steps),
     }
 
 
@@ -121,26 +149,21 @@ def transition(
         raise ValueError("a transition needs at least one step")
     sources = allowed_sources(steps[0].to)
     _check_path(steps)
-    if any(s.to is JobStatus.CLAIMED for s in steps) and not lease_owner:
-        raise ValueError("a claim needs a lease_owner: the lease must name its holder")
-    target = steps[-1].to
+    params = _move_params(
+        steps,
+        actor=actor,
+        lease_token=lease_token,
+        lease_owner=lease_owner,
+        lease_ttl_seconds=lease_ttl_seconds,
+        result=result,
+        error=error,
+        not_before=not_before,
+        details=details,
+    )
+    params["job_id"] = job_id
     sql = _statement(
         tuple(s.to for s in steps), lease_token is not None, require_lease_expired, require_due
     )
-    params: dict[str, Any] = {
-        "job_id": job_id,
-        "to_status": target.value,
-        "allowed_from": [s.value for s in sources],
-        "lease_token": lease_token,
-        "lease_owner": lease_owner,
-        "lease_ttl": lease_ttl_seconds,
-        "result": _json(result),
-        "error": _json(dict(error) if error is not None else None),
-        "not_before": not_before,
-        "actor": actor,
-        "details": _json(dict(details or {})),
-        **_step_params(steps, None),
-    }
     row = run_statement(conn, sql, params)
     if row is None:
         raise JobNotFound(job_id)
@@ -191,7 +214,7 @@ def create_job(
         "dispatching": dispatching,
         "actor": actor,
         "details": "{}",
-        **_step_params(steps, None),
+        **_step_params(steps),
     }
     row = run_statement(conn, queries.CREATE_JOB, params)
     return None if row is None else job_from_row(row)
@@ -228,7 +251,7 @@ def create_jobs(
         "dispatching": dispatching,
         "actor": actor,
         "details": "{}",
-        **_step_params(steps, None),
+        **_step_params(steps),
     }
     return [job_from_row(row) for row in run_all(conn, queries.CREATE_JOBS, params)]
 
@@ -251,22 +274,9 @@ def transition_many(
     """
     if not job_ids:
         return []
-    if step.to is JobStatus.CLAIMED and not lease_owner:
-        raise ValueError("a claim needs a lease_owner: the lease must name its holder")
-    sources = allowed_sources(step.to)
-    params: dict[str, Any] = {
-        "job_ids": sorted(set(job_ids)),
-        "to_status": step.to.value,
-        "allowed_from": [s.value for s in sources],
-        "lease_token": None,
-        "lease_owner": lease_owner,
-        "lease_ttl": lease_ttl_seconds,
-        "result": None,
-        "error": None,
-        "not_before": None,
-        "actor": actor,
-        "details": "{}",
-        **_step_params([step], None),
-    }
+    params = _move_params(
+        [step], actor=actor, lease_owner=lease_owner, lease_ttl_seconds=lease_ttl_seconds
+    )
+    params["job_ids"] = sorted(set(job_ids))
     sql = _statement((step.to,), False, False, require_due, True)
     return [job_from_row(row) for row in run_all(conn, sql, params)]

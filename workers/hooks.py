@@ -13,8 +13,9 @@ import structlog
 from celery import signals
 from celery.exceptions import TimeLimitExceeded
 
+from jobengine.cancellation import JobAlreadyFinal, cancel_job
 from jobengine.dispatch import TASK_PREFIX, is_chunk, parse_task_id
-from jobengine.errors import JobEngineError
+from jobengine.errors import JobEngineError, JobNotFound
 from jobengine.execution import Claim, describe_error
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import JobsRepository, LeaseRepository
@@ -171,7 +172,7 @@ def record_revoke(
     reason = "revoked and terminated" if terminated else "revoked"
     if is_chunk(task_id):
         for chunk_job in getattr(request, "args", None) or ():
-            rt.executor.cancel(int(chunk_job), actor="celery:revoke", reason=reason)
+            _cancel(rt.executor.engine, int(chunk_job), reason)
         return
     parsed = parse_task_id(task_id)
     job_id = parsed[0] if parsed else None
@@ -181,8 +182,15 @@ def record_revoke(
         job_id = found[0].id if found else None
     if job_id is None:
         return
+    _cancel(rt.executor.engine, job_id, reason)
+
+
+def _cancel(engine: Any, job_id: int, reason: str) -> None:
+    """Cancel in Postgres; a job already final (or gone) is left as it is."""
     try:
-        rt.executor.cancel(job_id, actor="celery:revoke", reason=reason)
+        cancel_job(engine, job_id, actor="celery:revoke", reason=reason)
+    except (JobAlreadyFinal, JobNotFound) as exc:
+        log.info("revoke_ignored", job_id=job_id, reason=str(exc))
     except JobEngineError as exc:
         log.error("revoke_not_recorded", job_id=job_id, error=str(exc))
 

@@ -127,12 +127,9 @@ ONE_JOB = "id = %(job_id)s"
 MANY_JOBS = "id = ANY(%(job_ids)s::bigint[])"
 FINAL_ONE = """SELECT locked.status AS current_status, locked.lease_token AS current_token,
        locked.lease_expires_at AS current_lease_expires_at,
-       (SELECT count(*) FROM events) AS events_written,
        moved.*
 FROM locked LEFT JOIN moved ON true"""
-FINAL_MANY = (
-    "SELECT moved.*, (SELECT count(*) FROM events) AS events_written FROM moved ORDER BY id"
-)
+FINAL_MANY = "SELECT moved.* FROM moved ORDER BY id"
 
 CREATE_JOB = (
     """
