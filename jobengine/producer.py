@@ -36,7 +36,7 @@ def submit_jobs(
     types: JobTypeRegistry = default_registry,
     actor: str = "producer",
     chunk_size: int = 10,
-    sealed: bool = False,
+    sealed: bool | None = None,
 ) -> list[Job]:
     """Store ``jobs`` in one transaction, then publish the new scheduled ones.
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from config.settings import get_settings
 from jobengine import guard
 from jobengine.domain.job import Job, NewJob
 from jobengine.errors import (
@@ -50,10 +51,15 @@ def encode_payload(payload: Any, max_bytes: int) -> str:
 
 
 def validate(
-    new: NewJob, *, max_payload_bytes: int, types: JobTypeRegistry, sealed: bool = False
+    new: NewJob, *, max_payload_bytes: int, types: JobTypeRegistry, sealed: bool | None = None
 ) -> NewJob:
-    """Check a submission; returns it with the type's default queue applied."""
+    """Check a submission; returns it with the type's default queue applied.
+
+    ``sealed`` defaults to the installation's setting, so no producer can forget it.
+    """
     spec = types.get(new.type)
+    if sealed is None:
+        sealed = get_settings().sealed
     if sealed and spec.needs_network:
         raise NetworkNotAllowed(f"job type {new.type!r} needs the network; refused in sealed mode")
     encode_payload(new.payload, max_payload_bytes)
@@ -105,7 +111,7 @@ def submit(
     types: JobTypeRegistry = default_registry,
     actor: str = "producer",
     dispatching: bool = False,
-    sealed: bool = False,
+    sealed: bool | None = None,
 ) -> tuple[Job, bool]:
     """Store a job inside the caller's transaction; returns it and whether it is new.
 
@@ -148,7 +154,7 @@ def submit_many(
     types: JobTypeRegistry = default_registry,
     actor: str = "producer",
     dispatching: bool = False,
-    sealed: bool = False,
+    sealed: bool | None = None,
 ) -> list[tuple[Job, bool]]:
     """``submit`` for a batch, in order: every job is validated before any is written, and
     those without idempotency keys are stored in one statement."""

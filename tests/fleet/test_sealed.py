@@ -58,3 +58,16 @@ def test_job_type_needing_the_network_is_refused_at_submission_when_sealed(
         assert conn.execute(text("SELECT count(*) FROM jobs")).scalar() == 0
     [accepted] = submit_jobs(fleet.engine, fleet.publisher(), [NewJob(type="fetch_url")])
     assert accepted.status is S.SCHEDULED  # unsealed, the same type is accepted
+
+
+def test_sealed_installation_refuses_network_types_even_when_the_producer_does_not_say(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from config.settings import Settings
+
+    registry.register(JobTypeSpec("fetch_url", needs_network=True))
+    monkeypatch.setattr("jobengine.submission.get_settings", lambda: Settings(sealed=True))
+    with pytest.raises(NetworkNotAllowed):
+        submit_jobs(fleet.engine, fleet.publisher(), [NewJob(type="fetch_url")])
+    with fleet.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM jobs")).scalar() == 0
