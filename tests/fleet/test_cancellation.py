@@ -24,10 +24,10 @@ def test_job_cancelled_before_start_never_runs_its_handler(fleet: Fleet) -> None
     assert outcome.changed and outcome.job.status is S.CANCELLED and outcome.revoked_task is None
 
     fleet.start_worker("w1")
+    wait_until(lambda: "claim_refused" in fleet.log_of("w1"), 60, "its message refused")
     wait_until(lambda: broker_idle(fleet.broker_url), 60, "its message consumed")
     assert fleet.effects(job.id) == []
     assert [h.to_status for h in fleet.history(job.id)][-1] is S.CANCELLED
-    assert "claim_refused" in fleet.log_of("w1")
 
 
 def test_cancelling_a_running_job_revokes_its_task_and_the_handler_stops(fleet: Fleet) -> None:
