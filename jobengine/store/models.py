@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Enum,
@@ -21,8 +22,10 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
 
 from jobengine.domain.status import JobStatus
 
@@ -42,6 +45,18 @@ job_status_enum = Enum(
 )
 
 TS = DateTime(timezone=True)
+
+
+class XID8(UserDefinedType[int]):
+    """Postgres's 64-bit transaction id; SQLAlchemy has no type of its own for it."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "XID8"
+
+
+ischema_names["xid8"] = XID8  # so reflection (and the migrations' schema check) knows it
 
 
 class Base(DeclarativeBase):
@@ -78,7 +93,9 @@ class JobRow(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(TS)
     time_limit_seconds: Mapped[float | None] = mapped_column(Float)
     """Soft limit of one attempt; the hard limit (process killed) follows a grace period."""
-    """When a broker message was last published for this scheduled job; NULL: none yet."""
+    budget_start_attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    """The attempt count when the current retry budget began: a replay with a fresh budget
+    sets it to the attempts already spent, so the RetryPolicy counts from there."""
 
     __table_args__ = (
         CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),
@@ -172,6 +189,11 @@ class JobEventRow(Base):
     version: Mapped[int] = mapped_column(SmallInteger, nullable=False)
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     occurred_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    txid: Mapped[int] = mapped_column(
+        XID8(), nullable=False, server_default=text("pg_current_xact_id()")
+    )
+    """The writing transaction: streams read in ``(txid, id)`` order below the snapshot's
+    xmin, an order no late commit can insert behind (see migration 0006)."""
 
     __table_args__ = (
         CheckConstraint(
@@ -179,6 +201,8 @@ class JobEventRow(Base):
         ),
         Index("ix_job_events_job_id_id", "job_id", "id"),
         Index("ix_job_events_tenant_id_id", "tenant_id", "id"),
+        Index("ix_job_events_txid_id", "txid", "id"),
+        Index("ix_job_events_tenant_id_txid_id", "tenant_id", "txid", "id"),
     )
 
 
@@ -192,3 +216,98 @@ class QueueLimitRow(Base):
     updated_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
 
     __table_args__ = (CheckConstraint("max_running > 0", name="max_running_positive"),)
+
+
+class ApiKeyRow(Base):
+    """A bearer key bound to one tenant and a set of scopes; only its hash is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Text, nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    prefix: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    """The key's public beginning, shown in listings so operators can tell keys apart."""
+    secret_hash: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(TS)
+    last_used_at: Mapped[datetime | None] = mapped_column(TS)
+
+    __table_args__ = (
+        CheckConstraint(
+            "scopes <@ ARRAY['jobs:read', 'jobs:write', 'dlq:replay', 'admin']::text[]",
+            name="known_scopes",
+        ),
+    )
+
+
+class DeadLetterRow(Base):
+    """A job that failed for good, written by the guard's statement that failed it.
+
+    One entry per job: a replay marks it ``replayed``; if the replayed job fails for good
+    again, the same entry is reopened with the new failure, so its replays stay together.
+    """
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    job_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, unique=True
+    )
+    tenant_id: Mapped[str] = mapped_column(Text, nullable=False)
+    project_id: Mapped[str] = mapped_column(Text, nullable=False)
+    type: Mapped[str] = mapped_column(Text, nullable=False)
+    queue: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    error_code: Mapped[str | None] = mapped_column(Text)
+    error_class: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    payload: Mapped[Any] = mapped_column(JSONB, nullable=False)
+    timeline: Mapped[Any] = mapped_column(JSONB, nullable=False)
+    first_failed_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    last_failed_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="open")
+    status_changed_at: Mapped[datetime] = mapped_column(
+        TS, nullable=False, server_default=func.now()
+    )
+    replay_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'replayed', 'discarded')", name="known_status"),
+        CheckConstraint(
+            "reason IN ('retries_exhausted', 'non_retryable', 'poison', 'lease_expired')",
+            name="known_reason",
+        ),
+        Index("ix_dead_letters_status_id", "status", "id"),
+        Index("ix_dead_letters_tenant_id_id", "tenant_id", "id"),
+        Index(
+            "ix_dead_letters_status_changed_at",
+            "status_changed_at",
+            postgresql_where=text("status IN ('replayed', 'discarded')"),
+        ),
+    )
+
+
+class DeadLetterReplayRow(Base):
+    """One replay of a dead letter: who, when, why, with what patch; the outcome is read
+    from the job's history after ``history_id``."""
+
+    __tablename__ = "dead_letter_replays"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    dead_letter_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("dead_letters.id", ondelete="CASCADE"), nullable=False
+    )
+    job_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    history_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    actor: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    payload_patch: Mapped[Any | None] = mapped_column(JSONB)
+    fresh_budget: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+    __table_args__ = (Index("ix_dead_letter_replays_dead_letter_id_id", "dead_letter_id", "id"),)
