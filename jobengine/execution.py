@@ -16,6 +16,7 @@ import structlog
 from sqlalchemy import Connection, Engine
 
 from jobengine import guard
+from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.errors import JobEngineError, JobNotFound, TransitionRefused, UnknownJobType
@@ -231,7 +232,7 @@ class Executor:
 
     def decide_retry(self, claim: Claim, exc: BaseException) -> RetryDecision:
         policy = self.policy_for(claim.job.type, claim.job.retry_policy)
-        return policy.decide(claim.attempt, error_names(exc))
+        return policy.decide(claim.job.budget_attempt, error_names(exc))
 
     def record_retry(
         self, claim: Claim, error: dict[str, Any], decision: RetryDecision
@@ -250,10 +251,25 @@ class Executor:
         )
 
     def record_failure(
-        self, claim: Claim, error: dict[str, Any], reason: str | None = None
+        self, claim: Claim, error: dict[str, Any], dead_letter: DeadLetterReason
     ) -> Job | None:
+        """``running → failed`` for good: the same statement writes the dead letter."""
         return self._finish(
-            claim, [Step(JobStatus.FAILED, reason or error.get("code"))], error=error
+            claim,
+            [Step(JobStatus.FAILED, error.get("code"))],
+            error=error,
+            dead_letter_reason=dead_letter,
+        )
+
+    def record_outcome_of_failure(
+        self, claim: Claim, exc: BaseException, error: dict[str, Any]
+    ) -> Job | None:
+        """A failed attempt as the RetryPolicy decides: retried, or failed for good."""
+        decision = self.decide_retry(claim, exc)
+        if decision.retry:
+            return self.record_retry(claim, error, decision)
+        return self.record_failure(
+            claim, error, decision.dead_letter or DeadLetterReason.NON_RETRYABLE
         )
 
     def fail_lost_attempt(
@@ -269,11 +285,7 @@ class Executor:
             log.info("lost_attempt_already_moved", job_id=job_id, attempt=attempt)
             return None
         claim = Claim(job=job, owner=actor)
-        error = describe_error(exc, "")
-        decision = self.decide_retry(claim, exc)
-        if decision.retry:
-            return self.record_retry(claim, error, decision)
-        return self.record_failure(claim, error)
+        return self.record_outcome_of_failure(claim, exc, describe_error(exc, ""))
 
     def report_progress(self, claim: Claim, progress: dict[str, Any]) -> bool:
         with self._statements.connection() as conn:

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.domain.transitions import INITIAL_STATE, allowed_sources, is_allowed
@@ -66,7 +67,13 @@ def _statement(
     for target in targets:
         effects.update(queries.EFFECTS.get(target, {}))
     return queries.transition_sql(
-        effects, fenced=fenced, lease_expired=lease_expired, due=due, many=many
+        effects,
+        fenced=fenced,
+        lease_expired=lease_expired,
+        due=due,
+        many=many,
+        dead_letter=targets[-1] is JobStatus.FAILED,
+        replay=targets == (JobStatus.SCHEDULED,),
     )
 
 
@@ -95,10 +102,13 @@ def _move_params(
     error: Mapping[str, Any] | None = None,
     not_before: datetime | None = None,
     details: Mapping[str, Any] | None = None,
+    dead_letter_reason: DeadLetterReason | None = None,
 ) -> dict[str, Any]:
     """Parameters of the transition statement, shared by one job and many."""
     if any(s.to is JobStatus.CLAIMED for s in steps) and not lease_owner:
         raise ValueError("a claim needs a lease_owner: the lease must name its holder")
+    if steps[-1].to is JobStatus.FAILED and dead_letter_reason is None:
+        raise ValueError("a job failing for good is dead-lettered: give dead_letter_reason")
     return {
         "to_status": steps[-1].to.value,
         "allowed_from": [s.value for s in allowed_sources(steps[0].to)],
@@ -110,6 +120,7 @@ def _move_params(
         "not_before": not_before,
         "actor": actor,
         "details": _json(dict(details or {})),
+        "dead_letter_reason": None if dead_letter_reason is None else dead_letter_reason.value,
         **_step_params(steps),
     }
 
@@ -130,13 +141,15 @@ def transition(
     error: Mapping[str, Any] | None = None,
     not_before: datetime | None = None,
     details: Mapping[str, Any] | None = None,
+    dead_letter_reason: DeadLetterReason | None = None,
 ) -> TransitionResult:
     """Move one job along ``path`` (one state, or several steps taken atomically).
 
     ``lease_token`` fences the move: a worker whose lease was taken over presents an old token
     and gets ``StaleLease``. ``require_lease_expired`` lets the reaper rescue only a lease that
     no heartbeat has extended since it looked; ``require_due`` refuses to claim a job whose
-    ``not_before`` lies ahead.
+    ``not_before`` lies ahead. A path ending in ``failed`` dead-letters the job in the same
+    statement, for ``dead_letter_reason``.
     """
     steps: tuple[Step, ...]
     if isinstance(path, JobStatus):
@@ -159,6 +172,7 @@ def transition(
         error=error,
         not_before=not_before,
         details=details,
+        dead_letter_reason=dead_letter_reason,
     )
     params["job_id"] = job_id
     sql = _statement(
@@ -214,6 +228,7 @@ def create_job(
         "dispatching": dispatching,
         "actor": actor,
         "details": "{}",
+        "error": None,
         **_step_params(steps),
     }
     row = run_statement(conn, queries.CREATE_JOB, params)
@@ -251,6 +266,7 @@ def create_jobs(
         "dispatching": dispatching,
         "actor": actor,
         "details": "{}",
+        "error": None,
         **_step_params(steps),
     }
     return [job_from_row(row) for row in run_all(conn, queries.CREATE_JOBS, params)]

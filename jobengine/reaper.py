@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from jobengine import guard
 from jobengine.dispatch import Publisher, publish_jobs
+from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.status import JobStatus
 from jobengine.errors import JobEngineError, JobNotFound, TransitionRefused
 from jobengine.execution import Executor
@@ -213,7 +214,9 @@ class Reaper:
                     "details": failure.details,
                 }
                 policy = self.executor.policy_for(lease.type, lease.retry_policy)
-                decision = policy.decide(lease.attempt, error_names(failure))
+                decision = policy.decide(
+                    lease.attempt - lease.budget_start_attempt, error_names(failure)
+                )
                 steps = [Step(JobStatus.FAILED, "lease_expired")]
                 not_before = None
                 if decision.retry:
@@ -229,6 +232,7 @@ class Reaper:
                     error=error,
                     not_before=not_before,
                     details={"lease_owner": lease.lease_owner},
+                    dead_letter_reason=None if decision.retry else DeadLetterReason.LEASE_EXPIRED,
                 )
                 report.rescued.append(lease.id)
         except (TransitionRefused, JobNotFound) as exc:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any
 
+from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.errors import ValidationError
 
 
@@ -28,7 +29,8 @@ class Jitter(StrEnum):
     EQUAL = "equal"
 
 
-NEVER_RETRY_DEFAULT: tuple[str, ...] = ("NonRetryableError", "EgressBlocked", "PoisonMessage")
+POISON = "PoisonMessage"
+NEVER_RETRY_DEFAULT: tuple[str, ...] = ("NonRetryableError", "EgressBlocked", POISON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,8 @@ class RetryDecision:
     retry: bool
     countdown: float
     reason: str
+    dead_letter: DeadLetterReason | None = None
+    """Why the job is dead-lettered when ``retry`` is false."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +133,24 @@ class RetryPolicy:
     ) -> RetryDecision:
         """Whether the job that just failed its ``attempt``-th run gets another, and when."""
         names = list(error_names)
+        if POISON in names:
+            return RetryDecision(
+                False, 0.0, "poison: the job cannot be processed", DeadLetterReason.POISON
+            )
         if not self.is_retryable(names):
-            return RetryDecision(False, 0.0, f"{names[0] if names else 'error'} is not retryable")
+            return RetryDecision(
+                False,
+                0.0,
+                f"{names[0] if names else 'error'} is not retryable",
+                DeadLetterReason.NON_RETRYABLE,
+            )
         if attempt > self.max_retries:
-            return RetryDecision(False, 0.0, f"retries exhausted ({self.max_retries})")
+            return RetryDecision(
+                False,
+                0.0,
+                f"retries exhausted ({self.max_retries})",
+                DeadLetterReason.RETRIES_EXHAUSTED,
+            )
         return RetryDecision(
             True, self.delay(attempt, rng), f"retry {attempt} of {self.max_retries}"
         )

@@ -15,6 +15,7 @@ from celery.exceptions import TimeLimitExceeded
 
 from jobengine.cancellation import JobAlreadyFinal, cancel_job
 from jobengine.dispatch import TASK_PREFIX, is_chunk, parse_task_id
+from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.errors import JobEngineError, JobNotFound
 from jobengine.execution import Claim, describe_error
 from jobengine.store.database import transaction
@@ -104,10 +105,7 @@ def _record_hard_time_limit(task: Any, task_id: str | None, exc: TimeLimitExceed
         log.error("timeout_not_recorded", job_id=parsed[0], attempt=parsed[1], error=str(error))
         return
     if job is not None:
-        countdown = (
-            max(0.0, (job.not_before - job.updated_at).total_seconds()) if job.not_before else 0.0
-        )
-        publish_retry(task.app, job, countdown)
+        publish_retry(task.app, job)
 
 
 def record_failure(
@@ -122,8 +120,11 @@ def record_failure(
     rt = runtime()
     rt.keeper.release(claim.job_id)
     error = describe_error(exception, str(einfo) if einfo is not None else None)
+    decision = rt.executor.decide_retry(claim, exception)
     try:
-        rt.executor.record_failure(claim, error)
+        rt.executor.record_failure(
+            claim, error, decision.dead_letter or DeadLetterReason.NON_RETRYABLE
+        )
     except JobEngineError as exc:
         log.error(
             "failure_not_recorded", job_id=claim.job_id, attempt=claim.attempt, error=str(exc)

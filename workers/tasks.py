@@ -91,9 +91,17 @@ def _retry_for(task: JobTask, claim: Claim, exc: Exception) -> Retry | None:
     return retry
 
 
-def publish_retry(app: Celery, job: Job, countdown: float) -> None:
+def _countdown_of(job: Job) -> float:
+    """Seconds until a retried job is due, from the ``not_before`` its retry recorded."""
+    if job.not_before is None:
+        return 0.0
+    return max(0.0, (job.not_before - job.updated_at).total_seconds())
+
+
+def publish_retry(app: Celery, job: Job, countdown: float | None = None) -> None:
     """Publish a retry recorded outside Celery's own retry (chunks, hard time limits)."""
     rt = runtime()
+    countdown = _countdown_of(job) if countdown is None else countdown
     if job.status is not JobStatus.SCHEDULED or countdown > rt.settings.eta_limit_seconds:
         return  # waits in Postgres; the leader publishes it when due
     try:
@@ -112,14 +120,9 @@ def _run_in_chunk(task: JobTask, handler: Handler, claim: Claim) -> None:
         result = _checked_result(handler(_context(claim)))
     except Exception as exc:
         rt.keeper.release(claim.job_id)
-        error = describe_error(exc)
-        decision = rt.executor.decide_retry(claim, exc)
-        if not decision.retry:
-            rt.executor.record_failure(claim, error)
-            return
-        job = rt.executor.record_retry(claim, error, decision)
-        if job is not None:
-            publish_retry(task.app, job, decision.countdown)
+        job = rt.executor.record_outcome_of_failure(claim, exc, describe_error(exc))
+        if job is not None and job.status is JobStatus.SCHEDULED:
+            publish_retry(task.app, job, _countdown_of(job))
         return
     rt.keeper.release(claim.job_id)
     rt.executor.complete(claim, result)

@@ -39,6 +39,13 @@ class Job:
     completed_at: datetime | None
     dispatched_at: datetime | None = None
     time_limit_seconds: float | None = None
+    budget_start_attempt: int = 0
+    """Attempts spent before the current retry budget began (a replay may grant a fresh one)."""
+
+    @property
+    def budget_attempt(self) -> int:
+        """Which attempt of its current retry budget the job is on: what the policy counts."""
+        return self.attempt - self.budget_start_attempt
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,6 +142,7 @@ class ExpiredLease:
     lease_token: int
     lease_owner: str | None
     attempt: int
+    budget_start_attempt: int
     retry_policy: dict[str, Any] | None
 
 
@@ -183,6 +184,7 @@ class LeaseRepository:
                 lease_token=r["lease_token"],
                 lease_owner=r["lease_owner"],
                 attempt=r["attempt"],
+                budget_start_attempt=r["budget_start_attempt"],
                 retry_policy=r["retry_policy"],
             )
             for r in rows

@@ -273,6 +273,9 @@ class DeadLetterRow(Base):
     status_changed_at: Mapped[datetime] = mapped_column(
         TS, nullable=False, server_default=func.now()
     )
+    status_changed_by: Mapped[str | None] = mapped_column(Text)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    """Who discarded it and why (a replay's actor and reason are on its replay row)."""
     replay_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
 
     __table_args__ = (

@@ -17,6 +17,9 @@ LEASE_EXTENDED = "now() + make_interval(secs => %(lease_ttl)s)"
 
 EFFECTS: dict[JobStatus, dict[str, str]] = {
     JobStatus.SCHEDULED: {
+        # A job handed back before it started gets its attempt back: the claim counted one
+        # that never ran. The lease token stays incremented, so fencing still holds.
+        "attempt": "CASE WHEN locked.status = 'claimed' THEN j.attempt - 1 ELSE j.attempt END",
         "scheduled_at": "now()",
         "not_before": "%(not_before)s",
         "completed_at": "NULL",
@@ -54,7 +57,7 @@ JOB_COLUMNS = (
     "id, tenant_id, project_id, type, queue, priority, payload, status, attempt, retry_policy, "
     "not_before, lease_owner, lease_token, lease_expires_at, idempotency_key, result, "
     "last_error, progress, created_at, updated_at, scheduled_at, started_at, completed_at, "
-    "dispatched_at, time_limit_seconds"
+    "dispatched_at, time_limit_seconds, budget_start_attempt"
 )
 
 FENCE_TOKEN = "\n      AND j.lease_token = %(lease_token)s"
@@ -64,7 +67,9 @@ FENCE_DUE = "\n      AND (j.not_before IS NULL OR j.not_before <= now() + interv
 
 # History and outbox rows for a path of steps, for every row in `moved`; shared by create and
 # transition. A row takes every step of the path up to the one that reached its status, so in a
-# batch a job created `pending` gets one row and one created `scheduled` gets two.
+# batch a job created `pending` gets one row and one created `scheduled` gets two. A failed
+# step's row carries the error's code, class and message, so each attempt's error stays in the
+# timeline after `last_error` has moved on.
 _WRITE_STEPS = """
 steps AS (
     SELECT s.from_status, s.to_status, s.reason, s.ord
@@ -74,7 +79,12 @@ steps AS (
 history AS (
     INSERT INTO job_history (job_id, from_status, to_status, actor, reason, attempt, details)
     SELECT moved.id, CASE WHEN steps.ord = 1 THEN moved.from_status ELSE steps.from_status END,
-           steps.to_status, %(actor)s, steps.reason, moved.attempt, %(details)s::jsonb
+           steps.to_status, %(actor)s, steps.reason, moved.attempt,
+           CASE WHEN steps.to_status = 'failed' AND %(error)s::jsonb IS NOT NULL
+                THEN %(details)s::jsonb || jsonb_build_object('error', jsonb_build_object(
+                    'code', %(error)s::jsonb->>'code', 'class', %(error)s::jsonb->>'class',
+                    'message', %(error)s::jsonb->>'message'))
+                ELSE %(details)s::jsonb END
     FROM moved JOIN steps
       ON steps.ord <= (SELECT max(reached.ord) FROM steps AS reached
                        WHERE reached.to_status = moved.status)
@@ -118,10 +128,56 @@ moved AS (
     RETURNING j.*, locked.status AS from_status
 ),"""
     + _WRITE_STEPS
-    + """
+    + """{dead_letter}
 {final}
 """
 )
+
+_TIMELINE_ENTRY = """jsonb_build_object(
+                    'history_id', {h}.id, 'at', {h}.at, 'from_status', {h}.from_status,
+                    'to_status', {h}.to_status, 'attempt', {h}.attempt, 'actor', {h}.actor,
+                    'reason', {h}.reason, 'details', {h}.details)"""
+
+DEAD_LETTER = f""",
+-- A job that ends `failed` is dead-lettered by the statement that failed it: the error, the
+-- attempts, a payload snapshot and its whole timeline (the rows written above are not yet
+-- visible in `job_history`, hence the union). A replayed job that fails for good again
+-- reopens its entry, so every replay of one job stays on one entry.
+dead_letter AS (
+    INSERT INTO dead_letters AS d (job_id, tenant_id, project_id, type, queue, reason,
+                                   error_code, error_class, error_message, traceback,
+                                   attempts, payload, timeline)
+    SELECT moved.id, moved.tenant_id, moved.project_id, moved.type, moved.queue,
+           %(dead_letter_reason)s, moved.last_error->>'code', moved.last_error->>'class',
+           moved.last_error->>'message', moved.last_error->>'traceback', moved.attempt,
+           moved.payload,
+           (SELECT coalesce(jsonb_agg(t.entry ORDER BY t.id), '[]'::jsonb) FROM (
+                SELECT h.id, {_TIMELINE_ENTRY.format(h="h")} AS entry
+                FROM job_history AS h WHERE h.job_id = moved.id
+                UNION ALL
+                SELECT history.id, {_TIMELINE_ENTRY.format(h="history")}
+                FROM history WHERE history.job_id = moved.id) AS t)
+    FROM moved
+    WHERE moved.status = 'failed'
+    ON CONFLICT (job_id) DO UPDATE
+    SET reason = EXCLUDED.reason, error_code = EXCLUDED.error_code,
+        error_class = EXCLUDED.error_class, error_message = EXCLUDED.error_message,
+        traceback = EXCLUDED.traceback, attempts = EXCLUDED.attempts,
+        payload = EXCLUDED.payload, timeline = EXCLUDED.timeline, last_failed_at = now(),
+        status = 'open', status_changed_at = now()
+    RETURNING id
+)"""
+
+DEAD_LETTER_REPLAYED = """,
+-- A failed job moved back to `scheduled` (a replay) closes its dead letter in the same
+-- statement, so an open dead letter always means a job resting in `failed`.
+replayed AS (
+    UPDATE dead_letters AS d
+    SET status = 'replayed', status_changed_at = now(), replay_count = d.replay_count + 1
+    FROM moved
+    WHERE d.job_id = moved.id AND moved.from_status = 'failed' AND d.status = 'open'
+    RETURNING d.id
+)"""
 
 ONE_JOB = "id = %(job_id)s"
 MANY_JOBS = "id = ANY(%(job_ids)s::bigint[])"
@@ -244,7 +300,7 @@ SELECT id FROM moved
 EXPIRED_LEASES = """
 -- name: expired_leases  (ix_jobs_lease_expiry)
 -- Rescue is driven by missed heartbeats only: a long job whose heartbeats arrive is never here.
-SELECT id, type, status, lease_token, lease_owner, attempt, retry_policy
+SELECT id, type, status, lease_token, lease_owner, attempt, budget_start_attempt, retry_policy
 FROM jobs
 WHERE status IN ('claimed', 'running') AND lease_expires_at < now()
 ORDER BY lease_expires_at, id
@@ -375,7 +431,14 @@ LIMIT %(limit)s
 
 
 def transition_sql(
-    effects: dict[str, str], *, fenced: bool, lease_expired: bool, due: bool, many: bool = False
+    effects: dict[str, str],
+    *,
+    fenced: bool,
+    lease_expired: bool,
+    due: bool,
+    many: bool = False,
+    dead_letter: bool = False,
+    replay: bool = False,
 ) -> str:
     """Fill the transition template for one path; the guard caches the result."""
     set_clause = "".join(f",\n        {column} = {value}" for column, value in effects.items())
@@ -389,4 +452,104 @@ def transition_sql(
         fence=fence,
         target=MANY_JOBS if many else ONE_JOB,
         final=FINAL_MANY if many else FINAL_ONE,
+        dead_letter=(DEAD_LETTER if dead_letter else "") + (DEAD_LETTER_REPLAYED if replay else ""),
     )
+
+
+# ---- dead letters -------------------------------------------------------------------------
+
+DEAD_LETTER_COLUMNS = (
+    "d.id, d.job_id, d.tenant_id, d.project_id, d.type, d.queue, d.reason, d.error_code, "
+    "d.error_class, d.error_message, d.traceback, d.attempts, d.payload, d.timeline, "
+    "d.first_failed_at, d.last_failed_at, d.status, d.status_changed_at, d.status_changed_by, "
+    "d.status_reason, d.replay_count"
+)
+
+GET_DEAD_LETTER = f"""
+-- name: get_dead_letter  (pk_dead_letters; uq_dead_letters_job_id by job)
+SELECT {DEAD_LETTER_COLUMNS}, j.status AS job_status
+FROM dead_letters AS d JOIN jobs AS j ON j.id = d.job_id
+WHERE d.id = %(id)s
+"""
+
+LOCK_DEAD_LETTER = f"""
+-- name: lock_dead_letter  (pk_dead_letters)
+-- Replays and discards of one entry take turns on its row: of two concurrent replays, the
+-- second sees the first's `replayed` and does nothing.
+SELECT {DEAD_LETTER_COLUMNS}, NULL AS job_status
+FROM dead_letters AS d WHERE d.id = %(id)s
+FOR UPDATE
+"""
+
+DEAD_LETTER_OF_JOB = """
+-- name: dead_letter_of_job  (uq_dead_letters_job_id)
+SELECT id FROM dead_letters WHERE job_id = %(job_id)s
+"""
+
+PREPARE_REPLAY = """
+-- name: prepare_replay  (primary key)
+-- Columns beside `status` that a replay sets before its transition: the retry budget it
+-- grants and, when patched, the payload. Only a job resting in `failed` is touched.
+UPDATE jobs
+SET budget_start_attempt = %(budget_start_attempt)s,
+    payload = coalesce(%(payload)s::jsonb, payload),
+    updated_at = now()
+WHERE id = %(job_id)s AND status = 'failed'
+RETURNING id
+"""
+
+RECORD_REPLAY = """
+-- name: record_replay
+INSERT INTO dead_letter_replays (dead_letter_id, job_id, history_id, actor, reason, attempt,
+                                 payload_patch, fresh_budget)
+SELECT %(dead_letter_id)s, %(job_id)s, max(h.id), %(actor)s, %(reason)s, %(attempt)s,
+       %(payload_patch)s::jsonb, %(fresh_budget)s
+FROM job_history AS h WHERE h.job_id = %(job_id)s
+RETURNING id
+"""
+
+DEAD_LETTER_REPLAYS = """
+-- name: dead_letter_replays  (ix_dead_letter_replays_dead_letter_id_id, ix_job_history_job_id_id)
+-- Each replay with its outcome: the first state the job came to rest in after it. A `failed`
+-- row followed by `failed → scheduled` in the same statement (same `at`) was a retry, not a
+-- rest.
+SELECT r.id, r.dead_letter_id, r.job_id, r.history_id, r.actor, r.reason, r.attempt,
+       r.payload_patch, r.fresh_budget, r.at,
+       (SELECT h.to_status FROM job_history AS h
+        WHERE h.job_id = r.job_id AND h.id > r.history_id
+          AND h.to_status IN ('completed', 'failed', 'cancelled')
+          AND NOT EXISTS (
+              SELECT 1 FROM job_history AS n
+              WHERE n.job_id = h.job_id AND n.id > h.id AND n.at = h.at
+                AND n.from_status = 'failed' AND n.to_status = 'scheduled')
+        ORDER BY h.id LIMIT 1) AS outcome
+FROM dead_letter_replays AS r
+WHERE r.dead_letter_id = %(id)s
+ORDER BY r.id
+"""
+
+DISCARD_DEAD_LETTER = """
+-- name: discard_dead_letter  (pk_dead_letters)
+UPDATE dead_letters
+SET status = 'discarded', status_changed_at = now(), status_changed_by = %(actor)s,
+    status_reason = %(reason)s
+WHERE id = %(id)s AND status = 'open'
+RETURNING id
+"""
+
+PURGE_DEAD_LETTERS = """
+-- name: purge_dead_letters  (ix_dead_letters_status_changed_at)
+-- Entries already dealt with (replayed or discarded) and older than the cut-off; open ones
+-- are never purged. The jobs themselves and their history stay.
+DELETE FROM dead_letters
+WHERE status IN ('replayed', 'discarded') AND status_changed_at < %(before)s
+RETURNING id
+"""
+
+DEAD_LETTER_COUNTS = """
+-- name: dead_letter_counts  (ix_dead_letters_status_id)
+SELECT reason, type, count(*) AS n FROM dead_letters
+WHERE status = 'open'
+GROUP BY reason, type
+ORDER BY reason, type
+"""

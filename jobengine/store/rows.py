@@ -36,6 +36,7 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         completed_at=row["completed_at"],
         dispatched_at=row.get("dispatched_at"),
         time_limit_seconds=row.get("time_limit_seconds"),
+        budget_start_attempt=row.get("budget_start_attempt", 0),
     )
 
 

@@ -24,6 +24,7 @@ from hypothesis.stateful import (
 from sqlalchemy import Engine, text
 
 from jobengine import guard
+from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.domain.transitions import INITIAL_STATE, allowed_targets, is_allowed
@@ -152,6 +153,9 @@ class GuardMachine(RuleBasedStateMachine):
                     lease_owner="worker-h",
                     lease_ttl_seconds=ttl,
                     require_lease_expired=reaper,
+                    dead_letter_reason=(
+                        DeadLetterReason.NON_RETRYABLE if steps[-1].to is JobStatus.FAILED else None
+                    ),
                 )
         except TransitionRefused as refused:
             assert refusal is not None, f"guard refused a valid move: {refused!r}"
@@ -166,6 +170,8 @@ class GuardMachine(RuleBasedStateMachine):
             if step.to is JobStatus.CLAIMED:
                 job.lease_token += 1
                 job.attempt += 1
+            if step.to is JobStatus.SCHEDULED and job.status is JobStatus.CLAIMED:
+                job.attempt -= 1  # handed back before it started: the attempt never ran
             if step.to in LEASED:
                 job.lease_expired = ttl < 0
             else:
@@ -230,6 +236,21 @@ class GuardMachine(RuleBasedStateMachine):
             assert rows[-1].to_status == model.status.value
             for row in rows:
                 assert (row.n, row.event_job) == (1, job_id), f"history row {row.id} events"
+
+    @invariant()
+    def a_job_is_dead_lettered_exactly_when_it_failed_for_good(self) -> None:
+        with self.engine.connect() as conn:
+            lettered = set(
+                conn.execute(
+                    text(
+                        "SELECT job_id FROM dead_letters "
+                        "WHERE status = 'open' AND job_id = ANY(:ids)"
+                    ),
+                    {"ids": list(self.model)},
+                ).scalars()
+            )
+        failed = {job_id for job_id, m in self.model.items() if m.status is JobStatus.FAILED}
+        assert lettered == failed
 
     @invariant()
     def successful_steps_account_for_every_history_row(self) -> None:

@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 
 from jobengine import guard
+from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import FINAL_STATES, JobStatus
 from jobengine.domain.transitions import INITIAL_STATE, TRANSITIONS, allowed_targets
@@ -39,6 +40,13 @@ DISALLOWED_PAIRS = [
 ]
 SETUP_OWNER = "worker-setup"
 NO_SUCH_JOB = 9_000_000_000_000
+
+DEAD_LETTER = DeadLetterReason.NON_RETRYABLE
+"""Every move to ``failed`` in these tests is final, so it names a dead-letter reason."""
+
+
+def letter(target: JobStatus) -> dict[str, Any]:
+    return {"dead_letter_reason": DEAD_LETTER} if target is JobStatus.FAILED else {}
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +102,7 @@ def drive(conn: Connection, job: Job, path: list[JobStatus]) -> Job:
             lease_owner=SETUP_OWNER,
             result={"ok": True} if state is JobStatus.COMPLETED else None,
             error={"type": "Boom"} if state is JobStatus.FAILED else None,
+            dead_letter_reason=DEAD_LETTER if state is JobStatus.FAILED else None,
         ).job
     return job
 
@@ -120,6 +129,7 @@ def transition_kwargs(job: Job, target: JobStatus) -> dict[str, Any]:
         "lease_owner": "worker-b",
         "result": {"answer": 42} if target is JobStatus.COMPLETED else None,
         "error": {"type": "ValueError", "message": "bad"} if target is JobStatus.FAILED else None,
+        "dead_letter_reason": DEAD_LETTER if target is JobStatus.FAILED else None,
     }
 
 
@@ -166,7 +176,11 @@ def test_allowed_transition_moves_job_and_records_history_and_event(
     assert after.status is target
     assert result.job == after
 
-    expected_attempt = before.attempt + 1 if target is JobStatus.CLAIMED else before.attempt
+    expected_attempt = before.attempt
+    if target is JobStatus.CLAIMED:
+        expected_attempt += 1
+    if (source, target) == (JobStatus.CLAIMED, JobStatus.SCHEDULED):
+        expected_attempt -= 1  # handed back unstarted: the claim's attempt never ran
     assert after.attempt == expected_attempt
     assert len(history) == history_before + 1
     row = history[-1]
@@ -174,8 +188,20 @@ def test_allowed_transition_moves_job_and_records_history_and_event(
     assert row.actor == "tester"
     assert row.reason == f"test {source.value}->{target.value}"
     assert row.attempt == expected_attempt
-    assert row.details == {"case": _pair_id(pair)}
+    expected_details: dict[str, Any] = {"case": _pair_id(pair)}
+    if target is JobStatus.FAILED:
+        expected_details["error"] = {"code": None, "class": None, "message": "bad"}
+    assert row.details == expected_details
     assert row.job_id == before.id
+    with engine.connect() as conn:
+        lettered = conn.execute(
+            text("SELECT status, error_message FROM dead_letters WHERE job_id = :id"),
+            {"id": before.id},
+        ).all()
+    if target is JobStatus.FAILED:
+        assert [tuple(r) for r in lettered] == [("open", "bad")]
+    else:
+        assert all(r.status != "open" for r in lettered)
 
     assert len(events) == events_before + 1
     envelope = events[-1]
@@ -287,7 +313,7 @@ def test_disallowed_transition_is_refused_and_writes_nothing(
 @pytest.mark.parametrize("target", list(JobStatus), ids=lambda s: s.value)
 def test_transition_of_unknown_job_raises_job_not_found(engine: Engine, target: JobStatus) -> None:
     with transaction(engine) as conn, pytest.raises(JobNotFound) as missing:
-        guard.transition(conn, NO_SUCH_JOB, target, lease_owner="w")
+        guard.transition(conn, NO_SUCH_JOB, target, lease_owner="w", **letter(target))
     assert missing.value.job_id == NO_SUCH_JOB
     assert str(NO_SUCH_JOB) in missing.value.message
 
@@ -306,7 +332,9 @@ def test_wrong_lease_token_is_refused_as_stale_and_writes_nothing(
     with transaction(engine) as conn:
         history_before, events_before = counts(conn, before.id)
         with pytest.raises(StaleLease) as stale:
-            guard.transition(conn, before.id, target, lease_token=wrong, lease_owner="intruder")
+            guard.transition(
+                conn, before.id, target, lease_token=wrong, lease_owner="intruder", **letter(target)
+            )
         assert JobsRepository(conn).get(before.id) == before
         assert counts(conn, before.id) == (history_before, events_before)
     assert (stale.value.job_id, stale.value.presented, stale.value.current) == (
@@ -332,7 +360,7 @@ def test_worker_whose_lease_was_taken_over_can_no_longer_move_the_job(engine: En
     assert b.lease_token == a.lease_token + 1
     for target in (JobStatus.RUNNING, JobStatus.SCHEDULED, JobStatus.CANCELLED):
         with transaction(engine) as conn, pytest.raises(StaleLease):
-            guard.transition(conn, job.id, target, lease_token=a.lease_token)
+            guard.transition(conn, job.id, target, lease_token=a.lease_token, **letter(target))
     with transaction(engine) as conn:
         assert JobsRepository(conn).get(job.id) == b
 
@@ -357,6 +385,7 @@ def test_rescue_of_a_live_lease_raises_lease_not_expired(
                 actor="reaper",
                 lease_token=before.lease_token,
                 require_lease_expired=True,
+                **letter(target),
             )
         assert JobsRepository(conn).get(before.id) == before
         assert counts(conn, before.id) == (history_before, events_before)
@@ -392,6 +421,7 @@ def test_rescue_of_an_expired_lease_succeeds(
             actor="reaper",
             lease_token=job.lease_token,
             require_lease_expired=True,
+            **letter(target),
         )
     assert moved.job.status is target
     assert moved.job.lease_owner is None and moved.job.lease_expires_at is None

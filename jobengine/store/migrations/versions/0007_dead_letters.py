@@ -44,6 +44,8 @@ def upgrade() -> None:
         sa.Column("last_failed_at", TS, server_default=sa.func.now(), nullable=False),
         sa.Column("status", sa.Text(), server_default="open", nullable=False),
         sa.Column("status_changed_at", TS, server_default=sa.func.now(), nullable=False),
+        sa.Column("status_changed_by", sa.Text(), nullable=True),
+        sa.Column("status_reason", sa.Text(), nullable=True),
         sa.Column("replay_count", sa.Integer(), server_default="0", nullable=False),
         sa.CheckConstraint(
             "status IN ('open', 'replayed', 'discarded')", name=op.f("ck_dead_letters_known_status")

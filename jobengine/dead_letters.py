@@ -1,0 +1,303 @@
+"""What operators do with dead letters: list, show, replay (one or by filter), discard, purge.
+
+Every command is safe to run twice. A replay is the guard's ``failed → scheduled`` with the
+actor and reason in its history row, taken under a lock on the entry's row, so two terminals
+replaying the same entry at once replay it once: the second finds it ``replayed`` and says so.
+Publishing the replayed job happens after commit; without a publisher (or if the broker is
+down) the leader publishes it within ``dispatch_grace_seconds``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine
+
+from jobengine import guard
+from jobengine.dispatch import Publisher, publish_jobs
+from jobengine.domain.dead_letter import DeadLetter, DeadLetterStatus
+from jobengine.domain.status import JobStatus
+from jobengine.errors import StoreError, ValidationError
+from jobengine.guard import Step
+from jobengine.job_types import JobTypeRegistry
+from jobengine.job_types import registry as default_registry
+from jobengine.producer import dispatch_ref
+from jobengine.retry_policy import RetryPolicy
+from jobengine.store.database import transaction
+from jobengine.store.dead_letter_repository import (
+    DeadLetterCount,
+    DeadLetterFilter,
+    DeadLetterPage,
+    DeadLetterRepository,
+)
+from jobengine.store.jobs_repository import JobsRepository
+from jobengine.submission import encode_payload
+
+log = structlog.get_logger("jobengine.dead_letters")
+
+
+class DeadLetterNotFound(StoreError):
+    code = "DEAD_LETTER_NOT_FOUND"
+    hint = "List dead letters with `jobengine dlq list` and use an id from there."
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} does not exist")
+
+
+class DeadLetterDiscarded(StoreError):
+    code = "DEAD_LETTER_DISCARDED"
+    hint = "A discarded dead letter is never replayed; submit the job again if it must run."
+
+    def __init__(self, entry: DeadLetter) -> None:
+        super().__init__(
+            f"dead letter {entry.id} (job {entry.job_id}) was discarded"
+            f" by {entry.status_changed_by or 'an operator'}; it cannot be replayed"
+        )
+
+
+class DeadLetterNotOpen(StoreError):
+    code = "DEAD_LETTER_NOT_OPEN"
+    hint = "Only open dead letters can be discarded; this one was replayed (see `dlq show`)."
+
+    def __init__(self, entry: DeadLetter) -> None:
+        super().__init__(f"dead letter {entry.id} was replayed; there is nothing to discard")
+
+
+class NoHandlerForType(ValidationError):
+    code = "NO_HANDLER"
+
+    def __init__(self, entry: DeadLetter, known: list[str]) -> None:
+        super().__init__(
+            f"dead letter {entry.id}: job type {entry.type!r} has no handler any more;"
+            " a replay would fail again",
+            hint="Deploy a handler for the type (JOBENGINE_HANDLER_MODULES) or discard the"
+            f" entry. Types with handlers: {', '.join(known) or 'none'}.",
+        )
+
+
+class ReplayOutcome(StrEnum):
+    REPLAYED = "replayed"
+    ALREADY_REPLAYED = "already_replayed"
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    dead_letter_id: int
+    job_id: int
+    outcome: ReplayOutcome
+    replay_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    actor: str
+    reason: str | None = None
+    payload_patch: dict[str, Any] | None = None
+    """Merged into the job's payload (top-level keys replaced, RFC 7386 style)."""
+    fresh_budget: bool = False
+    """Grant the RetryPolicy's full budget again; without it the replay is one attempt."""
+
+
+@dataclass
+class BulkReplayReport:
+    selected: list[DeadLetter] = field(default_factory=list)
+    replayed: list[Replay] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    """Entries not replayed, with why (refused, or already replayed by someone else)."""
+    dry_run: bool = False
+
+
+def merge_patch(payload: Any, patch: dict[str, Any]) -> Any:
+    """RFC 7386 merge: objects merge key by key, ``null`` deletes, anything else replaces."""
+    if not isinstance(payload, dict):
+        payload = {}
+    merged = dict(payload)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict):
+            merged[key] = merge_patch(merged.get(key), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class DeadLetters:
+    """The operators' service over dead letters, for the CLI and the API alike."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        publisher: Publisher | None = None,
+        types: JobTypeRegistry = default_registry,
+        max_payload_bytes: int = 256 * 1024,
+    ) -> None:
+        self.engine = engine
+        self.publisher = publisher
+        self.types = types
+        self.max_payload_bytes = max_payload_bytes
+
+    def page(self, flt: DeadLetterFilter, *, after_id: int = 0, limit: int = 100) -> DeadLetterPage:
+        with transaction(self.engine) as conn:
+            return DeadLetterRepository(conn).list(flt, after_id=after_id, limit=limit)
+
+    def get(self, dead_letter_id: int, tenant_id: str | None = None) -> DeadLetter:
+        with transaction(self.engine) as conn:
+            entry = DeadLetterRepository(conn).get(dead_letter_id)
+        if entry is None or (tenant_id is not None and entry.tenant_id != tenant_id):
+            raise DeadLetterNotFound(f"dead letter {dead_letter_id}")
+        return entry
+
+    def id_for_job(self, job_id: int, tenant_id: str | None = None) -> int:
+        with transaction(self.engine) as conn:
+            job = JobsRepository(conn).get(job_id)
+            found = DeadLetterRepository(conn).id_for_job(job_id)
+        if tenant_id is not None and job.tenant_id != tenant_id:
+            raise DeadLetterNotFound(f"job {job_id}")
+        if found is None:
+            raise DeadLetterNotFound(f"a dead letter for job {job_id} ({job.status.value})")
+        return found
+
+    def counts(self) -> list[DeadLetterCount]:
+        with transaction(self.engine) as conn:
+            return DeadLetterRepository(conn).counts()
+
+    def replay(
+        self, dead_letter_id: int, options: ReplayOptions, tenant_id: str | None = None
+    ) -> Replay:
+        """Send one entry's job back to ``scheduled``; a second call finds it replayed."""
+        with transaction(self.engine) as conn:
+            letters = DeadLetterRepository(conn)
+            entry = letters.lock(dead_letter_id)
+            if entry is None or (tenant_id is not None and entry.tenant_id != tenant_id):
+                raise DeadLetterNotFound(f"dead letter {dead_letter_id}")
+            if entry.status is DeadLetterStatus.REPLAYED:
+                return Replay(entry.id, entry.job_id, ReplayOutcome.ALREADY_REPLAYED)
+            if entry.status is DeadLetterStatus.DISCARDED:
+                raise DeadLetterDiscarded(entry)
+            if entry.type not in self.types.names():
+                raise NoHandlerForType(entry, self.types.names())
+            job = JobsRepository(conn).get(entry.job_id)
+            policy = RetryPolicy.resolve(self.types.get(job.type).retry_policy, job.retry_policy)
+            payload = None
+            if options.payload_patch is not None:
+                payload = merge_patch(job.payload, options.payload_patch)
+                encode_payload(payload, self.max_payload_bytes)
+            budget_start = job.attempt if options.fresh_budget else job.attempt - policy.max_retries
+            letters.prepare_replay(job.id, budget_start, payload)
+            moved = guard.transition(
+                conn,
+                job.id,
+                Step(JobStatus.SCHEDULED, options.reason or "replayed from the dead-letter queue"),
+                actor=options.actor,
+                details={
+                    "dead_letter_id": entry.id,
+                    "fresh_budget": options.fresh_budget,
+                    "payload_patched": options.payload_patch is not None,
+                },
+            )
+            replay_id = letters.record_replay(
+                entry,
+                actor=options.actor,
+                reason=options.reason,
+                attempt=job.attempt,
+                payload_patch=options.payload_patch,
+                fresh_budget=options.fresh_budget,
+            )
+        log.info(
+            "dead_letter_replayed", dead_letter_id=entry.id, job_id=job.id, actor=options.actor
+        )
+        if self.publisher is not None:
+            publish_jobs(self.engine, self.publisher, [dispatch_ref(moved.job)])
+        return Replay(entry.id, entry.job_id, ReplayOutcome.REPLAYED, replay_id)
+
+    def select(self, flt: DeadLetterFilter) -> Iterator[DeadLetter]:
+        """Every open entry matching ``flt`` that exists now, in id order."""
+        with transaction(self.engine) as conn:
+            bound = DeadLetterRepository(conn).max_id()
+        flt = DeadLetterFilter(
+            tenant_id=flt.tenant_id,
+            types=flt.types,
+            queues=flt.queues,
+            reasons=flt.reasons,
+            error_classes=flt.error_classes,
+            statuses=(DeadLetterStatus.OPEN,),
+            failed_from=flt.failed_from,
+            failed_to=flt.failed_to,
+            max_id=bound if flt.max_id is None else min(bound, flt.max_id),
+        )
+        after = 0
+        while True:
+            page = self.page(flt, after_id=after, limit=500)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            after = page.next_cursor
+
+    def replay_many(
+        self,
+        flt: DeadLetterFilter,
+        options: ReplayOptions,
+        *,
+        dry_run: bool = False,
+        max_per_second: float | None = None,
+        on_progress: Callable[[DeadLetter, Replay | None], None] | None = None,
+    ) -> BulkReplayReport:
+        """Replay every open entry matching ``flt`` as it stood when the call began.
+
+        Entries are fixed up front (ids up to the newest one now), so a replayed job that fails
+        again during the run is not replayed a second time. ``max_per_second`` paces the
+        replays so a bulk replay does not flood the fleet. A dry run returns the same selection
+        and writes nothing.
+        """
+        report = BulkReplayReport(selected=list(self.select(flt)), dry_run=dry_run)
+        if dry_run:
+            return report
+        interval = 1.0 / max_per_second if max_per_second else 0.0
+        next_at = time.monotonic()
+        for entry in report.selected:
+            if interval:
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)  # pacing for the fleet's sake, not synchronisation
+                next_at = max(next_at, time.monotonic()) + interval
+            done: Replay | None = None
+            try:
+                done = self.replay(entry.id, options, tenant_id=flt.tenant_id)
+            except (DeadLetterDiscarded, DeadLetterNotFound, NoHandlerForType) as exc:
+                report.skipped.append((entry.id, exc.message))
+            else:
+                if done.outcome is ReplayOutcome.REPLAYED:
+                    report.replayed.append(done)
+                else:
+                    report.skipped.append((entry.id, "already replayed"))
+            if on_progress is not None:
+                on_progress(entry, done)
+        return report
+
+    def discard(
+        self, dead_letter_id: int, *, actor: str, reason: str | None, tenant_id: str | None = None
+    ) -> bool:
+        """Close an open entry for good; False when it was already discarded."""
+        with transaction(self.engine) as conn:
+            letters = DeadLetterRepository(conn)
+            entry = letters.lock(dead_letter_id)
+            if entry is None or (tenant_id is not None and entry.tenant_id != tenant_id):
+                raise DeadLetterNotFound(f"dead letter {dead_letter_id}")
+            if entry.status is DeadLetterStatus.DISCARDED:
+                return False
+            if entry.status is DeadLetterStatus.REPLAYED:
+                raise DeadLetterNotOpen(entry)
+            return letters.discard(dead_letter_id, actor, reason)
+
+    def purge(self, before: datetime) -> int:
+        """Delete replayed and discarded entries last changed before ``before``."""
+        with transaction(self.engine) as conn:
+            return DeadLetterRepository(conn).purge(before)
