@@ -111,3 +111,6 @@ def client(live: LiveServer, writer_key: str) -> Iterator[httpx.Client]:
     headers = {**bearer(writer_key), "X-Tenant-Id": "acme"}
     with httpx.Client(base_url=live.url, headers=headers, timeout=30) as c:
         yield c
+
+
+from tests.fleet.conftest import broker_url, fleet, redis_server  # noqa: E402, F401  (fixtures)
