@@ -15,6 +15,7 @@ import redis
 import uvicorn
 from celery import Celery
 from fastapi import APIRouter, FastAPI
+from sqlalchemy import Engine
 
 from config.settings import Settings
 from jobengine.api import errors, metrics, routes_health, routes_jobs, routes_streams
@@ -64,7 +65,7 @@ def redis_check(broker_url: str) -> Callable[[], None]:
 def create_app(
     settings: Settings,
     *,
-    engine: Any,
+    engine: Engine,
     publisher: Publisher,
     revoker: TaskRevoker | None,
     broker_check: Callable[[], None],
