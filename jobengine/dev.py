@@ -1,10 +1,10 @@
 """``make dev``: the whole engine on private servers, with jobs visibly flowing.
 
 It finds or starts Postgres and Redis, migrates, starts two Celery worker processes, the
-reaper and Flower, then a demo producer whose jobs succeed, retry, fail for good and get
-cancelled, with a live summary. Ctrl-C stops every process it started and the servers it
-started, and leaves nothing behind. ``--once`` runs one demo round, prints its timelines and
-exits (what the tests use).
+reaper, Flower and the API (with a fresh admin key, printed), then a demo producer whose jobs
+succeed, retry, fail for good and get cancelled, with a live summary. Ctrl-C stops every
+process it started and the servers it started, and leaves nothing behind. ``--once`` runs one
+demo round, prints its timelines and exits (what the tests use).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from sqlalchemy import Engine, text
 
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
+from jobengine.api.keys import ADMIN, ApiKeyStore
 from jobengine.cancellation import cancel_job
 from jobengine.dispatch import Publisher
 from jobengine.domain.job import Job, NewJob
@@ -105,7 +106,7 @@ class FleetProcesses:
                 proc.wait()
 
 
-def _flower_ready(port: int) -> bool:
+def _listening(port: int) -> bool:
     import socket
 
     try:
@@ -115,7 +116,29 @@ def _flower_ready(port: int) -> bool:
         return False
 
 
-def start_fleet(fleet: FleetProcesses, flower_port: int) -> None:
+def _free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def api_port(settings: Settings) -> int:
+    """The configured API port, or any free one when it is taken (another `make dev`)."""
+    return settings.api_port if _free(settings.api_port) else free_loopback_port()
+
+
+def dev_admin_key(engine: Engine) -> str:
+    """A new admin key for this run, so the printed key always works."""
+    with transaction(engine) as conn:
+        return ApiKeyStore(conn).create(DEMO_TENANT, "make-dev-admin", [ADMIN]).plaintext
+
+
+def start_fleet(fleet: FleetProcesses, flower_port: int, port: int) -> None:
     celery = [sys.executable, "-m", "celery", "-A", "workers.app"]
     for name in ("worker-1", "worker-2"):
         fleet.start(
@@ -141,9 +164,13 @@ def start_fleet(fleet: FleetProcesses, flower_port: int) -> None:
         "flower",
         [*celery, "flower", "--address=127.0.0.1", f"--port={flower_port}"],
     )
+    fleet.env["JOBENGINE_API_HOST"] = "127.0.0.1"
+    fleet.env["JOBENGINE_API_PORT"] = str(port)
+    fleet.start("api", [sys.executable, "-m", "jobengine.api"])
     for name in ("worker-1", "worker-2"):
         fleet.wait_for(name, lambda n=name: "ready." in fleet.log_of(n))  # type: ignore[misc]
-    fleet.wait_for("flower", lambda: _flower_ready(flower_port))
+    fleet.wait_for("flower", lambda: _listening(flower_port))
+    fleet.wait_for("api", lambda: _listening(port))
 
 
 def demo_round(engine: Engine, publisher: Publisher, marker_dir: Path, n: int) -> list[Job]:
@@ -292,12 +319,20 @@ def run(
             fleet = FleetProcesses(logs=logs, env=env)
             flower_port = free_loopback_port()
             flower_url = f"http://127.0.0.1:{flower_port}/"
+            port = api_port(settings)
             console.print(
-                f"starting 2 workers, the reaper and Flower (logs: {logs})", highlight=False
+                f"starting 2 workers, the reaper, Flower and the API (logs: {logs})",
+                highlight=False,
             )
-            start_fleet(fleet, flower_port)
+            start_fleet(fleet, flower_port, port)
             console.print(f"Flower: {flower_url}", highlight=False)
             engine = make_engine(db_url)
+            console.print(
+                f"API:    http://127.0.0.1:{port}/api/v1 (docs: http://127.0.0.1:{port}/docs)\n"
+                f"API key (admin, tenant {DEMO_TENANT}): {dev_admin_key(engine)}",
+                highlight=False,
+                soft_wrap=True,
+            )
             publisher = make_publisher(settings, broker_url)
             try:
                 run_demo(engine, publisher, console, logs, flower_url, once=once)

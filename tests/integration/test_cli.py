@@ -168,6 +168,8 @@ def test_dev_runs_a_fleet_round_and_stops_everything_it_started(tmp_path: Path) 
     assert "Traceback" not in output
     assert "JOBENGINE_DATABASE_URL" in done.stdout  # how to use an existing Postgres
     assert re.search(r"Flower: http://127\.0\.0\.1:\d+/", done.stdout)
+    assert re.search(r"API: +http://127\.0\.0\.1:\d+/api/v1 \(docs: .*/docs\)", done.stdout)
+    assert re.search(r"API key \(admin, tenant demo\): je_[a-z0-9]{8}_\S{32,}", done.stdout)
     for title in (
         "(noop): completed",
         "(fake_inference): completed",
@@ -181,7 +183,7 @@ def test_dev_runs_a_fleet_round_and_stops_everything_it_started(tmp_path: Path) 
     assert (data / "postgres" / "pgdata" / "PG_VERSION").exists()  # where JOBENGINE_DATA_DIR said
     assert not (data / "postgres" / "pgdata" / "postmaster.pid").exists()  # Postgres stopped
     assert not (data / "redis" / "redis.json").exists()  # Redis stopped
-    for log in ("worker-1", "worker-2", "reaper", "flower"):
+    for log in ("worker-1", "worker-2", "reaper", "flower", "api"):
         assert (data / "logs" / f"{log}.log").exists()
 
 
