@@ -20,6 +20,7 @@ from jobengine.errors import (
     UnknownJobType,
     ValidationError,
 )
+from tests.client.readme import example
 from tests.fleet import handlers  # noqa: F401  (registers the test job types here too)
 from tests.fleet.conftest import Fleet, wait_until
 
@@ -185,3 +186,11 @@ def test_dispatch_after_commit_publishes_without_waiting_for_the_leader(fleet: F
     assert fleet.job(job.id).dispatched_at is not None
     assert fleet.history(rolled_back.id) == []
     assert [e[0] for e in fleet.effects()] == [job.id]
+
+
+def test_readme_example_runs(orders: Engine) -> None:
+    namespace: dict[str, object] = {"engine": orders, "Order": Order}
+    exec(example("Transactional enqueue"), namespace)
+    job = namespace["job"]
+    assert counts(orders) == {"jobs": 1, "job_history": 2, "job_events": 2, "test_orders": 1}
+    assert getattr(job, "tenant_id", None) == "shop"
