@@ -71,6 +71,14 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Extra modules whose @job handlers workers import (comma-separated JSON).",
     )
+    api_host: str = Field(default="127.0.0.1", description="Where `jobengine api` listens.")
+    api_port: int = Field(default=8080, ge=1, le=65535)
+    stream_poll_seconds: float = Field(
+        default=0.2, gt=0, description="How often an idle event stream looks for new events."
+    )
+    stream_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, description="An idle event stream sends a comment this often."
+    )
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=False, description="JSON log lines instead of console ones.")
 

@@ -126,5 +126,5 @@ class NotDue(TransitionRefused):
 
 
 class DuplicateIdempotencyKey(StoreError):
-    code = "IDEMPOTENCY_CONFLICT"
+    code = "DUPLICATE_IDEMPOTENCY_KEY"
     hint = "Reuse an Idempotency-Key only with the same request body, or pick a new key."

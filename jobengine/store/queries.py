@@ -390,3 +390,124 @@ def transition_sql(
         target=MANY_JOBS if many else ONE_JOB,
         final=FINAL_MANY if many else FINAL_ONE,
     )
+
+
+# ---- event streams (commit-ordered outbox cursor, see migration 0006) -----------------------
+
+_OUTBOX_COLUMNS = (
+    "id, txid::text::bigint AS txid, job_id, tenant_id, type, version, data, occurred_at"
+)
+_OUTBOX_VISIBLE = """(txid, id) > (%(after_txid)s::text::xid8, %(after_id)s)
+  AND txid < pg_snapshot_xmin(pg_current_snapshot())"""
+
+OUTBOX_ALL = f"""
+-- name: outbox_all  (ix_job_events_txid_id)
+-- Every tenant's events after a position, only from transactions older than the snapshot's
+-- xmin (all of them have ended), so no later commit can land behind the position returned.
+SELECT {_OUTBOX_COLUMNS} FROM job_events
+WHERE {_OUTBOX_VISIBLE}
+ORDER BY txid, id
+LIMIT %(limit)s
+"""
+
+OUTBOX_TENANT = f"""
+-- name: outbox_tenant  (ix_job_events_tenant_id_txid_id)
+SELECT {_OUTBOX_COLUMNS} FROM job_events
+WHERE tenant_id = %(tenant_id)s AND {_OUTBOX_VISIBLE}
+ORDER BY txid, id
+LIMIT %(limit)s
+"""
+
+OUTBOX_JOB = f"""
+-- name: outbox_job  (ix_job_events_job_id_id; one job's events are few, sorted in memory)
+SELECT {_OUTBOX_COLUMNS} FROM job_events
+WHERE job_id = %(job_id)s AND {_OUTBOX_VISIBLE}
+ORDER BY txid, id
+LIMIT %(limit)s
+"""
+
+OUTBOX_JOB_SETTLED = """
+-- name: outbox_job_settled  (primary key, ix_job_events_job_id_id)
+-- Whether a job's stream has nothing more to say: the job is in a final state and no event of
+-- it lies after the position, whether or not that event is visible to streams yet.
+SELECT j.status IN ('completed', 'failed', 'cancelled') AND NOT EXISTS (
+           SELECT 1 FROM job_events AS e
+           WHERE e.job_id = j.id AND (e.txid, e.id) > (%(after_txid)s::text::xid8, %(after_id)s)
+       ) AS settled
+FROM jobs AS j WHERE j.id = %(job_id)s
+"""
+
+OUTBOX_HEAD = """
+-- name: outbox_head
+-- The position of "now": every transaction below the snapshot's xmin has ended, so a stream
+-- starting here gets every event committed from now on and none from before.
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS txid
+"""
+
+# ---- API keys -------------------------------------------------------------------------------
+
+API_KEY_AUTHENTICATE = """
+-- name: api_key_authenticate  (uq_api_keys_secret_hash)
+-- Look a key up by the hash of the whole key and note its use, at most once a minute so a
+-- busy client does not turn every read into a write.
+WITH found AS (
+    SELECT id, tenant_id, name, prefix, scopes, last_used_at FROM api_keys
+    WHERE secret_hash = %(secret_hash)s AND revoked_at IS NULL
+),
+touched AS (
+    UPDATE api_keys AS k SET last_used_at = now()
+    FROM found
+    WHERE k.id = found.id
+      AND (found.last_used_at IS NULL OR found.last_used_at < now() - interval '60 seconds')
+    RETURNING k.id
+)
+SELECT id, tenant_id, name, prefix, scopes FROM found
+"""
+
+API_KEY_CREATE = """
+-- name: api_key_create
+INSERT INTO api_keys (tenant_id, name, prefix, secret_hash, scopes)
+VALUES (%(tenant_id)s, %(name)s, %(prefix)s, %(secret_hash)s, %(scopes)s::text[])
+RETURNING id, tenant_id, name, prefix, scopes, created_at, revoked_at, last_used_at
+"""
+
+API_KEY_LIST = """
+-- name: api_key_list
+SELECT id, tenant_id, name, prefix, scopes, created_at, revoked_at, last_used_at
+FROM api_keys ORDER BY id
+"""
+
+API_KEY_REVOKE = """
+-- name: api_key_revoke  (uq_api_keys_prefix)
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE prefix = %(prefix)s
+RETURNING id, tenant_id, name, prefix, scopes, created_at, revoked_at, last_used_at
+"""
+
+# ---- metrics (read at scrape time, so every API process reports the same figures) ----------
+
+METRICS_JOBS_BY_STATE = """
+-- name: metrics_jobs_by_state
+SELECT status::text AS status, count(*) AS n FROM jobs GROUP BY status
+"""
+
+METRICS_QUEUE_DEPTH = """
+-- name: metrics_queue_depth  (ix_jobs_runnable)
+SELECT queue, count(*) AS n FROM jobs WHERE status = 'scheduled' GROUP BY queue
+"""
+
+METRICS_TRANSITIONS = """
+-- name: metrics_transitions  (a full scan of job_history: scrape every 15 s or less often)
+-- Every transition ever recorded, by step, from the history itself: the counters are then the
+-- same from every API process and survive restarts. Reasons are free text, so only the lease
+-- expiries among them are counted, not used as a label.
+SELECT coalesce(from_status::text, '') AS from_status, to_status::text AS to_status,
+       count(*) AS n,
+       count(*) FILTER (WHERE reason IN ('lease_expired', 'lease_expired_before_start'))
+           AS lease_expired
+FROM job_history GROUP BY 1, 2
+"""
+
+METRICS_DEAD_LETTERS = """
+-- name: metrics_dead_letters  (ix_dead_letters_status_id)
+SELECT reason, type, count(*) AS n FROM dead_letters WHERE status = 'open' GROUP BY reason, type
+"""

@@ -185,7 +185,7 @@ def test_same_key_with_a_different_request_is_a_conflict(
             submit(conn, keyed(**changed))
         assert row_counts(conn) == before
     assert "order-17" in conflict.value.message
-    assert conflict.value.code == "IDEMPOTENCY_CONFLICT"
+    assert conflict.value.code == "DUPLICATE_IDEMPOTENCY_KEY"
     with transaction(engine) as conn:
         assert JobHistoryRepository(conn).for_job(original.id)[-1].to_status is (
             JobStatus.SCHEDULED

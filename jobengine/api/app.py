@@ -1,0 +1,120 @@
+"""Building the API application, and serving it.
+
+``create_app`` takes its collaborators (engine, publisher, revoker, broker check) instead of
+finding them, so tests run it against their own database and broker and nothing starts an
+embedded server behind their back; ``serve`` is where the real ones are found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+import uvicorn
+from celery import Celery
+from fastapi import APIRouter, FastAPI
+
+from config.settings import Settings
+from jobengine.api import errors, metrics, routes_health, routes_jobs, routes_streams
+from jobengine.api.state import ApiState
+from jobengine.cancellation import TaskRevoker
+from jobengine.dispatch import Publisher
+from jobengine.fleet import make_publisher, publisher_app
+from jobengine.services import broker, database
+from jobengine.store.database import make_engine
+
+ROUTERS: list[APIRouter] = [
+    routes_health.router,
+    metrics.router,
+    routes_jobs.router,
+    routes_streams.router,
+]
+"""Every router the API serves; the dead-letter and retry routers join this list."""
+
+DESCRIPTION = """\
+Submit, follow and cancel jobs. Every request but `/healthz`, `/readyz`, `/metrics` and
+`/openapi.json` needs `Authorization: Bearer je_<prefix>_<secret>` (`jobengine keys create`).
+Every error is `{"code", "message", "hint", "retryable"}`.
+"""
+
+
+class CeleryRevoker:
+    """Stops a cancelled job's running task through the broker."""
+
+    def __init__(self, app: Celery) -> None:
+        self._control = app.control
+
+    def revoke(self, task_id: str, *, terminate: bool = False, signal: str = "SIGTERM") -> None:
+        self._control.revoke(task_id, terminate=terminate, signal=signal)
+
+
+def redis_check(broker_url: str) -> Callable[[], None]:
+    def ping() -> None:
+        client: Any = redis.Redis.from_url(broker_url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+    return ping
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Any,
+    publisher: Publisher,
+    revoker: TaskRevoker | None,
+    broker_check: Callable[[], None],
+) -> FastAPI:
+    app = FastAPI(
+        title="jobengine",
+        version="1",
+        description=DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.jobengine = ApiState(
+        settings=settings,
+        engine=engine,
+        publisher=publisher,
+        revoker=revoker,
+        broker_check=broker_check,
+        metrics=metrics.make_registry(engine),
+    )
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+@contextmanager
+def production_app(settings: Settings) -> Iterator[FastAPI]:
+    """The app on the configured (or embedded) Postgres and Redis, cleaned up after."""
+    with database(settings) as (db_url, _pg), broker(settings) as (broker_url, _redis):
+        engine = make_engine(db_url, pool_size=10, max_overflow=20)
+        try:
+            yield create_app(
+                settings,
+                engine=engine,
+                publisher=make_publisher(settings, broker_url),
+                revoker=CeleryRevoker(publisher_app(settings, broker_url)),
+                broker_check=redis_check(broker_url),
+            )
+        finally:
+            engine.dispose()
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM (uvicorn's own handling)."""
+    with production_app(settings) as app:
+        uvicorn.run(
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_config=None,
+            proxy_headers=True,
+            ws_ping_interval=20,
+        )

@@ -1,0 +1,102 @@
+"""``/metrics`` in Prometheus's text format.
+
+The engine's figures are read from Postgres at scrape time by a custom collector, not counted
+in this process: several API processes behind one balancer then report the same numbers, and a
+restart loses nothing. Transitions, lease expiries and retries are counts over ``job_history``
+(every transition ever recorded), so they are true counters. Transition latency is the one
+figure measured here: a histogram of the guard calls this process makes (submissions and
+cancellations), per process as latency naturally is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine
+
+from jobengine.api.state import api_state
+from jobengine.domain.status import JobStatus
+from jobengine.store import queries
+from jobengine.store.database import run_all, transaction
+
+GUARD_SECONDS = Histogram(
+    "jobengine_api_guard_seconds",
+    "Seconds this API process spent in guarded writes (store, transition, commit).",
+    ["operation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=None,
+)
+
+
+class EngineCollector(Collector):
+    """Reads the engine's state from Postgres on every scrape."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("jobengine_jobs", "Jobs by state.", labels=["state"])
+        depth = GaugeMetricFamily(
+            "jobengine_queue_depth", "Scheduled jobs waiting, by queue.", labels=["queue"]
+        )
+        transitions = CounterMetricFamily(
+            "jobengine_transitions",
+            "Transitions recorded in job_history, by step.",
+            labels=["from_state", "to_state"],
+        )
+        lease_expiries = CounterMetricFamily(
+            "jobengine_lease_expiries", "Leases the reaper took back (missed heartbeats)."
+        )
+        retries = CounterMetricFamily(
+            "jobengine_retries", "failed -> scheduled steps: retries granted and replays."
+        )
+        dead = GaugeMetricFamily(
+            "jobengine_dead_letters_open", "Open dead letters.", labels=["reason", "type"]
+        )
+        with transaction(self._engine) as conn:
+            by_state = {
+                r["status"]: r["n"] for r in run_all(conn, queries.METRICS_JOBS_BY_STATE, {})
+            }
+            queue_rows = run_all(conn, queries.METRICS_QUEUE_DEPTH, {})
+            step_rows = run_all(conn, queries.METRICS_TRANSITIONS, {})
+            dead_rows = run_all(conn, queries.METRICS_DEAD_LETTERS, {})
+        for status in JobStatus:
+            jobs.add_metric([status.value], by_state.get(status.value, 0))
+        for r in queue_rows:
+            depth.add_metric([r["queue"]], r["n"])
+        expired = retried = 0
+        for r in step_rows:
+            transitions.add_metric([r["from_status"], r["to_status"]], r["n"])
+            expired += r["lease_expired"]
+            if (r["from_status"], r["to_status"]) == ("failed", "scheduled"):
+                retried += r["n"]
+        lease_expiries.add_metric([], expired)
+        retries.add_metric([], retried)
+        for r in dead_rows:
+            dead.add_metric([r["reason"], r["type"]], r["n"])
+        yield from (jobs, depth, transitions, lease_expiries, retries, dead)
+
+
+def make_registry(engine: Engine) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(engine))
+    registry.register(GUARD_SECONDS)
+    return registry
+
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+)
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(api_state(request).metrics), media_type=CONTENT_TYPE_LATEST)
