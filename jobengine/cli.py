@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 
 from config.logging import configure_logging
 from config.settings import Settings
+from jobengine.cli_keys import keys_app
 from jobengine.domain.status import FINAL_STATES, JobStatus
 from jobengine.domain.transitions import TRANSITIONS
 from jobengine.errors import JobEngineError
@@ -100,6 +101,7 @@ jobs_app = typer.Typer(no_args_is_help=True, help="Inspect and steer jobs.")
 app.add_typer(jobs_app, name="jobs")
 queues_app = typer.Typer(no_args_is_help=True, help="Per-queue concurrency limits.")
 app.add_typer(queues_app, name="queues")
+app.add_typer(keys_app, name="keys")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 
@@ -212,6 +214,14 @@ def dev(
     code = dev_mode.run(_settings(ctx), once=once)
     if code:
         raise typer.Exit(code)
+
+
+@app.command("api")
+def api(ctx: typer.Context) -> None:
+    """Serve the REST/SSE API on JOBENGINE_API_HOST:JOBENGINE_API_PORT (127.0.0.1:8080)."""
+    from jobengine.api.app import serve  # keeps other commands from importing FastAPI
+
+    serve(_settings(ctx))
 
 
 @app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
