@@ -1,0 +1,270 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+import structlog
+
+from jobengine.client import _base
+from jobengine.client._base import Call, Follow, RetryConfig
+from jobengine.client._errors import TransportError, WaitTimeout
+from jobengine.client._models import HistoryEntry, Job, JobEvent, JobPage, JobRequest, JobStatus
+
+log = structlog.get_logger("jobengine.client")
+
+
+class JobEngineClient:
+    """The jobengine REST API from Python: typed results, safe retries, streams that resume.
+
+    Every request names ``tenant_id``. A request is repeated (with jittered backoff) when the
+    server's error says ``retryable``, or when the connection failed and the request is safe
+    to send again: GET, DELETE, and POST with an idempotency key, which ``create`` always has.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str,
+        tenant_id: str,
+        timeout: float = _base.DEFAULT_TIMEOUT,
+        retry: RetryConfig | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._retry = retry or RetryConfig()
+        self._http = httpx.Client(
+            base_url=_base.api_url(base_url),
+            headers=_base.base_headers(api_key, tenant_id),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def __enter__(self) -> JobEngineClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def create(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        project_id: str,
+        queue: str | None = None,
+        priority: int | None = None,
+        not_before: datetime | None = None,
+        retry_policy: dict[str, Any] | None = None,
+        time_limit_seconds: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Create one job. Without ``idempotency_key`` a fresh one is made for this call and
+        reused by its retries, so a lost response never creates the job twice."""
+        request = JobRequest(
+            type=type,
+            project_id=project_id,
+            payload=payload,
+            queue=queue,
+            priority=priority,
+            not_before=not_before,
+            retry_policy=retry_policy,
+            time_limit_seconds=time_limit_seconds,
+            idempotency_key=idempotency_key,
+        )
+        return Job.from_json(self._json(_base.create_call(request)))
+
+    def create_many(self, requests: Sequence[JobRequest]) -> list[Job]:
+        """Create jobs in one request, in order. Give each an ``idempotency_key`` to make the
+        batch safe to retry after a broken connection; without keys it is sent once."""
+        body = self._json(_base.batch_call(requests))
+        return [Job.from_json(item) for item in body["jobs"]]
+
+    def get(self, job_id: int) -> Job:
+        return Job.from_json(self._json(Call("GET", _base.job_path(job_id), repeatable=True)))
+
+    def list_page(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobPage:
+        params = _base.list_params(
+            status=status,
+            type=type,
+            queue=queue,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+            cursor=cursor,
+        )
+        body = self._json(Call("GET", "/jobs", params=params, repeatable=True))
+        return _base.parse_page(body)
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[Job]:
+        """Every matching job, page after page, fetched as the iteration reaches it."""
+        cursor: str | None = None
+        while True:
+            page = self.list_page(
+                status=status,
+                type=type,
+                queue=queue,
+                created_after=created_after,
+                created_before=created_before,
+                limit=page_size,
+                cursor=cursor,
+            )
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, job_id: int) -> Job:
+        """Cancel; repeating it changes nothing, so it is retried like a GET."""
+        call = Call("DELETE", _base.job_path(job_id), repeatable=True)
+        return Job.from_json(self._json(call))
+
+    def retry(self, job_id: int) -> Job:
+        """Schedule a failed job again. Sent once on a broken connection: a second try could
+        meet the job already running again."""
+        return Job.from_json(self._json(Call("POST", _base.job_path(job_id, "/retry"))))
+
+    def history(self, job_id: int) -> list[HistoryEntry]:
+        call = Call("GET", _base.job_path(job_id, "/history"), repeatable=True)
+        body = self._json(call)
+        return [HistoryEntry.from_json(item) for item in body["items"]]
+
+    def events(self, job_id: int, *, last_event_id: str | None = None) -> Iterator[JobEvent]:
+        """The job's events from ``last_event_id`` (from its first event without one) until it
+        is final, reconnecting with ``Last-Event-ID`` when the connection drops."""
+        yield from self._follow(Follow(job_id, last_event_id, deadline=None, timeout=None))
+
+    def wait(self, job_id: int, timeout: float | None = None) -> Job:
+        """Follow the job's events until it is final and return it as the server has it.
+
+        Raises ``WaitTimeout`` after ``timeout`` seconds (None: wait as long as it takes).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        follow = Follow(job_id, None, deadline=deadline, timeout=timeout)
+        for _ in self._follow(follow):
+            pass
+        assert follow.final is not None
+        return follow.final
+
+    def _follow(self, follow: Follow) -> Iterator[JobEvent]:
+        """Stream, resume, and at each clean end ask the server whether the job is final:
+        the stream may close for reasons of its own (a restart, a proxy), and a ``failed`` the
+        retry policy took back to ``scheduled`` is not an end."""
+        while True:
+            remaining = self._remaining(follow)
+            headers = {"Accept": "text/event-stream"}
+            if follow.last_event_id:
+                headers["Last-Event-ID"] = follow.last_event_id
+            decoder = _base.SSEDecoder()
+            try:
+                with self._http.stream(
+                    "GET",
+                    _base.job_path(follow.job_id, "/events"),
+                    headers=headers,
+                    timeout=_base.stream_timeout(self._http.timeout, remaining),
+                ) as response:
+                    if not response.is_success:
+                        response.read()
+                        error = _base.error_of(response)
+                        if not error.retryable:
+                            raise error
+                        self._stream_failed(follow, error, response.headers.get("retry-after"))
+                        continue
+                    for line in response.iter_lines():
+                        message = decoder.feed(line)
+                        if message is None:
+                            continue
+                        event = _base.to_event(message)
+                        follow.last_event_id, follow.failures = event.id, 0
+                        yield event
+            except httpx.ReadTimeout:
+                continue  # an idle stream; the deadline is checked on the way round
+            except httpx.TransportError as exc:
+                self._stream_failed(follow, exc, None)
+                continue
+            job = self.get(follow.job_id)
+            if job.is_final:
+                follow.final = job
+                return
+            self._sleep(follow, decoder.retry_seconds or self._retry.delay(1))
+
+    def _remaining(self, follow: Follow) -> float | None:
+        if follow.deadline is None:
+            return None
+        remaining = follow.deadline - time.monotonic()
+        if remaining <= 0:
+            assert follow.timeout is not None
+            raise WaitTimeout(follow.job_id, follow.timeout)
+        return remaining
+
+    def _stream_failed(self, follow: Follow, error: Exception, retry_after: str | None) -> None:
+        follow.failures += 1
+        if follow.failures >= self._retry.attempts:
+            if isinstance(error, httpx.TransportError):
+                raise TransportError(f"event stream of job {follow.job_id}: {error}") from error
+            raise error
+        log.debug("client_stream_reconnect", job_id=follow.job_id, error=str(error))
+        self._sleep(follow, self._retry.delay(follow.failures, retry_after))
+
+    def _sleep(self, follow: Follow, seconds: float) -> None:
+        remaining = self._remaining(follow)
+        time.sleep(seconds if remaining is None else min(seconds, remaining))
+
+    def _json(self, call: Call) -> Any:
+        return self._send(call).json()
+
+    def _send(self, call: Call) -> httpx.Response:
+        failures = 0
+        while True:
+            try:
+                response = self._http.request(
+                    call.method, call.path, params=call.params, json=call.json, headers=call.headers
+                )
+            except httpx.TransportError as exc:
+                failures += 1
+                allowed = call.repeatable or _base.nothing_was_sent(exc)
+                if not allowed or failures >= self._retry.attempts:
+                    raise TransportError(f"{call.method} {call.path}: {exc}") from exc
+                log.debug("client_retry", method=call.method, path=call.path, error=str(exc))
+                time.sleep(self._retry.delay(failures))
+                continue
+            if response.is_success:
+                return response
+            error = _base.error_of(response)
+            failures += 1
+            if not error.retryable or failures >= self._retry.attempts:
+                raise error
+            log.debug("client_retry", method=call.method, path=call.path, code=error.code)
+            time.sleep(self._retry.delay(failures, response.headers.get("retry-after")))
