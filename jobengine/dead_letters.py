@@ -61,6 +61,14 @@ class DeadLetterDiscarded(StoreError):
         )
 
 
+class JobNotFailed(StoreError):
+    code = "JOB_NOT_FAILED"
+    hint = "Only a job that failed for good can be retried; `jobengine jobs get` shows its state."
+
+    def __init__(self, job_id: int, status: str) -> None:
+        super().__init__(f"job {job_id} is {status}, not failed; there is nothing to retry")
+
+
 class DeadLetterNotOpen(StoreError):
     code = "DEAD_LETTER_NOT_OPEN"
     hint = "Only open dead letters can be discarded; this one was replayed (see `dlq show`)."
@@ -161,8 +169,8 @@ class DeadLetters:
             found = DeadLetterRepository(conn).id_for_job(job_id)
         if tenant_id is not None and job.tenant_id != tenant_id:
             raise DeadLetterNotFound(f"job {job_id}")
-        if found is None:
-            raise DeadLetterNotFound(f"a dead letter for job {job_id} ({job.status.value})")
+        if found is None or job.status is not JobStatus.FAILED:
+            raise JobNotFailed(job_id, job.status.value)
         return found
 
     def counts(self) -> list[DeadLetterCount]:

@@ -227,6 +227,47 @@ class Executor:
             return None
         return self.claim(job.id, owner)
 
+    def poison(self, job_id: int, owner: str, error: dict[str, Any]) -> Job | None:
+        """Dead-letter a scheduled job whose message can never run a handler (undecodable, or
+        no handler here): ``scheduled → claimed → running → failed`` in one statement, so the
+        attempt is counted and the timeline shows which worker met the message. None when the
+        job was not waiting to run (final, leased elsewhere): a stale message changes nothing.
+        """
+        try:
+            with self._statements.connection() as conn:
+                return guard.transition(
+                    conn,
+                    job_id,
+                    [
+                        Step(JobStatus.CLAIMED),
+                        Step(JobStatus.RUNNING),
+                        Step(JobStatus.FAILED, error.get("code")),
+                    ],
+                    actor=owner,
+                    lease_owner=owner,
+                    lease_ttl_seconds=self.lease_ttl_seconds,
+                    error=error,
+                    dead_letter_reason=DeadLetterReason.POISON,
+                ).job
+        except (TransitionRefused, JobNotFound) as exc:
+            log.info("poison_message_ignored", job_id=job_id, reason=str(exc))
+            return None
+
+    def adopt_poison(
+        self, job_type: str, payload: Any, celery_task_id: str, owner: str, error: dict[str, Any]
+    ) -> Job | None:
+        """Record a plain producer's message that cannot run as a job, then dead-letter it, so
+        what it carried is kept in Postgres rather than dropped with the message."""
+        new = NewJob(type=job_type, payload=payload, idempotency_key=f"celery:{celery_task_id}")
+        with transaction(self.engine) as conn:
+            job = guard.create_job(conn, new, schedule=True, actor=owner, reason="adopted")
+            if job is None:
+                found = JobsRepository(conn).find_by_idempotency_key(
+                    new.tenant_id, new.idempotency_key or ""
+                )
+                job = found[0] if found else None
+        return None if job is None else self.poison(job.id, owner, error)
+
     def complete(self, claim: Claim, result: Any) -> Job | None:
         return self._finish(claim, [Step(JobStatus.COMPLETED, "handler returned")], result=result)
 

@@ -23,10 +23,12 @@ configure_logging(settings.log_level, settings.log_json)
 
 app = Celery("jobengine")
 app.config_from_object(celery_config(settings, urls()[1]))
+app.conf.worker_consumer = "workers.poison:JobConsumer"
 
 for module in ("workers.handlers.builtin", *settings.handler_modules):
     importlib.import_module(module)
 importlib.import_module("workers.hooks")
+importlib.import_module("workers.poison")
 register_tasks(app)
 
 if settings.sealed:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
 from config.settings import Settings
-from jobengine.api import errors, metrics, routes_health, routes_jobs, routes_streams
+from jobengine.api import errors, metrics, routes_dlq, routes_health, routes_jobs, routes_streams
 from jobengine.api.state import ApiState
 from jobengine.cancellation import TaskRevoker
 from jobengine.dispatch import Publisher
@@ -31,8 +31,9 @@ ROUTERS: list[APIRouter] = [
     metrics.router,
     routes_jobs.router,
     routes_streams.router,
+    routes_dlq.router,
 ]
-"""Every router the API serves; the dead-letter and retry routers join this list."""
+"""Every router the API serves."""
 
 DESCRIPTION = """\
 Submit, follow and cancel jobs. Every request but `/healthz`, `/readyz`, `/metrics` and

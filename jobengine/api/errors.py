@@ -16,6 +16,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobengine.cancellation import JobAlreadyFinal
+from jobengine.dead_letters import (
+    DeadLetterDiscarded,
+    DeadLetterNotFound,
+    DeadLetterNotOpen,
+    JobNotFailed,
+)
 from jobengine.errors import (
     DuplicateIdempotencyKey,
     JobEngineError,
@@ -58,6 +64,10 @@ STATUS_BY_ERROR: tuple[tuple[type[JobEngineError], int], ...] = (
     (JobNotFound, 404),
     (DuplicateIdempotencyKey, 409),
     (JobAlreadyFinal, 409),
+    (DeadLetterNotFound, 404),
+    (DeadLetterDiscarded, 409),
+    (DeadLetterNotOpen, 409),
+    (JobNotFailed, 409),
     (TransitionRefused, 409),
     (StoreUnavailable, 503),
 )

@@ -23,6 +23,7 @@ from jobengine.api.state import api_state
 from jobengine.domain.status import JobStatus
 from jobengine.store import queries
 from jobengine.store.database import run_all, transaction
+from jobengine.store.dead_letter_repository import DeadLetterRepository
 
 GUARD_SECONDS = Histogram(
     "jobengine_api_guard_seconds",
@@ -64,7 +65,7 @@ class EngineCollector(Collector):
             }
             queue_rows = run_all(conn, queries.METRICS_QUEUE_DEPTH, {})
             step_rows = run_all(conn, queries.METRICS_TRANSITIONS, {})
-            dead_rows = run_all(conn, queries.METRICS_DEAD_LETTERS, {})
+            dead_counts = DeadLetterRepository(conn).counts()
         for status in JobStatus:
             jobs.add_metric([status.value], by_state.get(status.value, 0))
         for r in queue_rows:
@@ -77,8 +78,8 @@ class EngineCollector(Collector):
                 retried += r["n"]
         lease_expiries.add_metric([], expired)
         retries.add_metric([], retried)
-        for r in dead_rows:
-            dead.add_metric([r["reason"], r["type"]], r["n"])
+        for c in dead_counts:
+            dead.add_metric([c.reason.value, c.type], c.count)
         yield from (jobs, depth, transitions, lease_expiries, retries, dead)
 
 

@@ -552,6 +552,7 @@ SELECT reason, type, count(*) AS n FROM dead_letters
 WHERE status = 'open'
 GROUP BY reason, type
 ORDER BY reason, type
+"""
 
 # ---- event streams (commit-ordered outbox cursor, see migration 0006) -----------------------
 
@@ -666,9 +667,4 @@ SELECT coalesce(from_status::text, '') AS from_status, to_status::text AS to_sta
        count(*) FILTER (WHERE reason IN ('lease_expired', 'lease_expired_before_start'))
            AS lease_expired
 FROM job_history GROUP BY 1, 2
-"""
-
-METRICS_DEAD_LETTERS = """
--- name: metrics_dead_letters  (ix_dead_letters_status_id)
-SELECT reason, type, count(*) AS n FROM dead_letters WHERE status = 'open' GROUP BY reason, type
 """

@@ -205,6 +205,7 @@ def fleet(db_url: str, broker_url: str, engine: Engine, tmp_path: Path) -> Itera
             )
         )
         conn.execute(text("CREATE TABLE test_releases (job_id bigint, attempt int)"))
+        conn.execute(text("CREATE TABLE test_flags (name text PRIMARY KEY)"))
     fleet = Fleet(db_url=db_url, broker_url=broker_url, logs=tmp_path, engine=engine)
     try:
         yield fleet

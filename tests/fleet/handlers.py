@@ -75,6 +75,19 @@ def flaky(ctx: JobContext) -> dict[str, Any]:
     return {"attempt": ctx.attempt}
 
 
+@job("broken_while_flagged", retry_policy={"max_retries": 0})
+def broken_while_flagged(ctx: JobContext) -> dict[str, Any]:
+    """Fails (for good: no retries) while a ``test_flags`` row named 'broken' exists, as a
+    handler does until the cause of its failures is fixed."""
+    with _engine().connect() as conn:
+        broken = conn.execute(text("SELECT 1 FROM test_flags WHERE name = 'broken'")).first()
+    if broken is not None:
+        record_effect(ctx, "failed")
+        raise RuntimeError("downstream is broken")
+    record_effect(ctx, "ran")
+    return {"attempt": ctx.attempt}
+
+
 @job("polite")
 def polite(ctx: JobContext) -> None:
     """Runs until its soft time limit, then cleans up and gives up."""

@@ -1,0 +1,247 @@
+"""``/api/v1/dlq`` and ``POST /api/v1/jobs/{id}/retry``: the dead-letter operations over HTTP.
+
+The same service as the CLI's (``jobengine.dead_letters``), scoped to the key's tenant: a dead
+letter of another tenant answers 404. Reading needs ``jobs:read``; replaying and discarding
+``dlq:replay`` (retrying one failed job ``jobs:write``); purging ``admin``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from pydantic import AwareDatetime
+
+from jobengine.api.auth import acting_tenant, require
+from jobengine.api.errors import ApiError
+from jobengine.api.keys import ADMIN, DLQ_REPLAY, JOBS_READ, JOBS_WRITE, ApiKey
+from jobengine.api.routes_jobs import JobId, actor, decode_cursor, encode_cursor
+from jobengine.api.schemas import ERROR_RESPONSES, ErrorOut, JobOut, Name
+from jobengine.api.schemas_dlq import (
+    BulkReplayIn,
+    BulkReplayOut,
+    DeadLetterDetail,
+    DeadLetterList,
+    DiscardIn,
+    DiscardOut,
+    PurgeOut,
+    ReplayIn,
+    ReplayOut,
+    detail,
+    summary,
+)
+from jobengine.api.state import ApiState, api_state
+from jobengine.dead_letters import DeadLetters, ReplayOptions
+from jobengine.domain.dead_letter import DeadLetterReason, DeadLetterStatus
+from jobengine.store.database import transaction
+from jobengine.store.dead_letter_repository import DeadLetterFilter
+from jobengine.store.jobs_repository import JobsRepository
+
+router = APIRouter(prefix="/api/v1", tags=["dead letters"], responses=ERROR_RESPONSES)
+
+DeadLetterId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The dead letter's id.")]
+AdminTenant = Annotated[
+    str | None, Header(alias="X-Tenant-Id", max_length=200, description="Admin keys only.")
+]
+
+MAX_BULK = 1000
+"""A bulk replay over HTTP takes at most this many entries; the CLI takes any number."""
+
+
+class TooManyToReplay(ApiError):
+    status = 422
+    code = "TOO_MANY_TO_REPLAY"
+    hint = "Narrow the filter (type, queue, reason, time range) or use `jobengine dlq replay`."
+
+
+class FilterRequired(ApiError):
+    status = 422
+    code = "FILTER_REQUIRED"
+    hint = "Name at least one filter, or set everything: true to replay every open entry."
+
+
+def service(state: ApiState) -> DeadLetters:
+    return DeadLetters(
+        state.engine,
+        publisher=state.publisher,
+        max_payload_bytes=state.settings.max_payload_bytes,
+    )
+
+
+def _scope(key: ApiKey, tenant: str | None) -> str | None:
+    """The tenant whose entries a request sees: the key's; an admin's choice, or all."""
+    if key.is_admin and tenant is None:
+        return None
+    return acting_tenant(key, tenant)
+
+
+def _options(key: ApiKey, body: ReplayIn) -> ReplayOptions:
+    return ReplayOptions(
+        actor=actor(key),
+        reason=body.reason,
+        payload_patch=body.payload_patch,
+        fresh_budget=body.fresh_budget,
+    )
+
+
+@router.get("/dlq", response_model=DeadLetterList, summary="List dead letters, by id")
+def list_dead_letters(
+    request: Request,
+    key: Annotated[ApiKey, Depends(require(JOBS_READ))],
+    type: Annotated[list[Name] | None, Query(max_length=50)] = None,
+    queue: Annotated[list[Name] | None, Query(max_length=50)] = None,
+    reason: Annotated[list[DeadLetterReason] | None, Query()] = None,
+    error_class: Annotated[list[Name] | None, Query(alias="errorClass", max_length=50)] = None,
+    status: Annotated[
+        list[DeadLetterStatus] | None, Query(description="Default: open. Repeat for several.")
+    ] = None,
+    failed_after: Annotated[AwareDatetime | None, Query(alias="failedAfter")] = None,
+    failed_before: Annotated[AwareDatetime | None, Query(alias="failedBefore")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=100)] = None,
+    tenant: AdminTenant = None,
+) -> DeadLetterList:
+    flt = DeadLetterFilter(
+        tenant_id=_scope(key, tenant),
+        types=type or (),
+        queues=queue or (),
+        reasons=reason or (),
+        error_classes=error_class or (),
+        statuses=status or (DeadLetterStatus.OPEN,),
+        failed_from=failed_after,
+        failed_to=failed_before,
+    )
+    after = decode_cursor(cursor) if cursor else 0
+    page = service(api_state(request)).page(flt, after_id=after, limit=limit)
+    return DeadLetterList(
+        items=[summary(e) for e in page.items],
+        next_cursor=encode_cursor(page.next_cursor) if page.next_cursor is not None else None,
+    )
+
+
+@router.get("/dlq/{dead_letter_id}", response_model=DeadLetterDetail, summary="One dead letter")
+def get_dead_letter(
+    request: Request,
+    dead_letter_id: DeadLetterId,
+    key: Annotated[ApiKey, Depends(require(JOBS_READ))],
+) -> DeadLetterDetail:
+    """With its traceback, payload snapshot, whole timeline and every replay's outcome."""
+    tenant = None if key.is_admin else key.tenant_id
+    return detail(service(api_state(request)).get(dead_letter_id, tenant))
+
+
+@router.post(
+    "/dlq/{dead_letter_id}/replay",
+    response_model=ReplayOut,
+    summary="Replay one dead letter",
+    responses={409: {"model": ErrorOut, "description": "The entry was discarded."}},
+)
+def replay_dead_letter(
+    request: Request,
+    dead_letter_id: DeadLetterId,
+    key: Annotated[ApiKey, Depends(require(DLQ_REPLAY))],
+    body: Annotated[ReplayIn | None, Body()] = None,
+) -> ReplayOut:
+    """Safe to repeat: an entry replayed before answers ``already_replayed`` and does nothing."""
+    tenant = None if key.is_admin else key.tenant_id
+    done = service(api_state(request)).replay(
+        dead_letter_id, _options(key, body or ReplayIn()), tenant_id=tenant
+    )
+    return ReplayOut.of(done)
+
+
+@router.post("/dlq/replay", response_model=BulkReplayOut, summary="Replay dead letters by filter")
+def replay_many(
+    request: Request,
+    body: BulkReplayIn,
+    key: Annotated[ApiKey, Depends(require(DLQ_REPLAY))],
+    tenant: AdminTenant = None,
+) -> BulkReplayOut:
+    """The open entries matching the filter when the request arrives, at most 1000."""
+    flt = DeadLetterFilter(
+        tenant_id=_scope(key, tenant),
+        types=body.type,
+        queues=body.queue,
+        reasons=body.dead_letter_reason,
+        error_classes=body.error_class,
+        failed_from=body.failed_after,
+        failed_to=body.failed_before,
+    )
+    narrowed = any(
+        (body.type, body.queue, body.dead_letter_reason, body.error_class, body.failed_after)
+    )
+    if not (narrowed or body.failed_before or body.everything):
+        raise FilterRequired("a bulk replay needs a filter")
+    dead_letters = service(api_state(request))
+    options = _options(key, body)
+    selection = dead_letters.replay_many(flt, options, dry_run=True)
+    if len(selection.selected) > MAX_BULK:
+        raise TooManyToReplay(
+            f"{len(selection.selected)} dead letters match; at most {MAX_BULK} per request"
+        )
+    if body.dry_run or not selection.selected:
+        return BulkReplayOut.of(selection)
+    fixed = replace(flt, max_id=selection.selected[-1].id)
+    return BulkReplayOut.of(
+        dead_letters.replay_many(fixed, options, max_per_second=body.max_per_second)
+    )
+
+
+@router.post(
+    "/dlq/{dead_letter_id}/discard",
+    response_model=DiscardOut,
+    summary="Discard a dead letter for good",
+    responses={409: {"model": ErrorOut, "description": "The entry was replayed, not open."}},
+)
+def discard_dead_letter(
+    request: Request,
+    dead_letter_id: DeadLetterId,
+    key: Annotated[ApiKey, Depends(require(DLQ_REPLAY))],
+    body: Annotated[DiscardIn | None, Body()] = None,
+) -> DiscardOut:
+    tenant = None if key.is_admin else key.tenant_id
+    changed = service(api_state(request)).discard(
+        dead_letter_id,
+        actor=actor(key),
+        reason=body.reason if body else None,
+        tenant_id=tenant,
+    )
+    return DiscardOut(dead_letter_id=dead_letter_id, discarded=changed)
+
+
+@router.delete("/dlq", response_model=PurgeOut, summary="Purge replayed and discarded entries")
+def purge_dead_letters(
+    request: Request,
+    key: Annotated[ApiKey, Depends(require(ADMIN))],
+    older_than_seconds: Annotated[
+        float, Query(alias="olderThanSeconds", ge=0, le=10 * 365 * 86400)
+    ],
+) -> PurgeOut:
+    """Open entries are never purged; jobs and their history stay."""
+    before = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+    return PurgeOut(purged=service(api_state(request)).purge(before))
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    response_model=JobOut,
+    tags=["jobs"],
+    summary="Retry a job that failed for good",
+    responses={409: {"model": ErrorOut, "description": "The job is not failed."}},
+)
+def retry_job(
+    request: Request,
+    job_id: JobId,
+    key: Annotated[ApiKey, Depends(require(JOBS_WRITE))],
+    body: Annotated[ReplayIn | None, Body()] = None,
+) -> JobOut:
+    """Replays the job's dead letter; retrying a job already sent back changes nothing."""
+    state = api_state(request)
+    tenant = None if key.is_admin else key.tenant_id
+    dead_letters = service(state)
+    entry_id = dead_letters.id_for_job(job_id, tenant)
+    dead_letters.replay(entry_id, _options(key, body or ReplayIn()), tenant_id=tenant)
+    with transaction(state.engine) as conn:
+        return JobOut.of(JobsRepository(conn).get(job_id))

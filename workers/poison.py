@@ -1,0 +1,116 @@
+"""Messages that can never run a handler are dead-lettered in Postgres, not dropped.
+
+Celery logs such a message and then acknowledges or rejects it: a body it cannot decode, a
+content type it refuses, a task name with no handler in this worker. Left at that, the job
+would sit ``scheduled`` and the leader would publish it again and again, each message meeting
+the same end. Here the job named by the message fails for good as ``poison`` instead; a message
+from a plain Celery producer that names no job of ours is first recorded as a job, with what
+could be read of it, so an operator can see it and replay or discard it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from celery import signals
+from celery.worker.consumer import Consumer
+
+from jobengine.dispatch import TASK_PREFIX, is_chunk, parse_task_id
+from jobengine.errors import JobEngineError
+from workers.runtime import runtime
+
+log = structlog.get_logger("workers.poison")
+
+MAX_RAW_BODY_CHARS = 8_000
+
+
+def _error(message: str, details: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "code": "POISON_MESSAGE",
+        "class": "jobengine.failures.PoisonMessage",
+        "message": message,
+        "traceback": "",
+        "details": details,
+    }
+
+
+def _raw(message: Any) -> dict[str, Any]:
+    """What can be kept of a message whose body does not decode: its bytes as text, bounded."""
+    body = message.body
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    return {
+        "content_type": message.content_type,
+        "content_encoding": message.content_encoding,
+        "body": text[:MAX_RAW_BODY_CHARS],
+    }
+
+
+def dead_letter_message(
+    headers: dict[str, Any], why: str, details: dict[str, Any], job_ids: list[int] | None = None
+) -> None:
+    """Fail for good the jobs a poison message names (or adopt it, when it names none)."""
+    name = str(headers.get("task") or "")
+    task_id = str(headers.get("id") or "")
+    if not name.startswith(TASK_PREFIX):
+        return  # not a job message: nothing of ours to record
+    rt = runtime()
+    error = _error(why, details)
+    parsed = parse_task_id(task_id)
+    if parsed is not None:
+        job_ids = [parsed[0]]
+    if job_ids is None and is_chunk(task_id):
+        log.warning("poison_chunk_left_to_leader", task_id=task_id, why=why)
+        return  # its jobs stay marked published; the leader re-publishes them one by one
+    if job_ids is None:
+        rt.executor.adopt_poison(name[len(TASK_PREFIX) :], details, task_id, rt.owner, error)
+        return
+    for job_id in job_ids:
+        rt.executor.poison(job_id, rt.owner, error)
+
+
+def _job_ids_of(payload: Any) -> list[int] | None:
+    try:
+        args = payload[0] if isinstance(payload, list | tuple) else payload.get("args")
+        return [int(a) for a in args]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
+
+
+def on_unknown_task(message: Any = None, name: str = "", id: str = "", **_: Any) -> None:
+    """No handler for this type in this worker (Celery sends ``task_unknown``)."""
+    try:
+        headers = dict(message.headers or {}) if message is not None else {}
+        headers.setdefault("task", name)
+        headers.setdefault("id", id)
+        payload = message.payload if message is not None else None
+        ours = parse_task_id(id) is not None or is_chunk(id)
+        dead_letter_message(
+            headers,
+            f"no handler for job type {name[len(TASK_PREFIX) :]!r} in worker {runtime().owner}",
+            {"task": name, "payload": None if ours else payload},
+            _job_ids_of(payload) if is_chunk(id) else None,
+        )
+    except (JobEngineError, OSError) as exc:
+        log.error("poison_not_recorded", task=name, task_id=id, error=str(exc))
+
+
+class JobConsumer(Consumer):  # type: ignore[misc]
+    """Celery's consumer, recording undecodable and refused messages before it drops them."""
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        self._poison(message, f"message body could not be decoded: {exc}")
+        super().on_decode_error(message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        self._poison(message, f"message refused: {exc}")
+        super().on_invalid_task(body, message, exc)
+
+    def _poison(self, message: Any, why: str) -> None:
+        try:
+            dead_letter_message(dict(message.headers or {}), why, _raw(message))
+        except (JobEngineError, OSError) as exc:
+            log.error("poison_not_recorded", why=why, error=str(exc))
+
+
+signals.task_unknown.connect(on_unknown_task, weak=False)
