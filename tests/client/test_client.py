@@ -184,3 +184,22 @@ def test_readme_client_example_runs(api: ApiServer, fleet: Fleet) -> None:
     fleet.start_worker("w1")
     namespace: dict[str, object] = {"API_URL": api.url, "API_KEY": api.key}
     exec(example("Python client"), namespace)
+
+
+def test_retry_sends_a_failed_job_back_and_it_completes_once_fixed(
+    api: ApiServer, fleet: Fleet
+) -> None:
+    with fleet.engine.begin() as conn:
+        conn.execute(text("INSERT INTO test_flags VALUES ('broken')"))
+    fleet.start_worker("w1")
+    with client_for(api) as client:
+        job = client.create("broken_while_flagged", project_id="orders")
+        assert client.wait(job.id, timeout=60).status is S.FAILED
+        with fleet.engine.begin() as conn:
+            conn.execute(text("DELETE FROM test_flags"))
+        assert client.retry(job.id).status is S.SCHEDULED
+        done = client.wait(job.id, timeout=60)
+        assert (done.status, done.attempt) == (S.COMPLETED, 2)
+        with pytest.raises(ApiError) as not_failed:
+            client.retry(job.id)
+        assert (not_failed.value.status, not_failed.value.code) == (409, "JOB_NOT_FAILED")
