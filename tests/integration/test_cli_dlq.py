@@ -7,108 +7,19 @@ scheduled for the leader, and the commands must say so.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import structlog
 from sqlalchemy import Engine, text
-from typer.testing import CliRunner
 
-from jobengine import guard
-from jobengine.cli import app
-from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
-from jobengine.embedded import EmbeddedRedis, free_loopback_port
-from jobengine.execution import Executor, describe_error
-from jobengine.failures import NonRetryableError, PoisonMessage
+from jobengine.embedded import EmbeddedRedis
+from jobengine.failures import PoisonMessage
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import JobsRepository
+from tests.integration.cli_support import dead_letter, invoke, one_line_error, parse, statuses
 
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _quiet_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Keep log lines out of the captured stdout that ``--json`` tests parse.
-
-    The CLI configures logging once per process, binding the ``sys.stderr`` of that moment
-    (inside ``CliRunner``, a capture stream closed after the call); unconfigured structlog
-    prints to stdout. Both are wrong in-process, so logs are dropped here.
-    """
-    monkeypatch.setattr("jobengine.cli.configure_logging", lambda *_args, **_kw: None)
-    saved = structlog.get_config()
-    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
-    yield
-    structlog.configure(**saved)
-
-
-@pytest.fixture
-def closed_broker() -> str:
-    return f"redis://127.0.0.1:{free_loopback_port()}/0"
-
-
-def invoke(
-    db_url: str, broker_url: str, *args: str, input: str | None = None
-) -> tuple[int, str, str]:
-    env = {"JOBENGINE_DATABASE_URL": db_url, "JOBENGINE_BROKER_URL": broker_url}
-    result = runner.invoke(app, list(args), env=env, input=input)
-    return result.exit_code, result.stdout, result.stderr
-
-
-def one_line_error(code: int, out: str, err: str) -> str:
-    assert code == 1, (out, err)
-    assert "Traceback" not in out + err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    return lines[0]
-
-
-def dead_letter(
-    engine: Engine,
-    *,
-    job_type: str = "noop",
-    tenant: str = "t1",
-    queue: str = "default",
-    exc: Exception | None = None,
-) -> tuple[int, int]:
-    """A job that failed for good at its first attempt: (dead letter id, job id)."""
-    with transaction(engine) as conn:
-        job = guard.create_job(
-            conn,
-            NewJob(type=job_type, payload={"n": 1}, tenant_id=tenant, queue=queue),
-            schedule=True,
-        )
-    assert job is not None
-    executor = Executor(engine, lease_ttl_seconds=30)
-    claim = executor.claim(job.id, "worker-1")
-    assert claim is not None
-    try:
-        raise exc or NonRetryableError("bad input")
-    except Exception as raised:
-        failed = executor.record_outcome_of_failure(claim, raised, describe_error(raised))
-    assert failed is not None and failed.status is JobStatus.FAILED
-    with transaction(engine) as conn:
-        entry_id = conn.execute(
-            text("SELECT id FROM dead_letters WHERE job_id = :id"), {"id": job.id}
-        ).scalar_one()
-    return int(entry_id), job.id
-
-
-def statuses(engine: Engine, table: str, ids: list[int]) -> list[str]:
-    with transaction(engine) as conn:
-        rows = conn.execute(
-            text(f"SELECT status FROM {table} WHERE id = ANY(:ids) ORDER BY id"), {"ids": ids}
-        ).scalars()
-        return [str(s) for s in rows]
-
-
-def parse(code: int, out: str, err: str) -> Any:
-    assert code == 0, err
-    return json.loads(out)
+pytestmark = pytest.mark.usefixtures("quiet_cli")
 
 
 def test_list_pages_filters_and_names_the_entries(
