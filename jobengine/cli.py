@@ -1,8 +1,17 @@
 """The ``jobengine`` command line.
 
 Operators read its errors in terminals and in CI logs, so every failure is one line on stderr
-(``error: <message> (<hint>)``, exit code 1) unless ``--debug`` asks for the traceback. Usage
-errors keep Typer's exit code 2.
+(``error: <message> (<hint>)``) unless ``--debug`` asks for the traceback. Scripts branch on
+the exit code, so it means the same for every command:
+
+- 0: done, or already done (a replayed entry replayed again, a discarded one discarded again);
+  the output says "nothing done" then, so running a command twice is safe.
+- 1: an error: unknown id, bad filter or value, refused replay, declined confirmation.
+- 2: bad usage, Typer's own (unknown option, a value of the wrong type).
+
+``--json`` prints one JSON document on stdout; notes, prompts and progress go to stderr.
+Commands that write history (replay, discard, retry, cancel) record ``cli:<os user>@<hostname>``
+as the actor. The ``jobs`` and ``dlq`` groups live in ``cli_jobs`` and ``cli_dlq``.
 """
 
 from __future__ import annotations
