@@ -235,7 +235,7 @@ class RecordingPublisher:
         try:
             send()
         except Exception as exc:
-            self.error = one_line(str(exc)) or type(exc).__name__
+            self.error = one_line(str(exc)).rstrip(".") or type(exc).__name__
             raise
         self.sent.update(ref.id for ref in refs)
 

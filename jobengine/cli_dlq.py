@@ -433,7 +433,10 @@ def _report_selection(selected: list[DeadLetter], *, dry_run: bool, as_json: boo
         )
         return
     if not selected:
-        typer.echo("no open dead letter matches; nothing replayed")
+        typer.echo(
+            "no open dead letter matches; "
+            + ("nothing would be replayed" if dry_run else "nothing replayed")
+        )
         return
     table_console().print(
         _entries_table(selected, f"{len(selected)} dead letter(s) would be replayed")
