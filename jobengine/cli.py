@@ -1,8 +1,17 @@
 """The ``jobengine`` command line.
 
 Operators read its errors in terminals and in CI logs, so every failure is one line on stderr
-(``error: <message> (<hint>)``, exit code 1) unless ``--debug`` asks for the traceback. Usage
-errors keep Typer's exit code 2.
+(``error: <message> (<hint>)``) unless ``--debug`` asks for the traceback. Scripts branch on
+the exit code, so it means the same for every command:
+
+- 0: done, or already done (a replayed entry replayed again, a discarded one discarded again);
+  the output says "nothing done" then, so running a command twice is safe.
+- 1: an error: unknown id, bad filter or value, refused replay, declined confirmation.
+- 2: bad usage, Typer's own (unknown option, a value of the wrong type).
+
+``--json`` prints one JSON document on stdout; notes, prompts and progress go to stderr.
+Commands that write history (replay, discard, retry, cancel) record ``cli:<os user>@<hostname>``
+as the actor. The ``jobs`` and ``dlq`` groups live in ``cli_jobs`` and ``cli_dlq``.
 """
 
 from __future__ import annotations
@@ -10,27 +19,32 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError as SettingsInvalid
 from rich import box
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine
 from typer.core import TyperGroup
 
 from config.logging import configure_logging
-from config.settings import Settings
+from jobengine.cli_common import (
+    JsonOption,
+    cli_actor,
+    job_dict,
+    load_settings,
+    note,
+    one_line,
+    settings_of,
+    store,
+)
+from jobengine.cli_dlq import dlq_app
+from jobengine.cli_jobs import jobs_app
 from jobengine.cli_keys import keys_app
 from jobengine.domain.status import FINAL_STATES, JobStatus
 from jobengine.domain.transitions import TRANSITIONS
 from jobengine.errors import JobEngineError
 from jobengine.services import (
-    ConfigurationError,
     current_database_revision,
     database,
     downgrade_database,
@@ -38,15 +52,10 @@ from jobengine.services import (
     masked_url,
     upgrade_database,
 )
-from jobengine.store.database import make_engine, transaction
+from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import JobsRepository, QueueLimitRepository
 
 EXIT_ERROR = 1
-
-
-def one_line(text: str) -> str:
-    """Driver messages span lines (psycopg adds a second one); a log line must not."""
-    return " ".join(text.split())
 
 
 def format_error(exc: BaseException) -> str:
@@ -57,20 +66,6 @@ def format_error(exc: BaseException) -> str:
         hint = "rerun with --debug for the traceback"
     line = f"error: {one_line(message)}"
     return f"{line} ({one_line(hint)})" if hint else line
-
-
-def load_settings() -> Settings:
-    """Settings, with a bad ``JOBENGINE_*`` value reported as the variable to fix."""
-    try:
-        return Settings()
-    except SettingsInvalid as exc:
-        first = exc.errors()[0]
-        field = "_".join(str(part) for part in first["loc"]).upper()
-        what = f"JOBENGINE_{field} is invalid" if field else "the settings do not fit together"
-        raise ConfigurationError(
-            f"{what}: {first['msg']}",
-            hint="Fix it in the environment or in .env; config/example.env shows valid values.",
-        ) from exc
 
 
 class _OneLineErrors(TyperGroup):
@@ -97,13 +92,11 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="Migrate the job store's schema.")
 app.add_typer(db_app, name="db")
-jobs_app = typer.Typer(no_args_is_help=True, help="Inspect and steer jobs.")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(dlq_app, name="dlq")
 queues_app = typer.Typer(no_args_is_help=True, help="Per-queue concurrency limits.")
 app.add_typer(queues_app, name="queues")
 app.add_typer(keys_app, name="keys")
-
-JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 
 
 @app.callback()
@@ -121,18 +114,6 @@ def _root(
     logging.getLogger("alembic").setLevel(logging.WARNING)  # commands report migrations themselves
 
 
-def _settings(ctx: typer.Context) -> Settings:
-    root = ctx.find_root()
-    if not isinstance(root.obj, Settings):
-        root.obj = load_settings()
-    return root.obj
-
-
-def _note(text: str) -> None:
-    """Context for humans goes to stderr, so stdout stays parseable (``db current``)."""
-    typer.echo(text, err=True)
-
-
 def _describe(revision: str | None) -> str:
     if revision is None:
         return "none"
@@ -145,7 +126,7 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Apply migrations up to REVISION (default: head)."""
-    with database(_settings(ctx)) as (url, _server):
+    with database(settings_of(ctx)) as (url, _server):
         outcome = upgrade_database(url, revision)
     typer.echo(
         f"upgraded {masked_url(url)}: {_describe(outcome.before)} -> {_describe(outcome.after)}"
@@ -161,7 +142,7 @@ def db_downgrade(
     ] = False,
 ) -> None:
     """Revert migrations down to REVISION (default: base, which drops every table)."""
-    with database(_settings(ctx)) as (url, _server):
+    with database(settings_of(ctx)) as (url, _server):
         if not yes:
             typer.confirm(
                 f"Downgrade {masked_url(url)} to {revision}? Tables and the jobs in them "
@@ -177,9 +158,9 @@ def db_downgrade(
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
     """Print the schema revision the database is at ("none" before the first upgrade)."""
-    with database(_settings(ctx)) as (url, _server):
+    with database(settings_of(ctx)) as (url, _server):
         revision = current_database_revision(url)
-    _note(f"database: {masked_url(url)}")
+    note(f"database: {masked_url(url)}")
     typer.echo(_describe(revision))
 
 
@@ -211,7 +192,7 @@ def dev(
     """Run the whole engine on private servers: workers, reaper, Flower and a demo producer."""
     from jobengine import dev as dev_mode  # keeps `jobengine states` from importing the fleet
 
-    code = dev_mode.run(_settings(ctx), once=once)
+    code = dev_mode.run(settings_of(ctx), once=once)
     if code:
         raise typer.Exit(code)
 
@@ -221,7 +202,7 @@ def api(ctx: typer.Context) -> None:
     """Serve the REST/SSE API on JOBENGINE_API_HOST:JOBENGINE_API_PORT (127.0.0.1:8080)."""
     from jobengine.api.app import serve  # keeps other commands from importing FastAPI
 
-    serve(_settings(ctx))
+    serve(settings_of(ctx))
 
 
 @app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -254,26 +235,6 @@ def flower(ctx: typer.Context) -> None:
     os.execv(sys.executable, argv)
 
 
-@contextmanager
-def _store(ctx: typer.Context) -> Iterator[Engine]:
-    """An engine on the command's database, disposed (and an embedded server stopped) after."""
-    with database(_settings(ctx)) as (url, _server):
-        engine = make_engine(url, pool_size=1)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
-
-
-def _job_dict(job: Any) -> dict[str, Any]:
-    data = dataclasses.asdict(job)
-    data["status"] = job.status.value
-    for key, value in data.items():
-        if isinstance(value, datetime):
-            data[key] = value.isoformat()
-    return data
-
-
 @jobs_app.command("get")
 def jobs_get(
     ctx: typer.Context,
@@ -281,9 +242,9 @@ def jobs_get(
     as_json: JsonOption = False,
 ) -> None:
     """Show one job: state, attempt, progress, result, last error, timestamps."""
-    with _store(ctx) as engine, transaction(engine) as conn:
+    with store(ctx) as engine, transaction(engine) as conn:
         job = JobsRepository(conn).get(job_id)
-    data = _job_dict(job)
+    data = job_dict(job)
     if as_json:
         typer.echo(json.dumps(data, sort_keys=True))
         return
@@ -319,13 +280,11 @@ def jobs_cancel(
     as_json: JsonOption = False,
 ) -> None:
     """Cancel a job; a running one's task is revoked with termination. Safe to run twice."""
-    import getpass
-
     from jobengine.cancellation import cancel_job
     from jobengine.fleet import publisher_app
     from jobengine.services import resolve_broker_url
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
 
     class BrokerRevoker:
         """Reaches the broker only when a running job's task must be stopped."""
@@ -335,15 +294,15 @@ def jobs_cancel(
             control = publisher_app(settings, broker_url).control
             control.revoke(task_id, terminate=terminate, signal=signal)
 
-    with _store(ctx) as engine:
+    with store(ctx) as engine:
         outcome = cancel_job(
-            engine, job_id, actor=f"cli:{getpass.getuser()}", reason=reason, revoker=BrokerRevoker()
+            engine, job_id, actor=cli_actor(), reason=reason, revoker=BrokerRevoker()
         )
     if as_json:
         typer.echo(
             json.dumps(
                 {
-                    "job": _job_dict(outcome.job),
+                    "job": job_dict(outcome.job),
                     "changed": outcome.changed,
                     "revoked_task": outcome.revoked_task,
                 },
@@ -368,7 +327,7 @@ def jobs_stuck(
     as_json: JsonOption = False,
 ) -> None:
     """Jobs claimed or running with a missed heartbeat, or scheduled with no message taken."""
-    with _store(ctx) as engine, transaction(engine) as conn:
+    with store(ctx) as engine, transaction(engine) as conn:
         stuck = JobsRepository(conn).stuck(scheduled_after_seconds=scheduled_after)
     if as_json:
         rows = [{**dataclasses.asdict(j), "status": j.status.value} for j in stuck]
@@ -394,7 +353,7 @@ def jobs_stuck(
 
 
 def _with_limits(ctx: typer.Context, action: Any) -> Any:
-    with _store(ctx) as engine, transaction(engine) as conn:
+    with store(ctx) as engine, transaction(engine) as conn:
         return action(QueueLimitRepository(conn))
 
 

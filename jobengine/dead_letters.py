@@ -164,12 +164,14 @@ class DeadLetters:
         return entry
 
     def id_for_job(self, job_id: int, tenant_id: str | None = None) -> int:
+        """The job's entry, open or not (replaying a replayed entry is a harmless no-op);
+        ``JobNotFailed`` when the job never failed for good."""
         with transaction(self.engine) as conn:
             job = JobsRepository(conn).get(job_id)
             found = DeadLetterRepository(conn).id_for_job(job_id)
         if tenant_id is not None and job.tenant_id != tenant_id:
             raise DeadLetterNotFound(f"job {job_id}")
-        if found is None or job.status is not JobStatus.FAILED:
+        if found is None:
             raise JobNotFailed(job_id, job.status.value)
         return found
 

@@ -87,9 +87,16 @@ def test_retry_endpoint_replays_a_failed_job_and_refuses_others(
     job_id = failed_job(engine)
     retried = ops.post(f"/api/v1/jobs/{job_id}/retry", json={"freshBudget": True})
     assert retried.status_code == 200 and retried.json()["status"] == "scheduled"
-    again = ops.post(f"/api/v1/jobs/{job_id}/retry")
-    assert again.status_code == 409 and again.json()["code"] == "JOB_NOT_FAILED"
-    assert set(again.json()) == {"code", "message", "hint", "retryable"}
+    again = ops.post(f"/api/v1/jobs/{job_id}/retry")  # safe to repeat: nothing more happens
+    assert again.status_code == 200 and again.json()["status"] == "scheduled"
+    [entry] = ops.get("/api/v1/dlq", params={"status": "replayed"}).json()["items"]
+    assert entry["replayCount"] == 1
+    never_failed = ops.post(
+        "/api/v1/jobs", json={"type": "noop", "projectId": "p"}, headers={"X-Tenant-Id": "acme"}
+    ).json()
+    refused = ops.post(f"/api/v1/jobs/{never_failed['id']}/retry")
+    assert refused.status_code == 409 and refused.json()["code"] == "JOB_NOT_FAILED"
+    assert set(refused.json()) == {"code", "message", "hint", "retryable"}
 
 
 def test_bulk_replay_needs_a_filter_and_a_dry_run_changes_nothing(

@@ -200,6 +200,8 @@ def test_retry_sends_a_failed_job_back_and_it_completes_once_fixed(
         assert client.retry(job.id).status is S.SCHEDULED
         done = client.wait(job.id, timeout=60)
         assert (done.status, done.attempt) == (S.COMPLETED, 2)
+        assert client.retry(job.id).status is S.COMPLETED  # already replayed: nothing happens
+        never_failed = client.create("noop", project_id="orders")
         with pytest.raises(ApiError) as not_failed:
-            client.retry(job.id)
+            client.retry(never_failed.id)
         assert (not_failed.value.status, not_failed.value.code) == (409, "JOB_NOT_FAILED")
