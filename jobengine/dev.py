@@ -46,6 +46,7 @@ from jobengine.services import (
     upgrade_database,
 )
 from jobengine.store.database import make_engine, transaction
+from jobengine.store.dead_letter_repository import DeadLetterRepository
 from jobengine.store.history_repository import JobHistoryRepository
 from jobengine.store.jobs_repository import JobsRepository
 
@@ -221,6 +222,7 @@ def demo_round(engine: Engine, publisher: Publisher, marker_dir: Path, n: int) -
 def summary(engine: Engine, flower_url: str, rounds: int) -> Group:
     with transaction(engine) as conn:
         counts = JobsRepository(conn).count_by_status()
+        dead = DeadLetterRepository(conn).counts()
         recent = conn.execute(
             text(
                 "SELECT h.job_id, j.type, h.from_status, h.to_status, h.attempt, h.actor, h.reason "
@@ -238,7 +240,13 @@ def summary(engine: Engine, flower_url: str, rounds: int) -> Group:
         moves.add_column(name, no_wrap=name != "reason")
     for r in reversed(recent):
         moves.add_row(str(r[0]), r[1], r[2] or "-", r[3], str(r[4]), r[5], r[6] or "")
-    return Group(states, moves, f"Flower: {flower_url}   (Ctrl-C stops everything)")
+    letters = ", ".join(f"{c.type} {c.reason.value} x{c.count}" for c in dead) or "none"
+    return Group(
+        states,
+        moves,
+        f"dead letters open: {letters}   (`jobengine dlq list`)",
+        f"Flower: {flower_url}   (Ctrl-C stops everything)",
+    )
 
 
 def timeline(engine: Engine, job: Job) -> Table:
