@@ -2,8 +2,9 @@
 
 The guard is the one door every status change goes through, so its cost per transition bounds
 the whole fleet. This puts a number on that cost: the same cycle of transitions
-(scheduled -> claimed -> running -> failed -> scheduled -> ...), one transition per transaction,
-with its history row and outbox event, done
+(scheduled -> claimed -> running -> failed -> scheduled -> ...), each with its history row and
+outbox event, one transaction per transition except the failure, which is retried as workers
+record it: running -> failed -> scheduled in one transaction (the guard: one statement), done
 
 * ``guard``: ``jobengine.guard.transition`` (one compare-and-set statement that writes the
   history row and the event too) on a SQLAlchemy connection, in an explicit transaction
@@ -46,6 +47,7 @@ from jobengine import guard
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.embedded import EmbeddedPostgres
+from jobengine.guard import Step
 from jobengine.services import masked_url, upgrade_database
 from jobengine.store.database import make_engine, normalize_url
 
@@ -110,6 +112,8 @@ class _Cycler:
         self.job_ids = job_ids
         self.step = dict.fromkeys(job_ids, 0)
         self.token = dict.fromkeys(job_ids, 0)
+        self.retried: set[int] = set()
+        """Jobs whose ``failed → scheduled`` was taken with their failure (a retry)."""
 
     def moves(self, count: int, start: int) -> Iterator[tuple[int, JobStatus]]:
         for n in range(start, start + count):
@@ -130,15 +134,21 @@ def _guard_runner(
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
 
     def move(job_id: int, target: JobStatus, cycler: _Cycler) -> None:
+        if target is JobStatus.SCHEDULED and job_id in cycler.retried:
+            cycler.retried.discard(job_id)  # taken with the failure
+            return
         kwargs: dict[str, Any] = {"actor": task.owner}
+        path: list[Step] = [Step(target)]
         if target is JobStatus.CLAIMED:
             kwargs["lease_owner"] = task.owner
         elif target in FENCED:
             kwargs["lease_token"] = cycler.token[job_id]
             if target is JobStatus.FAILED:
                 kwargs["error"] = ERROR
+                path.append(Step(JobStatus.SCHEDULED, "retry"))
+                cycler.retried.add(job_id)
         with conn.begin():  # under AUTOCOMMIT this costs no round trip
-            job = guard.transition(conn, job_id, target, **kwargs).job
+            job = guard.transition(conn, job_id, path, **kwargs).job
         cycler.token[job_id] = job.lease_token
 
     def close() -> None:
@@ -151,47 +161,57 @@ def _guard_runner(
 def _bare_runner(task: Task) -> tuple[Callable[[int, JobStatus, _Cycler], None], Any]:
     conn = psycopg.connect(libpq_url(task.url))
 
-    def move(job_id: int, target: JobStatus, cycler: _Cycler) -> None:
+    def step(cur: Any, job_id: int, target: JobStatus, token: int) -> int:
         source = PREVIOUS[target]
         params: dict[str, Any] = {
             "id": job_id,
             "to": target.value,
             "from": source.value,
-            "token": cycler.token[job_id],
+            "token": token,
             "owner": task.owner,
             "error": ERROR_JSON,
         }
-        with conn.cursor() as cur:
-            cur.execute(BARE_UPDATE[target], params)
-            moved = cur.fetchone()
-            if moved is None:
-                raise RuntimeError(f"bare UPDATE of job {job_id} to {target} matched no row")
-            attempt, tenant, token = moved
-            params.update(attempt=attempt, actor=task.owner)
-            cur.execute(BARE_HISTORY, params)
-            history = cur.fetchone()
-            assert history is not None
-            history_id, at = history
-            data = {
-                "job_id": job_id,
+        cur.execute(BARE_UPDATE[target], params)
+        moved = cur.fetchone()
+        if moved is None:
+            raise RuntimeError(f"bare UPDATE of job {job_id} to {target} matched no row")
+        attempt, tenant, new_token = moved
+        params.update(attempt=attempt, actor=task.owner)
+        cur.execute(BARE_HISTORY, params)
+        history = cur.fetchone()
+        assert history is not None
+        history_id, at = history
+        data = {
+            "job_id": job_id,
+            "history_id": history_id,
+            "from_status": source.value,
+            "to_status": target.value,
+            "attempt": attempt,
+            "actor": task.owner,
+            "reason": None,
+            "details": {},
+        }
+        cur.execute(
+            BARE_EVENT,
+            {
+                "id": job_id,
                 "history_id": history_id,
-                "from_status": source.value,
-                "to_status": target.value,
-                "attempt": attempt,
-                "actor": task.owner,
-                "reason": None,
-                "details": {},
-            }
-            cur.execute(
-                BARE_EVENT,
-                {
-                    "id": job_id,
-                    "history_id": history_id,
-                    "tenant": tenant,
-                    "data": json.dumps(data, separators=(",", ":")),
-                    "at": at,
-                },
-            )
+                "tenant": tenant,
+                "data": json.dumps(data, separators=(",", ":")),
+                "at": at,
+            },
+        )
+        return int(new_token)
+
+    def move(job_id: int, target: JobStatus, cycler: _Cycler) -> None:
+        if target is JobStatus.SCHEDULED and job_id in cycler.retried:
+            cycler.retried.discard(job_id)  # taken with the failure
+            return
+        with conn.cursor() as cur:
+            token = step(cur, job_id, target, cycler.token[job_id])
+            if target is JobStatus.FAILED:
+                token = step(cur, job_id, JobStatus.SCHEDULED, token)
+                cycler.retried.add(job_id)
         conn.commit()
         cycler.token[job_id] = token
 
