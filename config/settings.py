@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     )
     api_host: str = Field(default="127.0.0.1", description="Where `jobengine api` listens.")
     api_port: int = Field(default=8080, ge=1, le=65535)
+    api_max_body_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        gt=0,
+        description="Larger request bodies are refused (413) before they are read whole.",
+    )
     stream_poll_seconds: float = Field(
         default=0.2, gt=0, description="How often an idle event stream looks for new events."
     )

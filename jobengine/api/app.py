@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from config.settings import Settings
 from jobengine.api import errors, metrics, routes_dlq, routes_health, routes_jobs, routes_streams
+from jobengine.api.body_limit import BodyLimit
 from jobengine.api.state import ApiState
 from jobengine.cancellation import TaskRevoker
 from jobengine.dispatch import Publisher
@@ -87,6 +88,7 @@ def create_app(
         metrics=metrics.make_registry(engine),
     )
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     for router in ROUTERS:
         app.include_router(router)
     return app
