@@ -64,3 +64,31 @@ def test_job_created_over_http_completes_and_streams_every_transition(
     steps = [m.data["event"]["to_status"] for m in streamed if m.data]
     assert steps == ["pending", "scheduled", "claimed", "running", "completed"]
     assert {m.event for m in streamed} == {"job.transition"}
+
+
+@pytest.mark.slow
+def test_concurrent_requests_publish_every_job_from_the_servers_threads(
+    fleet: Fleet, fleet_api: LiveServer
+) -> None:
+    """FastAPI runs handlers in a thread pool sharing one Celery publisher: none is lost."""
+    fleet.start_worker("w1", concurrency=2)
+    key = make_key(fleet.engine, "acme", "jobs:read", "jobs:write")
+    headers = {**bearer(key), "X-Tenant-Id": "acme"}
+    ids: list[int] = []
+
+    def create(n: int) -> None:
+        with httpx.Client(base_url=fleet_api.url, headers=headers, timeout=60) as client:
+            response = client.post("/api/v1/jobs", json={"type": "noop", "projectId": f"p{n}"})
+            assert response.status_code == 201, response.text
+            ids.append(response.json()["id"])
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(ids) == 40
+    # No reaper runs here, so every job that completes was published by the API itself.
+    wait_until(
+        lambda: all(fleet.job(i).status.value == "completed" for i in ids), 120, "all completed"
+    )
