@@ -202,3 +202,40 @@ def test_migrated_catalog_equals_the_catalog_create_all_builds_from_models(
 def test_job_status_enum_lists_the_domain_states_in_order(engine: Engine) -> None:
     with engine.connect() as conn:
         assert enum_labels(conn) == [s.value for s in JobStatus]
+
+
+def test_jobs_that_failed_before_dead_letters_existed_get_their_entry(
+    empty_engine: Engine,
+) -> None:
+    migrate.upgrade(empty_engine, "0006")
+    with empty_engine.begin() as conn:
+        job_id = conn.execute(
+            text(
+                "INSERT INTO jobs (tenant_id, project_id, type, payload, status, attempt, "
+                "last_error, completed_at) VALUES ('t', 'p', 'noop', '{\"n\": 1}', 'failed', 2, "
+                '\'{"code": "NON_RETRYABLE", "class": "x.Bad", "message": "no"}\', '
+                "now()) RETURNING id"
+            )
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO job_history (job_id, from_status, to_status, actor, attempt) "
+                "VALUES (:j, NULL, 'pending', 'p', 0), (:j, 'running', 'failed', 'w', 2)"
+            ),
+            {"j": job_id},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO jobs (tenant_id, project_id, type, payload, status) "
+                "VALUES ('t', 'p', 'noop', '{}', 'scheduled')"
+            )
+        )
+    migrate.upgrade(empty_engine, "head")
+    with empty_engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT job_id, reason, error_class, attempts, payload, status, "
+                "jsonb_array_length(timeline) FROM dead_letters"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [(job_id, "non_retryable", "x.Bad", 2, {"n": 1}, "open", 2)]
