@@ -22,6 +22,8 @@ class JobContext:
     attempt: int
     payload: Any
     lease_token: int
+    data: Any = None
+    """The payload decoded into the type's ``payload_model``, when it declares one."""
     _report: Callable[[dict[str, Any]], bool] = field(repr=False, default=lambda _p: True)
     _still_held: Callable[[], bool] = field(repr=False, default=lambda: True)
 

@@ -47,6 +47,10 @@ class PayloadNotSerializable(ValidationError):
     code = "PAYLOAD_NOT_SERIALIZABLE"
 
 
+class PayloadInvalid(ValidationError):
+    code = "PAYLOAD_INVALID"
+
+
 class PayloadTooLarge(ValidationError):
     code = "PAYLOAD_TOO_LARGE"
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobengine.errors import UnknownJobType
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from jobengine.errors import PayloadInvalid, UnknownJobType
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +24,24 @@ class JobTypeSpec:
     time_limit_seconds: float | None = None
     needs_network: bool = False
     description: str = ""
+    payload_model: type[BaseModel] | None = None
+    """The payload's shape, if the type declares one: submission refuses a payload that does
+    not fit, and a worker dead-letters (as poison) a stored one that no longer does."""
+
+    def decode_payload(self, payload: Any) -> Any:
+        """The payload as the handler's model, or ``PayloadInvalid`` naming what is wrong."""
+        if self.payload_model is None:
+            return None
+        try:
+            return self.payload_model.model_validate(payload)
+        except PydanticValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "payload"
+            raise PayloadInvalid(
+                f"payload of job type {self.name!r} does not fit {self.payload_model.__name__}:"
+                f" {where}: {first['msg']}",
+                hint="Send a payload of the shape the job type declares.",
+            ) from None
 
 
 class JobTypeRegistry:

@@ -63,6 +63,7 @@ def validate(
     if sealed and spec.needs_network:
         raise NetworkNotAllowed(f"job type {new.type!r} needs the network; refused in sealed mode")
     encode_payload(new.payload, max_payload_bytes)
+    spec.decode_payload(new.payload)
     if new.retry_policy is not None:
         RetryPolicy.resolve(spec.retry_policy, new.retry_policy)
     if not PRIORITY_MIN <= new.priority <= PRIORITY_MAX:

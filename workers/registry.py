@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel
+
 from jobengine.context import JobContext
 from jobengine.job_types import JobTypeSpec, registry
 
@@ -21,16 +23,23 @@ def job(
     time_limit_seconds: float | None = None,
     needs_network: bool = False,
     description: str = "",
+    payload_model: type[BaseModel] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register ``fn`` as the handler of job type ``name``, with the type's defaults.
 
     The handler receives a ``JobContext`` and returns a JSON-serialisable result; raising
-    fails the attempt and lets the job's RetryPolicy decide what follows.
+    fails the attempt and lets the job's RetryPolicy decide what follows. With
+    ``payload_model`` the payload is decoded into it before the handler runs (``ctx.data``);
+    a payload that does not fit is poison: dead-lettered, never retried.
     """
 
     def register(fn: Handler) -> Handler:
         declares_defaults = bool(
-            queue != "default" or retry_policy or time_limit_seconds or needs_network
+            queue != "default"
+            or retry_policy
+            or time_limit_seconds
+            or needs_network
+            or payload_model
         )
         if declares_defaults or name not in registry.names():
             registry.register(
@@ -41,6 +50,7 @@ def job(
                     time_limit_seconds=time_limit_seconds,
                     needs_network=needs_network,
                     description=description or (fn.__doc__ or "").strip().split("\n")[0],
+                    payload_model=payload_model,
                 )
             )
         HANDLERS[name] = fn

@@ -20,8 +20,10 @@ from jobengine.context import JobContext
 from jobengine.dispatch import TASK_PREFIX, CeleryPublisher, task_id_for
 from jobengine.domain.job import Job
 from jobengine.domain.status import JobStatus
+from jobengine.errors import PayloadInvalid
 from jobengine.execution import Claim, describe_error
-from jobengine.failures import NonRetryableError
+from jobengine.failures import NonRetryableError, PoisonMessage
+from jobengine.job_types import registry
 from jobengine.producer import dispatch_ref
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import LeaseRepository
@@ -46,12 +48,18 @@ class JobTask(Task):  # type: ignore[misc]
 
 
 def _context(claim: Claim) -> JobContext:
+    """The handler's view of its job; a payload its type's model cannot decode is poison."""
     rt = runtime()
+    try:
+        data = registry.get(claim.job.type).decode_payload(claim.job.payload)
+    except PayloadInvalid as exc:
+        raise PoisonMessage(exc.message) from None
     return JobContext(
         job_id=claim.job_id,
         type=claim.job.type,
         attempt=claim.attempt,
         payload=claim.job.payload,
+        data=data,
         lease_token=claim.token,
         _report=partial(rt.executor.report_progress, claim),
         _still_held=partial(rt.keeper.still_held, claim.job_id),

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from jobengine.context import JobContext
@@ -86,6 +87,19 @@ def broken_while_flagged(ctx: JobContext) -> dict[str, Any]:
         raise RuntimeError("downstream is broken")
     record_effect(ctx, "ran")
     return {"attempt": ctx.attempt}
+
+
+class Order(BaseModel):
+    order_id: int
+    quantity: int = Field(gt=0)
+
+
+@job("typed_order", payload_model=Order)
+def typed_order(ctx: JobContext) -> dict[str, Any]:
+    """Declares its payload's shape; gets it decoded as ``ctx.data``."""
+    record_effect(ctx, "ran")
+    order: Order = ctx.data
+    return {"order_id": order.order_id, "quantity": order.quantity}
 
 
 @job("polite")

@@ -162,3 +162,31 @@ def test_undecodable_messages_are_dead_lettered_as_poison_and_kept(fleet: Fleet)
     assert kept_entry.reason is DeadLetterReason.POISON
     assert kept_entry.payload["body"] == "[1, 2"
     assert fleet.effects() == []  # no handler ran for either message
+
+
+def test_a_stored_payload_its_handler_cannot_decode_is_poison_and_a_good_one_runs(
+    fleet: Fleet,
+) -> None:
+    fleet.start_worker("w1")
+    [good] = submit_jobs(
+        fleet.engine,
+        fleet.publisher(),
+        [NewJob(type="typed_order", payload={"order_id": 7, "quantity": 2})],
+    )
+    # Stored before the handler declared its shape (submission would refuse it now).
+    with transaction(fleet.engine) as conn:
+        stale = guard.create_job(
+            conn, NewJob(type="typed_order", payload={"order_id": "seven"}), schedule=True
+        )
+    assert stale is not None
+    fleet.start_reaper("r1")  # publishes the job stored without a message
+
+    wait_until(lambda: fleet.job(good.id).status is S.COMPLETED or None, 60, "good one ran")
+    assert fleet.job(good.id).result == {"order_id": 7, "quantity": 2}
+    wait_until(lambda: fleet.job(stale.id).status is S.FAILED or None, 60, "poisoned")
+    service = DeadLetters(fleet.engine)
+    entry = service.get(service.id_for_job(stale.id))
+    assert entry.reason is DeadLetterReason.POISON
+    assert "does not fit Order: order_id" in (entry.error_message or "")
+    assert fleet.job(stale.id).attempt == 1  # never retried
+    assert [e[0] for e in fleet.effects()] == [good.id]  # the handler never saw the bad one

@@ -245,3 +245,25 @@ def test_job_without_not_before_is_scheduled_at_once(engine: Engine) -> None:
     assert job.status is JobStatus.SCHEDULED
     assert job.scheduled_at is not None
     assert [h.to_status for h in history] == [JobStatus.PENDING, JobStatus.SCHEDULED]
+
+
+def test_a_payload_that_does_not_fit_the_types_model_is_refused_naming_the_field(
+    engine: Engine,
+) -> None:
+    from pydantic import BaseModel
+
+    from jobengine.errors import PayloadInvalid
+    from jobengine.job_types import JobTypeRegistry, JobTypeSpec
+
+    class Resize(BaseModel):
+        width: int
+
+    types = JobTypeRegistry()
+    types.register(JobTypeSpec("resize", payload_model=Resize))
+    with transaction(engine) as conn:
+        with pytest.raises(PayloadInvalid, match="does not fit Resize: width"):
+            submit(conn, NewJob(type="resize", payload={"width": "wide"}), types=types)
+        job, created = submit(conn, NewJob(type="resize", payload={"width": 640}), types=types)
+    assert created and job.payload == {"width": 640}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 1
