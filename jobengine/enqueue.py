@@ -134,9 +134,11 @@ def dispatch_after_commit(
     Without it an enqueued job waits for the leader (see the module's note on latency). The
     publish happens after the commit, so a worker always finds the row; a rollback forgets the
     jobs. If the publish fails or the process dies first, the leader publishes them as usual,
-    and a message sent by both is harmless, since the claim decides. ``engine`` (by default the
-    Session's bind) records which jobs were handed to the broker; it must reach the same
-    database outside the Session's transaction, so a Session bound to a Connection needs one.
+    and a message sent by both is harmless, since the claim decides. A job enqueued inside a
+    savepoint that was rolled back is still published after the outer commit; its message finds
+    no job and runs nothing. ``engine`` (by default the Session's bind) records which jobs
+    were handed to the broker; it must reach the same database outside the Session's
+    transaction, so a Session bound to a Connection needs one.
     """
     bind = engine if engine is not None else session.get_bind()
     if not isinstance(bind, Engine):
