@@ -9,6 +9,7 @@ down) the leader publishes it within ``dispatch_grace_seconds``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -232,15 +233,9 @@ class DeadLetters:
         """Every open entry matching ``flt`` that exists now, in id order."""
         with transaction(self.engine) as conn:
             bound = DeadLetterRepository(conn).max_id()
-        flt = DeadLetterFilter(
-            tenant_id=flt.tenant_id,
-            types=flt.types,
-            queues=flt.queues,
-            reasons=flt.reasons,
-            error_classes=flt.error_classes,
+        flt = dataclasses.replace(
+            flt,
             statuses=(DeadLetterStatus.OPEN,),
-            failed_from=flt.failed_from,
-            failed_to=flt.failed_to,
             max_id=bound if flt.max_id is None else min(bound, flt.max_id),
         )
         after = 0

@@ -212,16 +212,9 @@ class Executor:
         The Celery task id is the job's idempotency key, so a redelivery of the same message
         finds the same job (and its claim decides, as for any other duplicate).
         """
-        new = NewJob(type=job_type, payload=payload, idempotency_key=f"celery:{celery_task_id}")
-        with transaction(self.engine) as conn:
-            job = guard.create_job(conn, new, schedule=True, actor=owner, reason="adopted")
-            if job is None:
-                found = JobsRepository(conn).find_by_idempotency_key(
-                    new.tenant_id, new.idempotency_key or ""
-                )
-                if found is None:
-                    return None
-                job = found[0]
+        job = self._record_adopted(job_type, payload, celery_task_id, owner)
+        if job is None:
+            return None
         if job.status is not JobStatus.SCHEDULED:
             log.info("adopted_message_refused", job_id=job.id, status=job.status.value)
             return None
@@ -258,15 +251,22 @@ class Executor:
     ) -> Job | None:
         """Record a plain producer's message that cannot run as a job, then dead-letter it, so
         what it carried is kept in Postgres rather than dropped with the message."""
+        job = self._record_adopted(job_type, payload, celery_task_id, owner)
+        return None if job is None else self.poison(job.id, owner, error)
+
+    def _record_adopted(
+        self, job_type: str, payload: Any, celery_task_id: str, owner: str
+    ) -> Job | None:
+        """The job for a plain Celery message, created on first sight; keyed by its task id."""
         new = NewJob(type=job_type, payload=payload, idempotency_key=f"celery:{celery_task_id}")
         with transaction(self.engine) as conn:
             job = guard.create_job(conn, new, schedule=True, actor=owner, reason="adopted")
-            if job is None:
-                found = JobsRepository(conn).find_by_idempotency_key(
-                    new.tenant_id, new.idempotency_key or ""
-                )
-                job = found[0] if found else None
-        return None if job is None else self.poison(job.id, owner, error)
+            if job is not None:
+                return job
+            found = JobsRepository(conn).find_by_idempotency_key(
+                new.tenant_id, new.idempotency_key or ""
+            )
+        return found[0] if found else None
 
     def complete(self, claim: Claim, result: Any) -> Job | None:
         return self._finish(claim, [Step(JobStatus.COMPLETED, "handler returned")], result=result)

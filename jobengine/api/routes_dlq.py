@@ -77,6 +77,11 @@ def _scope(key: ApiKey, tenant: str | None) -> str | None:
     return acting_tenant(key, tenant)
 
 
+def _own(key: ApiKey) -> str | None:
+    """The tenant one entry or job must belong to for ``key``: its own; any for admin keys."""
+    return None if key.is_admin else key.tenant_id
+
+
 def _options(key: ApiKey, body: ReplayIn) -> ReplayOptions:
     return ReplayOptions(
         actor=actor(key),
@@ -128,7 +133,7 @@ def get_dead_letter(
     key: Annotated[ApiKey, Depends(require(JOBS_READ))],
 ) -> DeadLetterDetail:
     """With its traceback, payload snapshot, whole timeline and every replay's outcome."""
-    tenant = None if key.is_admin else key.tenant_id
+    tenant = _own(key)
     return detail(service(api_state(request)).get(dead_letter_id, tenant))
 
 
@@ -145,7 +150,7 @@ def replay_dead_letter(
     body: Annotated[ReplayIn | None, Body()] = None,
 ) -> ReplayOut:
     """Safe to repeat: an entry replayed before answers ``already_replayed`` and does nothing."""
-    tenant = None if key.is_admin else key.tenant_id
+    tenant = _own(key)
     done = service(api_state(request)).replay(
         dead_letter_id, _options(key, body or ReplayIn()), tenant_id=tenant
     )
@@ -201,7 +206,7 @@ def discard_dead_letter(
     key: Annotated[ApiKey, Depends(require(DLQ_REPLAY))],
     body: Annotated[DiscardIn | None, Body()] = None,
 ) -> DiscardOut:
-    tenant = None if key.is_admin else key.tenant_id
+    tenant = _own(key)
     changed = service(api_state(request)).discard(
         dead_letter_id,
         actor=actor(key),
@@ -239,7 +244,7 @@ def retry_job(
 ) -> JobOut:
     """Replays the job's dead letter; retrying a job already sent back changes nothing."""
     state = api_state(request)
-    tenant = None if key.is_admin else key.tenant_id
+    tenant = _own(key)
     dead_letters = service(state)
     entry_id = dead_letters.id_for_job(job_id, tenant)
     dead_letters.replay(entry_id, _options(key, body or ReplayIn()), tenant_id=tenant)
