@@ -31,10 +31,12 @@ SECRET_BYTES = 32
 
 JOBS_READ = "jobs:read"
 JOBS_WRITE = "jobs:write"
+JOBS_COMMAND = "jobs:command"
+"""Submitting job types that run commands on the workers (``runs_commands``), e.g. ``shell``."""
 DLQ_REPLAY = "dlq:replay"
 ADMIN = "admin"
-SCOPES: tuple[str, ...] = (JOBS_READ, JOBS_WRITE, DLQ_REPLAY, ADMIN)
-"""Mirrors the ``ck_api_keys_known_scopes`` constraint of migration 0006."""
+SCOPES: tuple[str, ...] = (JOBS_READ, JOBS_WRITE, JOBS_COMMAND, DLQ_REPLAY, ADMIN)
+"""Mirrors the ``ck_api_keys_known_scopes`` constraint of migration 0008."""
 
 
 class UnknownScope(ValidationError):

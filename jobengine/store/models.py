@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     Text,
+    false,
     func,
     text,
 )
@@ -236,7 +237,8 @@ class ApiKeyRow(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "scopes <@ ARRAY['jobs:read', 'jobs:write', 'dlq:replay', 'admin']::text[]",
+            "scopes <@ ARRAY['jobs:read', 'jobs:write', 'jobs:command', 'dlq:replay', "
+            "'admin']::text[]",
             name="known_scopes",
         ),
     )
@@ -314,3 +316,72 @@ class DeadLetterReplayRow(Base):
     at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
 
     __table_args__ = (Index("ix_dead_letter_replays_dead_letter_id_id", "dead_letter_id", "id"),)
+
+
+class JobTypeRow(Base):
+    """A job type as the whole fleet knows it, upserted by the workers that handle it.
+
+    The API, the reaper, the CLI and producers read this, never handler code; a change of
+    definition changes ``definition_hash`` and bumps ``version``.
+    """
+
+    __tablename__ = "job_types"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    queue: Mapped[str] = mapped_column(Text, nullable=False)
+    retry_policy: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    time_limit_seconds: Mapped[float | None] = mapped_column(Float)
+    needs_network: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    runs_commands: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    """Runs commands on the worker: opt-in per installation, submitted only with
+    ``jobs:command``."""
+    description: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    payload_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    definition_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    declared_by: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("version > 0", name="version_positive"),
+        CheckConstraint("time_limit_seconds > 0", name="time_limit_positive"),
+    )
+
+
+class WorkerRow(Base):
+    """A live worker (one Celery node) with what it consumes and handles; it heartbeats
+    ``last_seen_at`` and is shown as gone once that is older than the registry's TTL."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    host: Mapped[str] = mapped_column(Text, nullable=False)
+    pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    queues: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    types: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    concurrency: Mapped[int | None] = mapped_column(Integer)
+    sealed: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    draining: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    version: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+    __table_args__ = (Index("ix_workers_last_seen_at", "last_seen_at"),)
+
+
+class LeadershipRow(Base):
+    """An elected role (the maintenance leader) held as a lease: the holder renews
+    ``expires_at``; anyone may take it once it has passed, and ``term`` grows with each new
+    holder, so a leader that froze past its lease can tell it was replaced."""
+
+    __tablename__ = "leadership"
+
+    role: Mapped[str] = mapped_column(Text, primary_key=True)
+    holder: Mapped[str] = mapped_column(Text, nullable=False)
+    term: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="1")
+    acquired_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    renewed_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(TS, nullable=False)
