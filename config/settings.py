@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     )
     reaper_interval_seconds: float = Field(default=5.0, gt=0)
     sealed: bool = Field(default=False, description="Air-gap mode: no egress but DB and broker.")
+    command_types_enabled: bool = Field(
+        default=False,
+        description="Whether job types that run commands on the workers (runs_commands, e.g. "
+        "shell) are accepted and run here at all; keys also need the jobs:command scope.",
+    )
     max_payload_bytes: int = Field(
         default=256 * 1024, gt=0, description="Largest accepted job payload, as compact JSON."
     )
