@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from pydantic import AwareDatetime
 
-from jobengine.api.auth import acting_tenant, require
+from jobengine.api.auth import acting_tenant, require, sees_tracebacks, visible
 from jobengine.api.errors import ApiError
 from jobengine.api.keys import ADMIN, DLQ_REPLAY, JOBS_READ, JOBS_WRITE, ApiKey
 from jobengine.api.routes_jobs import JobId, actor, decode_cursor, encode_cursor
@@ -132,9 +132,10 @@ def get_dead_letter(
     dead_letter_id: DeadLetterId,
     key: Annotated[ApiKey, Depends(require(JOBS_READ))],
 ) -> DeadLetterDetail:
-    """With its traceback, payload snapshot, whole timeline and every replay's outcome."""
-    tenant = _own(key)
-    return detail(service(api_state(request)).get(dead_letter_id, tenant))
+    """With its payload snapshot, whole timeline, every replay's outcome and, for admin keys,
+    its traceback."""
+    entry = service(api_state(request)).get(dead_letter_id, _own(key))
+    return detail(entry, show_traceback=sees_tracebacks(key))
 
 
 @router.post(
@@ -242,11 +243,16 @@ def retry_job(
     key: Annotated[ApiKey, Depends(require(JOBS_WRITE))],
     body: Annotated[ReplayIn | None, Body()] = None,
 ) -> JobOut:
-    """Replays the job's dead letter; retrying a job already sent back changes nothing."""
+    """Replays the job's dead letter; retrying a job already sent back changes nothing.
+
+    Another tenant's job answers exactly as a missing one (``JOB_NOT_FOUND``), checked before
+    the dead letter is looked up, so no answer tells which ids exist."""
     state = api_state(request)
+    with transaction(state.engine) as conn:
+        visible(key, JobsRepository(conn).get(job_id))
     tenant = _own(key)
     dead_letters = service(state)
     entry_id = dead_letters.id_for_job(job_id, tenant)
     dead_letters.replay(entry_id, _options(key, body or ReplayIn()), tenant_id=tenant)
     with transaction(state.engine) as conn:
-        return JobOut.of(JobsRepository(conn).get(job_id))
+        return JobOut.of(JobsRepository(conn).get(job_id), show_traceback=sees_tracebacks(key))
