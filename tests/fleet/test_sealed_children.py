@@ -12,7 +12,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -116,11 +116,16 @@ def test_a_sealed_worker_that_cannot_make_namespaces_starts_no_child_and_dead_le
     no_unshare = tmp_path / "bin"  # a PATH without unshare: no namespace can be made
     no_unshare.mkdir()
     fleet.start_worker("sealed", JOBENGINE_SEALED="1", PATH=str(no_unshare))
-    [job] = submit_jobs(fleet.engine, fleet.publisher(), [phone_home(listener.port)])
+    retrying = {"max_retries": 3, "base_delay_seconds": 0, "jitter": "none"}
+    [job] = submit_jobs(
+        fleet.engine,
+        fleet.publisher(),
+        [replace(phone_home(listener.port), retry_policy=retrying)],
+    )
     wait_until(lambda: fleet.job(job.id).status is S.FAILED, 60, "refused child")
 
     final = fleet.job(job.id)
-    assert final.attempt == 1  # never retried
+    assert final.attempt == 1  # never retried, though the policy grants retries
     assert final.last_error is not None
     assert final.last_error["code"] == "SEALED_CHILD_NOT_ISOLATED"
     assert "network namespace" in final.last_error["message"]
