@@ -122,3 +122,29 @@ def test_a_worker_without_the_opt_in_runs_no_command_even_for_a_job_already_stor
     assert "shell" in fleet.log_of("w1").split("command_types_withheld", 1)[1].split("\n", 1)[0]
     assert not marker.exists()
     assert fleet.job(job.id).status is not S.COMPLETED
+
+
+def test_cancelling_a_running_shell_job_stops_the_command_and_what_it_started(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    from jobengine.cancellation import cancel_job
+
+    pidfile = tmp_path / "grandchild.pid"
+    fleet.start_worker("w1")
+    command = f"sleep 300 & echo $! > {pidfile}; wait"
+    [job] = submit_jobs(
+        fleet.engine, fleet.publisher(), [NewJob(type="shell", payload={"command": command})]
+    )
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 60, "command started")
+    grandchild = int(pidfile.read_text())
+    assert cancel_job(fleet.engine, job.id, actor="test", revoker=None).changed
+
+    def gone() -> bool:
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{grandchild}/stat").read_text().split()[2] == "Z"
+
+    wait_until(gone, 30, "the command's own child was killed too")
+    assert fleet.job(job.id).status is S.CANCELLED
