@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jobengine.dev import COMMAND_TYPES, FleetConfig, fleet_env
+from jobengine.dev_env import COMMAND_TYPES, FleetConfig, fleet_env
 
 REPO = Path(__file__).resolve().parents[2]
 JOBENGINE = Path(sys.executable).with_name("jobengine")
