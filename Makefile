@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Every JOBENGINE_* variable reaches the fleet, e.g. JOBENGINE_HANDLER_MODULES=myapp.jobs make dev
+# or JOBENGINE_SEALED=1 make dev; the demo turns on command-running types unless they are set.
 dev: $(STAMP)
 	$(BIN)/jobengine dev
 

@@ -6,11 +6,13 @@ the API, the workers, the reaper and the CLI can never disagree about a lease TT
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -39,6 +41,11 @@ class Settings(BaseSettings):
     )
     reaper_interval_seconds: float = Field(default=5.0, gt=0)
     sealed: bool = Field(default=False, description="Air-gap mode: no egress but DB and broker.")
+    command_types_enabled: bool = Field(
+        default=False,
+        description="Whether job types that run commands on the workers (runs_commands, e.g. "
+        "shell) are accepted and run here at all; keys also need the jobs:command scope.",
+    )
     max_payload_bytes: int = Field(
         default=256 * 1024, gt=0, description="Largest accepted job payload, as compact JSON."
     )
@@ -67,9 +74,10 @@ class Settings(BaseSettings):
         "one message carries up to this many jobs of one type and queue; 1 turns chunks off.",
     )
     worker_prefetch_multiplier: int = Field(default=1, ge=1)
-    handler_modules: list[str] = Field(
+    handler_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Extra modules whose @job handlers workers import (comma-separated JSON).",
+        description="Extra modules whose @job handlers workers import: comma-separated "
+        "(myapp.jobs,other.jobs) or a JSON list.",
     )
     api_host: str = Field(default="127.0.0.1", description="Where `jobengine api` listens.")
     api_port: int = Field(default=8080, ge=1, le=65535)
@@ -86,6 +94,15 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=False, description="JSON log lines instead of console ones.")
+
+    @field_validator("handler_modules", mode="before")
+    @classmethod
+    def _module_list(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            return json.loads(value)
+        return [name.strip() for name in value.split(",") if name.strip()]
 
     @model_validator(mode="after")
     def _eta_fits_visibility(self) -> Settings:

@@ -17,7 +17,7 @@ from rich.table import Table
 from sqlalchemy import Connection
 
 from config.settings import Settings
-from jobengine.api.keys import SCOPES, ApiKey, ApiKeyStore
+from jobengine.api.keys import JOBS_COMMAND, SCOPES, ApiKey, ApiKeyStore
 from jobengine.services import database
 from jobengine.store.database import make_engine, transaction
 
@@ -57,7 +57,14 @@ def keys_create(
     ctx: typer.Context,
     tenant: Annotated[str, typer.Option(help="The tenant the key acts for.")],
     name: Annotated[str, typer.Option(help="Who or what uses it, for listings.")],
-    scope: Annotated[list[str], typer.Option(help=f"Repeat for several: {', '.join(SCOPES)}.")],
+    scope: Annotated[
+        list[str],
+        typer.Option(
+            help=f"Repeat for several: {', '.join(SCOPES)}. {JOBS_COMMAND} lets the key submit "
+            "job types that run commands on the workers (shell), where the installation "
+            "enables them (JOBENGINE_COMMAND_TYPES_ENABLED)."
+        ),
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """Create a key and print it (once: it cannot be shown again)."""

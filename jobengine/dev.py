@@ -5,6 +5,12 @@ reaper, Flower and the API (with a fresh admin key, printed), then a demo produc
 succeed, retry, fail for good and get cancelled, with a live summary. Ctrl-C stops every
 process it started and the servers it started, and leaves nothing behind. ``--once`` runs one
 demo round, prints its timelines and exits (what the tests use).
+
+Every process it starts gets the whole environment it was started with (``JOBENGINE_*``
+included), so ``JOBENGINE_HANDLER_MODULES=myapp.jobs make dev`` runs the user's handlers and
+``JOBENGINE_SEALED=1 make dev`` seals its workers; only the servers' URLs and the data folder
+are set to what this run resolved. The demo's ``shell`` jobs need command-running types, so
+they are turned on (and it says so) unless ``JOBENGINE_COMMAND_TYPES_ENABLED`` was set.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from jobengine.api.keys import ADMIN, ApiKeyStore
 from jobengine.cancellation import cancel_job
+from jobengine.dev_env import FleetConfig, fleet_env
 from jobengine.dispatch import Publisher
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import FINAL_STATES, JobStatus
@@ -174,10 +181,34 @@ def start_fleet(fleet: FleetProcesses, flower_port: int, port: int) -> None:
     fleet.wait_for("api", lambda: _listening(port))
 
 
-def demo_round(engine: Engine, publisher: Publisher, marker_dir: Path, n: int) -> list[Job]:
-    """One of each fate: success, progress, retried then successful, failed for good, cancelled."""
+def demo_round(
+    engine: Engine, publisher: Publisher, marker_dir: Path, n: int, *, commands: bool
+) -> list[Job]:
+    """One of each fate: success, progress, retried then successful, failed for good, cancelled.
+
+    The retried and the failed job are ``shell`` commands, left out when ``commands`` is off.
+    """
     flag = marker_dir / f"flaky-{n}"
     quick_retry = {"max_retries": 2, "base_delay_seconds": 1, "jitter": "none"}
+    shell_jobs = [
+        NewJob(
+            type="shell",
+            payload={
+                "command": f"test -f {flag} || {{ touch {flag}; "
+                "echo 'first try fails' >&2; exit 1; }"
+            },
+            retry_policy=quick_retry,
+            tenant_id=DEMO_TENANT,
+            project_id="dev",
+        ),
+        NewJob(
+            type="shell",
+            payload={"command": "echo 'always broken' >&2; exit 2"},
+            retry_policy=quick_retry,
+            tenant_id=DEMO_TENANT,
+            project_id="dev",
+        ),
+    ]
     jobs = submit_jobs(
         engine,
         publisher,
@@ -189,23 +220,7 @@ def demo_round(engine: Engine, publisher: Publisher, marker_dir: Path, n: int) -
                 tenant_id=DEMO_TENANT,
                 project_id="dev",
             ),
-            NewJob(
-                type="shell",
-                payload={
-                    "command": f"test -f {flag} || {{ touch {flag}; "
-                    "echo 'first try fails' >&2; exit 1; }"
-                },
-                retry_policy=quick_retry,
-                tenant_id=DEMO_TENANT,
-                project_id="dev",
-            ),
-            NewJob(
-                type="shell",
-                payload={"command": "echo 'always broken' >&2; exit 2"},
-                retry_policy=quick_retry,
-                tenant_id=DEMO_TENANT,
-                project_id="dev",
-            ),
+            *(shell_jobs if commands else []),
             NewJob(
                 type="noop",
                 not_before=datetime.now(UTC) + timedelta(hours=1),
@@ -214,12 +229,13 @@ def demo_round(engine: Engine, publisher: Publisher, marker_dir: Path, n: int) -
             ),
         ],
         actor="dev-demo",
+        commands_enabled=commands,
     )
     cancel_job(engine, jobs[-1].id, actor="dev-demo", reason="no longer needed")
     return jobs
 
 
-def summary(engine: Engine, flower_url: str, rounds: int) -> Group:
+def summary(engine: Engine, flower_url: str, rounds: int, config: FleetConfig) -> Group:
     with transaction(engine) as conn:
         counts = JobsRepository(conn).count_by_status()
         dead = DeadLetterRepository(conn).counts()
@@ -244,6 +260,7 @@ def summary(engine: Engine, flower_url: str, rounds: int) -> Group:
     return Group(
         states,
         moves,
+        *config.lines(),
         f"dead letters open: {letters}   (`jobengine dlq list`)",
         f"Flower: {flower_url}   (Ctrl-C stops everything)",
     )
@@ -317,13 +334,15 @@ def run(
             )
             logs = (settings.data_dir / "logs").resolve()
             logs.mkdir(parents=True, exist_ok=True)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("JOBENGINE_")}
-            env.update(
-                JOBENGINE_DATABASE_URL=db_url,
-                JOBENGINE_BROKER_URL=broker_url,
-                JOBENGINE_DATA_DIR=str(settings.data_dir.resolve()),
-                FLOWER_UNAUTHENTICATED_API="true",
+            env = fleet_env(
+                os.environ,
+                database_url=db_url,
+                broker_url=broker_url,
+                data_dir=settings.data_dir.resolve(),
             )
+            config = FleetConfig.of(env, os.environ)
+            for line in config.lines():
+                console.print(line, highlight=False, soft_wrap=True)
             fleet = FleetProcesses(logs=logs, env=env)
             flower_port = free_loopback_port()
             flower_url = f"http://127.0.0.1:{flower_port}/"
@@ -343,7 +362,7 @@ def run(
             )
             publisher = make_publisher(settings, broker_url)
             try:
-                run_demo(engine, publisher, console, logs, flower_url, once=once)
+                run_demo(engine, publisher, console, logs, flower_url, config, once=once)
             finally:
                 engine.dispose()
                 fleet.stop()
@@ -365,11 +384,13 @@ def run_demo(
     console: Console,
     marker_dir: Path,
     flower_url: str,
+    config: FleetConfig,
     *,
     once: bool,
 ) -> None:
+    commands = config.commands_enabled
     rounds = 1
-    jobs = demo_round(engine, publisher, marker_dir, rounds)
+    jobs = demo_round(engine, publisher, marker_dir, rounds, commands=commands)
     if once:
         deadline = time.monotonic() + READY_TIMEOUT
         while not _all_final(engine, jobs) and time.monotonic() < deadline:
@@ -378,11 +399,12 @@ def run_demo(
             console.print(timeline(engine, job))
         return
     next_round = time.monotonic() + 5
-    with Live(summary(engine, flower_url, rounds), console=console, refresh_per_second=4) as live:
+    view = summary(engine, flower_url, rounds, config)
+    with Live(view, console=console, refresh_per_second=4) as live:
         while True:
             time.sleep(0.5)
             if time.monotonic() >= next_round:
                 rounds += 1
-                demo_round(engine, publisher, marker_dir, rounds)
+                demo_round(engine, publisher, marker_dir, rounds, commands=commands)
                 next_round = time.monotonic() + 5
-            live.update(summary(engine, flower_url, rounds))
+            live.update(summary(engine, flower_url, rounds, config))

@@ -43,6 +43,16 @@ class NetworkNotAllowed(ValidationError):
     )
 
 
+class CommandTypesDisabled(ValidationError):
+    """A job type that runs commands on the workers, on an installation that has not opted in."""
+
+    code = "COMMAND_TYPES_DISABLED"
+    hint = (
+        "This installation does not run command-running job types (e.g. shell); an operator "
+        "enables them with JOBENGINE_COMMAND_TYPES_ENABLED=true on its API, producers and workers."
+    )
+
+
 class PayloadNotSerializable(ValidationError):
     code = "PAYLOAD_NOT_SERIALIZABLE"
 

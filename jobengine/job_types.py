@@ -23,6 +23,7 @@ class JobTypeSpec:
     """Default RetryPolicy fields for this type; a job may override them."""
     time_limit_seconds: float | None = None
     needs_network: bool = False
+    runs_commands: bool = False
     description: str = ""
     payload_model: type[BaseModel] | None = None
     """The payload's shape, if the type declares one: submission refuses a payload that does
@@ -71,7 +72,9 @@ registry = JobTypeRegistry()
 for _spec in (
     JobTypeSpec("noop", description="Does nothing; for tests and benchmarks."),
     JobTypeSpec("sleep", description="Sleeps payload['seconds'], heartbeating."),
-    JobTypeSpec("shell", description="Runs payload['command']; exit 0 completes."),
+    JobTypeSpec(
+        "shell", runs_commands=True, description="Runs payload['command']; exit 0 completes."
+    ),
     JobTypeSpec("fake_inference", description="Steps with progress, like a model run."),
 ):
     registry.register(_spec)

@@ -37,6 +37,7 @@ def submit_jobs(
     actor: str = "producer",
     chunk_size: int = 10,
     sealed: bool | None = None,
+    commands_enabled: bool | None = None,
 ) -> list[Job]:
     """Store ``jobs`` in one transaction, then publish the new scheduled ones.
 
@@ -53,6 +54,7 @@ def submit_jobs(
             actor=actor,
             dispatching=True,
             sealed=sealed,
+            commands_enabled=commands_enabled,
         )
     fresh = [
         dispatch_ref(job)

@@ -7,7 +7,9 @@ too), raise ``EgressBlocked`` before a packet is sent. Each refusal is logged as
 
 It covers code that uses Python sockets (requests, httpx, urllib, redis-py); a C library
 opening its own sockets is outside it, so a true air gap still needs the host's firewall or a
-network namespace. Unix-domain sockets are local and allowed.
+network namespace. Unix-domain sockets are local and allowed. Child processes (``shell`` jobs,
+any handler's ``subprocess``) are beyond a Python patch: ``jobengine.sealed_children`` starts
+them in a network namespace of their own, or refuses to start them where none can be made.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from jobengine import sealed_children
 from jobengine.failures import NonRetryableError
 
 log = structlog.get_logger("jobengine.sealed")
@@ -62,7 +65,9 @@ def _check(address: Any, family: int) -> None:
 
 
 def install(endpoints: Iterable[Endpoint]) -> None:
-    """Allow only ``endpoints`` from now on in this process; idempotent."""
+    """Allow only ``endpoints`` from now on in this process, and contain its child processes
+    (probing once whether namespaces can be made); idempotent."""
+    sealed_children.install()
     _allowed.clear()
     _allowed.update(endpoints)
     for host, _port in list(_allowed):

@@ -17,13 +17,14 @@ from config.settings import get_settings
 from jobengine import guard
 from jobengine.domain.job import Job, NewJob
 from jobengine.errors import (
+    CommandTypesDisabled,
     DuplicateIdempotencyKey,
     NetworkNotAllowed,
     PayloadNotSerializable,
     PayloadTooLarge,
     ValidationError,
 )
-from jobengine.job_types import JobTypeRegistry
+from jobengine.job_types import JobTypeRegistry, JobTypeSpec
 from jobengine.job_types import registry as default_registry
 from jobengine.retry_policy import RetryPolicy
 from jobengine.store.jobs_repository import JobsRepository
@@ -50,16 +51,38 @@ def encode_payload(payload: Any, max_bytes: int) -> str:
     return text
 
 
+def refuse_disabled_command_type(spec: JobTypeSpec, commands_enabled: bool) -> None:
+    """A type that runs commands on the workers is accepted only where the installation opted in.
+
+    The API calls this before its scope check too, so a disabled installation answers the
+    same whatever the key.
+    """
+    if spec.runs_commands and not commands_enabled:
+        raise CommandTypesDisabled(
+            f"job type {spec.name!r} runs commands on the workers, which this installation"
+            " does not allow (JOBENGINE_COMMAND_TYPES_ENABLED is off)"
+        )
+
+
 def validate(
-    new: NewJob, *, max_payload_bytes: int, types: JobTypeRegistry, sealed: bool | None = None
+    new: NewJob,
+    *,
+    max_payload_bytes: int,
+    types: JobTypeRegistry,
+    sealed: bool | None = None,
+    commands_enabled: bool | None = None,
 ) -> NewJob:
     """Check a submission; returns it with the type's default queue applied.
 
-    ``sealed`` defaults to the installation's setting, so no producer can forget it.
+    ``sealed`` and ``commands_enabled`` default to the installation's settings, so no
+    producer can forget them.
     """
     spec = types.get(new.type)
     if sealed is None:
         sealed = get_settings().sealed
+    if commands_enabled is None:
+        commands_enabled = get_settings().command_types_enabled
+    refuse_disabled_command_type(spec, commands_enabled)
     if sealed and spec.needs_network:
         raise NetworkNotAllowed(f"job type {new.type!r} needs the network; refused in sealed mode")
     encode_payload(new.payload, max_payload_bytes)
@@ -113,6 +136,7 @@ def submit(
     actor: str = "producer",
     dispatching: bool = False,
     sealed: bool | None = None,
+    commands_enabled: bool | None = None,
 ) -> tuple[Job, bool]:
     """Store a job inside the caller's transaction; returns it and whether it is new.
 
@@ -120,7 +144,13 @@ def submit(
     is ``scheduled`` at once. An ``idempotency_key`` seen before with the same request returns the
     original job; with a different request it raises ``DuplicateIdempotencyKey``.
     """
-    new = validate(new, max_payload_bytes=max_payload_bytes, types=types, sealed=sealed)
+    new = validate(
+        new,
+        max_payload_bytes=max_payload_bytes,
+        types=types,
+        sealed=sealed,
+        commands_enabled=commands_enabled,
+    )
     fingerprint = request_hash(new) if new.idempotency_key else None
     schedule_now = new.not_before is None
     created = guard.create_job(
@@ -156,11 +186,18 @@ def submit_many(
     actor: str = "producer",
     dispatching: bool = False,
     sealed: bool | None = None,
+    commands_enabled: bool | None = None,
 ) -> list[tuple[Job, bool]]:
     """``submit`` for a batch, in order: every job is validated before any is written, and
     those without idempotency keys are stored in one statement."""
     checked = [
-        validate(new, max_payload_bytes=max_payload_bytes, types=types, sealed=sealed)
+        validate(
+            new,
+            max_payload_bytes=max_payload_bytes,
+            types=types,
+            sealed=sealed,
+            commands_enabled=commands_enabled,
+        )
         for new in jobs
     ]
     plain = [new for new in checked if not new.idempotency_key]
@@ -179,6 +216,7 @@ def submit_many(
                     actor=actor,
                     dispatching=dispatching,
                     sealed=sealed,
+                    commands_enabled=commands_enabled,
                 )
             )
         else:

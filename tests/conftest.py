@@ -18,6 +18,10 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from jobengine.store import migrate
 from jobengine.store.database import make_engine, normalize_url
 
+os.environ.setdefault("JOBENGINE_COMMAND_TYPES_ENABLED", "true")
+"""The test installation opts in to command-running types (shell), as most tests use them;
+tests of the opt-in itself pass their own settings or worker environment."""
+
 TEMPLATE_DB = "jobengine_template"
 _counter = itertools.count()
 

@@ -15,6 +15,9 @@ from config.celery import celery_config
 from config.logging import configure_logging
 from config.settings import get_settings
 from jobengine import sealed
+from jobengine.job_types import registry
+from workers.command_types import withhold_command_handlers
+from workers.registry import HANDLERS
 from workers.runtime import urls
 from workers.tasks import register_tasks
 
@@ -27,6 +30,7 @@ app.conf.worker_consumer = "workers.poison:JobConsumer"
 
 for module in ("workers.handlers.builtin", *settings.handler_modules):
     importlib.import_module(module)
+withhold_command_handlers(HANDLERS, registry, enabled=settings.command_types_enabled)
 importlib.import_module("workers.hooks")
 importlib.import_module("workers.poison")
 register_tasks(app)

@@ -1,7 +1,8 @@
 """Who is calling and what they may do: bearer keys, scopes, and the tenant a request acts for.
 
 A job of another tenant is answered like a job that does not exist (404), never 403, so a key
-cannot learn which ids other tenants hold.
+cannot learn which ids other tenants hold. Tracebacks name the server's files and code, so only
+admin keys (and the CLI, which reads the database itself) see them.
 """
 
 from __future__ import annotations
@@ -51,12 +52,17 @@ def require(scope: str) -> Callable[[ApiKey], ApiKey]:
     return check
 
 
-def check_scope(key: ApiKey, scope: str) -> None:
+def check_scope(key: ApiKey, scope: str, needed_for: str | None = None) -> None:
     if not key.allows(scope):
+        why = f" ({needed_for})" if needed_for else ""
         raise Forbidden(
-            f"this key lacks the scope {scope!r}",
+            f"this key lacks the scope {scope!r}{why}",
             hint=f"Use a key created with --scope {scope}.",
         )
+
+
+def sees_tracebacks(key: ApiKey) -> bool:
+    return key.is_admin
 
 
 def acting_tenant(key: ApiKey, requested: str | None) -> str:

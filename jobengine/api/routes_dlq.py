@@ -2,11 +2,14 @@
 
 The same service as the CLI's (``jobengine.dead_letters``), scoped to the key's tenant: a dead
 letter of another tenant answers 404. Reading needs ``jobs:read``; replaying and discarding
-``dlq:replay`` (retrying one failed job ``jobs:write``); purging ``admin``.
+``dlq:replay`` (retrying one failed job ``jobs:write``); purging ``admin``. A replay that
+patches the payload of a type that runs commands writes a new command, so it also needs
+``jobs:command``, as submitting one does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -14,9 +17,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from pydantic import AwareDatetime
 
-from jobengine.api.auth import acting_tenant, require
+from jobengine.api.auth import acting_tenant, check_scope, require, sees_tracebacks, visible
 from jobengine.api.errors import ApiError
-from jobengine.api.keys import ADMIN, DLQ_REPLAY, JOBS_READ, JOBS_WRITE, ApiKey
+from jobengine.api.keys import ADMIN, DLQ_REPLAY, JOBS_COMMAND, JOBS_READ, JOBS_WRITE, ApiKey
 from jobengine.api.routes_jobs import JobId, actor, decode_cursor, encode_cursor
 from jobengine.api.schemas import ERROR_RESPONSES, ErrorOut, JobOut, Name
 from jobengine.api.schemas_dlq import (
@@ -35,6 +38,8 @@ from jobengine.api.schemas_dlq import (
 from jobengine.api.state import ApiState, api_state
 from jobengine.dead_letters import DeadLetters, ReplayOptions
 from jobengine.domain.dead_letter import DeadLetterReason, DeadLetterStatus
+from jobengine.errors import UnknownJobType
+from jobengine.job_types import registry
 from jobengine.store.database import transaction
 from jobengine.store.dead_letter_repository import DeadLetterFilter
 from jobengine.store.jobs_repository import JobsRepository
@@ -80,6 +85,24 @@ def _scope(key: ApiKey, tenant: str | None) -> str | None:
 def _own(key: ApiKey) -> str | None:
     """The tenant one entry or job must belong to for ``key``: its own; any for admin keys."""
     return None if key.is_admin else key.tenant_id
+
+
+def _refuse_command_patch(key: ApiKey, job_types: Iterable[str], body: ReplayIn) -> None:
+    """A payload patch on a command-running type is a new command: it needs ``jobs:command``.
+    A type this process does not know has no handler it could be run by."""
+    if body.payload_patch is None:
+        return
+    for name in sorted(set(job_types)):
+        try:
+            runs_commands = registry.get(name).runs_commands
+        except UnknownJobType:
+            continue
+        if runs_commands:
+            check_scope(
+                key,
+                JOBS_COMMAND,
+                needed_for=f"a payload patch on job type {name!r} changes a command it runs",
+            )
 
 
 def _options(key: ApiKey, body: ReplayIn) -> ReplayOptions:
@@ -132,9 +155,10 @@ def get_dead_letter(
     dead_letter_id: DeadLetterId,
     key: Annotated[ApiKey, Depends(require(JOBS_READ))],
 ) -> DeadLetterDetail:
-    """With its traceback, payload snapshot, whole timeline and every replay's outcome."""
-    tenant = _own(key)
-    return detail(service(api_state(request)).get(dead_letter_id, tenant))
+    """With its payload snapshot, whole timeline, every replay's outcome and, for admin keys,
+    its traceback."""
+    entry = service(api_state(request)).get(dead_letter_id, _own(key))
+    return detail(entry, show_traceback=sees_tracebacks(key))
 
 
 @router.post(
@@ -151,9 +175,11 @@ def replay_dead_letter(
 ) -> ReplayOut:
     """Safe to repeat: an entry replayed before answers ``already_replayed`` and does nothing."""
     tenant = _own(key)
-    done = service(api_state(request)).replay(
-        dead_letter_id, _options(key, body or ReplayIn()), tenant_id=tenant
-    )
+    body = body or ReplayIn()
+    dead_letters = service(api_state(request))
+    if body.payload_patch is not None:
+        _refuse_command_patch(key, [dead_letters.get(dead_letter_id, tenant).type], body)
+    done = dead_letters.replay(dead_letter_id, _options(key, body), tenant_id=tenant)
     return ReplayOut.of(done)
 
 
@@ -186,6 +212,7 @@ def replay_many(
         raise TooManyToReplay(
             f"{len(selection.selected)} dead letters match; at most {MAX_BULK} per request"
         )
+    _refuse_command_patch(key, (e.type for e in selection.selected), body)
     if body.dry_run or not selection.selected:
         return BulkReplayOut.of(selection)
     fixed = replace(flt, max_id=selection.selected[-1].id)
@@ -242,11 +269,18 @@ def retry_job(
     key: Annotated[ApiKey, Depends(require(JOBS_WRITE))],
     body: Annotated[ReplayIn | None, Body()] = None,
 ) -> JobOut:
-    """Replays the job's dead letter; retrying a job already sent back changes nothing."""
+    """Replays the job's dead letter; retrying a job already sent back changes nothing.
+
+    Another tenant's job answers exactly as a missing one (``JOB_NOT_FOUND``), checked before
+    the dead letter is looked up, so no answer tells which ids exist."""
     state = api_state(request)
+    with transaction(state.engine) as conn:
+        job = visible(key, JobsRepository(conn).get(job_id))
     tenant = _own(key)
+    body = body or ReplayIn()
     dead_letters = service(state)
     entry_id = dead_letters.id_for_job(job_id, tenant)
-    dead_letters.replay(entry_id, _options(key, body or ReplayIn()), tenant_id=tenant)
+    _refuse_command_patch(key, [job.type], body)
+    dead_letters.replay(entry_id, _options(key, body), tenant_id=tenant)
     with transaction(state.engine) as conn:
-        return JobOut.of(JobsRepository(conn).get(job_id))
+        return JobOut.of(JobsRepository(conn).get(job_id), show_traceback=sees_tracebacks(key))

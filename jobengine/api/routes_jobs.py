@@ -17,8 +17,8 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import AwareDatetime
 
 from jobengine.api import metrics
-from jobengine.api.auth import acting_tenant, require, visible
-from jobengine.api.keys import JOBS_READ, JOBS_WRITE, ApiKey
+from jobengine.api.auth import acting_tenant, check_scope, require, sees_tracebacks, visible
+from jobengine.api.keys import JOBS_COMMAND, JOBS_READ, JOBS_WRITE, ApiKey
 from jobengine.api.schemas import (
     ERROR_RESPONSES,
     BatchCreate,
@@ -38,11 +38,12 @@ from jobengine.dispatch import publish_jobs
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.errors import ValidationError
+from jobengine.job_types import registry
 from jobengine.producer import dispatch_ref
 from jobengine.store.database import transaction
 from jobengine.store.history_repository import JobHistoryRepository
 from jobengine.store.jobs_repository import JobFilter, JobsRepository
-from jobengine.submission import submit_many
+from jobengine.submission import refuse_disabled_command_type, submit_many
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -99,6 +100,19 @@ def new_job(body: JobCreate, tenant: str, idempotency_key: str | None) -> NewJob
     )
 
 
+def refuse_command_types(state: ApiState, key: ApiKey, jobs: Sequence[NewJob]) -> None:
+    """Types that run commands on the workers need the installation's opt-in and, then, the
+    key's ``jobs:command`` scope; the opt-in is checked first, so an installation without it
+    answers the same whatever the key. Nothing has been written yet."""
+    for new in jobs:
+        spec = registry.get(new.type)
+        if spec.runs_commands:
+            refuse_disabled_command_type(spec, state.settings.command_types_enabled)
+            check_scope(
+                key, JOBS_COMMAND, needed_for=f"job type {spec.name!r} runs commands on the workers"
+            )
+
+
 def store_and_publish(
     state: ApiState, key: ApiKey, jobs: Sequence[NewJob]
 ) -> list[tuple[Job, bool]]:
@@ -107,6 +121,7 @@ def store_and_publish(
     A failed publish is not the client's problem: the jobs are committed and the leading
     reaper publishes undispatched jobs.
     """
+    refuse_command_types(state, key, jobs)
     settings = state.settings
     started = time.perf_counter()
     with transaction(state.engine) as conn:
@@ -117,6 +132,7 @@ def store_and_publish(
             actor=actor(key),
             dispatching=True,
             sealed=settings.sealed,
+            commands_enabled=settings.command_types_enabled,
         )
     metrics.GUARD_SECONDS.labels("submit").observe(time.perf_counter() - started)
     fresh = [
@@ -167,7 +183,7 @@ def create_job(
     if not created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return JobOut.of(job)
+    return JobOut.of(job, show_traceback=sees_tracebacks(key))
 
 
 @router.post("/batch", status_code=201, response_model=JobBatch, summary="Create jobs at once")
@@ -183,7 +199,7 @@ def create_jobs(
     stored = store_and_publish(
         state, key, [new_job(item, owner, item.idempotency_key) for item in body.jobs]
     )
-    return JobBatch(jobs=[JobOut.of(job) for job, _ in stored])
+    return JobBatch(jobs=[JobOut.of(job, show_traceback=sees_tracebacks(key)) for job, _ in stored])
 
 
 @router.get("", response_model=JobList, summary="List jobs, by id, a page at a time")
@@ -219,7 +235,7 @@ def list_jobs(
     with transaction(state.engine) as conn:
         page = JobsRepository(conn).list(flt, after_id=after_id, limit=limit)
     return JobList(
-        items=[JobOut.of(job) for job in page.jobs],
+        items=[JobOut.of(job, show_traceback=sees_tracebacks(key)) for job in page.jobs],
         next_cursor=encode_cursor(page.next_cursor) if page.next_cursor is not None else None,
     )
 
@@ -228,7 +244,8 @@ def list_jobs(
 def get_job(
     request: Request, job_id: JobId, key: Annotated[ApiKey, Depends(require(JOBS_READ))]
 ) -> JobOut:
-    return JobOut.of(_read(api_state(request), key, job_id))
+    job = _read(api_state(request), key, job_id)
+    return JobOut.of(job, show_traceback=sees_tracebacks(key))
 
 
 @router.delete(
@@ -253,7 +270,7 @@ def cancel(
         revoker=state.revoker,
     )
     metrics.GUARD_SECONDS.labels("cancel").observe(time.perf_counter() - started)
-    return JobOut.of(outcome.job)
+    return JobOut.of(outcome.job, show_traceback=sees_tracebacks(key))
 
 
 @router.get("/{job_id}/history", response_model=HistoryList, summary="A job's transitions")

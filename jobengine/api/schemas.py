@@ -39,6 +39,13 @@ QueueName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-
 IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(no_nul)]
 
 
+def error_view(error: dict[str, Any] | None, *, show_traceback: bool) -> dict[str, Any] | None:
+    """A stored error as a key may see it: the traceback only when ``show_traceback``."""
+    if error is None or show_traceback:
+        return error
+    return {k: v for k, v in error.items() if k != "traceback"}
+
+
 def utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
@@ -168,7 +175,10 @@ class JobOut(ApiModel):
     payload: Any
     progress: dict[str, Any] | None
     result: Any | None
-    last_error: dict[str, Any] | None
+    last_error: dict[str, Any] | None = Field(
+        description="code, class, message and details of the last failure; its traceback "
+        "only for admin keys."
+    )
     not_before: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -177,7 +187,9 @@ class JobOut(ApiModel):
     completed_at: datetime | None
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
+    def of(cls, job: Job, *, show_traceback: bool = False) -> JobOut:
+        """``show_traceback`` only for admin keys: a tenant sees the error's code, class,
+        message and details, not the server's file paths."""
         return cls(
             id=job.id,
             tenant_id=job.tenant_id,
@@ -190,7 +202,7 @@ class JobOut(ApiModel):
             payload=job.payload,
             progress=job.progress,
             result=job.result,
-            last_error=job.last_error,
+            last_error=error_view(job.last_error, show_traceback=show_traceback),
             not_before=utc(job.not_before),
             created_at=job.created_at.astimezone(UTC),
             updated_at=job.updated_at.astimezone(UTC),

@@ -161,7 +161,7 @@ class DeadLetterOut(ApiModel):
 
 
 class DeadLetterDetail(DeadLetterOut):
-    traceback: str | None
+    traceback: str | None = Field(description="Admin keys only; null for a tenant's key.")
     payload: Any = Field(description="The payload as it was when the job failed.")
     timeline: list[dict[str, Any]]
     job_status: JobStatus | None
@@ -193,10 +193,10 @@ def summary(e: DeadLetter) -> DeadLetterOut:
     return DeadLetterOut(**_common(e))
 
 
-def detail(e: DeadLetter) -> DeadLetterDetail:
+def detail(e: DeadLetter, *, show_traceback: bool = False) -> DeadLetterDetail:
     return DeadLetterDetail(
         **_common(e),
-        traceback=e.traceback,
+        traceback=e.traceback if show_traceback else None,
         payload=e.payload,
         timeline=e.timeline,
         job_status=e.job_status,

@@ -51,7 +51,7 @@ def test_dead_letter_is_listed_shown_and_replayed_once(engine: Engine, ops: http
     )
     shown = ops.get(f"/api/v1/dlq/{entry['id']}").json()
     assert shown["timeline"][-1]["to_status"] == "failed"
-    assert "RuntimeError" in shown["traceback"]
+    assert shown["traceback"] is None  # a tenant's key; admin keys see it (test_tenant_boundary)
 
     first = ops.post(f"/api/v1/dlq/{entry['id']}/replay", json={"reason": "fixed"})
     second = ops.post(f"/api/v1/dlq/{entry['id']}/replay")

@@ -37,6 +37,7 @@ FLEET_ENV = {
     "JOBENGINE_REDISPATCH_AFTER_SECONDS": "3",
     "JOBENGINE_HANDLER_MODULES": json.dumps(["tests.fleet.handlers"]),
     "JOBENGINE_LOG_LEVEL": "INFO",
+    "JOBENGINE_COMMAND_TYPES_ENABLED": "true",
 }
 
 

@@ -30,11 +30,27 @@ def test_shell_exit_zero_completes_with_its_output_and_nonzero_fails_with_detail
     wait_until(lambda: fleet.job(ok.id).status is S.COMPLETED, 60, "shell success")
     wait_until(lambda: fleet.job(broken.id).status is S.FAILED, 60, "shell failure")
 
-    assert fleet.job(ok.id).result == {"exit_code": 0, "stdout": "hello from shell\n", "stderr": ""}
+    assert fleet.job(ok.id).result == {
+        "exit_code": 0,
+        "stdout": "hello from shell\n",
+        "stderr": "",
+        "stdout_bytes": 17,
+        "stderr_bytes": 0,
+        "stdout_dropped_bytes": 0,
+        "stderr_dropped_bytes": 0,
+    }
     error = fleet.job(broken.id).last_error
     assert error is not None
     assert error["code"] == "COMMAND_FAILED"
-    assert error["details"] == {"exit_code": 7, "stdout": "partial\n", "stderr": "disk on fire\n"}
+    assert error["details"] == {
+        "exit_code": 7,
+        "stdout": "partial\n",
+        "stderr": "disk on fire\n",
+        "stdout_bytes": 8,
+        "stderr_bytes": 13,
+        "stdout_dropped_bytes": 0,
+        "stderr_dropped_bytes": 0,
+    }
     assert "exited with 7" in error["message"]
 
 

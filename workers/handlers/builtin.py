@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -9,6 +12,7 @@ from typing import Any
 
 from jobengine.context import JobContext
 from jobengine.failures import CommandFailed, NonRetryableError
+from workers.handlers.output import OutputTail
 from workers.registry import job
 
 OUTPUT_LIMIT = 64 * 1024
@@ -33,16 +37,14 @@ def sleep(ctx: JobContext) -> dict[str, Any]:
     return {"slept": seconds}
 
 
-def _tail(data: bytes) -> str:
-    return data[-OUTPUT_LIMIT:].decode("utf-8", errors="replace")
-
-
 @job("shell")
 def shell(ctx: JobContext) -> dict[str, Any]:
     """Runs payload['command'] (a list of arguments, or a string for /bin/sh -c).
 
-    Exit 0 completes the job with the exit code and the last 64 KiB of stdout and stderr;
-    any other exit fails it with the same details kept in its error.
+    Exit 0 completes the job with the exit code and the last 64 KiB of stdout and stderr, each
+    read as it comes (never buffered whole), with how many bytes each stream wrote and how many
+    of them were dropped; any other exit fails it with the same details kept in its error. The
+    command runs in a session of its own, so cancelling stops everything it started.
     """
     command = ctx.payload.get("command")
     if isinstance(command, str):
@@ -53,12 +55,38 @@ def shell(ctx: JobContext) -> dict[str, Any]:
         raise NonRetryableError(
             "payload['command'] must be a string or a non-empty list of strings"
         )
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    stdout, stderr = OutputTail(OUTPUT_LIMIT), OutputTail(OUTPUT_LIMIT)
+    assert proc.stdout is not None and proc.stderr is not None
+    readers = [
+        threading.Thread(target=tail.drain, args=(stream,), daemon=True)
+        for tail, stream in ((stdout, proc.stdout), (stderr, proc.stderr))
+    ]
+    for reader in readers:
+        reader.start()
     stopper = threading.Thread(target=_stop_when_cancelled, args=(ctx, proc), daemon=True)
     stopper.start()
-    stdout, stderr = proc.communicate()
+    for reader in readers:
+        reader.join()
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
     ctx.raise_if_cancelled()
-    outcome = {"exit_code": proc.returncode, "stdout": _tail(stdout), "stderr": _tail(stderr)}
+    outcome = {
+        "exit_code": proc.returncode,
+        "stdout": stdout.text(),
+        "stderr": stderr.text(),
+        "stdout_bytes": stdout.total,
+        "stderr_bytes": stderr.total,
+        "stdout_dropped_bytes": stdout.dropped,
+        "stderr_dropped_bytes": stderr.dropped,
+    }
     if proc.returncode != 0:
         raise CommandFailed(f"command exited with {proc.returncode}", details=outcome)
     return outcome
@@ -68,7 +96,8 @@ def _stop_when_cancelled(ctx: JobContext, proc: subprocess.Popen[bytes]) -> None
     idle = threading.Event()
     while proc.poll() is None:
         if ctx.cancelled:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             return
         idle.wait(POLL_SECONDS)
 
