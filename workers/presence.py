@@ -68,7 +68,8 @@ class Presence:
         """Stop beating and delete the row (best effort: a row left is gone after the TTL)."""
         self._stopping.set()
         self._wake.set()
-        self._thread.join(LEAVE_TIMEOUT_SECONDS)
+        if self._thread.is_alive():
+            self._thread.join(LEAVE_TIMEOUT_SECONDS)
         with self._lock:
             try:
                 WorkersRepository(self._connection()).leave(self.record)
