@@ -120,6 +120,11 @@ class Settings(BaseSettings):
                 "JOBENGINE_WORKER_HEARTBEAT_SECONDS must be below JOBENGINE_WORKER_TTL_SECONDS, "
                 "or live workers are shown as gone"
             )
+        if self.worker_prune_after_seconds <= self.worker_ttl_seconds:
+            raise ValueError(
+                "JOBENGINE_WORKER_PRUNE_AFTER_SECONDS must be above JOBENGINE_WORKER_TTL_SECONDS, "
+                "or rows are deleted before their workers are shown as gone"
+            )
         return self
 
 

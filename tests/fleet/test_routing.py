@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import redis
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
@@ -76,6 +77,7 @@ def test_a_plain_celery_message_for_type_b_taken_by_worker_a_is_handed_back_and_
 
     wait_until(lambda: "handed_back" in fleet.log_of("wa"), 60, "worker a hands it back")
     assert waiting_in_broker(fleet.broker_url, "jobs.routed_b") == 1
+    assert redis.Redis.from_url(fleet.broker_url).llen("jobs.routed_b:3") == 1  # its priority
     with fleet.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 0  # untouched
     worker_b = fleet.start_worker("wb", **B_ENV)
