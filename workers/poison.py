@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 from celery import signals
 from celery.worker.consumer import Consumer
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobengine.dispatch import TASK_PREFIX, broker_queue, is_chunk, parse_task_id
 from jobengine.errors import JobEngineError
@@ -116,7 +117,7 @@ def in_catalogue(job_type: str) -> bool:
     try:
         with transaction(process_engine(urls()[0])) as conn:
             return WorkersRepository(conn).type_in_catalogue(job_type)
-    except JobEngineError as exc:
+    except (JobEngineError, SQLAlchemyError) as exc:
         log.warning("catalogue_unreachable", type=job_type, error=str(exc))
         return True
 
