@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import redis
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -39,16 +40,21 @@ def dead_letters(fleet: Fleet) -> int:
         return int(conn.execute(text("SELECT count(*) FROM dead_letters")).scalar_one())
 
 
-def test_interleaved_jobs_of_two_types_each_run_once_on_a_worker_with_the_handler_at_attempt_1(
-    fleet: Fleet,
+ORDERS = {
+    "interleaved": ["routed_a" if i % 2 == 0 else "routed_b" for i in range(60)],
+    "in-chunks": ["routed_a"] * 30 + ["routed_b"] * 30,  # a backlog: messages of 10 jobs
+}
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+def test_jobs_of_two_types_each_run_once_on_a_worker_with_the_handler_at_attempt_1(
+    fleet: Fleet, order: str
 ) -> None:
     catalogue(fleet.engine, "routed_a", "routed_b")
     worker_a = fleet.start_worker("wa", concurrency=2, **A_ENV)
     worker_b = fleet.start_worker("wb", concurrency=2, **B_ENV)
     jobs = submit_jobs(
-        fleet.engine,
-        fleet.publisher(),
-        [NewJob(type="routed_a" if i % 2 == 0 else "routed_b") for i in range(60)],
+        fleet.engine, fleet.publisher(), [NewJob(type=t) for t in ORDERS[order]], chunk_size=10
     )
 
     wait_until(
@@ -63,7 +69,9 @@ def test_interleaved_jobs_of_two_types_each_run_once_on_a_worker_with_the_handle
         assert parent_of(pid) == owner[what], f"job {job_id} ran on the wrong worker"
     assert all(fleet.job(j.id).attempt == 1 for j in jobs)
     assert dead_letters(fleet) == 0
-    assert "handed_back" not in fleet.log_of("wa") + fleet.log_of("wb")  # none went astray
+    logs = fleet.log_of("wa") + fleet.log_of("wb")
+    assert "handed_back" not in logs  # none went astray
+    assert ("[chunk-" in logs) is (order == "in-chunks")
 
 
 def test_a_plain_celery_message_for_type_b_taken_by_worker_a_is_handed_back_and_run_by_worker_b(
@@ -129,6 +137,10 @@ def test_a_type_no_live_worker_handles_is_shown_in_jobs_stuck_and_metrics_then_r
         return [t for t in _stuck(fleet)["types_without_worker"] if t["type"] == "routed_b"]
 
     [entry] = wait_until(unhandled, 30, "routed_b reported without a worker")
+    text_out = CliRunner().invoke(
+        cli_app, ["jobs", "stuck"], env={"JOBENGINE_DATABASE_URL": fleet.db_url, **REGISTRY_ENV}
+    )
+    assert "no live worker handles type 'routed_b': 3 job(s) waiting" in text_out.stdout
     assert entry["waiting"] == 3 and entry["oldest_waiting_seconds"] >= 0
     assert entry["message"].startswith("no live worker handles type 'routed_b': 3 job(s)")
     got = _metrics(fleet)
