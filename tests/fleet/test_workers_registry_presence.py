@@ -1,5 +1,5 @@
 """A worker's presence outlives Postgres being away: a failed beat is logged, never raised,
-and the next beat that reaches Postgres announces the row."""
+and the next beat that reaches Postgres announces the row (and prunes long-gone ones)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,13 @@ def test_a_beat_while_postgres_is_away_is_survived_and_the_next_one_announces_th
         conn.execute(text(f"CREATE DATABASE {database} TEMPLATE {migrated_template}"))
     check = create_engine(url)
     try:
+        with check.begin() as conn:  # a worker that died eight days ago: pruned by the beat
+            conn.execute(
+                text(
+                    "INSERT INTO workers (name, host, pid, queues, types, last_seen_at) VALUES "
+                    "('old@test', 'test', 1, '{}', '{}', now() - interval '8 days')"
+                )
+            )
         presence.beat()
         with check.connect() as conn:
             rows = conn.execute(text("SELECT name, types, draining FROM workers")).all()
