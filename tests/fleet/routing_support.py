@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import redis
 from sqlalchemy import Engine, text
 
@@ -14,6 +15,13 @@ B_ENV = {"JOBENGINE_HANDLER_MODULES": json.dumps(["tests.fleet.handlers_b"])}
 REGISTRY_ENV = {"JOBENGINE_WORKER_HEARTBEAT_SECONDS": "0.3", "JOBENGINE_WORKER_TTL_SECONDS": "2"}
 """Workers beat fast so a test sees them gone in about two seconds."""
 TTL_SECONDS = 2.0
+
+
+@pytest.fixture(autouse=True)
+def cli_keeps_logging_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's first run would bind this process's logs to CliRunner's stderr, closed after
+    the call; every later log line of the session would then fail."""
+    monkeypatch.setattr("jobengine.cli.configure_logging", lambda *_args, **_kw: None)
 
 
 def catalogue(engine: Engine, *names: str) -> None:

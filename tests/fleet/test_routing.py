@@ -28,6 +28,7 @@ from tests.fleet.routing_support import (
     REGISTRY_ENV,
     TTL_SECONDS,
     catalogue,
+    cli_keeps_logging_alone,  # noqa: F401  (autouse)
     parent_of,
     waiting_in_broker,
 )

@@ -22,7 +22,11 @@ from jobengine.store.workers_repository import WorkerView
 from jobengine.workers_registry import WorkersRegistry
 from tests.fleet import handlers, handlers_a  # noqa: F401  (the producer knows the types)
 from tests.fleet.conftest import Fleet, wait_until
-from tests.fleet.routing_support import REGISTRY_ENV, TTL_SECONDS
+from tests.fleet.routing_support import (  # noqa: F401  (an autouse fixture)
+    REGISTRY_ENV,
+    TTL_SECONDS,
+    cli_keeps_logging_alone,
+)
 
 BUILTIN = ["fake_inference", "noop", "shell", "sleep"]
 
