@@ -74,6 +74,22 @@ class Settings(BaseSettings):
         "one message carries up to this many jobs of one type and queue; 1 turns chunks off.",
     )
     worker_prefetch_multiplier: int = Field(default=1, ge=1)
+    worker_heartbeat_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a worker's main process refreshes its row in the workers registry.",
+    )
+    worker_ttl_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A worker whose row has not been refreshed for this long is shown as gone "
+        "and counts as handling nothing.",
+    )
+    worker_prune_after_seconds: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="A gone worker's row is deleted once it has not been seen for this long.",
+    )
     handler_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Extra modules whose @job handlers workers import: comma-separated "
@@ -115,6 +131,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "JOBENGINE_HEARTBEAT_INTERVAL_SECONDS must be below JOBENGINE_LEASE_TTL_SECONDS, "
                 "or healthy jobs lose their leases"
+            )
+        if self.worker_heartbeat_seconds >= self.worker_ttl_seconds:
+            raise ValueError(
+                "JOBENGINE_WORKER_HEARTBEAT_SECONDS must be below JOBENGINE_WORKER_TTL_SECONDS, "
+                "or live workers are shown as gone"
+            )
+        if self.worker_prune_after_seconds <= self.worker_ttl_seconds:
+            raise ValueError(
+                "JOBENGINE_WORKER_PRUNE_AFTER_SECONDS must be above JOBENGINE_WORKER_TTL_SECONDS, "
+                "or rows are deleted before their workers are shown as gone"
             )
         return self
 

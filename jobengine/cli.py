@@ -41,6 +41,7 @@ from jobengine.cli_common import (
 from jobengine.cli_dlq import dlq_app
 from jobengine.cli_jobs import jobs_app
 from jobengine.cli_keys import keys_app
+from jobengine.cli_workers import workers_app
 from jobengine.domain.status import FINAL_STATES, JobStatus
 from jobengine.domain.transitions import TRANSITIONS
 from jobengine.errors import JobEngineError
@@ -54,6 +55,7 @@ from jobengine.services import (
 )
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import JobsRepository, QueueLimitRepository
+from jobengine.workers_registry import WorkersRegistry
 
 EXIT_ERROR = 1
 
@@ -97,6 +99,7 @@ app.add_typer(dlq_app, name="dlq")
 queues_app = typer.Typer(no_args_is_help=True, help="Per-queue concurrency limits.")
 app.add_typer(queues_app, name="queues")
 app.add_typer(keys_app, name="keys")
+app.add_typer(workers_app, name="workers")
 
 
 @app.callback()
@@ -326,13 +329,20 @@ def jobs_stuck(
     ] = 60.0,
     as_json: JsonOption = False,
 ) -> None:
-    """Jobs claimed or running with a missed heartbeat, or scheduled with no message taken."""
-    with store(ctx) as engine, transaction(engine) as conn:
-        stuck = JobsRepository(conn).stuck(scheduled_after_seconds=scheduled_after)
+    """Jobs claimed or running with a missed heartbeat, scheduled with no message taken, and
+    types whose due jobs no live worker handles (with how long the oldest has waited)."""
+    settings = settings_of(ctx)
+    with store(ctx) as engine:
+        with transaction(engine) as conn:
+            stuck = JobsRepository(conn).stuck(scheduled_after_seconds=scheduled_after)
+        unhandled = WorkersRegistry(engine, settings.worker_ttl_seconds).types_without_worker()
     if as_json:
         rows = [{**dataclasses.asdict(j), "status": j.status.value} for j in stuck]
-        typer.echo(json.dumps(rows, sort_keys=True))
+        types = [{**dataclasses.asdict(t), "message": t.message} for t in unhandled]
+        typer.echo(json.dumps({"jobs": rows, "types_without_worker": types}, sort_keys=True))
         return
+    for t in unhandled:
+        typer.echo(t.message)
     if not stuck:
         typer.echo("no stuck jobs")
         return

@@ -3,6 +3,11 @@
 A message names its job in three places Flower shows: the task name (``jobs.<type>``), the
 task id (``job-<id>-<attempt>``) and its only argument (the job id). The message carries no
 payload: the worker reads the job fresh from Postgres when it claims it.
+
+Messages are routed by type: each goes to the broker queue ``jobs.<type>``, which only workers
+that have the type's handler consume, so a job never reaches a worker that cannot run it. The
+job's own ``queue`` stays a Postgres concept (concurrency limits, priorities, filters) and is
+not a broker queue.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ CHUNK_PREFIX = "chunk-"
 
 
 def task_name(job_type: str) -> str:
+    return f"{TASK_PREFIX}{job_type}"
+
+
+def broker_queue(job_type: str) -> str:
+    """The broker queue a type's messages travel in; the same name as its task."""
     return f"{TASK_PREFIX}{job_type}"
 
 
@@ -81,7 +91,7 @@ class CeleryPublisher:
             task_name(ref.type),
             args=[ref.id],
             task_id=task_id_for(ref.id, ref.attempt + 1),
-            queue=ref.queue,
+            queue=broker_queue(ref.type),
             priority=broker_priority(ref.priority),
             countdown=countdown,
             **time_limits(ref),
@@ -94,7 +104,7 @@ class CeleryPublisher:
             task_name(first.type),
             args=[ref.id for ref in refs],
             task_id=chunk_task_id(refs),
-            queue=first.queue,
+            queue=broker_queue(first.type),
             priority=broker_priority(first.priority),
         )
 

@@ -2,7 +2,8 @@
 
 The broker is Redis: the one named by ``JOBENGINE_BROKER_URL``, else the embedded one of this
 installation (started if needed). Handler modules are imported here, then a ``jobs.<type>``
-task is registered for each handler.
+task is registered for each handler, and the worker consumes each one's broker queue
+``jobs.<type>`` besides the ``-Q`` names (``workers.routing``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ for module in ("workers.handlers.builtin", *settings.handler_modules):
 withhold_command_handlers(HANDLERS, registry, enabled=settings.command_types_enabled)
 importlib.import_module("workers.hooks")
 importlib.import_module("workers.poison")
+importlib.import_module("workers.routing")  # consumes jobs.<type> for each handler it has
+importlib.import_module("workers.presence")  # its row in the workers registry
 register_tasks(app)
 
 if settings.sealed:

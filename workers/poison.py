@@ -1,4 +1,5 @@
-"""Messages that can never run a handler are dead-lettered in Postgres, not dropped.
+"""Messages that can never run a handler are dead-lettered in Postgres, not dropped; messages
+that merely reached the wrong worker are handed back.
 
 Celery logs such a message and then acknowledges or rejects it: a body it cannot decode, a
 content type it refuses, a task name with no handler in this worker. Left at that, the job
@@ -6,21 +7,32 @@ would sit ``scheduled`` and the leader would publish it again and again, each me
 the same end. Here the job named by the message fails for good as ``poison`` instead; a message
 from a plain Celery producer that names no job of ours is first recorded as a job, with what
 could be read of it, so an operator can see it and replay or discard it.
+
+A task name this worker has no handler for is poison only when its type is not in the
+catalogue at all. A catalogued type's message (typically a plain producer's, which lands in
+``default``) is re-sent untouched to the type's broker queue ``jobs.<type>``, where only
+workers that can run it take it: same body, headers, task id and priority, no claim, so no
+attempt is spent and nothing is dead-lettered.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import structlog
 from celery import signals
 from celery.worker.consumer import Consumer
+from sqlalchemy.exc import SQLAlchemyError
 
-from jobengine.dispatch import TASK_PREFIX, is_chunk, parse_task_id
+from jobengine.dispatch import TASK_PREFIX, broker_queue, is_chunk, parse_task_id
 from jobengine.errors import JobEngineError
-from workers.runtime import runtime
+from jobengine.store.database import process_engine, transaction
+from jobengine.store.workers_repository import WorkersRepository
+from workers.runtime import runtime, urls
 
 log = structlog.get_logger("workers.poison")
+ack_log = logging.getLogger("workers.poison")
 
 MAX_RAW_BODY_CHARS = 8_000
 
@@ -95,8 +107,72 @@ def on_unknown_task(message: Any = None, name: str = "", id: str = "", **_: Any)
         log.error("poison_not_recorded", task=name, task_id=id, error=str(exc))
 
 
+def in_catalogue(job_type: str) -> bool:
+    """Whether the fleet knows ``job_type``: its row in ``job_types``.
+
+    Read straight from the table the catalogue is kept in. When Postgres cannot answer, the
+    type counts as known: a message handed back waits in its type's queue, where nothing is
+    lost, while poisoning it would fail a job that may be healthy.
+    """
+    try:
+        with transaction(process_engine(urls()[0])) as conn:
+            return WorkersRepository(conn).type_in_catalogue(job_type)
+    except (JobEngineError, SQLAlchemyError) as exc:
+        log.warning("catalogue_unreachable", type=job_type, error=str(exc))
+        return True
+
+
 class JobConsumer(Consumer):  # type: ignore[misc]
-    """Celery's consumer, recording undecodable and refused messages before it drops them."""
+    """Celery's consumer, handing back messages for types other workers run, and recording
+    undecodable and refused messages before it drops them."""
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        name = str((message.headers or {}).get("task") or "")
+        job_type = name[len(TASK_PREFIX) :] if name.startswith(TASK_PREFIX) else ""
+        if job_type and in_catalogue(job_type):
+            self._hand_back(job_type, message)
+            return
+        super().on_unknown_task(body, message, exc)
+
+    def _hand_back(self, job_type: str, message: Any) -> None:
+        headers = dict(message.headers or {})
+        task_id = str(headers.get("id") or "")
+        target = broker_queue(job_type)
+        source = (message.delivery_info or {}).get("routing_key")
+        fields = {"type": job_type, "task_id": task_id, "from_queue": source, "to_queue": target}
+        parsed = parse_task_id(task_id)
+        if parsed is not None:
+            fields.update(job_id=parsed[0], attempt=parsed[1])
+        if source == target:
+            # Only a worker started with an explicit -Q naming another type's queue gets here;
+            # sending it back would loop. A job of ours is published again by the leader.
+            log.error("handback_refused", why="this worker consumes the type's own queue", **fields)
+            message.ack_log_error(ack_log, self.connection_errors)
+            return
+        try:
+            queue = self.app.amqp.queues[target]
+            with self.app.producer_or_acquire() as producer:
+                producer.publish(
+                    message.body,
+                    exchange=queue.exchange,
+                    routing_key=queue.routing_key,
+                    declare=[queue],
+                    headers=headers,
+                    priority=message.properties.get("priority") or 0,
+                    content_type=message.content_type,
+                    content_encoding=message.content_encoding,
+                    **{
+                        key: message.properties[key]
+                        for key in ("correlation_id", "reply_to")
+                        if message.properties.get(key)
+                    },
+                )
+        except Exception as exc:  # the broker's errors are many; none may lose the message
+            log.warning("handback_failed", error=str(exc), **fields)
+            message.reject_log_error(ack_log, self.connection_errors, requeue=True)
+            return
+        message.ack_log_error(ack_log, self.connection_errors)
+        log.info("handed_back", **fields)
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         self._poison(message, f"message body could not be decoded: {exc}")

@@ -18,7 +18,15 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
 from config.settings import Settings
-from jobengine.api import errors, metrics, routes_dlq, routes_health, routes_jobs, routes_streams
+from jobengine.api import (
+    errors,
+    metrics,
+    routes_dlq,
+    routes_health,
+    routes_jobs,
+    routes_streams,
+    routes_workers,
+)
 from jobengine.api.body_limit import BodyLimit
 from jobengine.api.state import ApiState
 from jobengine.cancellation import TaskRevoker
@@ -33,6 +41,7 @@ ROUTERS: list[APIRouter] = [
     routes_jobs.router,
     routes_streams.router,
     routes_dlq.router,
+    routes_workers.router,
 ]
 """Every router the API serves."""
 
@@ -85,7 +94,7 @@ def create_app(
         publisher=publisher,
         revoker=revoker,
         broker_check=broker_check,
-        metrics=metrics.make_registry(engine),
+        metrics=metrics.make_registry(engine, settings.worker_ttl_seconds),
     )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)

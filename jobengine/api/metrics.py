@@ -6,6 +6,10 @@ restart loses nothing. Transitions, lease expiries and retries are counts over `
 (every transition ever recorded), so they are true counters. Transition latency is the one
 figure measured here: a histogram of the guard calls this process makes (submissions and
 cancellations), per process as latency naturally is.
+
+The fleet's side comes from the workers registry, with the same TTL as every other reader:
+workers by state, and for each type whose due jobs no live worker handles, how many wait and
+for how long the oldest has (``jobengine_types_without_worker``: alert on it).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from jobengine.domain.status import JobStatus
 from jobengine.store import queries
 from jobengine.store.database import run_all, transaction
 from jobengine.store.dead_letter_repository import DeadLetterRepository
+from jobengine.store.workers_repository import WorkersRepository
 
 GUARD_SECONDS = Histogram(
     "jobengine_api_guard_seconds",
@@ -37,8 +42,9 @@ GUARD_SECONDS = Histogram(
 class EngineCollector(Collector):
     """Reads the engine's state from Postgres on every scrape."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, worker_ttl_seconds: float) -> None:
         self._engine = engine
+        self._worker_ttl = worker_ttl_seconds
 
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("jobengine_jobs", "Jobs by state.", labels=["state"])
@@ -59,7 +65,23 @@ class EngineCollector(Collector):
         dead = GaugeMetricFamily(
             "jobengine_dead_letters_open", "Open dead letters.", labels=["reason", "type"]
         )
+        workers = GaugeMetricFamily(
+            "jobengine_workers", "Registered workers by state.", labels=["state"]
+        )
+        unhandled = GaugeMetricFamily(
+            "jobengine_types_without_worker",
+            "Due scheduled jobs of a type that no live worker handles, by type.",
+            labels=["type"],
+        )
+        unhandled_age = GaugeMetricFamily(
+            "jobengine_types_without_worker_oldest_seconds",
+            "How long the oldest due job of a type no live worker handles has waited.",
+            labels=["type"],
+        )
         with transaction(self._engine) as conn:
+            registry = WorkersRepository(conn)
+            fleet = registry.workers(ttl_seconds=self._worker_ttl, include_gone=True)
+            waiting = registry.types_without_worker(ttl_seconds=self._worker_ttl)
             by_state = {
                 r["status"]: r["n"] for r in run_all(conn, queries.METRICS_JOBS_BY_STATE, {})
             }
@@ -80,12 +102,18 @@ class EngineCollector(Collector):
         retries.add_metric([], retried)
         for c in dead_counts:
             dead.add_metric([c.reason.value, c.type], c.count)
+        for state in ("live", "draining", "gone"):
+            workers.add_metric([state], sum(1 for w in fleet if w.state == state))
+        for t in waiting:
+            unhandled.add_metric([t.type], t.waiting)
+            unhandled_age.add_metric([t.type], t.oldest_waiting_seconds)
         yield from (jobs, depth, transitions, lease_expiries, retries, dead)
+        yield from (workers, unhandled, unhandled_age)
 
 
-def make_registry(engine: Engine) -> CollectorRegistry:
+def make_registry(engine: Engine, worker_ttl_seconds: float) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EngineCollector(engine))
+    registry.register(EngineCollector(engine, worker_ttl_seconds))
     registry.register(GUARD_SECONDS)
     return registry
 

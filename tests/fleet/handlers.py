@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from jobengine.context import JobContext
 from jobengine.store.database import process_engine
+from tests.fleet.effects import record_effect
 from workers.registry import job
 
 POLL = 0.05
@@ -23,14 +24,6 @@ POLL = 0.05
 
 def _engine() -> Any:
     return process_engine(os.environ["JOBENGINE_DATABASE_URL"])
-
-
-def record_effect(ctx: JobContext, what: str) -> None:
-    with _engine().begin() as conn:
-        conn.execute(
-            text("INSERT INTO test_effects (job_id, attempt, what, pid) VALUES (:j, :a, :w, :p)"),
-            {"j": ctx.job_id, "a": ctx.attempt, "w": what, "p": os.getpid()},
-        )
 
 
 def _released(job_id: int, attempt: int) -> bool:

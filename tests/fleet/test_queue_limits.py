@@ -45,8 +45,8 @@ def test_limit_two_on_a_queue_served_by_four_processes_never_runs_more_than_two(
 ) -> None:
     with transaction(fleet.engine) as conn:
         QueueLimitRepository(conn).set("gpu", LIMIT)
-    fleet.start_worker("w1", concurrency=2, queues="gpu")
-    fleet.start_worker("w2", concurrency=2, queues="gpu")
+    fleet.start_worker("w1", concurrency=2)  # consumes jobs.sleep: routing is by type
+    fleet.start_worker("w2", concurrency=2)
     fleet.start_reaper("reaper-1")
     jobs = submit_jobs(
         fleet.engine,
