@@ -1,0 +1,331 @@
+"""One chaos scenario's life: a fleet on private servers, a known set of jobs, one fault, and
+the figures read afterwards from Postgres and from the effect ledger.
+
+The figures (one JSON line per scenario):
+- ``lost``: jobs not in a final state by the deadline;
+- ``double_finalized``: jobs with more than one history row into a final state (completed,
+  cancelled, or failed not followed by a retry or replay);
+- ``completed_without_effect``: completed jobs with no line in the ledger;
+- ``effects_per_job``: ledger lines per submitted job (0 counts);
+- ``time_to_recover_s``: from the fault's end until every job is final (null if never).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+from jobengine.domain.job import NewJob
+from jobengine.producer import submit_jobs
+from tests.chaos import handlers
+from tests.chaos.servers import ENGINE_APP_PREFIX, ChaosPostgres, ChaosRedis
+from tests.fleet.conftest import Fleet, wait_until
+
+FULL = os.environ.get("CHAOS_FULL") == "1"
+"""``make chaos`` sets it: full sizes and every scenario; otherwise the quick subset."""
+
+
+def tunable(name: str, quick: float, full: float) -> float:
+    """A size or duration: ``CHAOS_<NAME>`` if set, else the quick or the full default."""
+    return float(os.environ.get(f"CHAOS_{name}", full if FULL else quick))
+
+
+LEASE_TTL_S = tunable("LEASE_TTL_S", 3, 3)
+HEARTBEAT_S = tunable("HEARTBEAT_S", 0.5, 0.5)
+REAPER_INTERVAL_S = tunable("REAPER_INTERVAL_S", 0.5, 0.5)
+LEADER_TTL_S = tunable("LEADER_TTL_S", 3, 3)
+SLACK_S = tunable("SLACK_S", 5, 5)
+"""Added to the issue's bound (2 x lease TTL + reaper interval): a worker's restart, Celery's
+reconnect to the broker and one extra reaper tick on a loaded two-core machine."""
+JOBS = int(tunable("JOBS", 300, 1000))
+JOB_MS = int(tunable("JOB_MS", 200, 250))
+"""Each job works this long: the jobs outlast the fault, so it meets jobs in flight."""
+FAULT_S = tunable("FAULT_S", 10, 30)
+DEADLINE_S = tunable("DEADLINE_S", 60, 180)
+"""How long after the fault's end a scenario waits for every job to be final."""
+WORKERS = int(tunable("WORKERS", 2, 3))
+CONCURRENCY = int(tunable("CONCURRENCY", 2, 2))
+
+CHAOS_ENV = {
+    "JOBENGINE_LEASE_TTL_SECONDS": str(LEASE_TTL_S),
+    "JOBENGINE_HEARTBEAT_INTERVAL_SECONDS": str(HEARTBEAT_S),
+    "JOBENGINE_REAPER_INTERVAL_SECONDS": str(REAPER_INTERVAL_S),
+    "JOBENGINE_LEADER_TTL_SECONDS": str(LEADER_TTL_S),
+    "JOBENGINE_DISPATCH_GRACE_SECONDS": "0.5",
+    # The production default: a scenario must not pass only because the lost-dispatch sweep
+    # was tuned down to hide a message that the engine dropped.
+    "JOBENGINE_REDISPATCH_AFTER_SECONDS": str(tunable("REDISPATCH_AFTER_S", 300, 300)),
+    "JOBENGINE_HANDLER_MODULES": json.dumps(["tests.chaos.handlers"]),
+    "JOBENGINE_LOG_LEVEL": "INFO",
+}
+
+FINAL_SQL = "status IN ('completed', 'failed', 'cancelled')"
+
+DOUBLE_FINALIZED_SQL = """
+WITH h AS (
+    SELECT job_id, to_status,
+           lead(from_status) OVER (PARTITION BY job_id ORDER BY id) AS next_from
+    FROM job_history
+)
+SELECT count(*) FROM (
+    SELECT job_id FROM h
+    WHERE to_status IN ('completed', 'cancelled')
+       OR (to_status = 'failed' AND next_from IS DISTINCT FROM 'failed')
+    GROUP BY job_id HAVING count(*) > 1
+) twice
+"""
+
+RESULTS: list[dict[str, Any]] = []
+"""Every figure line of this session, for the terminal summary (tests/chaos/conftest.py)."""
+
+
+def hold(seconds: float) -> None:
+    """Keep a fault in place this long: its duration, not a wait for something to happen."""
+    threading.Event().wait(seconds)
+
+
+def observer_engine(url: str) -> Engine:
+    """The test's own engine: its connections are not ``chaos-*``, so no fault touches them."""
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=2,
+        connect_args={"connect_timeout": 3, "application_name": "observer"},
+    )
+
+
+@dataclass
+class ChaosFleet(Fleet):
+    """The fleet tests' ``Fleet``, with the chaos settings, an effect ledger, per-process
+    ``application_name`` and, for a partition, processes started inside a namespace."""
+
+    ledger: Path = Path()
+    pg: ChaosPostgres | None = None
+    broker: ChaosRedis | None = None
+    netns_of: dict[str, str] = field(default_factory=dict)
+    url_of: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Per process: its database and broker URLs, when they differ from the fleet's."""
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        return super().env(**{**CHAOS_ENV, handlers.LEDGER_ENV: str(self.ledger), **overrides})
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        env["PGAPPNAME"] = ENGINE_APP_PREFIX + name
+        if name in self.url_of:
+            env["JOBENGINE_DATABASE_URL"], env["JOBENGINE_BROKER_URL"] = self.url_of[name]
+        if name in self.netns_of:
+            argv = ["ip", "netns", "exec", self.netns_of[name], *argv]
+        return super().spawn(name, argv, env)
+
+    def worker(self, name: str) -> subprocess.Popen[bytes]:
+        return self.start_worker(name, concurrency=CONCURRENCY)
+
+    def restart_worker(self, name: str, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        """SIGKILL the worker's whole process tree, then start it again under the same name."""
+        self.kill(proc)
+        self.procs.remove(proc)
+        (self.logs / f"{name}.log").rename(self.logs / f"{name}.{time.monotonic_ns()}.log")
+        return self.worker(name)
+
+    def leader(self, reapers: dict[str, subprocess.Popen[bytes]]) -> str | None:
+        """The reaper leading now: by the advisory lock's backend, or the leadership row."""
+        with self.engine.connect() as conn:
+            by_lock = conn.execute(
+                text(
+                    "SELECT a.application_name FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted"
+                )
+            ).scalars()
+            names = [str(n).removeprefix(ENGINE_APP_PREFIX) for n in by_lock]
+            names += [
+                str(h)
+                for h in conn.execute(
+                    text("SELECT holder FROM leadership WHERE expires_at > now()")
+                ).scalars()
+            ]
+        for name in reapers:
+            if any(name == n or name in n for n in names):
+                return name
+        return None
+
+    def stop_all(self) -> None:
+        super().stop_all()
+        if self.broker is not None:
+            self.broker.stop()
+        if self.pg is not None:
+            self.pg.stop()
+
+
+def submit(fleet: Fleet, count: int) -> list[int]:
+    ids: list[int] = []
+    publisher = fleet.publisher()
+    for start in range(0, count, 50):
+        batch = [
+            NewJob(type="chaos_effect", payload={"ms": JOB_MS, "n": i})
+            for i in range(start, min(start + 50, count))
+        ]
+        ids += [job.id for job in submit_jobs(fleet.engine, publisher, batch)]
+    return ids
+
+
+def _not_final(engine: Engine) -> int | None:
+    """Jobs not yet final, or None while the test itself cannot reach Postgres."""
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(text(f"SELECT count(*) FROM jobs WHERE NOT {FINAL_SQL}")).scalar_one()
+            )
+    except DBAPIError:
+        return None
+
+
+def final_jobs(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM jobs WHERE {FINAL_SQL}")).scalar_one())
+
+
+def _ledger_counts(ledger: Path) -> Counter[int]:
+    counts: Counter[int] = Counter()
+    if ledger.exists():
+        for line in ledger.read_text().splitlines():
+            counts[int(line.split()[0])] += 1
+    return counts
+
+
+@dataclass
+class Outcome:
+    figures: dict[str, Any]
+    bound_s: float
+    by_status: dict[str, int]
+    lease_rescues: int
+    """History rows of leases taken back: evidence that the fault met jobs in flight."""
+    scheduled_marked_dispatched: int
+    """Scheduled jobs whose message counts as sent: they wait for a claim or the sweep."""
+
+    @property
+    def recovered_in_bound(self) -> bool:
+        took = self.figures["time_to_recover_s"]
+        return took is not None and took <= self.bound_s
+
+
+def run_scenario(
+    fleet: ChaosFleet, scenario: str, fault: Callable[[], AbstractContextManager[None]]
+) -> Outcome:
+    """Submit ``JOBS`` jobs, let a tenth finish, inject ``fault`` (its ``__enter__`` returns at
+    the fault's end, its ``__exit__`` runs once every job is final or the deadline passed),
+    then read the figures. Prints them as one JSON line and keeps them for the summary."""
+    started = time.monotonic()
+    ids = submit(fleet, JOBS)
+    [open_before] = wait_until(
+        lambda: (n := _not_final(fleet.engine)) is not None and n <= JOBS * 0.9 and [n],
+        120,
+        "a tenth of the jobs final",
+    )
+    rate = (JOBS - open_before) / (time.monotonic() - started)
+    recovered: float | None = None
+    with fault():
+        fault_end = time.monotonic()
+        left = _not_final(fleet.engine)
+        deadline = fault_end + DEADLINE_S
+        while time.monotonic() < deadline:
+            if _not_final(fleet.engine) == 0:
+                recovered = time.monotonic() - fault_end
+                break
+            hold(0.1)
+    # The bound the issue sets, plus the stated slack, plus the time this fleet needed before
+    # the fault to finish as many jobs as were still open at the fault's end.
+    bound = 2 * LEASE_TTL_S + REAPER_INTERVAL_S + SLACK_S + (left or JOBS) / max(rate, 1.0)
+    outcome = measure(fleet, scenario, ids, recovered, bound)
+    print(json.dumps(outcome.figures))
+    context = {
+        "by_status": outcome.by_status,
+        "lease_rescues": outcome.lease_rescues,
+        "scheduled_marked_dispatched": outcome.scheduled_marked_dispatched,
+        "bound_s": round(bound, 1),
+    }
+    print(json.dumps({"scenario": scenario, **context}))
+    RESULTS.append({**outcome.figures, **context})
+    return outcome
+
+
+def measure(
+    fleet: ChaosFleet, scenario: str, ids: list[int], recovered: float | None, bound: float
+) -> Outcome:
+    effects = _ledger_counts(fleet.ledger)
+    per_job = [effects.get(job_id, 0) for job_id in ids]
+    with fleet.engine.connect() as conn:
+        statuses = dict(
+            conn.execute(text("SELECT status::text, count(*) FROM jobs GROUP BY 1")).all()
+        )
+        completed = list(
+            conn.execute(text("SELECT id FROM jobs WHERE status = 'completed'")).scalars()
+        )
+        double = int(conn.execute(text(DOUBLE_FINALIZED_SQL)).scalar_one())
+        marked = int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM jobs WHERE status = 'scheduled' "
+                    "AND dispatched_at IS NOT NULL"
+                )
+            ).scalar_one()
+        )
+        rescues = int(
+            conn.execute(
+                text("SELECT count(*) FROM job_history WHERE reason LIKE 'lease_expired%'")
+            ).scalar_one()
+        )
+    lost = sum(
+        n for status, n in statuses.items() if status not in ("completed", "failed", "cancelled")
+    )
+    figures = {
+        "scenario": scenario,
+        "submitted": len(ids),
+        "lost": lost,
+        "double_finalized": double,
+        "completed_without_effect": sum(1 for job_id in completed if effects.get(job_id, 0) == 0),
+        "effects_per_job": {
+            "min": min(per_job),
+            "max": max(per_job),
+            "mean": round(sum(per_job) / len(per_job), 3),
+        },
+        "time_to_recover_s": None if recovered is None else round(recovered, 2),
+    }
+    by_status = {str(k): int(v) for k, v in statuses.items()}
+    return Outcome(figures, bound, by_status, rescues, marked)
+
+
+def assert_nothing_lost(outcome: Outcome, *, bounded: bool = True) -> None:
+    figures = outcome.figures
+    assert figures["lost"] == 0, f"jobs not final by the deadline: {outcome.by_status}"
+    assert figures["double_finalized"] == 0, figures
+    assert figures["completed_without_effect"] == 0, figures
+    if bounded:
+        assert outcome.recovered_in_bound, (
+            f"recovered in {figures['time_to_recover_s']}s, bound {outcome.bound_s:.1f}s"
+        )
+
+
+@contextlib.contextmanager
+def stopped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """SIGSTOP a process tree; SIGCONT it on the way out, whatever happened."""
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGCONT)
