@@ -42,9 +42,13 @@ def build_fleet(tmp_path: Path) -> Iterator[BuildFleet]:
     fleets: list[ChaosFleet] = []
 
     def build(
-        *, max_connections: int = 300, pg_listen: str = "127.0.0.1", pg_netns: str | None = None
+        *,
+        max_connections: int = 300,
+        pg_listen: str = "127.0.0.1",
+        pg_netns: str | None = None,
+        pg_client: str | None = None,
     ) -> ChaosFleet:
-        pg = ChaosPostgres(tmp_path / "pg", max_connections, pg_listen, pg_netns)
+        pg = ChaosPostgres(tmp_path / "pg", max_connections, pg_listen, pg_netns, pg_client)
         pg.start()
         broker = ChaosRedis(tmp_path / "redis", port=free_loopback_port())
         broker.start()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from jobengine.domain.job import NewJob
@@ -73,7 +73,8 @@ CHAOS_ENV = {
     "JOBENGINE_LOG_LEVEL": "INFO",
 }
 
-FINAL_SQL = "status IN ('completed', 'failed', 'cancelled')"
+FINAL_STATES = ("completed", "failed", "cancelled")
+FINAL_SQL = f"status IN {FINAL_STATES}"
 
 DOUBLE_FINALIZED_SQL = """
 WITH h AS (
@@ -88,6 +89,15 @@ SELECT count(*) FROM (
     GROUP BY job_id HAVING count(*) > 1
 ) twice
 """
+
+LEADER_SQL = """
+SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted
+UNION ALL
+SELECT holder FROM leadership WHERE expires_at > now()
+"""
+"""Who leads: today the advisory lock's backend (named by ``application_name``), or the
+holder of a live leadership row once leadership is a lease."""
 
 RESULTS: list[dict[str, Any]] = []
 """Every figure line of this session, for the terminal summary (tests/chaos/conftest.py)."""
@@ -119,6 +129,8 @@ class ChaosFleet(Fleet):
     netns_of: dict[str, str] = field(default_factory=dict)
     url_of: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Per process: its database and broker URLs, when they differ from the fleet's."""
+    named: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    """The latest process started under each name."""
 
     def env(self, **overrides: str) -> dict[str, str]:
         return super().env(**{**CHAOS_ENV, handlers.LEDGER_ENV: str(self.ledger), **overrides})
@@ -129,7 +141,12 @@ class ChaosFleet(Fleet):
             env["JOBENGINE_DATABASE_URL"], env["JOBENGINE_BROKER_URL"] = self.url_of[name]
         if name in self.netns_of:
             argv = ["ip", "netns", "exec", self.netns_of[name], *argv]
-        return super().spawn(name, argv, env)
+        self.named[name] = super().spawn(name, argv, env)
+        return self.named[name]
+
+    def exited(self) -> list[str]:
+        """Processes that ended by themselves: no fault here stops one without restarting it."""
+        return sorted(name for name, proc in self.named.items() if proc.poll() is not None)
 
     def worker(self, name: str) -> subprocess.Popen[bytes]:
         return self.start_worker(name, concurrency=CONCURRENCY)
@@ -144,20 +161,7 @@ class ChaosFleet(Fleet):
     def leader(self, reapers: dict[str, subprocess.Popen[bytes]]) -> str | None:
         """The reaper leading now: by the advisory lock's backend, or the leadership row."""
         with self.engine.connect() as conn:
-            by_lock = conn.execute(
-                text(
-                    "SELECT a.application_name FROM pg_locks l "
-                    "JOIN pg_stat_activity a ON a.pid = l.pid "
-                    "WHERE l.locktype = 'advisory' AND l.granted"
-                )
-            ).scalars()
-            names = [str(n).removeprefix(ENGINE_APP_PREFIX) for n in by_lock]
-            names += [
-                str(h)
-                for h in conn.execute(
-                    text("SELECT holder FROM leadership WHERE expires_at > now()")
-                ).scalars()
-            ]
+            names = [str(n).removeprefix(ENGINE_APP_PREFIX) for (n,) in _rows(conn, LEADER_SQL)]
         for name in reapers:
             if any(name == n or name in n for n in names):
                 return name
@@ -194,6 +198,14 @@ def _not_final(engine: Engine) -> int | None:
         return None
 
 
+def _rows(conn: Connection, sql: str) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in conn.execute(text(sql))]
+
+
+def _count(conn: Connection, sql: str) -> int:
+    return int(conn.execute(text(sql)).scalar_one())
+
+
 def final_jobs(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text(f"SELECT count(*) FROM jobs WHERE {FINAL_SQL}")).scalar_one())
@@ -216,6 +228,9 @@ class Outcome:
     """History rows of leases taken back: evidence that the fault met jobs in flight."""
     scheduled_marked_dispatched: int
     """Scheduled jobs whose message counts as sent: they wait for a claim or the sweep."""
+    leases_kept_fresh: int
+    """Claimed or running jobs whose lease has not expired: someone still heartbeats them."""
+    exited: list[str]
 
     @property
     def recovered_in_bound(self) -> bool:
@@ -256,6 +271,8 @@ def run_scenario(
         "by_status": outcome.by_status,
         "lease_rescues": outcome.lease_rescues,
         "scheduled_marked_dispatched": outcome.scheduled_marked_dispatched,
+        "leases_kept_fresh": outcome.leases_kept_fresh,
+        "exited": outcome.exited,
         "bound_s": round(bound, 1),
     }
     print(json.dumps({"scenario": scenario, **context}))
@@ -269,29 +286,27 @@ def measure(
     effects = _ledger_counts(fleet.ledger)
     per_job = [effects.get(job_id, 0) for job_id in ids]
     with fleet.engine.connect() as conn:
-        statuses = dict(
-            conn.execute(text("SELECT status::text, count(*) FROM jobs GROUP BY 1")).all()
+        statuses = {
+            str(status): int(n)
+            for status, n in _rows(conn, "SELECT status::text, count(*) FROM jobs GROUP BY 1")
+        }
+        completed = [
+            int(i) for (i,) in _rows(conn, "SELECT id FROM jobs WHERE status = 'completed'")
+        ]
+        double = _count(conn, DOUBLE_FINALIZED_SQL)
+        marked = _count(
+            conn,
+            "SELECT count(*) FROM jobs WHERE status = 'scheduled' AND dispatched_at IS NOT NULL",
         )
-        completed = list(
-            conn.execute(text("SELECT id FROM jobs WHERE status = 'completed'")).scalars()
+        fresh = _count(
+            conn,
+            "SELECT count(*) FROM jobs WHERE status IN ('claimed', 'running') "
+            "AND lease_expires_at > now()",
         )
-        double = int(conn.execute(text(DOUBLE_FINALIZED_SQL)).scalar_one())
-        marked = int(
-            conn.execute(
-                text(
-                    "SELECT count(*) FROM jobs WHERE status = 'scheduled' "
-                    "AND dispatched_at IS NOT NULL"
-                )
-            ).scalar_one()
+        rescues = _count(
+            conn, "SELECT count(*) FROM job_history WHERE reason LIKE 'lease_expired%'"
         )
-        rescues = int(
-            conn.execute(
-                text("SELECT count(*) FROM job_history WHERE reason LIKE 'lease_expired%'")
-            ).scalar_one()
-        )
-    lost = sum(
-        n for status, n in statuses.items() if status not in ("completed", "failed", "cancelled")
-    )
+    lost = sum(n for status, n in statuses.items() if status not in FINAL_STATES)
     figures = {
         "scenario": scenario,
         "submitted": len(ids),
@@ -305,8 +320,7 @@ def measure(
         },
         "time_to_recover_s": None if recovered is None else round(recovered, 2),
     }
-    by_status = {str(k): int(v) for k, v in statuses.items()}
-    return Outcome(figures, bound, by_status, rescues, marked)
+    return Outcome(figures, bound, statuses, rescues, marked, fresh, fleet.exited())
 
 
 def assert_nothing_lost(outcome: Outcome, *, bounded: bool = True) -> None:

@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -38,6 +39,8 @@ class ChaosPostgres:
     max_connections: int = 300
     listen: str = "127.0.0.1"
     netns: str | None = None
+    trusted_client: str | None = None
+    """An address off loopback that may connect (trust, as the embedded server's own)."""
     server: EmbeddedPostgres = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +81,9 @@ class ChaosPostgres:
         """Initialise, start with this object's options, and migrate to head."""
         self.server.start()
         self._pg_ctl("-m", "fast", "-w", "stop")
+        if self.trusted_client is not None:
+            with (self.server.pgdata / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {self.trusted_client}/32 trust\n")
         self.boot()
         engine = make_engine(self.socket_url)
         migrate.upgrade(engine)
@@ -96,7 +102,7 @@ class ChaosPostgres:
         with contextlib.suppress(AssertionError):
             self._pg_ctl("-m", "immediate", "-w", "stop")
 
-    def connect(self) -> psycopg.Connection[tuple[object, ...]]:
+    def connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(
             host=str(self.server.pgdata), port=self.port, user="postgres", dbname="postgres",
             autocommit=True, application_name="observer",
@@ -115,7 +121,7 @@ class ChaosPostgres:
     @contextlib.contextmanager
     def slots_held(self, leave_free: int) -> Iterator[int]:
         """Hold every connection slot but ``leave_free``; yields how many are held."""
-        held: list[psycopg.Connection[tuple[object, ...]]] = []
+        held: list[psycopg.Connection[tuple[Any, ...]]] = []
         try:
             while True:
                 try:

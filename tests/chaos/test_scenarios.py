@@ -190,7 +190,9 @@ def test_a_frozen_leader_loses_leadership_and_another_reaper_rescues_its_orphans
 def test_a_worker_and_a_leader_cut_off_from_postgres_are_replaced_while_the_partition_lasts(
     partition: Partition, build_fleet: BuildFleet
 ) -> None:
-    fleet = build_fleet(pg_listen=partition.pg_addr, pg_netns=partition.pg_ns)
+    fleet = build_fleet(
+        pg_listen=partition.pg_addr, pg_netns=partition.pg_ns, pg_client=partition.far_addr
+    )
     assert fleet.pg is not None and fleet.broker is not None
     # Only the far side speaks TCP to Postgres; everyone else, the test included, uses sockets.
     fleet.db_url, fleet.broker_url = fleet.pg.socket_url, fleet.broker.socket_url
