@@ -1,14 +1,5 @@
-"""One chaos scenario's life: a fleet on private servers, a known set of jobs, one fault, and
-the figures read afterwards from Postgres and from the effect ledger.
-
-The figures (one JSON line per scenario):
-- ``lost``: jobs not in a final state by the deadline;
-- ``double_finalized``: jobs with more than one history row into a final state (completed,
-  cancelled, or failed not followed by a retry or replay);
-- ``completed_without_effect``: completed jobs with no line in the ledger;
-- ``effects_per_job``: ledger lines per submitted job (0 counts);
-- ``time_to_recover_s``: from the fault's end until every job is final (null if never).
-"""
+"""One chaos scenario's life: a fleet on private servers, a known set of jobs, one fault,
+then the figures (``tests/chaos/figures.py``) printed as one JSON line."""
 
 from __future__ import annotations
 
@@ -19,19 +10,18 @@ import signal
 import subprocess
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError
 
 from jobengine.domain.job import NewJob
 from jobengine.producer import submit_jobs
 from tests.chaos import handlers
+from tests.chaos.figures import Outcome, measure, open_jobs, rows
 from tests.chaos.servers import ENGINE_APP_PREFIX, ChaosPostgres, ChaosRedis
 from tests.fleet.conftest import Fleet, wait_until
 
@@ -73,23 +63,6 @@ CHAOS_ENV = {
     "JOBENGINE_LOG_LEVEL": "INFO",
 }
 
-FINAL_STATES = ("completed", "failed", "cancelled")
-FINAL_SQL = f"status IN {FINAL_STATES}"
-
-DOUBLE_FINALIZED_SQL = """
-WITH h AS (
-    SELECT job_id, to_status,
-           lead(from_status) OVER (PARTITION BY job_id ORDER BY id) AS next_from
-    FROM job_history
-)
-SELECT count(*) FROM (
-    SELECT job_id FROM h
-    WHERE to_status IN ('completed', 'cancelled')
-       OR (to_status = 'failed' AND next_from IS DISTINCT FROM 'failed')
-    GROUP BY job_id HAVING count(*) > 1
-) twice
-"""
-
 LEADER_SQL = """
 SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted
@@ -99,7 +72,7 @@ SELECT holder FROM leadership WHERE expires_at > now()
 """Who leads: today the advisory lock's backend (named by ``application_name``), or the
 holder of a live leadership row once leadership is a lease."""
 
-RESULTS: list[dict[str, Any]] = []
+RESULTS: list[dict[str, object]] = []
 """Every figure line of this session, for the terminal summary (tests/chaos/conftest.py)."""
 
 
@@ -161,7 +134,7 @@ class ChaosFleet(Fleet):
     def leader(self, reapers: dict[str, subprocess.Popen[bytes]]) -> str | None:
         """The reaper leading now: by the advisory lock's backend, or the leadership row."""
         with self.engine.connect() as conn:
-            names = [str(n).removeprefix(ENGINE_APP_PREFIX) for (n,) in _rows(conn, LEADER_SQL)]
+            names = [str(n).removeprefix(ENGINE_APP_PREFIX) for (n,) in rows(conn, LEADER_SQL)]
         for name in reapers:
             if any(name == n or name in n for n in names):
                 return name
@@ -187,55 +160,12 @@ def submit(fleet: Fleet, count: int) -> list[int]:
     return ids
 
 
-def _not_final(engine: Engine) -> int | None:
+def _open_jobs(engine: Engine) -> int | None:
     """Jobs not yet final, or None while the test itself cannot reach Postgres."""
     try:
-        with engine.connect() as conn:
-            return int(
-                conn.execute(text(f"SELECT count(*) FROM jobs WHERE NOT {FINAL_SQL}")).scalar_one()
-            )
+        return open_jobs(engine)
     except DBAPIError:
         return None
-
-
-def _rows(conn: Connection, sql: str) -> list[tuple[Any, ...]]:
-    return [tuple(row) for row in conn.execute(text(sql))]
-
-
-def _count(conn: Connection, sql: str) -> int:
-    return int(conn.execute(text(sql)).scalar_one())
-
-
-def final_jobs(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(text(f"SELECT count(*) FROM jobs WHERE {FINAL_SQL}")).scalar_one())
-
-
-def _ledger_counts(ledger: Path) -> Counter[int]:
-    counts: Counter[int] = Counter()
-    if ledger.exists():
-        for line in ledger.read_text().splitlines():
-            counts[int(line.split()[0])] += 1
-    return counts
-
-
-@dataclass
-class Outcome:
-    figures: dict[str, Any]
-    bound_s: float
-    by_status: dict[str, int]
-    lease_rescues: int
-    """History rows of leases taken back: evidence that the fault met jobs in flight."""
-    scheduled_marked_dispatched: int
-    """Scheduled jobs whose message counts as sent: they wait for a claim or the sweep."""
-    leases_kept_fresh: int
-    """Claimed or running jobs whose lease has not expired: someone still heartbeats them."""
-    exited: list[str]
-
-    @property
-    def recovered_in_bound(self) -> bool:
-        took = self.figures["time_to_recover_s"]
-        return took is not None and took <= self.bound_s
 
 
 def run_scenario(
@@ -247,7 +177,7 @@ def run_scenario(
     started = time.monotonic()
     ids = submit(fleet, JOBS)
     [open_before] = wait_until(
-        lambda: (n := _not_final(fleet.engine)) is not None and n <= JOBS * 0.9 and [n],
+        lambda: (n := _open_jobs(fleet.engine)) is not None and n <= JOBS * 0.9 and [n],
         120,
         "a tenth of the jobs final",
     )
@@ -255,83 +185,22 @@ def run_scenario(
     recovered: float | None = None
     with fault():
         fault_end = time.monotonic()
-        left = _not_final(fleet.engine)
-        deadline = fault_end + DEADLINE_S
-        while time.monotonic() < deadline:
-            if _not_final(fleet.engine) == 0:
+        left = _open_jobs(fleet.engine)
+        while time.monotonic() < fault_end + DEADLINE_S:
+            if _open_jobs(fleet.engine) == 0:
                 recovered = time.monotonic() - fault_end
                 break
             hold(0.1)
-    # The bound the issue sets, plus the stated slack, plus the time this fleet needed before
-    # the fault to finish as many jobs as were still open at the fault's end.
-    bound = 2 * LEASE_TTL_S + REAPER_INTERVAL_S + SLACK_S + (left or JOBS) / max(rate, 1.0)
-    outcome = measure(fleet, scenario, ids, recovered, bound)
-    print(json.dumps(outcome.figures))
-    context = {
-        "by_status": outcome.by_status,
-        "lease_rescues": outcome.lease_rescues,
-        "scheduled_marked_dispatched": outcome.scheduled_marked_dispatched,
-        "leases_kept_fresh": outcome.leases_kept_fresh,
-        "exited": outcome.exited,
-        "bound_s": round(bound, 1),
-    }
-    print(json.dumps({"scenario": scenario, **context}))
-    RESULTS.append({**outcome.figures, **context})
-    return outcome
-
-
-def measure(
-    fleet: ChaosFleet, scenario: str, ids: list[int], recovered: float | None, bound: float
-) -> Outcome:
-    effects = _ledger_counts(fleet.ledger)
-    per_job = [effects.get(job_id, 0) for job_id in ids]
-    with fleet.engine.connect() as conn:
-        statuses = {
-            str(status): int(n)
-            for status, n in _rows(conn, "SELECT status::text, count(*) FROM jobs GROUP BY 1")
-        }
-        completed = [
-            int(i) for (i,) in _rows(conn, "SELECT id FROM jobs WHERE status = 'completed'")
-        ]
-        double = _count(conn, DOUBLE_FINALIZED_SQL)
-        marked = _count(
-            conn,
-            "SELECT count(*) FROM jobs WHERE status = 'scheduled' AND dispatched_at IS NOT NULL",
-        )
-        fresh = _count(
-            conn,
-            "SELECT count(*) FROM jobs WHERE status IN ('claimed', 'running') "
-            "AND lease_expires_at > now()",
-        )
-        rescues = _count(
-            conn, "SELECT count(*) FROM job_history WHERE reason LIKE 'lease_expired%'"
-        )
-    lost = sum(n for status, n in statuses.items() if status not in FINAL_STATES)
-    figures = {
-        "scenario": scenario,
-        "submitted": len(ids),
-        "lost": lost,
-        "double_finalized": double,
-        "completed_without_effect": sum(1 for job_id in completed if effects.get(job_id, 0) == 0),
-        "effects_per_job": {
-            "min": min(per_job),
-            "max": max(per_job),
-            "mean": round(sum(per_job) / len(per_job), 3),
-        },
-        "time_to_recover_s": None if recovered is None else round(recovered, 2),
-    }
-    return Outcome(figures, bound, statuses, rescues, marked, fresh, fleet.exited())
-
-
-def assert_nothing_lost(outcome: Outcome, *, bounded: bool = True) -> None:
-    figures = outcome.figures
-    assert figures["lost"] == 0, f"jobs not final by the deadline: {outcome.by_status}"
-    assert figures["double_finalized"] == 0, figures
-    assert figures["completed_without_effect"] == 0, figures
-    if bounded:
-        assert outcome.recovered_in_bound, (
-            f"recovered in {figures['time_to_recover_s']}s, bound {outcome.bound_s:.1f}s"
-        )
+    # The issue's bound, the stated slack, and the time this fleet needed before the fault to
+    # finish as many jobs as were still open at the fault's end.
+    drain = (JOBS if left is None else left) / max(rate, 1.0)
+    bound = 2 * LEASE_TTL_S + REAPER_INTERVAL_S + SLACK_S + drain
+    figures, evidence = measure(fleet.engine, fleet.ledger, scenario, ids, recovered)
+    evidence.update(exited=fleet.exited(), bound_s=round(bound, 1))
+    print(json.dumps(figures))
+    print(json.dumps({"scenario": scenario, **evidence}))
+    RESULTS.append({**figures, **evidence})
+    return Outcome(figures, evidence, bound)
 
 
 @contextlib.contextmanager

@@ -16,13 +16,12 @@ from contextlib import contextmanager
 import pytest
 
 from tests.chaos.conftest import BuildFleet
+from tests.chaos.figures import assert_nothing_lost, final_jobs
 from tests.chaos.harness import (
     FAULT_S,
     LEADER_TTL_S,
     WORKERS,
     ChaosFleet,
-    assert_nothing_lost,
-    final_jobs,
     hold,
     run_scenario,
     stopped,
