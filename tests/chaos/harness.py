@@ -136,7 +136,7 @@ class ChaosFleet(Fleet):
         with self.engine.connect() as conn:
             names = [str(n).removeprefix(ENGINE_APP_PREFIX) for (n,) in rows(conn, LEADER_SQL)]
         for name in reapers:
-            if any(name == n or name in n for n in names):
+            if any(name in n for n in names):
                 return name
         return None
 

@@ -66,6 +66,14 @@ class Partition:
         return f"cf{self.tag}"[:15]
 
     def create(self) -> None:
+        """Both namespaces and the pair, up; on any failure nothing of it is left behind."""
+        try:
+            self._create()
+        except BaseException:
+            self.delete()
+            raise
+
+    def _create(self) -> None:
         for ns in (self.pg_ns, self.far_ns):
             _ip("netns", "add", ns)
             _ip("-n", ns, "link", "set", "lo", "up")
@@ -84,6 +92,7 @@ class Partition:
         _ip("-n", self.pg_ns, "link", "set", self._pg_if, "up")
 
     def delete(self) -> None:
-        """Remove both namespaces (the veth pair goes with them)."""
+        """Remove both namespaces (a veth pair inside goes with them) and a pair left outside."""
+        subprocess.run(["ip", "link", "del", self._pg_if], capture_output=True, check=False)
         for ns in (self.pg_ns, self.far_ns):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
