@@ -7,6 +7,7 @@ Each scenario prints one JSON line of figures; ``make chaos`` runs all at full s
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -157,7 +158,7 @@ def test_a_fleet_short_of_connection_slots_slows_down_but_never_livelocks(
         yield
 
     outcome = run_scenario(fleet, "max_connections_exhaustion", exhausted)
-    print(progress)
+    print(json.dumps({"scenario": "max_connections_exhaustion", "slots": progress}))
     assert_nothing_lost(outcome)
     assert (
         progress["after"] > progress["before"] or progress["before"] == outcome.figures["submitted"]
