@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck bench clean
+.PHONY: dev test chaos lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ dev: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# Every chaos scenario at full size (tests/chaos; sizes: CHAOS_* variables, see the README).
+chaos: $(STAMP)
+	CHAOS_FULL=1 $(BIN)/pytest -m chaos tests/chaos
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
