@@ -2,12 +2,13 @@
 
 The broker is Redis: the one named by ``JOBENGINE_BROKER_URL``, else the embedded one of this
 installation (started if needed). Handler modules are imported here, then a ``jobs.<type>``
-task is registered for each handler.
+task is registered for each handler, and a worker announces its types to the catalogue.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 
 from celery import Celery
 
@@ -15,6 +16,7 @@ from config.celery import celery_config
 from config.logging import configure_logging
 from config.settings import get_settings
 from jobengine import sealed
+from workers.announce import announce_or_exit, is_worker
 from workers.runtime import urls
 from workers.tasks import register_tasks
 
@@ -30,6 +32,8 @@ for module in ("workers.handlers.builtin", *settings.handler_modules):
 importlib.import_module("workers.hooks")
 importlib.import_module("workers.poison")
 register_tasks(app)
+if is_worker(sys.argv):
+    announce_or_exit(urls()[0])
 
 if settings.sealed:
     # After the handler modules are imported, before the pool forks: every process of this
