@@ -78,9 +78,10 @@ def enqueue(
     Validation is ``submission.submit``'s, done before anything is written, so a refused job
     leaves the caller's transaction as it was. The type is looked up in the fleet's catalogue,
     read through the caller's own connection and cached in this process (``types`` overrides
-    it), so a producer needs no handler code, only the type's name. An ``idempotency_key`` the tenant used before
-    with the same request returns the job stored then; with a different request it raises
-    ``DuplicateIdempotencyKey`` (the caller's transaction stays usable: nothing was written).
+    it), so a producer needs no handler code, only the type's name. An ``idempotency_key`` the
+    tenant used before with the same request returns the job stored then; with a different
+    request it raises ``DuplicateIdempotencyKey`` (the caller's transaction stays usable:
+    nothing was written).
     """
     new = NewJob(
         type=type,

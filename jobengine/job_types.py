@@ -55,6 +55,9 @@ class JobTypeSpec:
     """sha256 of the canonical JSON of the definition, so any change is visible."""
 
     def __post_init__(self) -> None:
+        if self.time_limit_seconds is not None:
+            # 30 and 30.0 are one limit; the store returns a float, and the hash must agree.
+            object.__setattr__(self, "time_limit_seconds", float(self.time_limit_seconds))
         if self.payload_schema is None and self.payload_model is not None:
             object.__setattr__(self, "payload_schema", schema_of(self.payload_model))
         object.__setattr__(self, "definition_hash", definition_hash(self.definition()))

@@ -18,10 +18,19 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
 from config.settings import Settings
-from jobengine.api import errors, metrics, routes_dlq, routes_health, routes_jobs, routes_streams
+from jobengine.api import (
+    errors,
+    metrics,
+    routes_dlq,
+    routes_health,
+    routes_jobs,
+    routes_streams,
+    routes_types,
+)
 from jobengine.api.body_limit import BodyLimit
 from jobengine.api.state import ApiState
 from jobengine.cancellation import TaskRevoker
+from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher
 from jobengine.fleet import make_publisher, publisher_app
 from jobengine.services import broker, database
@@ -33,6 +42,7 @@ ROUTERS: list[APIRouter] = [
     routes_jobs.router,
     routes_streams.router,
     routes_dlq.router,
+    routes_types.router,
 ]
 """Every router the API serves."""
 
@@ -86,6 +96,7 @@ def create_app(
         revoker=revoker,
         broker_check=broker_check,
         metrics=metrics.make_registry(engine),
+        types=Catalogue(engine),
     )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)

@@ -140,3 +140,18 @@ def test_submit_reads_the_catalogue_through_the_callers_connection_by_default(
         with pytest.raises(PayloadInvalid, match="width"):
             submit(conn, NewJob(type="thumbnail", payload={"width": "wide"}))
     assert created and job.queue == "images"
+
+
+def test_a_type_read_back_from_the_catalogue_has_the_hash_it_was_announced_with(
+    engine: Engine,
+) -> None:
+    spec = resize(
+        time_limit_seconds=30,
+        retry_policy={"max_retries": 2, "base_delay_seconds": 0.25, "retry_on": ["OSError"]},
+        needs_network=True,
+        description="Resizes — ünïcode too.",
+    )
+    announce(engine, [spec], "worker-a")
+    read = Catalogue(engine).get("resize")
+    assert read.definition_hash == spec.definition_hash
+    assert announce(engine, [read], "worker-b") == []
