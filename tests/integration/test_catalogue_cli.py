@@ -10,7 +10,6 @@ from jobengine.catalogue import announce
 from jobengine.job_types import JobTypeSpec
 from tests.integration.cli_support import invoke, one_line_error, parse
 
-
 pytestmark = pytest.mark.usefixtures("quiet_cli")
 
 

@@ -170,7 +170,12 @@ def test_same_key_in_another_tenant_is_a_different_job(engine: Engine) -> None:
 
 @pytest.mark.parametrize(
     "changed",
-    [{"payload": {"order": 18}}, {"priority": 5}, {"type": "sleep", "payload": {}}, {"queue": "gpu"}],
+    [
+        {"payload": {"order": 18}},
+        {"priority": 5},
+        {"type": "sleep", "payload": {}},
+        {"queue": "gpu"},
+    ],
     ids=["payload", "priority", "type", "queue"],
 )
 def test_same_key_with_a_different_request_is_a_conflict(
