@@ -8,77 +8,20 @@ import signal
 import subprocess
 import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 
 from jobengine.api.keys import JOBS_READ, JOBS_WRITE
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus as S
-from jobengine.embedded import free_loopback_port
 from jobengine.producer import submit_jobs
-from tests.api.conftest import bearer, make_key
-from tests.fleet.catalogue_handlers import HANG_POLICY
+from tests.api.conftest import make_key
+from tests.fleet.catalogue_support import TENANT, handler_env, importers, start_api, start_worker
 from tests.fleet.conftest import REPO, Fleet, wait_until
 
 pytestmark = pytest.mark.slow
-
-HANDLERS = json.dumps(["tests.fleet.catalogue_handlers"])
-TENANT = "shop"
-
-
-class Api:
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, key: str) -> None:
-        self.proc, self.url, self.key = proc, url, key
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, headers=bearer(self.key), timeout=10)
-
-    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        headers = {**bearer(self.key), "X-Tenant-Id": TENANT}
-        return httpx.post(self.url + path, json=body, headers=headers, timeout=10)
-
-
-def imports_log(fleet: Fleet) -> Path:
-    return fleet.logs / "handler-imports.txt"
-
-
-def importers(fleet: Fleet) -> set[int]:
-    path = imports_log(fleet)
-    return {int(line) for line in path.read_text().split()} if path.exists() else set()
-
-
-def handler_env(fleet: Fleet, variant: str = "v1") -> dict[str, str]:
-    """Every process gets the handler module configured: only workers may import it."""
-    return {
-        "JOBENGINE_HANDLER_MODULES": HANDLERS,
-        "CATALOGUE_VARIANT": variant,
-        "CATALOGUE_IMPORTS": str(imports_log(fleet)),
-    }
-
-
-def start_worker(fleet: Fleet, name: str, variant: str = "v1") -> subprocess.Popen[bytes]:
-    return fleet.start_worker(name, **handler_env(fleet, variant))
-
-
-def start_api(fleet: Fleet, name: str, key: str) -> Api:
-    port = free_loopback_port()
-    env = fleet.env(JOBENGINE_API_PORT=str(port), **handler_env(fleet))
-    proc = fleet.spawn(name, [sys.executable, "-m", "jobengine.api"], env)
-    api = Api(proc, f"http://127.0.0.1:{port}", key)
-
-    def ready() -> bool:
-        assert proc.poll() is None, fleet.log_of(name)
-        try:
-            return api.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until(ready, 60, f"API {name} serving")
-    return api
 
 
 def stored_type(fleet: Fleet, name: str) -> dict[str, Any] | None:
@@ -253,7 +196,7 @@ def test_a_reaper_that_never_imported_the_handler_applies_the_types_own_retry_po
     scheduled = [h for h in fleet.history(job.id) if h.to_status is S.SCHEDULED][-1]
     assert scheduled.actor.startswith("reaper") and scheduled.attempt == 1
     backoff = rescued.not_before - scheduled.at
-    delay = timedelta(seconds=HANG_POLICY["base_delay_seconds"])
+    delay = timedelta(seconds=3)  # catalogue_handlers.HANG_POLICY, not imported here
     # Fixed and without jitter; the default policy would wait at most 1 s (full jitter).
     assert abs(backoff - delay) < timedelta(seconds=0.5), backoff
 
