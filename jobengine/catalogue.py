@@ -23,7 +23,7 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 from sqlalchemy import Connection, Engine
 
-from jobengine.errors import UnknownJobType, ValidationError
+from jobengine.errors import MalformedPayloadSchema, UnknownJobType
 from jobengine.job_types import BUILTINS, JobTypes, JobTypeSpec
 from jobengine.store.catalogue_repository import (
     CatalogueRepository,
@@ -36,17 +36,6 @@ log = structlog.get_logger("jobengine.catalogue")
 
 ENGINE_DECLARER = "engine"
 """Who declared a built-in type that no worker has announced yet."""
-
-
-class MalformedPayloadSchema(ValidationError):
-    code = "MALFORMED_PAYLOAD_SCHEMA"
-
-    def __init__(self, name: str, problem: str) -> None:
-        super().__init__(
-            f"job type {name!r} declares a payload schema that is not valid JSON Schema: {problem}",
-            hint="Fix the type's payload_model (its json_schema_extra or custom schema) so that"
-            " model_json_schema() returns a valid Draft 2020-12 schema.",
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,18 +18,26 @@ from typing import Annotated, Any, Protocol
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PydanticUserError
 from pydantic import ValidationError as PydanticValidationError
 
-from jobengine.errors import PayloadInvalid, UnknownJobType
+from jobengine.errors import MalformedPayloadSchema, PayloadInvalid, UnknownJobType
 
 _validators: dict[str, Draft202012Validator] = {}
 _validators_lock = threading.Lock()
 
 
-def schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    """The JSON Schema (Draft 2020-12, pydantic's dialect) a payload model declares."""
-    return model.model_json_schema()
+def schema_of(name: str, model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema (Draft 2020-12, pydantic's dialect) a payload model declares; a model
+    pydantic cannot express as one is refused naming the type, not with pydantic's traceback."""
+    try:
+        return model.model_json_schema()
+    except PydanticUserError as exc:
+        raise MalformedPayloadSchema(name, one_line(str(exc))) from None
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split("\n\nFor further information")[0].split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +67,7 @@ class JobTypeSpec:
             # 30 and 30.0 are one limit; the store returns a float, and the hash must agree.
             object.__setattr__(self, "time_limit_seconds", float(self.time_limit_seconds))
         if self.payload_schema is None and self.payload_model is not None:
-            object.__setattr__(self, "payload_schema", schema_of(self.payload_model))
+            object.__setattr__(self, "payload_schema", schema_of(self.name, self.payload_model))
         object.__setattr__(self, "definition_hash", definition_hash(self.definition()))
 
     def definition(self) -> dict[str, Any]:

@@ -9,9 +9,12 @@ since Celery swallows what they raise.
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import sys
+from collections.abc import Iterable
+from typing import NoReturn
 
 from jobengine.catalogue import announce
 from jobengine.errors import JobEngineError
@@ -36,12 +39,26 @@ def is_worker(argv: list[str]) -> bool:
     return "worker" in argv[1:]
 
 
+def refuse(exc: JobEngineError) -> NoReturn:
+    """End the worker with one line on stderr: what is wrong, then how to fix it."""
+    sys.stderr.write(f"jobengine worker refused to start: {exc.message}. {exc.hint}\n")
+    raise SystemExit(EXIT_REFUSED) from None
+
+
+def import_handlers(modules: Iterable[str]) -> None:
+    """Import the handler modules; a type whose model has no JSON Schema ends the worker."""
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    except JobEngineError as exc:
+        refuse(exc)
+
+
 def announce_or_exit(database_url: str) -> None:
     engine = make_engine(database_url, pool_size=1, max_overflow=0)
     try:
         announce(engine, handled_types(), declarer())
     except JobEngineError as exc:
-        sys.stderr.write(f"jobengine worker refused to start: {exc.message}. {exc.hint}\n")
-        raise SystemExit(EXIT_REFUSED) from None
+        refuse(exc)
     finally:
         engine.dispose()

@@ -16,7 +16,7 @@ from config.celery import celery_config
 from config.logging import configure_logging
 from config.settings import get_settings
 from jobengine import sealed
-from workers.announce import announce_or_exit, is_worker
+from workers.announce import announce_or_exit, import_handlers, is_worker
 from workers.runtime import urls
 from workers.tasks import register_tasks
 
@@ -27,8 +27,7 @@ app = Celery("jobengine")
 app.config_from_object(celery_config(settings, urls()[1]))
 app.conf.worker_consumer = "workers.poison:JobConsumer"
 
-for module in ("workers.handlers.builtin", *settings.handler_modules):
-    importlib.import_module(module)
+import_handlers(("workers.handlers.builtin", *settings.handler_modules))
 importlib.import_module("workers.hooks")
 importlib.import_module("workers.poison")
 register_tasks(app)

@@ -3,13 +3,15 @@
 Every process that imports this module appends its pid to ``$CATALOGUE_IMPORTS`` (when set),
 so a test can prove that its producer, API server and reaper never did. ``$CATALOGUE_VARIANT``
 changes the payload model as a redeployed handler module would: ``v1`` (the default), ``v2``
-(a stricter schema), or ``malformed`` (a schema no validator accepts).
+(a stricter schema), ``malformed`` (a schema no validator accepts) or ``unrepresentable`` (a
+model pydantic cannot express as JSON Schema at all).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,10 +47,15 @@ class ReportMalformed(BaseModel):
     rows: int
 
 
+class ReportUnrepresentable(BaseModel):
+    render: Callable[[int], str]
+
+
 MODELS: dict[str, type[BaseModel]] = {
     "v1": ReportV1,
     "v2": ReportV2,
     "malformed": ReportMalformed,
+    "unrepresentable": ReportUnrepresentable,
 }
 
 

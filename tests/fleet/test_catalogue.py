@@ -153,8 +153,9 @@ def test_two_workers_with_conflicting_definitions_the_later_wins_and_both_hashes
     wait_until(lambda: fleet.job(job.id).status is S.COMPLETED, 60, "job done")
 
 
+@pytest.mark.parametrize("variant", ["malformed", "unrepresentable"])
 def test_a_malformed_schema_fails_the_worker_at_start_with_one_line_naming_the_type(
-    fleet: Fleet,
+    fleet: Fleet, variant: str
 ) -> None:
     argv = [
         sys.executable,
@@ -170,7 +171,7 @@ def test_a_malformed_schema_fails_the_worker_at_start_with_one_line_naming_the_t
         "--without-mingle",
         "--without-gossip",
     ]
-    proc = fleet.spawn("bad", argv, fleet.env(**handler_env(fleet, "malformed")))
+    proc = fleet.spawn("bad", argv, fleet.env(**handler_env(fleet, variant)))
     assert proc.wait(60) != 0
     log = fleet.log_of("bad")
     assert "Traceback" not in log and "ready." not in log

@@ -3,6 +3,7 @@ stored JSON Schema in a process that has no handler for the type."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,9 +11,9 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, text
 
-from jobengine.catalogue import Catalogue, MalformedPayloadSchema, announce
+from jobengine.catalogue import Catalogue, announce
 from jobengine.domain.job import NewJob
-from jobengine.errors import PayloadInvalid, UnknownJobType
+from jobengine.errors import MalformedPayloadSchema, PayloadInvalid, UnknownJobType
 from jobengine.job_types import BUILTINS, JobTypeSpec
 from jobengine.store.database import transaction
 from jobengine.submission import submit
@@ -155,3 +156,11 @@ def test_a_type_read_back_from_the_catalogue_has_the_hash_it_was_announced_with(
     read = Catalogue(engine).get("resize")
     assert read.definition_hash == spec.definition_hash
     assert announce(engine, [read], "worker-b") == []
+
+
+def test_a_model_pydantic_cannot_express_as_json_schema_is_refused_naming_the_type() -> None:
+    class Unrepresentable(BaseModel):
+        render: Callable[[int], str]
+
+    with pytest.raises(MalformedPayloadSchema, match=r"job type 'render'.*CallableSchema"):
+        JobTypeSpec("render", payload_model=Unrepresentable)
