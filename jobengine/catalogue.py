@@ -112,10 +112,6 @@ class Catalogue:
     def entry(self, name: str) -> CatalogueEntry:
         return self.lookup(name, self._read_engine)
 
-    def refresh(self) -> None:
-        """Read the table now, whatever the cache's age."""
-        self._reload(self._read_engine)
-
     def through(self, conn: Connection) -> JobTypes:
         return _Through(self, conn)
 
