@@ -42,6 +42,7 @@ from jobengine.cli_dlq import dlq_app
 from jobengine.cli_jobs import jobs_app
 from jobengine.cli_keys import keys_app
 from jobengine.cli_workers import workers_app
+from jobengine.cli_types import types_app
 from jobengine.domain.status import FINAL_STATES, JobStatus
 from jobengine.domain.transitions import TRANSITIONS
 from jobengine.errors import JobEngineError
@@ -100,6 +101,7 @@ queues_app = typer.Typer(no_args_is_help=True, help="Per-queue concurrency limit
 app.add_typer(queues_app, name="queues")
 app.add_typer(keys_app, name="keys")
 app.add_typer(workers_app, name="workers")
+app.add_typer(types_app, name="types")
 
 
 @app.callback()

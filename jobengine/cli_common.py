@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
-import importlib
 import json
 import re
 import socket
@@ -26,11 +25,10 @@ from rich.console import Console
 from sqlalchemy import Engine
 
 from config.settings import Settings
+from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher
 from jobengine.embedded import EmbeddedRedis
 from jobengine.errors import ValidationError
-from jobengine.job_types import JobTypeRegistry
-from jobengine.job_types import registry as default_registry
 from jobengine.services import ConfigurationError, database, embedded_redis_dir
 from jobengine.store.database import make_engine
 from jobengine.store.jobs_repository import DispatchRef
@@ -202,18 +200,10 @@ def parse_choices(option: str, values: Sequence[str], enum: type[Enum]) -> list[
     return parsed
 
 
-def job_types(settings: Settings) -> JobTypeRegistry:
-    """The catalogue with the types the fleet's handler modules declare: without them a
-    submission or replay of such a type would be refused as unknown."""
-    for module in settings.handler_modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"handler module {module!r} cannot be imported: {exc}",
-                hint="Fix JOBENGINE_HANDLER_MODULES or install the module where the CLI runs.",
-            ) from exc
-    return default_registry
+def job_types(engine: Engine) -> Catalogue:
+    """The fleet's catalogue, as the workers announced it: the CLI never imports handler code,
+    so it needs none of the handler modules installed where it runs."""
+    return Catalogue(engine)
 
 
 @dataclass

@@ -143,7 +143,7 @@ def _service(
     return DeadLetters(
         engine,
         publisher=publisher,
-        types=job_types(settings),
+        types=job_types(engine),
         max_payload_bytes=settings.max_payload_bytes,
     )
 

@@ -83,7 +83,7 @@ def jobs_submit(
             publisher or _NOWHERE,
             [new],
             max_payload_bytes=settings.max_payload_bytes,
-            types=job_types(settings),
+            types=job_types(engine),
             actor=cli_actor(),
         )
     published = publisher is not None and job.id in publisher.sent

@@ -21,13 +21,13 @@ import structlog
 from sqlalchemy import Engine
 
 from jobengine import guard
+from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher, publish_jobs
 from jobengine.domain.dead_letter import DeadLetter, DeadLetterStatus
 from jobengine.domain.status import JobStatus
-from jobengine.errors import StoreError, ValidationError
+from jobengine.errors import StoreError, UnknownJobType, ValidationError
 from jobengine.guard import Step
-from jobengine.job_types import JobTypeRegistry
-from jobengine.job_types import registry as default_registry
+from jobengine.job_types import JobTypes
 from jobengine.producer import dispatch_ref
 from jobengine.retry_policy import RetryPolicy
 from jobengine.store.database import transaction
@@ -79,14 +79,17 @@ class DeadLetterNotOpen(StoreError):
 
 
 class NoHandlerForType(ValidationError):
+    """Refused only when the catalogue has never heard of the type: a type that no live
+    worker handles right now is still replayed, and waits for one."""
+
     code = "NO_HANDLER"
 
     def __init__(self, entry: DeadLetter, known: list[str]) -> None:
         super().__init__(
-            f"dead letter {entry.id}: job type {entry.type!r} has no handler any more;"
-            " a replay would fail again",
-            hint="Deploy a handler for the type (JOBENGINE_HANDLER_MODULES) or discard the"
-            f" entry. Types with handlers: {', '.join(known) or 'none'}.",
+            f"dead letter {entry.id}: job type {entry.type!r} is not in the catalogue;"
+            " no worker would run a replay",
+            hint="Start a worker that handles the type (its module in JOBENGINE_HANDLER_MODULES)"
+            f" so it announces it, or discard the entry. In the catalogue: {', '.join(known)}.",
         )
 
 
@@ -145,12 +148,12 @@ class DeadLetters:
         engine: Engine,
         *,
         publisher: Publisher | None = None,
-        types: JobTypeRegistry = default_registry,
+        types: JobTypes | None = None,
         max_payload_bytes: int = 256 * 1024,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
-        self.types = types
+        self.types = types if types is not None else Catalogue(engine)
         self.max_payload_bytes = max_payload_bytes
 
     def page(self, flt: DeadLetterFilter, *, after_id: int = 0, limit: int = 100) -> DeadLetterPage:
@@ -193,10 +196,12 @@ class DeadLetters:
                 return Replay(entry.id, entry.job_id, ReplayOutcome.ALREADY_REPLAYED)
             if entry.status is DeadLetterStatus.DISCARDED:
                 raise DeadLetterDiscarded(entry)
-            if entry.type not in self.types.names():
-                raise NoHandlerForType(entry, self.types.names())
+            try:
+                spec = self.types.get(entry.type)
+            except UnknownJobType:
+                raise NoHandlerForType(entry, self.types.names()) from None
             job = JobsRepository(conn).get(entry.job_id)
-            policy = RetryPolicy.resolve(self.types.get(job.type).retry_policy, job.retry_policy)
+            policy = RetryPolicy.resolve(spec.retry_policy, job.retry_policy)
             payload = None
             if options.payload_patch is not None:
                 payload = merge_patch(job.payload, options.payload_patch)

@@ -28,8 +28,7 @@ from config.settings import get_settings
 from jobengine.dispatch import Publisher, publish_jobs
 from jobengine.domain.job import Job, JSONValue, NewJob
 from jobengine.domain.status import JobStatus
-from jobengine.job_types import JobTypeRegistry
-from jobengine.job_types import registry as default_registry
+from jobengine.job_types import JobTypes
 from jobengine.store.jobs_repository import DispatchRef
 from jobengine.submission import submit, submit_many
 
@@ -72,14 +71,17 @@ def enqueue(
     retry_policy: dict[str, Any] | None = None,
     time_limit_seconds: float | None = None,
     idempotency_key: str | None = None,
-    types: JobTypeRegistry = default_registry,
+    types: JobTypes | None = None,
 ) -> Job:
     """Add a job to the caller's open transaction; it is committed or rolled back with it.
 
     Validation is ``submission.submit``'s, done before anything is written, so a refused job
-    leaves the caller's transaction as it was. An ``idempotency_key`` the tenant used before
-    with the same request returns the job stored then; with a different request it raises
-    ``DuplicateIdempotencyKey`` (the caller's transaction stays usable: nothing was written).
+    leaves the caller's transaction as it was. The type is looked up in the fleet's catalogue,
+    read through the caller's own connection and cached in this process (``types`` overrides
+    it), so a producer needs no handler code, only the type's name. An ``idempotency_key`` the
+    tenant used before with the same request returns the job stored then; with a different
+    request it raises ``DuplicateIdempotencyKey`` (the caller's transaction stays usable:
+    nothing was written).
     """
     new = NewJob(
         type=type,
@@ -110,7 +112,7 @@ def enqueue_many(
     session_or_connection: Session | Connection,
     jobs: Sequence[NewJob],
     *,
-    types: JobTypeRegistry = default_registry,
+    types: JobTypes | None = None,
 ) -> list[Job]:
     """``enqueue`` for a batch, in order: every job is validated before any is written, and
     those without idempotency keys go in one statement."""

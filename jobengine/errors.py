@@ -65,6 +65,19 @@ class PayloadTooLarge(ValidationError):
     code = "PAYLOAD_TOO_LARGE"
 
 
+class MalformedPayloadSchema(ValidationError):
+    """A job type's payload model gives no usable JSON Schema: its worker must not start."""
+
+    code = "MALFORMED_PAYLOAD_SCHEMA"
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(
+            f"job type {name!r} declares a payload schema that is not valid JSON Schema: {problem}",
+            hint="Fix the type's payload_model (its fields, json_schema_extra or custom schema) so"
+            " that model_json_schema() returns a valid Draft 2020-12 schema.",
+        )
+
+
 class StoreError(JobEngineError):
     """Errors of the Postgres store and of the guard over it."""
 

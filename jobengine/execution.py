@@ -21,7 +21,7 @@ from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.errors import JobEngineError, JobNotFound, TransitionRefused, UnknownJobType
 from jobengine.guard import Step
-from jobengine.job_types import JobTypeRegistry
+from jobengine.job_types import JobTypes
 from jobengine.job_types import registry as default_registry
 from jobengine.retry_policy import RetryDecision, RetryPolicy, error_names
 from jobengine.store.database import SingleStatements, transaction
@@ -85,7 +85,7 @@ class Executor:
         engine: Engine,
         *,
         lease_ttl_seconds: float,
-        types: JobTypeRegistry = default_registry,
+        types: JobTypes = default_registry,
     ) -> None:
         self.engine = engine
         self._statements = SingleStatements(engine)

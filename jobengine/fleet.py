@@ -17,6 +17,7 @@ from celery import Celery
 from config.celery import celery_config
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
+from jobengine.catalogue import Catalogue
 from jobengine.dispatch import CeleryPublisher
 from jobengine.execution import Executor
 from jobengine.reaper import Reaper
@@ -44,7 +45,7 @@ def run_reaper(settings: Settings | None = None, name: str | None = None) -> Non
     reaper = Reaper(
         engine,
         make_publisher(settings, broker_url),
-        Executor(engine, lease_ttl_seconds=settings.lease_ttl_seconds),
+        Executor(engine, lease_ttl_seconds=settings.lease_ttl_seconds, types=Catalogue(engine)),
         name=name or f"reaper@{socket.gethostname()}:{os.getpid()}",
         redispatch_after_seconds=settings.redispatch_after_seconds,
         dispatch_grace_seconds=settings.dispatch_grace_seconds,

@@ -9,8 +9,7 @@ from sqlalchemy import Engine
 from jobengine.dispatch import Publisher, publish_jobs
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import JobStatus
-from jobengine.job_types import JobTypeRegistry
-from jobengine.job_types import registry as default_registry
+from jobengine.job_types import JobTypes
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import DispatchRef
 from jobengine.submission import submit_many
@@ -33,7 +32,7 @@ def submit_jobs(
     jobs: Sequence[NewJob],
     *,
     max_payload_bytes: int = 256 * 1024,
-    types: JobTypeRegistry = default_registry,
+    types: JobTypes | None = None,
     actor: str = "producer",
     chunk_size: int = 10,
     sealed: bool | None = None,

@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 
 from config.settings import get_settings
 from jobengine import guard
+from jobengine.catalogue import catalogue_of
 from jobengine.domain.job import Job, NewJob
 from jobengine.errors import (
     CommandTypesDisabled,
@@ -24,8 +25,7 @@ from jobengine.errors import (
     PayloadTooLarge,
     ValidationError,
 )
-from jobengine.job_types import JobTypeRegistry, JobTypeSpec
-from jobengine.job_types import registry as default_registry
+from jobengine.job_types import JobTypes, JobTypeSpec
 from jobengine.retry_policy import RetryPolicy
 from jobengine.store.jobs_repository import JobsRepository
 
@@ -68,12 +68,14 @@ def validate(
     new: NewJob,
     *,
     max_payload_bytes: int,
-    types: JobTypeRegistry,
+    types: JobTypes,
     sealed: bool | None = None,
     commands_enabled: bool | None = None,
 ) -> NewJob:
     """Check a submission; returns it with the type's default queue applied.
 
+    The payload is judged by the type's JSON Schema as ``types`` holds it, never by handler
+    code, so a producer that knows the type only by name is judged like a worker would.
     ``sealed`` and ``commands_enabled`` default to the installation's settings, so no
     producer can forget them.
     """
@@ -86,7 +88,7 @@ def validate(
     if sealed and spec.needs_network:
         raise NetworkNotAllowed(f"job type {new.type!r} needs the network; refused in sealed mode")
     encode_payload(new.payload, max_payload_bytes)
-    spec.decode_payload(new.payload)
+    spec.validate_payload(new.payload)
     if new.retry_policy is not None:
         RetryPolicy.resolve(spec.retry_policy, new.retry_policy)
     if not PRIORITY_MIN <= new.priority <= PRIORITY_MAX:
@@ -132,7 +134,7 @@ def submit(
     new: NewJob,
     *,
     max_payload_bytes: int = 256 * 1024,
-    types: JobTypeRegistry = default_registry,
+    types: JobTypes | None = None,
     actor: str = "producer",
     dispatching: bool = False,
     sealed: bool | None = None,
@@ -142,8 +144,10 @@ def submit(
 
     A job with a future ``not_before`` stays ``pending`` until the scheduler moves it; any other
     is ``scheduled`` at once. An ``idempotency_key`` seen before with the same request returns the
-    original job; with a different request it raises ``DuplicateIdempotencyKey``.
+    original job; with a different request it raises ``DuplicateIdempotencyKey``. ``types``
+    defaults to this process's cached catalogue, read through ``conn``.
     """
+    types = types if types is not None else catalogue_of(conn)
     new = validate(
         new,
         max_payload_bytes=max_payload_bytes,
@@ -182,7 +186,7 @@ def submit_many(
     jobs: Sequence[NewJob],
     *,
     max_payload_bytes: int = 256 * 1024,
-    types: JobTypeRegistry = default_registry,
+    types: JobTypes | None = None,
     actor: str = "producer",
     dispatching: bool = False,
     sealed: bool | None = None,
@@ -190,6 +194,7 @@ def submit_many(
 ) -> list[tuple[Job, bool]]:
     """``submit`` for a batch, in order: every job is validated before any is written, and
     those without idempotency keys are stored in one statement."""
+    types = types if types is not None else catalogue_of(conn)
     checked = [
         validate(
             new,

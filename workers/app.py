@@ -2,13 +2,14 @@
 
 The broker is Redis: the one named by ``JOBENGINE_BROKER_URL``, else the embedded one of this
 installation (started if needed). Handler modules are imported here, then a ``jobs.<type>``
-task is registered for each handler, and the worker consumes each one's broker queue
-``jobs.<type>`` besides the ``-Q`` names (``workers.routing``).
+task is registered for each handler, a worker announces its types to the catalogue, and it
+consumes each one's broker queue ``jobs.<type>`` besides the ``-Q`` names (``workers.routing``).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 
 from celery import Celery
 
@@ -17,6 +18,7 @@ from config.logging import configure_logging
 from config.settings import get_settings
 from jobengine import sealed
 from jobengine.job_types import registry
+from workers.announce import announce_or_exit, import_handlers, is_worker
 from workers.command_types import withhold_command_handlers
 from workers.registry import HANDLERS
 from workers.runtime import urls
@@ -29,14 +31,15 @@ app = Celery("jobengine")
 app.config_from_object(celery_config(settings, urls()[1]))
 app.conf.worker_consumer = "workers.poison:JobConsumer"
 
-for module in ("workers.handlers.builtin", *settings.handler_modules):
-    importlib.import_module(module)
+import_handlers(("workers.handlers.builtin", *settings.handler_modules))
 withhold_command_handlers(HANDLERS, registry, enabled=settings.command_types_enabled)
 importlib.import_module("workers.hooks")
 importlib.import_module("workers.poison")
 importlib.import_module("workers.routing")  # consumes jobs.<type> for each handler it has
 importlib.import_module("workers.presence")  # its row in the workers registry
 register_tasks(app)
+if is_worker(sys.argv):
+    announce_or_exit(urls()[0])
 
 if settings.sealed:
     # After the handler modules are imported, before the pool forks: every process of this

@@ -26,10 +26,12 @@ from jobengine.api import (
     routes_jobs,
     routes_streams,
     routes_workers,
+    routes_types,
 )
 from jobengine.api.body_limit import BodyLimit
 from jobengine.api.state import ApiState
 from jobengine.cancellation import TaskRevoker
+from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher
 from jobengine.fleet import make_publisher, publisher_app
 from jobengine.services import broker, database
@@ -42,6 +44,7 @@ ROUTERS: list[APIRouter] = [
     routes_streams.router,
     routes_dlq.router,
     routes_workers.router,
+    routes_types.router,
 ]
 """Every router the API serves."""
 
@@ -95,6 +98,7 @@ def create_app(
         revoker=revoker,
         broker_check=broker_check,
         metrics=metrics.make_registry(engine, settings.worker_ttl_seconds),
+        types=Catalogue(engine),
     )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)

@@ -71,6 +71,7 @@ def service(state: ApiState) -> DeadLetters:
     return DeadLetters(
         state.engine,
         publisher=state.publisher,
+        types=state.types,
         max_payload_bytes=state.settings.max_payload_bytes,
     )
 

@@ -129,6 +129,7 @@ def store_and_publish(
             conn,
             jobs,
             max_payload_bytes=settings.max_payload_bytes,
+            types=state.types,
             actor=actor(key),
             dispatching=True,
             sealed=settings.sealed,

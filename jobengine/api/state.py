@@ -1,4 +1,5 @@
-"""What every request handler shares: settings, the engine, the broker's publisher."""
+"""What every request handler shares: settings, the engine, the broker's publisher, the
+catalogue of job types."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from starlette.requests import HTTPConnection
 
 from config.settings import Settings
 from jobengine.cancellation import TaskRevoker
+from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher
 
 
@@ -24,6 +26,8 @@ class ApiState:
     broker_check: Callable[[], None]
     """Raises when the broker cannot be reached (``/readyz``)."""
     metrics: CollectorRegistry
+    types: Catalogue
+    """The fleet's job types: what submissions are judged by, never handler code."""
 
 
 def api_state(connection: HTTPConnection) -> ApiState:

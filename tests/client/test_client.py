@@ -70,7 +70,7 @@ def test_list_jobs_follows_the_cursor_and_filters(api: ApiServer) -> None:
     with client_for(api) as client:
         made = client.create_many(
             [JobRequest(type="noop", project_id="p", payload={"n": n}) for n in range(7)]
-            + [JobRequest(type="effect", project_id="p", not_before=LATER)]
+            + [JobRequest(type="sleep", project_id="p", not_before=LATER)]
         )
         first = client.list_page(type="noop", limit=3)
         assert len(first.items) == 3 and first.next_cursor is not None

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
+from jobengine import guard
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
+from jobengine.errors import PayloadInvalid
 from jobengine.producer import submit_jobs
+from jobengine.store.database import transaction
 from tests.fleet.conftest import Fleet, wait_until
 
 S = JobStatus
@@ -54,13 +59,20 @@ def test_shell_exit_zero_completes_with_its_output_and_nonzero_fails_with_detail
     assert "exited with 7" in error["message"]
 
 
-def test_shell_with_a_malformed_command_fails_without_retrying(fleet: Fleet) -> None:
+def test_shell_without_a_command_is_refused_at_submission_and_poison_if_stored(
+    fleet: Fleet,
+) -> None:
+    with pytest.raises(PayloadInvalid, match="'command' is a required property"):
+        submit_jobs(fleet.engine, fleet.publisher(), [NewJob(type="shell", payload={})])
     fleet.start_worker("w1")
-    [job] = submit_jobs(fleet.engine, fleet.publisher(), [NewJob(type="shell", payload={})])
+    fleet.start_reaper("reaper")  # publishes what the guard stored without a message
+    with transaction(fleet.engine) as conn:  # stored before the type declared its shape
+        job = guard.create_job(conn, NewJob(type="shell", payload={}), schedule=True)
+    assert job is not None
     wait_until(lambda: fleet.job(job.id).status is S.FAILED, 60, "refused command")
     final = fleet.job(job.id)
     assert final.attempt == 1
-    assert final.last_error is not None and final.last_error["code"] == "NON_RETRYABLE"
+    assert final.last_error is not None and final.last_error["code"] == "POISON_MESSAGE"
 
 
 def test_fake_inference_stores_its_progress_and_result(fleet: Fleet) -> None:

@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from jobengine.cancellation import JobAlreadyFinal, cancel_job
+from jobengine.catalogue import announce
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.fleet import publisher_app
+from jobengine.job_types import registry
 from jobengine.producer import submit_jobs
 from tests.fleet import handlers  # noqa: F401
 from tests.fleet.conftest import Fleet, wait_until
@@ -19,6 +21,7 @@ S = JobStatus
 
 
 def test_job_cancelled_before_start_never_runs_its_handler(fleet: Fleet) -> None:
+    announce(fleet.engine, registry.specs(), "tests")  # as the fleet's workers did before
     [job] = submit_jobs(fleet.engine, fleet.publisher(), [NewJob(type="effect")])
     outcome = cancel_job(fleet.engine, job.id, actor="test", reason="changed my mind")
     assert outcome.changed and outcome.job.status is S.CANCELLED and outcome.revoked_task is None

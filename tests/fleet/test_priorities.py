@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from jobengine.catalogue import announce
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
+from jobengine.job_types import registry
 from jobengine.producer import submit_jobs
 from tests.fleet import handlers  # noqa: F401
 from tests.fleet.conftest import Fleet, wait_until
@@ -19,6 +21,7 @@ BOUND = 0.75
 def test_high_priority_job_submitted_last_starts_before_most_of_a_200_job_backlog(
     fleet: Fleet,
 ) -> None:
+    announce(fleet.engine, registry.specs(), "tests")  # as the fleet's workers did before
     publisher = fleet.publisher()
     backlog = submit_jobs(
         fleet.engine, publisher, [NewJob(type="effect", priority=0) for _ in range(BACKLOG)]

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from jobengine.catalogue import announce
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.embedded import free_loopback_port
 from jobengine.errors import NetworkNotAllowed
-from jobengine.job_types import JobTypeSpec, registry
+from jobengine.job_types import JobTypeSpec
 from jobengine.producer import submit_jobs
 from tests.fleet import handlers  # noqa: F401
 from tests.fleet.conftest import Fleet, wait_until
@@ -50,7 +51,7 @@ def test_handler_egress_is_blocked_recorded_and_never_retried(fleet: Fleet, tmp_
 def test_job_type_needing_the_network_is_refused_at_submission_when_sealed(
     fleet: Fleet,
 ) -> None:
-    registry.register(JobTypeSpec("fetch_url", needs_network=True))
+    announce(fleet.engine, [JobTypeSpec("fetch_url", needs_network=True)], "tests")
     with pytest.raises(NetworkNotAllowed) as refused:
         submit_jobs(fleet.engine, fleet.publisher(), [NewJob(type="fetch_url")], sealed=True)
     assert "needs the network" in refused.value.message and refused.value.hint
@@ -65,7 +66,7 @@ def test_sealed_installation_refuses_network_types_even_when_the_producer_does_n
 ) -> None:
     from config.settings import Settings
 
-    registry.register(JobTypeSpec("fetch_url", needs_network=True))
+    announce(fleet.engine, [JobTypeSpec("fetch_url", needs_network=True)], "tests")
     monkeypatch.setattr("jobengine.submission.get_settings", lambda: Settings(sealed=True))
     with pytest.raises(NetworkNotAllowed):
         submit_jobs(fleet.engine, fleet.publisher(), [NewJob(type="fetch_url")])

@@ -23,7 +23,7 @@ def test_batch_keeps_order_and_gives_each_job_its_own_chain_and_events(engine: E
         NewJob(type="noop", payload={"n": 1}),
         NewJob(type="noop", payload={"n": 2}, not_before=later),
         NewJob(type="noop", payload={"n": 3}, idempotency_key="k-3"),
-        NewJob(type="shell", payload={"n": 4}, priority=7),
+        NewJob(type="noop", payload={"n": 4}, priority=7),
     ]
     with transaction(engine) as conn:
         stored = submit_many(conn, batch)

@@ -72,7 +72,7 @@ def test_list_filters_and_pages_in_id_order(
 ) -> None:
     ids = [
         parse(*invoke(db_url, closed_broker, "jobs", "submit", job_type, "--json"))["job"]["id"]
-        for job_type in ("noop", "shell", "noop")
+        for job_type in ("noop", "sleep", "noop")
     ]
     _, failed_job = dead_letter(engine)
 
@@ -98,9 +98,9 @@ def test_list_filters_and_pages_in_id_order(
     failed = parse(*invoke(db_url, closed_broker, "jobs", "list", "--status", "failed", "--json"))
     assert [j["id"] for j in failed["items"]] == [failed_job]
 
-    code, out, err = invoke(db_url, closed_broker, "jobs", "list", "--type", "shell")
+    code, out, err = invoke(db_url, closed_broker, "jobs", "list", "--type", "sleep")
     assert code == 0, err
-    assert "shell" in out and "scheduled" in out and str(ids[1]) in out
+    assert "sleep" in out and "scheduled" in out and str(ids[1]) in out
 
     line = one_line_error(*invoke(db_url, closed_broker, "jobs", "list", "--status", "stuck"))
     assert "--status 'stuck'" in line and "pending, scheduled, claimed" in line

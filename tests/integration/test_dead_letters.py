@@ -211,7 +211,7 @@ def test_replay_of_a_type_without_a_handler_is_refused_and_changes_nothing(
     job = fail_for_good(executor, new_job(engine).id)
     without = DeadLetters(engine, types=JobTypeRegistry())
     entry_id = without.id_for_job(job.id)
-    with pytest.raises(NoHandlerForType, match="'flaky' has no handler"):
+    with pytest.raises(NoHandlerForType, match="'flaky' is not in the catalogue"):
         without.replay(entry_id, ReplayOptions(actor="ops"))
     assert without.get(entry_id).status is DeadLetterStatus.OPEN
 
