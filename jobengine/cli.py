@@ -41,8 +41,8 @@ from jobengine.cli_common import (
 from jobengine.cli_dlq import dlq_app
 from jobengine.cli_jobs import jobs_app
 from jobengine.cli_keys import keys_app
-from jobengine.cli_workers import workers_app
 from jobengine.cli_types import types_app
+from jobengine.cli_workers import workers_app
 from jobengine.domain.status import FINAL_STATES, JobStatus
 from jobengine.domain.transitions import TRANSITIONS
 from jobengine.errors import JobEngineError

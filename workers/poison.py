@@ -18,6 +18,8 @@ attempt is spent and nothing is dead-lettered.
 from __future__ import annotations
 
 import logging
+import os
+from functools import cache
 from typing import Any
 
 import structlog
@@ -25,10 +27,10 @@ from celery import signals
 from celery.worker.consumer import Consumer
 from sqlalchemy.exc import SQLAlchemyError
 
+from jobengine.catalogue import Catalogue
 from jobengine.dispatch import TASK_PREFIX, broker_queue, is_chunk, parse_task_id
-from jobengine.errors import JobEngineError
-from jobengine.store.database import process_engine, transaction
-from jobengine.store.workers_repository import WorkersRepository
+from jobengine.errors import JobEngineError, UnknownJobType
+from jobengine.store.database import process_engine
 from workers.runtime import runtime, urls
 
 log = structlog.get_logger("workers.poison")
@@ -108,18 +110,28 @@ def on_unknown_task(message: Any = None, name: str = "", id: str = "", **_: Any)
 
 
 def in_catalogue(job_type: str) -> bool:
-    """Whether the fleet knows ``job_type``: its row in ``job_types``.
+    """Whether the fleet knows ``job_type``: the catalogue, built-ins included.
 
-    Read straight from the table the catalogue is kept in. When Postgres cannot answer, the
-    type counts as known: a message handed back waits in its type's queue, where nothing is
-    lost, while poisoning it would fail a job that may be healthy.
+    When Postgres cannot answer, the type counts as known: a message handed back waits in its
+    type's queue, where nothing is lost, while poisoning it would fail a job that may be healthy.
     """
     try:
-        with transaction(process_engine(urls()[0])) as conn:
-            return WorkersRepository(conn).type_in_catalogue(job_type)
+        _catalogue().get(job_type)
+    except UnknownJobType:
+        return False
     except (JobEngineError, SQLAlchemyError) as exc:
         log.warning("catalogue_unreachable", type=job_type, error=str(exc))
-        return True
+    return True
+
+
+@cache
+def _catalogue_for(pid: int) -> Catalogue:
+    return Catalogue(process_engine(urls()[0]))
+
+
+def _catalogue() -> Catalogue:
+    """This process's catalogue reader, made after any fork."""
+    return _catalogue_for(os.getpid())
 
 
 class JobConsumer(Consumer):  # type: ignore[misc]

@@ -25,8 +25,8 @@ from jobengine.api import (
     routes_health,
     routes_jobs,
     routes_streams,
-    routes_workers,
     routes_types,
+    routes_workers,
 )
 from jobengine.api.body_limit import BodyLimit
 from jobengine.api.state import ApiState

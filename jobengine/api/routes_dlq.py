@@ -39,7 +39,6 @@ from jobengine.api.state import ApiState, api_state
 from jobengine.dead_letters import DeadLetters, ReplayOptions
 from jobengine.domain.dead_letter import DeadLetterReason, DeadLetterStatus
 from jobengine.errors import UnknownJobType
-from jobengine.job_types import registry
 from jobengine.store.database import transaction
 from jobengine.store.dead_letter_repository import DeadLetterFilter
 from jobengine.store.jobs_repository import JobsRepository
@@ -88,14 +87,16 @@ def _own(key: ApiKey) -> str | None:
     return None if key.is_admin else key.tenant_id
 
 
-def _refuse_command_patch(key: ApiKey, job_types: Iterable[str], body: ReplayIn) -> None:
+def _refuse_command_patch(
+    state: ApiState, key: ApiKey, job_types: Iterable[str], body: ReplayIn
+) -> None:
     """A payload patch on a command-running type is a new command: it needs ``jobs:command``.
-    A type this process does not know has no handler it could be run by."""
+    A type the catalogue does not know has no handler it could be run by."""
     if body.payload_patch is None:
         return
     for name in sorted(set(job_types)):
         try:
-            runs_commands = registry.get(name).runs_commands
+            runs_commands = state.types.get(name).runs_commands
         except UnknownJobType:
             continue
         if runs_commands:
@@ -179,7 +180,9 @@ def replay_dead_letter(
     body = body or ReplayIn()
     dead_letters = service(api_state(request))
     if body.payload_patch is not None:
-        _refuse_command_patch(key, [dead_letters.get(dead_letter_id, tenant).type], body)
+        _refuse_command_patch(
+            api_state(request), key, [dead_letters.get(dead_letter_id, tenant).type], body
+        )
     done = dead_letters.replay(dead_letter_id, _options(key, body), tenant_id=tenant)
     return ReplayOut.of(done)
 
@@ -213,7 +216,7 @@ def replay_many(
         raise TooManyToReplay(
             f"{len(selection.selected)} dead letters match; at most {MAX_BULK} per request"
         )
-    _refuse_command_patch(key, (e.type for e in selection.selected), body)
+    _refuse_command_patch(api_state(request), key, (e.type for e in selection.selected), body)
     if body.dry_run or not selection.selected:
         return BulkReplayOut.of(selection)
     fixed = replace(flt, max_id=selection.selected[-1].id)
@@ -281,7 +284,7 @@ def retry_job(
     body = body or ReplayIn()
     dead_letters = service(state)
     entry_id = dead_letters.id_for_job(job_id, tenant)
-    _refuse_command_patch(key, [job.type], body)
+    _refuse_command_patch(state, key, [job.type], body)
     dead_letters.replay(entry_id, _options(key, body), tenant_id=tenant)
     with transaction(state.engine) as conn:
         return JobOut.of(JobsRepository(conn).get(job_id), show_traceback=sees_tracebacks(key))

@@ -38,7 +38,6 @@ from jobengine.dispatch import publish_jobs
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.errors import ValidationError
-from jobengine.job_types import registry
 from jobengine.producer import dispatch_ref
 from jobengine.store.database import transaction
 from jobengine.store.history_repository import JobHistoryRepository
@@ -105,7 +104,7 @@ def refuse_command_types(state: ApiState, key: ApiKey, jobs: Sequence[NewJob]) -
     key's ``jobs:command`` scope; the opt-in is checked first, so an installation without it
     answers the same whatever the key. Nothing has been written yet."""
     for new in jobs:
-        spec = registry.get(new.type)
+        spec = state.types.get(new.type)
         if spec.runs_commands:
             refuse_disabled_command_type(spec, state.settings.command_types_enabled)
             check_scope(

@@ -77,11 +77,6 @@ GROUP BY j.type
 ORDER BY j.type
 """
 
-TYPE_IN_CATALOGUE = """
--- name: type_in_catalogue  (pk_job_types)
-SELECT 1 AS found FROM job_types WHERE name = %(name)s
-"""
-
 
 WorkerState = Literal["live", "draining", "gone"]
 
@@ -190,9 +185,6 @@ class WorkersRepository:
             )
             for r in rows
         ]
-
-    def type_in_catalogue(self, name: str) -> bool:
-        return bool(run_all(self._conn, TYPE_IN_CATALOGUE, {"name": name}))
 
 
 def _identity(worker: WorkerRecord) -> dict[str, object]:
