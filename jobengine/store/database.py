@@ -26,7 +26,8 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from jobengine.errors import (
@@ -208,7 +209,7 @@ def retrying(
     retryer = Retrying(
         retry=retry_if_exception_type(TRANSIENT),
         stop=stop_after_attempt(max(attempts, 1)) | stop_after_delay(max(deadline, 0.0)),
-        wait=wait_exponential_jitter(initial=0.05, max=1.0, jitter=0.05),
+        wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
         before_sleep=_log_retry(what),
         reraise=True,
     )
