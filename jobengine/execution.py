@@ -44,7 +44,10 @@ MAX_TRACEBACK_CHARS = 8_000
 WRITE_ATTEMPTS = 6
 MAX_WRITE_DEADLINE_SECONDS = 10.0
 CLAIM_PATIENCE_SECONDS = 3.0
-"""How long a claim keeps retrying an unreachable store before its message goes back."""
+"""How long a claim keeps retrying an unreachable store before its message goes back: also
+the least time between two deliveries of one message while Postgres stays away."""
+CLAIM_ATTEMPTS = 30
+"""Enough tries (backoff up to 1 s) that the patience, not the count, ends a claim's retries."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +118,9 @@ class Executor:
 
     # ---- retries -------------------------------------------------------------------------
 
-    def _retried(self, fn: Callable[[bool], T], *, what: str, deadline: float) -> T:
+    def _retried(
+        self, fn: Callable[[bool], T], *, what: str, deadline: float, attempts: int = WRITE_ATTEMPTS
+    ) -> T:
         """``fn(repeated)``, retried after transient errors; ``repeated`` tells a later try
         that an earlier one may have committed before its connection was lost."""
         tries = 0
@@ -125,7 +130,7 @@ class Executor:
             tries += 1
             return fn(tries > 1)
 
-        return retrying(once, attempts=WRITE_ATTEMPTS, deadline=deadline, what=what)
+        return retrying(once, attempts=attempts, deadline=deadline, what=what)
 
     # ---- queue limits ----------------------------------------------------------------------
 
@@ -213,7 +218,9 @@ class Executor:
                 log.info("claim_refused", job_id=job_id, owner=owner, reason=str(exc))
                 return None
 
-        return self._retried(attempt, what="claim", deadline=self.claim_patience_seconds)
+        return self._retried(
+            attempt, what="claim", deadline=self.claim_patience_seconds, attempts=CLAIM_ATTEMPTS
+        )
 
     def _own_earlier_claims(
         self, job_ids: list[int], owner: str, status: JobStatus, repeated: bool
@@ -279,7 +286,12 @@ class Executor:
             missing = sorted(set(ids) - {c.job_id for c in claims})
             return claims + self._own_earlier_claims(missing, owner, JobStatus.CLAIMED, repeated)
 
-        claims = self._retried(attempt, what="claim_chunk", deadline=self.claim_patience_seconds)
+        claims = self._retried(
+            attempt,
+            what="claim_chunk",
+            deadline=self.claim_patience_seconds,
+            attempts=CLAIM_ATTEMPTS,
+        )
         if len(claims) < len(ids):
             log.info("chunk_partly_claimed", owner=owner, asked=len(ids), claimed=len(claims))
         return sorted(claims, key=lambda c: c.job_id)

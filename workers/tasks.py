@@ -48,7 +48,7 @@ class JobTask(Task):  # type: ignore[misc]
             # sweep. The claim already waited (with backoff) before giving up, so a
             # redelivery while Postgres stays away comes back seconds apart, not in a loop.
             log.warning("claim_deferred_store_unreachable", task_id=task_id, error=str(exc))
-            raise Reject(exc, requeue=True) from exc
+            raise Reject(f"{exc.code}: {exc.message}", requeue=True) from None
         if not claims:
             raise Ignore()
         self.request.jobengine_claims = claims
