@@ -104,6 +104,12 @@ class Attempts:
                 raise
             log.warning("claim_failed", task_id=delivery.task_id, error=str(exc))
             return []
+        # A retried claim takes a job leased to this process as its own earlier, committed
+        # claim; one already held here is another thread's attempt (a duplicate message).
+        running_here = self.keeper.held()
+        for twin in [c for c in claims if c.job_id in running_here]:
+            log.info("claim_already_running_here", job_id=twin.job_id, task_id=delivery.task_id)
+        claims = [c for c in claims if c.job_id not in running_here]
         for held in claims:
             self.keeper.hold(held.job_id, held.token)
         return claims

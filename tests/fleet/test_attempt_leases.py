@@ -104,7 +104,8 @@ def test_each_worker_process_holds_one_connection_under_load(fleet: Fleet) -> No
                     )
                 ).all()
                 conn.rollback()  # a fresh view of pg_stat_activity each time
-                for name, count in rows:
+                for row in rows:
+                    name, count = str(row[0]), int(row[1])
                     per_process[name] += 1
                     most[name] = max(most[name], count)
                 stop.wait(0.02)

@@ -86,7 +86,9 @@ def test_a_deadlocked_transaction_that_opts_in_is_run_again_and_both_commit(
         for future in futures:
             future.result()
     with two_rows.connect() as conn:
-        counts = conn.execute(text("SELECT n FROM deadlock_rows ORDER BY id")).scalars().all()
+        counts: list[int] = list(
+            conn.execute(text("SELECT n FROM deadlock_rows ORDER BY id")).scalars()
+        )
     assert counts == [2, 2]
 
 
