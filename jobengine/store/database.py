@@ -59,8 +59,23 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def _connect_args(application_name: str | None) -> dict[str, Any]:
+KEEPALIVE_ARGS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+"""libpq's TCP keepalives and send timeout (ms): a server that vanished from the network is
+noticed in seconds, not after the kernel's retransmissions (many minutes), so a statement on
+a dead link fails like one on a closed connection and the retries above it stay bounded.
+Unix sockets ignore them."""
+
+
+def _connect_args(application_name: str | None, *, keepalive: bool = False) -> dict[str, Any]:
     args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    if keepalive:
+        args.update(KEEPALIVE_ARGS)
     if application_name:
         args["application_name"] = application_name
     return args
@@ -88,7 +103,9 @@ def unpooled_engine(url: str, *, application_name: str) -> Engine:
     a ``SharedConnection``, so that every other connection it opens is closed after use and
     ``pg_stat_activity`` (by ``application_name``) shows exactly what it holds."""
     return create_engine(
-        normalize_url(url), poolclass=NullPool, connect_args=_connect_args(application_name)
+        normalize_url(url),
+        poolclass=NullPool,
+        connect_args=_connect_args(application_name, keepalive=True),
     )
 
 
