@@ -41,13 +41,12 @@ T = TypeVar("T")
 MAX_MESSAGE_CHARS = 2_000
 LIMITS_REFRESH_SECONDS = 2.0
 MAX_TRACEBACK_CHARS = 8_000
-WRITE_ATTEMPTS = 6
 MAX_WRITE_DEADLINE_SECONDS = 10.0
 CLAIM_PATIENCE_SECONDS = 3.0
 """How long a claim keeps retrying an unreachable store before its message goes back: also
 the least time between two deliveries of one message while Postgres stays away."""
-CLAIM_ATTEMPTS = 30
-"""Enough tries (backoff up to 1 s) that the patience, not the count, ends a claim's retries."""
+STORE_TRIES = 30
+"""Enough tries (backoff up to 1 s) that the deadline, not the count, ends a call's retries."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +117,7 @@ class Executor:
 
     # ---- retries -------------------------------------------------------------------------
 
-    def _retried(
-        self, fn: Callable[[bool], T], *, what: str, deadline: float, attempts: int = WRITE_ATTEMPTS
-    ) -> T:
+    def _retried(self, fn: Callable[[bool], T], *, what: str, deadline: float) -> T:
         """``fn(repeated)``, retried after transient errors; ``repeated`` tells a later try
         that an earlier one may have committed before its connection was lost."""
         tries = 0
@@ -130,7 +127,7 @@ class Executor:
             tries += 1
             return fn(tries > 1)
 
-        return retrying(once, attempts=attempts, deadline=deadline, what=what)
+        return retrying(once, attempts=STORE_TRIES, deadline=deadline, what=what)
 
     # ---- queue limits ----------------------------------------------------------------------
 
@@ -218,9 +215,7 @@ class Executor:
                 log.info("claim_refused", job_id=job_id, owner=owner, reason=str(exc))
                 return None
 
-        return self._retried(
-            attempt, what="claim", deadline=self.claim_patience_seconds, attempts=CLAIM_ATTEMPTS
-        )
+        return self._retried(attempt, what="claim", deadline=self.claim_patience_seconds)
 
     def _own_earlier_claims(
         self, job_ids: list[int], owner: str, status: JobStatus, repeated: bool
@@ -290,7 +285,6 @@ class Executor:
             attempt,
             what="claim_chunk",
             deadline=self.claim_patience_seconds,
-            attempts=CLAIM_ATTEMPTS,
         )
         if len(claims) < len(ids):
             log.info("chunk_partly_claimed", owner=owner, asked=len(ids), claimed=len(claims))
@@ -359,7 +353,7 @@ class Executor:
             return found[0] if found else None
 
         return retrying(
-            once, attempts=WRITE_ATTEMPTS, deadline=self.claim_patience_seconds, what="adopt"
+            once, attempts=STORE_TRIES, deadline=self.claim_patience_seconds, what="adopt"
         )
 
     def poison(self, job_id: int, owner: str, error: dict[str, Any]) -> Job | None:
@@ -369,7 +363,7 @@ class Executor:
         job was not waiting to run (final, leased elsewhere): a stale message changes nothing.
         """
 
-        def once(repeated: bool) -> Job | None:
+        def once() -> Job | None:
             try:
                 with self.connection.use() as conn:
                     return guard.transition(
@@ -387,12 +381,12 @@ class Executor:
                         dead_letter_reason=DeadLetterReason.POISON,
                     ).job
             except (TransitionRefused, JobNotFound) as exc:
-                log.info(
-                    "poison_message_ignored", job_id=job_id, reason=str(exc), repeated=repeated
-                )
+                log.info("poison_message_ignored", job_id=job_id, reason=str(exc))
                 return None
 
-        return self._retried(once, what="poison", deadline=self.write_deadline_seconds)
+        return retrying(
+            once, attempts=STORE_TRIES, deadline=self.write_deadline_seconds, what="poison"
+        )
 
     # ---- outcomes ----------------------------------------------------------------------------
 
@@ -469,7 +463,12 @@ class Executor:
             with self.connection.use() as conn:
                 return JobsRepository(conn).get(job_id)
 
-        job = retrying(read, deadline=self.write_deadline_seconds, what="read_lost_attempt")
+        job = retrying(
+            read,
+            attempts=STORE_TRIES,
+            deadline=self.write_deadline_seconds,
+            what="read_lost_attempt",
+        )
         if job.status is not JobStatus.RUNNING or job.attempt != attempt:
             log.info("lost_attempt_already_moved", job_id=job_id, attempt=attempt)
             return None
@@ -480,6 +479,7 @@ class Executor:
         """Cancel a job no attempt of ours holds (a revoke), as any request would."""
         return retrying(
             lambda: cancel_job(self.engine, job_id, actor=actor, reason=reason),
+            attempts=STORE_TRIES,
             deadline=self.write_deadline_seconds,
             what="cancel",
         )
@@ -491,7 +491,9 @@ class Executor:
             with self.connection.use() as conn:
                 LeaseRepository(conn).mark_dispatched([job_id])
 
-        retrying(once, deadline=self.write_deadline_seconds, what="mark_dispatched")
+        retrying(
+            once, attempts=STORE_TRIES, deadline=self.write_deadline_seconds, what="mark_dispatched"
+        )
 
     def report_progress(self, claim: Claim, progress: dict[str, Any]) -> bool:
         with self.connection.use() as conn:
