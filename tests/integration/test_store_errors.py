@@ -127,7 +127,7 @@ def test_a_terminated_backend_mid_transaction_rolls_back_and_reports_unavailable
         assert conn.execute(text("SELECT n FROM half_written")).scalars().all() == [3]
 
 
-def test_a_pooled_connection_lost_mid_transaction_never_escapes_as_a_raw_error(
+def test_a_connection_lost_mid_transaction_never_escapes_as_a_raw_driver_error(
     db_url: str, engine: Engine
 ) -> None:
     victim = unpooled_engine(db_url, application_name="test-victim")
