@@ -90,6 +90,24 @@ class StoreUnavailable(StoreError):
     retryable = True
 
 
+class StoreConflict(StoreError):
+    """Postgres aborted the statement to break a conflict (deadlock, serialization failure,
+    lock timeout); nothing was written, and the same call run again may well succeed."""
+
+    code = "STORE_CONFLICT"
+    hint = "A conflicting transaction won this time; retry the call."
+    retryable = True
+
+
+class StoreStatementCancelled(StoreError):
+    """The statement was cancelled (``statement_timeout`` or ``pg_cancel_backend``); the
+    connection itself is fine. Not retried on its own: a cancel is often on purpose."""
+
+    code = "STORE_STATEMENT_CANCELLED"
+    hint = "The statement ran into statement_timeout or was cancelled by an operator."
+    retryable = True
+
+
 class JobNotFound(StoreError):
     code = "JOB_NOT_FOUND"
     hint = "Check the job id; list jobs with `jobengine jobs list`."

@@ -1,21 +1,26 @@
-"""The executor's steps, one store call each: claim, complete, retry, fail, cancel.
+"""The executor's store calls: claim, start, record an outcome, hand back, poison, adopt.
 
-Celery's task and signal hooks (``workers/``) stay thin and call these. Every write by a lease
-holder presents its fencing token, so a worker whose lease was taken over changes nothing.
+The attempt pipeline (``jobengine.attempt``) and the worker's Celery glue call these. Every
+write by a lease holder presents its fencing token, so a worker whose lease was taken over
+changes nothing. Claims and outcomes are retried after a transient store error
+(``store.database.retrying``), on a fresh connection; the fence keeps a repeated write safe,
+and a repeat that finds its own earlier write already committed takes it as done.
 """
 
 from __future__ import annotations
 
 import time
 import traceback as tb
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Connection, Engine
 
 from jobengine import guard
+from jobengine.cancellation import Cancelled, cancel_job
 from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import JobStatus
@@ -23,15 +28,25 @@ from jobengine.errors import JobEngineError, JobNotFound, TransitionRefused, Unk
 from jobengine.guard import Step
 from jobengine.job_types import JobTypes
 from jobengine.job_types import registry as default_registry
-from jobengine.retry_policy import RetryDecision, RetryPolicy, error_names
-from jobengine.store.database import SingleStatements, transaction
+from jobengine.outcomes import Completed, Failed, HandedBack, Outcome, Retry
+from jobengine.retry_policy import RetryPolicy, error_names
+from jobengine.store import queries
+from jobengine.store.database import TRANSIENT, SharedConnection, retrying, run_all
 from jobengine.store.jobs_repository import JobsRepository, LeaseRepository, QueueLimitRepository
 
 log = structlog.get_logger("jobengine.execution")
 
+T = TypeVar("T")
+
 MAX_MESSAGE_CHARS = 2_000
 LIMITS_REFRESH_SECONDS = 2.0
 MAX_TRACEBACK_CHARS = 8_000
+MAX_WRITE_DEADLINE_SECONDS = 10.0
+CLAIM_PATIENCE_SECONDS = 3.0
+"""How long a claim keeps retrying an unreachable store before its message goes back: also
+the least time between two deliveries of one message while Postgres stays away."""
+STORE_TRIES = 30
+"""Enough tries (backoff up to 1 s) that the deadline, not the count, ends a call's retries."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,25 +101,64 @@ class Executor:
         *,
         lease_ttl_seconds: float,
         types: JobTypes = default_registry,
+        connection: SharedConnection | None = None,
+        claim_patience_seconds: float = CLAIM_PATIENCE_SECONDS,
     ) -> None:
         self.engine = engine
-        self._statements = SingleStatements(engine)
+        self.connection = connection or SharedConnection(engine)
         self.lease_ttl_seconds = lease_ttl_seconds
+        self.write_deadline_seconds = min(MAX_WRITE_DEADLINE_SECONDS, lease_ttl_seconds / 2)
+        """Outcome writes stop retrying well within the lease, so the reaper, not a
+        retrying worker, decides about a job whose worker cannot reach the store."""
+        self.claim_patience_seconds = claim_patience_seconds
         self.types = types
         self._limits: dict[str, int] = {}
         self._limits_read_at = float("-inf")
+
+    # ---- retries -------------------------------------------------------------------------
+
+    def _retried(self, fn: Callable[[bool], T], *, what: str, deadline: float) -> T:
+        """``fn(repeated)``, retried after transient errors; ``repeated`` tells a later try
+        that an earlier one may have committed before its connection was lost."""
+        tries = 0
+
+        def once() -> T:
+            nonlocal tries
+            tries += 1
+            return fn(tries > 1)
+
+        return retrying(once, attempts=STORE_TRIES, deadline=deadline, what=what)
+
+    # ---- queue limits ----------------------------------------------------------------------
+
+    def _refresh_limits(self) -> None:
+        now = time.monotonic()
+        if now - self._limits_read_at > LIMITS_REFRESH_SECONDS:
+            with self.connection.use() as conn:
+                self._limits = QueueLimitRepository(conn).all()
+            self._limits_read_at = now
 
     def queue_is_limited(self, queue: str | None) -> bool:
         """Whether claims in ``queue`` must take the limit's turn; re-read every few seconds,
         so a new limit applies fleet-wide within ``LIMITS_REFRESH_SECONDS``."""
         if queue is None:
             return False
-        now = time.monotonic()
-        if now - self._limits_read_at > LIMITS_REFRESH_SECONDS:
-            with transaction(self.engine) as conn:
-                self._limits = QueueLimitRepository(conn).all()
-            self._limits_read_at = now
+        self._refresh_limits()
         return queue in self._limits
+
+    def _limited_queue_of(self, job_ids: list[int], queue: str | None) -> str | None:
+        """The limited queue these jobs belong to, if any. While no queue has a limit (the
+        usual case) this costs nothing but the cached limit list; otherwise one primary-key
+        read of the jobs' queue, since a message's broker queue does not name it."""
+        if queue is not None:
+            return queue if self.queue_is_limited(queue) else None
+        self._refresh_limits()
+        if not self._limits:
+            return None
+        with self.connection.use() as conn:
+            rows = run_all(conn, queries.QUEUES_OF_JOBS, {"ids": job_ids})
+        limited = [r["queue"] for r in rows if r["queue"] in self._limits]
+        return limited[0] if limited else None
 
     def _claim_within_limit(
         self, job_ids: list[int], owner: str, queue: str, *, chunk: bool
@@ -112,7 +166,7 @@ class Executor:
         """Claim under the queue's limit: lock its limit row, count (a new statement, so it
         sees every claim committed before ours), claim at most the free slots. Jobs left over
         lose their dispatch mark; the leader publishes them when a slot frees."""
-        with transaction(self.engine) as conn:
+        with self.connection.transaction() as conn:
             limits = QueueLimitRepository(conn)
             max_running = limits.lock(queue)
             free = len(job_ids) if max_running is None else max_running - limits.leased(queue)
@@ -134,27 +188,54 @@ class Executor:
             default = {}
         return RetryPolicy.resolve(default, override)
 
+    # ---- claims ----------------------------------------------------------------------------
+
     def claim(self, job_id: int, owner: str, queue: str | None = None) -> Claim | None:
         """Take the lease and start: ``scheduled → claimed → running`` in one statement.
 
         None means this message must run nothing: the job is final, cancelled, leased by a
         live worker, not yet due, or unknown. The reason is logged, not raised, because a
-        refused claim is the normal fate of a duplicate message.
+        refused claim is the normal fate of a duplicate message. A store that stays
+        unreachable for ``claim_patience_seconds`` raises ``StoreUnavailable``: the caller
+        must then keep the message, since nothing was decided.
         """
-        if queue is not None and self.queue_is_limited(queue):
+
+        def attempt(repeated: bool) -> Claim | None:
+            limited = self._limited_queue_of([job_id], queue)
             try:
-                within = self._claim_within_limit([job_id], owner, queue, chunk=False)
+                if limited is not None:
+                    within = self._claim_within_limit([job_id], owner, limited, chunk=False)
+                    return Claim(job=within[0], owner=owner) if within else None
+                with self.connection.use() as conn:
+                    return Claim(job=self._claim_and_start(conn, job_id, owner), owner=owner)
             except (TransitionRefused, JobNotFound) as exc:
+                mine = self._own_earlier_claims([job_id], owner, JobStatus.RUNNING, repeated)
+                if mine:
+                    return mine[0]
                 log.info("claim_refused", job_id=job_id, owner=owner, reason=str(exc))
                 return None
-            return Claim(job=within[0], owner=owner) if within else None
-        try:
-            with self._statements.connection() as conn:
-                job = self._claim_and_start(conn, job_id, owner)
-        except (TransitionRefused, JobNotFound) as exc:
-            log.info("claim_refused", job_id=job_id, owner=owner, reason=str(exc))
-            return None
-        return Claim(job=job, owner=owner)
+
+        return self._retried(attempt, what="claim", deadline=self.claim_patience_seconds)
+
+    def _own_earlier_claims(
+        self, job_ids: list[int], owner: str, status: JobStatus, repeated: bool
+    ) -> list[Claim]:
+        """After a retried claim: the jobs an earlier try of this very call claimed (it
+        committed, its answer was lost). The owner is this process, so they are ours."""
+        if not repeated:
+            return []
+        found: list[Claim] = []
+        with self.connection.use() as conn:
+            repo = JobsRepository(conn)
+            for job_id in job_ids:
+                try:
+                    job = repo.get(job_id)
+                except JobNotFound:
+                    continue
+                if job.status is status and job.lease_owner == owner:
+                    log.info("claim_found_committed", job_id=job_id, attempt=job.attempt)
+                    found.append(Claim(job=job, owner=owner))
+        return found
 
     def _claim_and_start(self, conn: Connection, job_id: int, owner: str) -> Job:
         """``scheduled → claimed → running`` in one statement, for a job that is due."""
@@ -185,15 +266,29 @@ class Executor:
 
         Each claimed job gets its own fencing token and stays ``claimed`` until ``start``; a
         worker that dies before starting it loses the lease and the reaper hands the job back.
+        Raises ``StoreUnavailable`` as ``claim`` does.
         """
-        if queue is not None and self.queue_is_limited(queue):
-            jobs = self._claim_within_limit(sorted(set(job_ids)), owner, queue, chunk=True)
-            return [Claim(job=job, owner=owner) for job in jobs]
-        with self._statements.connection() as conn:
-            jobs = self._claim_many(conn, job_ids, owner)
-        if len(jobs) < len(job_ids):
-            log.info("chunk_partly_claimed", owner=owner, asked=len(job_ids), claimed=len(jobs))
-        return [Claim(job=job, owner=owner) for job in jobs]
+        ids = sorted(set(job_ids))
+
+        def attempt(repeated: bool) -> list[Claim]:
+            limited = self._limited_queue_of(ids, queue)
+            if limited is not None:
+                jobs = self._claim_within_limit(ids, owner, limited, chunk=True)
+            else:
+                with self.connection.use() as conn:
+                    jobs = self._claim_many(conn, ids, owner)
+            claims = [Claim(job=job, owner=owner) for job in jobs]
+            missing = sorted(set(ids) - {c.job_id for c in claims})
+            return claims + self._own_earlier_claims(missing, owner, JobStatus.CLAIMED, repeated)
+
+        claims = self._retried(
+            attempt,
+            what="claim_chunk",
+            deadline=self.claim_patience_seconds,
+        )
+        if len(claims) < len(ids):
+            log.info("chunk_partly_claimed", owner=owner, asked=len(ids), claimed=len(claims))
+        return sorted(claims, key=lambda c: c.job_id)
 
     def start(self, claim: Claim) -> Claim | None:
         """``claimed → running`` for a job claimed with its chunk; None if it was taken away."""
@@ -202,9 +297,7 @@ class Executor:
         )
         return None if job is None else Claim(job=job, owner=claim.owner)
 
-    def give_back(self, claim: Claim, reason: str) -> Job | None:
-        """``claimed → scheduled`` for a job this worker claimed but will not start."""
-        return self._finish(claim, [Step(JobStatus.SCHEDULED, reason)])
+    # ---- adopted messages --------------------------------------------------------------------
 
     def adopt(self, job_type: str, payload: Any, celery_task_id: str, owner: str) -> Claim | None:
         """Record a job for a message sent by plain Celery, then claim it.
@@ -212,7 +305,7 @@ class Executor:
         The Celery task id is the job's idempotency key, so a redelivery of the same message
         finds the same job (and its claim decides, as for any other duplicate).
         """
-        job = self._record_adopted(job_type, payload, celery_task_id, owner)
+        job = self._record_adopted(self._adopted_job(job_type, payload, celery_task_id), owner)
         if job is None:
             return None
         if job.status is not JobStatus.SCHEDULED:
@@ -220,75 +313,121 @@ class Executor:
             return None
         return self.claim(job.id, owner)
 
+    def adopt_poison(
+        self, job_type: str, payload: Any, celery_task_id: str, owner: str, error: dict[str, Any]
+    ) -> Job | None:
+        """Record a plain producer's message that cannot run as a job, then dead-letter it, so
+        what it carried is kept in Postgres rather than dropped with the message."""
+        job = self._record_adopted(self._adopted_job(job_type, payload, celery_task_id), owner)
+        return None if job is None else self.poison(job.id, owner, error)
+
+    def find_adopted(self, celery_task_id: str, tenant_id: str = "default") -> Job | None:
+        """The job recorded for a plain Celery message, if its message was ever seen."""
+        with self.connection.use() as conn:
+            found = JobsRepository(conn).find_by_idempotency_key(
+                tenant_id, self._adopted_key(celery_task_id)
+            )
+        return found[0] if found else None
+
+    @staticmethod
+    def _adopted_key(celery_task_id: str) -> str:
+        return f"celery:{celery_task_id}"
+
+    def _adopted_job(self, job_type: str, payload: Any, celery_task_id: str) -> NewJob:
+        """The job a plain Celery message stands for; tenant and project take their defaults."""
+        return NewJob(
+            type=job_type, payload=payload, idempotency_key=self._adopted_key(celery_task_id)
+        )
+
+    def _record_adopted(self, new: NewJob, owner: str) -> Job | None:
+        """The job for a plain Celery message, created on first sight; keyed by its task id."""
+
+        def once() -> Job | None:
+            with self.connection.transaction() as conn:
+                job = guard.create_job(conn, new, schedule=True, actor=owner, reason="adopted")
+                if job is not None:
+                    return job
+                found = JobsRepository(conn).find_by_idempotency_key(
+                    new.tenant_id, new.idempotency_key or ""
+                )
+            return found[0] if found else None
+
+        return retrying(
+            once, attempts=STORE_TRIES, deadline=self.claim_patience_seconds, what="adopt"
+        )
+
     def poison(self, job_id: int, owner: str, error: dict[str, Any]) -> Job | None:
         """Dead-letter a scheduled job whose message can never run a handler (undecodable, or
         no handler here): ``scheduled → claimed → running → failed`` in one statement, so the
         attempt is counted and the timeline shows which worker met the message. None when the
         job was not waiting to run (final, leased elsewhere): a stale message changes nothing.
         """
-        try:
-            with self._statements.connection() as conn:
-                return guard.transition(
-                    conn,
-                    job_id,
-                    [
-                        Step(JobStatus.CLAIMED),
-                        Step(JobStatus.RUNNING),
-                        Step(JobStatus.FAILED, error.get("code")),
-                    ],
-                    actor=owner,
-                    lease_owner=owner,
-                    lease_ttl_seconds=self.lease_ttl_seconds,
-                    error=error,
-                    dead_letter_reason=DeadLetterReason.POISON,
-                ).job
-        except (TransitionRefused, JobNotFound) as exc:
-            log.info("poison_message_ignored", job_id=job_id, reason=str(exc))
-            return None
 
-    def adopt_poison(
-        self, job_type: str, payload: Any, celery_task_id: str, owner: str, error: dict[str, Any]
-    ) -> Job | None:
-        """Record a plain producer's message that cannot run as a job, then dead-letter it, so
-        what it carried is kept in Postgres rather than dropped with the message."""
-        job = self._record_adopted(job_type, payload, celery_task_id, owner)
-        return None if job is None else self.poison(job.id, owner, error)
+        def once() -> Job | None:
+            try:
+                with self.connection.use() as conn:
+                    return guard.transition(
+                        conn,
+                        job_id,
+                        [
+                            Step(JobStatus.CLAIMED),
+                            Step(JobStatus.RUNNING),
+                            Step(JobStatus.FAILED, error.get("code")),
+                        ],
+                        actor=owner,
+                        lease_owner=owner,
+                        lease_ttl_seconds=self.lease_ttl_seconds,
+                        error=error,
+                        dead_letter_reason=DeadLetterReason.POISON,
+                    ).job
+            except (TransitionRefused, JobNotFound) as exc:
+                log.info("poison_message_ignored", job_id=job_id, reason=str(exc))
+                return None
 
-    def _record_adopted(
-        self, job_type: str, payload: Any, celery_task_id: str, owner: str
-    ) -> Job | None:
-        """The job for a plain Celery message, created on first sight; keyed by its task id."""
-        new = NewJob(type=job_type, payload=payload, idempotency_key=f"celery:{celery_task_id}")
-        with transaction(self.engine) as conn:
-            job = guard.create_job(conn, new, schedule=True, actor=owner, reason="adopted")
-            if job is not None:
-                return job
-            found = JobsRepository(conn).find_by_idempotency_key(
-                new.tenant_id, new.idempotency_key or ""
-            )
-        return found[0] if found else None
+        return retrying(
+            once, attempts=STORE_TRIES, deadline=self.write_deadline_seconds, what="poison"
+        )
+
+    # ---- outcomes ----------------------------------------------------------------------------
+
+    def decide(self, claim: Claim, exc: BaseException, error: dict[str, Any]) -> Retry | Failed:
+        """The one RetryPolicy decision for a failed attempt: another attempt, or the end."""
+        policy = self.policy_for(claim.job.type, claim.job.retry_policy)
+        decision = policy.decide(claim.job.budget_attempt, error_names(exc))
+        if decision.retry:
+            return Retry(error=error, countdown=decision.countdown, reason=decision.reason)
+        return Failed(
+            error=error, dead_letter_reason=decision.dead_letter or DeadLetterReason.NON_RETRYABLE
+        )
+
+    def record(self, claim: Claim, outcome: Outcome) -> Job | None:
+        """The one store call of ``outcome`` (see ``jobengine.outcomes``); the job as written,
+        or None when the fence refused it (the lease was lost, or the job moved on)."""
+        match outcome:
+            case Completed(result=result):
+                return self.complete(claim, result)
+            case Retry():
+                return self.record_retry(claim, outcome)
+            case Failed(error=error, dead_letter_reason=reason):
+                return self.record_failure(claim, error, reason)
+            case HandedBack(reason=reason):
+                return self.give_back(claim, reason)
 
     def complete(self, claim: Claim, result: Any) -> Job | None:
         return self._finish(claim, [Step(JobStatus.COMPLETED, "handler returned")], result=result)
 
-    def decide_retry(self, claim: Claim, exc: BaseException) -> RetryDecision:
-        policy = self.policy_for(claim.job.type, claim.job.retry_policy)
-        return policy.decide(claim.job.budget_attempt, error_names(exc))
-
-    def record_retry(
-        self, claim: Claim, error: dict[str, Any], decision: RetryDecision
-    ) -> Job | None:
+    def record_retry(self, claim: Claim, outcome: Retry) -> Job | None:
         """``running → failed → scheduled`` in one transaction, with ``not_before`` set."""
-        not_before = datetime.now(UTC) + timedelta(seconds=decision.countdown)
+        not_before = datetime.now(UTC) + timedelta(seconds=outcome.countdown)
         return self._finish(
             claim,
             [
-                Step(JobStatus.FAILED, error.get("code", "HANDLER_ERROR")),
-                Step(JobStatus.SCHEDULED, decision.reason),
+                Step(JobStatus.FAILED, outcome.error.get("code", "HANDLER_ERROR")),
+                Step(JobStatus.SCHEDULED, outcome.reason),
             ],
-            error=error,
+            error=outcome.error,
             not_before=not_before,
-            details={"countdown": round(decision.countdown, 3)},
+            details={"countdown": round(outcome.countdown, 3)},
         )
 
     def record_failure(
@@ -302,16 +441,15 @@ class Executor:
             dead_letter_reason=dead_letter,
         )
 
+    def give_back(self, claim: Claim, reason: str) -> Job | None:
+        """``claimed → scheduled`` for a job this worker claimed but will not start."""
+        return self._finish(claim, [Step(JobStatus.SCHEDULED, reason)])
+
     def record_outcome_of_failure(
         self, claim: Claim, exc: BaseException, error: dict[str, Any]
     ) -> Job | None:
         """A failed attempt as the RetryPolicy decides: retried, or failed for good."""
-        decision = self.decide_retry(claim, exc)
-        if decision.retry:
-            return self.record_retry(claim, error, decision)
-        return self.record_failure(
-            claim, error, decision.dead_letter or DeadLetterReason.NON_RETRYABLE
-        )
+        return self.record(claim, self.decide(claim, exc, error))
 
     def fail_lost_attempt(
         self, job_id: int, attempt: int, exc: BaseException, actor: str
@@ -320,39 +458,102 @@ class Executor:
         limit), from outside it. Each claim counts a new attempt, so ``attempt`` names the
         lease: the token read for it fences the write, and a job that moved on is left alone.
         """
-        with transaction(self.engine) as conn:
-            job = JobsRepository(conn).get(job_id)
+
+        def read() -> Job:
+            with self.connection.use() as conn:
+                return JobsRepository(conn).get(job_id)
+
+        job = retrying(
+            read,
+            attempts=STORE_TRIES,
+            deadline=self.write_deadline_seconds,
+            what="read_lost_attempt",
+        )
         if job.status is not JobStatus.RUNNING or job.attempt != attempt:
             log.info("lost_attempt_already_moved", job_id=job_id, attempt=attempt)
             return None
         claim = Claim(job=job, owner=actor)
         return self.record_outcome_of_failure(claim, exc, describe_error(exc, ""))
 
+    def cancel(self, job_id: int, *, actor: str, reason: str) -> Cancelled:
+        """Cancel a job no attempt of ours holds (a revoke), as any request would."""
+        return retrying(
+            lambda: cancel_job(self.engine, job_id, actor=actor, reason=reason),
+            attempts=STORE_TRIES,
+            deadline=self.write_deadline_seconds,
+            what="cancel",
+        )
+
+    def mark_dispatched(self, job_id: int) -> None:
+        """Note that a message for the job was just published (its retry's)."""
+
+        def once() -> None:
+            with self.connection.use() as conn:
+                LeaseRepository(conn).mark_dispatched([job_id])
+
+        retrying(
+            once, attempts=STORE_TRIES, deadline=self.write_deadline_seconds, what="mark_dispatched"
+        )
+
     def report_progress(self, claim: Claim, progress: dict[str, Any]) -> bool:
-        with self._statements.connection() as conn:
+        with self.connection.use() as conn:
             return LeaseRepository(conn).record_progress(claim.job_id, claim.token, progress)
 
     def _finish(self, claim: Claim, steps: list[Step], **kwargs: Any) -> Job | None:
-        try:
-            with self._statements.connection() as conn:
-                moved = guard.transition(
-                    conn,
-                    claim.job_id,
-                    steps,
-                    actor=claim.owner,
-                    lease_token=claim.token,
-                    **kwargs,
+        """A fenced move of a job this worker holds, retried after transient errors."""
+        target = steps[-1].to
+
+        def once(repeated: bool) -> Job | None:
+            try:
+                with self.connection.use() as conn:
+                    return guard.transition(
+                        conn,
+                        claim.job_id,
+                        steps,
+                        actor=claim.owner,
+                        lease_token=claim.token,
+                        **kwargs,
+                    ).job
+            except TransitionRefused as exc:
+                done = self._already_written(claim, target) if repeated else None
+                if done is not None:
+                    return done
+                log.warning(
+                    "outcome_refused",
+                    job_id=claim.job_id,
+                    attempt=claim.attempt,
+                    status=target.value,
+                    reason=str(exc),
                 )
-        except TransitionRefused as exc:
-            log.warning(
-                "outcome_refused",
+                return None
+
+        try:
+            return self._retried(
+                once, what=f"outcome:{target.value}", deadline=self.write_deadline_seconds
+            )
+        except JobEngineError as exc:
+            log.error(
+                "outcome_not_recorded",
                 job_id=claim.job_id,
                 attempt=claim.attempt,
-                status=steps[-1].to.value,
-                reason=str(exc),
+                status=target.value,
+                error_code=exc.code,
+                error=str(exc),
+                transient=isinstance(exc, TRANSIENT),
             )
-            return None
-        except JobEngineError as exc:
-            log.error("outcome_not_recorded", job_id=claim.job_id, error=str(exc))
             raise
-        return moved.job
+
+    def _already_written(self, claim: Claim, target: JobStatus) -> Job | None:
+        """The job, if an earlier try of this write committed before its answer was lost:
+        the same lease token, and the state it was going to."""
+        with self.connection.use() as conn:
+            job = JobsRepository(conn).get(claim.job_id)
+        if job.lease_token == claim.token and job.status is target:
+            log.info(
+                "outcome_found_committed",
+                job_id=claim.job_id,
+                attempt=claim.attempt,
+                status=target.value,
+            )
+            return job
+        return None

@@ -1,8 +1,10 @@
 """Heartbeats: one thread per worker process extends the leases of every job it runs.
 
 A lease that stops being extended expires and the reaper takes the job back; a heartbeat that
-finds its lease gone (taken over, cancelled) marks the job lost so the handler can stop.
-Threads are started lazily in the process that holds the job, i.e. after any fork.
+finds its lease gone (taken over, cancelled) marks the job lost, once, so the handler can stop,
+and extends it no more. Threads are started lazily in the process that holds the job, i.e.
+after any fork. The heartbeat shares the process's one connection with the task thread, and
+survives any error: a failed beat is logged and the next one reconnects.
 """
 
 from __future__ import annotations
@@ -11,18 +13,18 @@ import os
 import threading
 
 import structlog
-from sqlalchemy import Engine
 
-from jobengine.errors import JobEngineError
-from jobengine.store.database import transaction
+from jobengine.store.database import SharedConnection
 from jobengine.store.jobs_repository import LeaseRepository
 
 log = structlog.get_logger("jobengine.lease")
 
 
 class LeaseKeeper:
-    def __init__(self, engine: Engine, ttl_seconds: float, interval_seconds: float) -> None:
-        self._engine = engine
+    def __init__(
+        self, connection: SharedConnection, ttl_seconds: float, interval_seconds: float
+    ) -> None:
+        self._connection = connection
         self.ttl_seconds = ttl_seconds
         self.interval_seconds = interval_seconds
         self._held: dict[int, int] = {}
@@ -47,17 +49,23 @@ class LeaseKeeper:
         with self._lock:
             return job_id not in self._lost
 
-    def beat(self) -> set[int]:
-        """Extend every held lease once; returns the ids found lost."""
+    def held(self) -> dict[int, int]:
+        """The leases this process holds: job id → fencing token."""
         with self._lock:
-            held = dict(self._held)
+            return dict(self._held)
+
+    def beat(self) -> set[int]:
+        """Extend every held lease not yet known lost; returns the ids newly found lost."""
+        with self._lock:
+            held = {i: t for i, t in self._held.items() if i not in self._lost}
         if not held:
             return set()
-        with transaction(self._engine) as conn:
+        with self._connection.use() as conn:
             alive = LeaseRepository(conn).extend(held, self.ttl_seconds)
-        lost = set(held) - alive
         with self._lock:
-            self._lost |= {i for i in lost if i in self._held}
+            # A job released while the beat ran has finished: its lease is not lost.
+            lost = {i for i in set(held) - alive if self._held.get(i) == held[i]}
+            self._lost |= lost
         for job_id in lost:
             log.warning("lease_lost", job_id=job_id, lease_token=held[job_id])
         return lost
@@ -77,5 +85,5 @@ class LeaseKeeper:
         while not self._stop.wait(self.interval_seconds):
             try:
                 self.beat()
-            except JobEngineError as exc:
-                log.warning("heartbeat_failed", error=str(exc))
+            except Exception as exc:  # the thread must outlive any error; the next beat retries
+                log.warning("heartbeat_failed", error=str(exc), error_class=type(exc).__name__)

@@ -1,7 +1,10 @@
 """Per-process resources of a worker: made on first use in the process that uses them.
 
 A prefork pool forks children from the main worker process; nothing here may be created
-before the fork and shared, so everything hangs off the current pid.
+before the fork and shared, so everything hangs off the current pid. A process holds one
+lasting Postgres connection (``SharedConnection``) for claims, outcomes, limits and heartbeats,
+named ``jobengine-worker:<pid>`` in ``pg_stat_activity``; the main process opens it only when
+it records something (a hard time limit, a revoke, a poison message).
 """
 
 from __future__ import annotations
@@ -12,17 +15,22 @@ from dataclasses import dataclass
 from functools import cache
 
 from config.settings import Settings, get_settings
+from jobengine.attempt import Attempts
 from jobengine.execution import Executor
 from jobengine.lease import LeaseKeeper
 from jobengine.services import resolve_broker_url, resolve_database_url
-from jobengine.store.database import process_engine
+from jobengine.store.database import SharedConnection, unpooled_engine
+
+APPLICATION_NAME = "jobengine-worker"
 
 
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
+    connection: SharedConnection
     executor: Executor
     keeper: LeaseKeeper
+    attempts: Attempts
     owner: str
     """This process's name in leases and history: host and pid."""
 
@@ -37,12 +45,20 @@ def urls() -> tuple[str, str]:
 @cache
 def _runtime_for(pid: int) -> Runtime:
     settings = get_settings()
-    engine = process_engine(urls()[0])
+    engine = unpooled_engine(urls()[0], application_name=f"{APPLICATION_NAME}:{pid}")
+    connection = SharedConnection(engine)
+    executor = Executor(engine, lease_ttl_seconds=settings.lease_ttl_seconds, connection=connection)
+    keeper = LeaseKeeper(
+        connection, settings.lease_ttl_seconds, settings.heartbeat_interval_seconds
+    )
+    owner = f"{socket.gethostname()}:{pid}"
     return Runtime(
         settings=settings,
-        executor=Executor(engine, lease_ttl_seconds=settings.lease_ttl_seconds),
-        keeper=LeaseKeeper(engine, settings.lease_ttl_seconds, settings.heartbeat_interval_seconds),
-        owner=f"{socket.gethostname()}:{pid}",
+        connection=connection,
+        executor=executor,
+        keeper=keeper,
+        attempts=Attempts(executor, keeper, owner, eta_limit_seconds=settings.eta_limit_seconds),
+        owner=owner,
     )
 
 

@@ -1,32 +1,26 @@
-"""Thin Celery tasks: one per job type, named ``jobs.<type>``.
+"""Thin Celery tasks: one per job type, named ``jobs.<type>``, each a door to the pipeline.
 
-A task decodes nothing and decides little: the claim was made by the ``task_prerun`` hook,
-``before_start`` vetoes a message whose claim failed (the one place a message is refused),
-and the body runs the handler, asking the job's RetryPolicy when it raises. Outcomes are
-recorded by the hooks in ``workers.hooks``.
+``before_start`` claims (``jobengine.attempt``) and is the one place a message is refused:
+``Ignore`` when it may run nothing (acknowledged), ``Reject(requeue=True)`` when Postgres could
+not be reached to decide, so the message goes back to the broker rather than being lost. The
+body runs the attempt, whose outcome is decided and recorded in the pipeline, then tells
+Celery the same: the result, Celery's ``Retry``, or the handler's error.
 """
 
 from __future__ import annotations
 
-import json
-from functools import partial
 from typing import Any
 
 import structlog
 from celery import Celery, Task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Reject, Retry
 
-from jobengine.context import JobContext
-from jobengine.dispatch import TASK_PREFIX, CeleryPublisher, task_id_for
-from jobengine.domain.job import Job
-from jobengine.domain.status import JobStatus
-from jobengine.errors import PayloadInvalid
-from jobengine.execution import Claim, describe_error
-from jobengine.failures import NonRetryableError, PoisonMessage
-from jobengine.job_types import registry
-from jobengine.producer import dispatch_ref
-from jobengine.store.database import transaction
-from jobengine.store.jobs_repository import LeaseRepository
+from jobengine.attempt import Delivery, Ran
+from jobengine.dispatch import TASK_PREFIX, CeleryPublisher, is_chunk
+from jobengine.errors import JobEngineError
+from jobengine.execution import Claim
+from jobengine.outcomes import Completed
+from jobengine.outcomes import Retry as RetryOutcome
 from workers.registry import HANDLERS, Handler
 from workers.runtime import runtime
 
@@ -40,140 +34,44 @@ class JobTask(Task):  # type: ignore[misc]
     typing = False  # payloads of adopted messages arrive as any args/kwargs
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
-        claimed = getattr(self.request, "jobengine_claim", None) or getattr(
-            self.request, "jobengine_chunk", None
+        self.request.jobengine_claims = []
+        delivery = Delivery(
+            task_id=task_id or "",
+            job_type=self.job_type,
+            args=tuple(args or ()),
+            kwargs=dict(kwargs or {}),
         )
-        if not claimed:
+        try:
+            claims = runtime().attempts.claim(delivery)
+        except JobEngineError as exc:
+            # Nothing was decided; acknowledging would leave the job to the lost-dispatch
+            # sweep. The claim already waited (with backoff) before giving up, so a
+            # redelivery while Postgres stays away comes back seconds apart, not in a loop.
+            log.warning("claim_deferred_store_unreachable", task_id=task_id, error=str(exc))
+            raise Reject(f"{exc.code}: {exc.message}", requeue=True) from None
+        if not claims:
             raise Ignore()
+        self.request.jobengine_claims = claims
 
 
-def _context(claim: Claim) -> JobContext:
-    """The handler's view of its job; a payload its type's model cannot decode is poison."""
-    rt = runtime()
-    try:
-        data = registry.get(claim.job.type).decode_payload(claim.job.payload)
-    except PayloadInvalid as exc:
-        raise PoisonMessage(exc.message) from None
-    return JobContext(
-        job_id=claim.job_id,
-        type=claim.job.type,
-        attempt=claim.attempt,
-        payload=claim.job.payload,
-        data=data,
-        lease_token=claim.token,
-        _report=partial(rt.executor.report_progress, claim),
-        _still_held=partial(rt.keeper.still_held, claim.job_id),
-    )
-
-
-def _checked_result(value: Any) -> Any:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise NonRetryableError(f"handler returned a result that is not JSON: {exc}") from exc
-    return value
-
-
-def _retry_for(task: JobTask, claim: Claim, exc: Exception) -> Retry | None:
-    """Celery's own retry for a failed attempt, if the RetryPolicy grants one.
-
-    The retry message is built here but published by the ``task_retry`` hook only after
-    ``running → failed → scheduled`` has committed, so it can never arrive before its job is
-    claimable. Waits longer than the ETA limit get no message at all: the job waits in Postgres
-    and the reaper publishes it when due, so Redis never redelivers it early or twice.
-    """
-    rt = runtime()
-    decision = rt.executor.decide_retry(claim, exc)
-    if not decision.retry:
-        return None
-    signature = None
-    if decision.countdown <= rt.settings.eta_limit_seconds:
-        signature = task.signature_from_request(
-            task.request,
-            countdown=decision.countdown,
-            retries=task.request.retries + 1,
-            task_id=task_id_for(claim.job_id, claim.attempt + 1),
-        )
-    retry = Retry(exc=exc, when=decision.countdown, sig=signature)
-    retry.jobengine_decision = decision
-    return retry
-
-
-def _countdown_of(job: Job) -> float:
-    """Seconds until a retried job is due, from the ``not_before`` its retry recorded."""
-    if job.not_before is None:
-        return 0.0
-    return max(0.0, (job.not_before - job.updated_at).total_seconds())
-
-
-def publish_retry(app: Celery, job: Job, countdown: float | None = None) -> None:
-    """Publish a retry recorded outside Celery's own retry (chunks, hard time limits)."""
-    rt = runtime()
-    countdown = _countdown_of(job) if countdown is None else countdown
-    if job.status is not JobStatus.SCHEDULED or countdown > rt.settings.eta_limit_seconds:
-        return  # waits in Postgres; the leader publishes it when due
-    try:
-        CeleryPublisher(app).publish(dispatch_ref(job), countdown=countdown)
-    except Exception as publish_error:
-        log.warning("retry_publish_failed", job_id=job.id, error=str(publish_error))
-        return
-    with transaction(rt.executor.engine) as conn:
-        LeaseRepository(conn).mark_dispatched([job.id])
-
-
-def _run_in_chunk(task: JobTask, handler: Handler, claim: Claim) -> None:
-    """One job of a chunk, with the outcomes the hooks record for a job of its own."""
-    rt = runtime()
-    try:
-        result = _checked_result(handler(_context(claim)))
-    except Exception as exc:
-        rt.keeper.release(claim.job_id)
-        job = rt.executor.record_outcome_of_failure(claim, exc, describe_error(exc))
-        if job is not None and job.status is JobStatus.SCHEDULED:
-            publish_retry(task.app, job, _countdown_of(job))
-        return
-    rt.keeper.release(claim.job_id)
-    rt.executor.complete(claim, result)
-
-
-def _run_chunk(task: JobTask, handler: Handler, claims: list[Claim]) -> dict[str, int]:
-    """Run a chunk's jobs one after another, each started only when its turn comes.
-
-    A job cancelled or taken over while it waited is skipped. If the chunk is interrupted, the
-    jobs not yet started are handed back (``claimed → scheduled``) for the leader to publish.
-    """
-    rt = runtime()
-    waiting = list(claims)
-    ran = 0
-    try:
-        while waiting:
-            claim = waiting.pop(0)
-            started = rt.executor.start(claim)
-            if started is None:
-                rt.keeper.release(claim.job_id)
-                continue
-            _run_in_chunk(task, handler, started)
-            ran += 1
-    finally:
-        for claim in waiting:
-            rt.keeper.release(claim.job_id)
-            rt.executor.give_back(claim, "chunk interrupted before start")
-    return {"jobs": len(claims), "ran": ran}
+def _celery_outcome(ran: Ran) -> Any:
+    """The attempt in Celery's terms, so Flower and events show what Postgres recorded."""
+    if isinstance(ran.outcome, Completed):
+        return ran.outcome.result
+    assert ran.error is not None, "only a completed attempt has no error"
+    if isinstance(ran.outcome, RetryOutcome):
+        raise Retry(exc=ran.error, when=ran.outcome.countdown) from ran.error
+    raise ran.error
 
 
 def _make_body(handler: Handler) -> Any:
     def run(self: JobTask, *args: Any, **kwargs: Any) -> Any:
-        chunk: list[Claim] | None = getattr(self.request, "jobengine_chunk", None)
-        if chunk:
-            return _run_chunk(self, handler, chunk)
-        claim: Claim = self.request.jobengine_claim
-        try:
-            return _checked_result(handler(_context(claim)))
-        except Exception as exc:
-            retry = _retry_for(self, claim, exc)
-            if retry is None:
-                raise
-            raise retry from exc
+        attempts = runtime().attempts
+        claims: list[Claim] = self.request.jobengine_claims
+        publisher = CeleryPublisher(self.app)
+        if is_chunk(self.request.id):
+            return attempts.run_chunk(claims, handler, publisher)
+        return _celery_outcome(attempts.run(claims[0], handler, publisher))
 
     return run
 

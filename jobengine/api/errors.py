@@ -27,6 +27,8 @@ from jobengine.errors import (
     JobEngineError,
     JobNotFound,
     PayloadTooLarge,
+    StoreConflict,
+    StoreStatementCancelled,
     StoreUnavailable,
     TransitionRefused,
     ValidationError,
@@ -70,6 +72,8 @@ STATUS_BY_ERROR: tuple[tuple[type[JobEngineError], int], ...] = (
     (JobNotFailed, 409),
     (TransitionRefused, 409),
     (StoreUnavailable, 503),
+    (StoreConflict, 503),
+    (StoreStatementCancelled, 503),
 )
 """First match wins, so subclasses come before their parents."""
 

@@ -668,3 +668,10 @@ SELECT coalesce(from_status::text, '') AS from_status, to_status::text AS to_sta
            AS lease_expired
 FROM job_history GROUP BY 1, 2
 """
+
+QUEUES_OF_JOBS = """
+-- name: queues_of_jobs  (primary key)
+-- The Postgres queue of the jobs a message names, read by a claim only while some queue has a
+-- concurrency limit: the broker queue a message came by no longer says which it is.
+SELECT DISTINCT queue FROM jobs WHERE id = ANY(%(ids)s::bigint[])
+"""

@@ -1,0 +1,246 @@
+"""One attempt as one pipeline: claim → decode → run → decide once → record.
+
+Single and chunked messages go through the same steps; a chunk only repeats ``run`` for each
+of its jobs, starting each when its turn comes. The outcome (``jobengine.outcomes``) is decided
+in one place and recorded by one store call, retried after transient store errors. The lease
+of a job is held in the ``LeaseKeeper`` from its claim until its attempt ends, and released on
+every way out: outcome recorded or not, handler raising anything, chunk interrupted.
+
+Nothing here knows Celery: ``workers.tasks`` turns a message into a ``Delivery`` and an
+attempt's ``Ran`` back into Celery's own terms (a result, ``Retry``, the handler's error).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import structlog
+
+from jobengine.context import JobContext
+from jobengine.dispatch import Publisher, is_chunk, parse_task_id
+from jobengine.domain.job import Job
+from jobengine.domain.status import JobStatus
+from jobengine.errors import JobEngineError, PayloadInvalid
+from jobengine.execution import Claim, Executor, describe_error
+from jobengine.failures import NonRetryableError, PoisonMessage
+from jobengine.lease import LeaseKeeper
+from jobengine.outcomes import Completed, HandedBack, Outcome, Retry
+from jobengine.producer import dispatch_ref
+
+log = structlog.get_logger("jobengine.attempt")
+
+Handler = Callable[[JobContext], Any]
+
+CHUNK_INTERRUPTED = "chunk interrupted before start"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What a message says: its task id names a job, a chunk, or (plain Celery) neither."""
+
+    task_id: str
+    job_type: str
+    args: Sequence[Any] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def adopted_payload(self) -> Any:
+        """What a plain Celery producer sent becomes the adopted job's payload."""
+        if not self.args:
+            return dict(self.kwargs)
+        return {"args": list(self.args), "kwargs": dict(self.kwargs)}
+
+
+@dataclass(frozen=True, slots=True)
+class Ran:
+    """How an attempt ended: its outcome, the handler's error behind it, and the job as
+    recorded (None when the fence refused the write or the store could not be reached)."""
+
+    outcome: Outcome
+    error: BaseException | None
+    job: Job | None
+    recorded: bool
+
+
+def checked_result(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise NonRetryableError(f"handler returned a result that is not JSON: {exc}") from exc
+    return value
+
+
+def countdown_of(job: Job) -> float:
+    """Seconds until a retried job is due, from the ``not_before`` its retry recorded."""
+    if job.not_before is None:
+        return 0.0
+    return max(0.0, (job.not_before - job.updated_at).total_seconds())
+
+
+class Attempts:
+    """The pipeline of one worker process: its executor, its leases and its name."""
+
+    def __init__(
+        self, executor: Executor, keeper: LeaseKeeper, owner: str, *, eta_limit_seconds: float
+    ) -> None:
+        self.executor = executor
+        self.keeper = keeper
+        self.owner = owner
+        self.eta_limit_seconds = eta_limit_seconds
+
+    def claim(self, delivery: Delivery) -> list[Claim]:
+        """The jobs this message may run, leased and held; empty means run nothing.
+
+        Raises a retryable ``JobEngineError`` (``StoreUnavailable``, ...) when the store could
+        not decide within the executor's patience: the caller must keep the message then.
+        """
+        try:
+            claims = self._claim(delivery)
+        except JobEngineError as exc:
+            if exc.retryable:
+                raise
+            log.warning("claim_failed", task_id=delivery.task_id, error=str(exc))
+            return []
+        # A retried claim takes a job leased to this process as its own earlier, committed
+        # claim; one already held here is another thread's attempt (a duplicate message).
+        running_here = self.keeper.held()
+        for twin in [c for c in claims if c.job_id in running_here]:
+            log.info("claim_already_running_here", job_id=twin.job_id, task_id=delivery.task_id)
+        claims = [c for c in claims if c.job_id not in running_here]
+        for held in claims:
+            self.keeper.hold(held.job_id, held.token)
+        return claims
+
+    def _claim(self, delivery: Delivery) -> list[Claim]:
+        if is_chunk(delivery.task_id):
+            try:
+                ids = [int(a) for a in delivery.args]
+            except (TypeError, ValueError) as exc:
+                log.warning("chunk_message_unreadable", task_id=delivery.task_id, error=str(exc))
+                return []
+            return self.executor.claim_chunk(ids, self.owner)
+        parsed = parse_task_id(delivery.task_id)
+        if parsed is not None:
+            claim = self.executor.claim(parsed[0], self.owner)
+        else:
+            claim = self.executor.adopt(
+                delivery.job_type, delivery.adopted_payload(), delivery.task_id, self.owner
+            )
+        return [] if claim is None else [claim]
+
+    def context(self, claim: Claim) -> JobContext:
+        """The handler's view of its job; a payload its type's model cannot decode is poison."""
+        try:
+            data = self.executor.types.get(claim.job.type).decode_payload(claim.job.payload)
+        except PayloadInvalid as exc:
+            raise PoisonMessage(exc.message) from None
+        return JobContext(
+            job_id=claim.job_id,
+            type=claim.job.type,
+            attempt=claim.attempt,
+            payload=claim.job.payload,
+            data=data,
+            lease_token=claim.token,
+            _report=partial(self.executor.report_progress, claim),
+            _still_held=partial(self.keeper.still_held, claim.job_id),
+        )
+
+    def run(self, claim: Claim, handler: Handler, publisher: Publisher) -> Ran:
+        """Decode, run the handler, decide, record: one attempt of a running job."""
+        error: BaseException | None = None
+        try:
+            try:
+                outcome: Outcome = Completed(checked_result(handler(self.context(claim))))
+            except Exception as exc:
+                error = exc
+                outcome = self.executor.decide(claim, exc, describe_error(exc))
+        finally:
+            self.keeper.release(claim.job_id)
+        return self._record(claim, outcome, error, publisher)
+
+    def run_chunk(
+        self, claims: Sequence[Claim], handler: Handler, publisher: Publisher
+    ) -> dict[str, int]:
+        """Run a chunk's jobs one after another, each started only when its turn comes.
+
+        A job cancelled or taken over while it waited is skipped. If the chunk is interrupted
+        (a store that stays unreachable, the worker shutting down), the jobs not yet started
+        are released and handed back (``claimed → scheduled``) for the leader to publish.
+        """
+        waiting = list(claims)
+        ran = 0
+        try:
+            while waiting:
+                started = self.executor.start(waiting[0])
+                claim = waiting.pop(0)
+                if started is None:
+                    self.keeper.release(claim.job_id)
+                    continue
+                self.run(started, handler, publisher)
+                ran += 1
+        finally:
+            self._hand_back(waiting)
+        return {"jobs": len(claims), "ran": ran}
+
+    def _hand_back(self, waiting: list[Claim]) -> None:
+        """Release every waiting lease first, so no way out leaves one held, then give each
+        back; when the store is unreachable the rest are left to the reaper, whose rescue
+        returns them once their leases run out."""
+        for claim in waiting:
+            self.keeper.release(claim.job_id)
+        for n, claim in enumerate(waiting):
+            try:
+                self._record(claim, HandedBack(CHUNK_INTERRUPTED), None, None)
+            except JobEngineError as exc:
+                left = [c.job_id for c in waiting[n:]]
+                log.warning("hand_back_failed", jobs=left, error=str(exc))
+                if exc.retryable:
+                    return
+
+    def _record(
+        self,
+        claim: Claim,
+        outcome: Outcome,
+        error: BaseException | None,
+        publisher: Publisher | None,
+    ) -> Ran:
+        try:
+            job = self.executor.record(claim, outcome)
+        except JobEngineError:
+            if isinstance(outcome, HandedBack):
+                raise
+            # Logged by the executor; the lease runs out and the reaper decides.
+            return Ran(outcome=outcome, error=error, job=None, recorded=False)
+        if isinstance(outcome, Retry) and job is not None and publisher is not None:
+            self.publish_retry(job, outcome.countdown, publisher)
+        return Ran(outcome=outcome, error=error, job=job, recorded=True)
+
+    def lost_attempt(
+        self, job_id: int, attempt: int, exc: BaseException, publisher: Publisher
+    ) -> Job | None:
+        """An attempt whose process was killed (hard time limit): recorded from outside it,
+        as the RetryPolicy decides, its retry published like any other."""
+        job = self.executor.fail_lost_attempt(job_id, attempt, exc, f"{self.owner}:time-limit")
+        if job is not None:
+            self.publish_retry(job, countdown_of(job), publisher)
+        return job
+
+    def publish_retry(self, job: Job, countdown: float, publisher: Publisher) -> None:
+        """Publish a retry once its ``running → failed → scheduled`` has committed, so the
+        message can never arrive before its job is claimable. A wait beyond the ETA limit gets
+        no message: the job waits in Postgres and the leader publishes it when due, so Redis
+        never redelivers it early or twice."""
+        if job.status is not JobStatus.SCHEDULED or countdown > self.eta_limit_seconds:
+            return
+        try:
+            publisher.publish(dispatch_ref(job), countdown=countdown)
+        except Exception as exc:  # any broker failure: the leader publishes it instead
+            log.warning("retry_publish_failed", job_id=job.id, error=str(exc))
+            return
+        try:
+            self.executor.mark_dispatched(job.id)
+        except JobEngineError as exc:
+            log.warning("retry_dispatch_not_marked", job_id=job.id, error=str(exc))
