@@ -13,7 +13,7 @@ attempt's ``Ran`` back into Celery's own terms (a result, ``Retry``, the handler
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from jobengine.context import JobContext
-from jobengine.dispatch import Publisher, is_chunk, parse_task_id
+from jobengine.dispatch import Publisher, adopted_identity, is_chunk, parse_task_id
 from jobengine.domain.job import Job
 from jobengine.domain.status import JobStatus
 from jobengine.errors import JobEngineError, PayloadInvalid
@@ -46,6 +46,8 @@ class Delivery:
     job_type: str
     args: Sequence[Any] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    """The message's own headers; a plain producer names its tenant and project there."""
 
     def adopted_payload(self) -> Any:
         """What a plain Celery producer sent becomes the adopted job's payload."""
@@ -126,10 +128,35 @@ class Attempts:
         if parsed is not None:
             claim = self.executor.claim(parsed[0], self.owner)
         else:
-            claim = self.executor.adopt(
-                delivery.job_type, delivery.adopted_payload(), delivery.task_id, self.owner
-            )
+            claim = self._adopt(delivery)
         return [] if claim is None else [claim]
+
+    def _adopt(self, delivery: Delivery) -> Claim | None:
+        """A plain Celery message becomes a job of the tenant and project its headers name; a
+        header that names none properly is dead-lettered, never filed under ``default``."""
+        payload = delivery.adopted_payload()
+        try:
+            tenant_id, project_id = adopted_identity(delivery.headers)
+        except ValueError as exc:
+            error = {
+                "code": "POISON_MESSAGE",
+                "class": "jobengine.failures.PoisonMessage",
+                "message": str(exc),
+                "traceback": "",
+                "details": {},
+            }
+            self.executor.adopt_poison(
+                delivery.job_type, payload, delivery.task_id, self.owner, error
+            )
+            return None
+        return self.executor.adopt(
+            delivery.job_type,
+            payload,
+            delivery.task_id,
+            self.owner,
+            tenant_id=tenant_id,
+            project_id=project_id,
+        )
 
     def context(self, claim: Claim) -> JobContext:
         """The handler's view of its job; a payload its type's model cannot decode is poison."""

@@ -13,7 +13,7 @@ not a broker queue.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -27,6 +27,11 @@ log = structlog.get_logger("jobengine.dispatch")
 TASK_PREFIX = "jobs."
 _TASK_ID = re.compile(r"^job-(\d+)-(\d+)$")
 CHUNK_PREFIX = "chunk-"
+TENANT_HEADER = "jobengine_tenant"
+PROJECT_HEADER = "jobengine_project"
+"""Headers a plain Celery producer sets to choose the tenant and project of the job its
+message is adopted as (``send_task(..., headers={TENANT_HEADER: "shop"})``); unset, both are
+``default``."""
 
 
 def task_name(job_type: str) -> str:
@@ -46,6 +51,22 @@ def parse_task_id(task_id: str | None) -> tuple[int, int] | None:
     """(job id, attempt) of a message we published; None for one a plain producer sent."""
     match = _TASK_ID.match(task_id or "")
     return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def adopted_identity(headers: Mapping[str, Any]) -> tuple[str, str]:
+    """The tenant and project a plain Celery message asks for, or ``ValueError`` naming the
+    header that is not a non-empty string (such a message is dead-lettered, never filed under
+    a tenant it did not name)."""
+    chosen: list[str] = []
+    for header in (TENANT_HEADER, PROJECT_HEADER):
+        value = headers.get(header)
+        if value is None:
+            chosen.append("default")
+        elif isinstance(value, str) and value.strip():
+            chosen.append(value)
+        else:
+            raise ValueError(f"message header {header!r} must be a non-empty string, got {value!r}")
+    return chosen[0], chosen[1]
 
 
 def chunk_task_id(refs: Sequence[DispatchRef]) -> str:

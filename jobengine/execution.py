@@ -299,13 +299,23 @@ class Executor:
 
     # ---- adopted messages --------------------------------------------------------------------
 
-    def adopt(self, job_type: str, payload: Any, celery_task_id: str, owner: str) -> Claim | None:
+    def adopt(
+        self,
+        job_type: str,
+        payload: Any,
+        celery_task_id: str,
+        owner: str,
+        *,
+        tenant_id: str = "default",
+        project_id: str = "default",
+    ) -> Claim | None:
         """Record a job for a message sent by plain Celery, then claim it.
 
-        The Celery task id is the job's idempotency key, so a redelivery of the same message
-        finds the same job (and its claim decides, as for any other duplicate).
+        The Celery task id is the job's idempotency key within its tenant, so a redelivery of
+        the same message finds the same job (and its claim decides, as for any duplicate).
         """
-        job = self._record_adopted(self._adopted_job(job_type, payload, celery_task_id), owner)
+        new = self._adopted_job(job_type, payload, celery_task_id, tenant_id, project_id)
+        job = self._record_adopted(new, owner)
         if job is None:
             return None
         if job.status is not JobStatus.SCHEDULED:
@@ -314,11 +324,20 @@ class Executor:
         return self.claim(job.id, owner)
 
     def adopt_poison(
-        self, job_type: str, payload: Any, celery_task_id: str, owner: str, error: dict[str, Any]
+        self,
+        job_type: str,
+        payload: Any,
+        celery_task_id: str,
+        owner: str,
+        error: dict[str, Any],
+        *,
+        tenant_id: str = "default",
+        project_id: str = "default",
     ) -> Job | None:
         """Record a plain producer's message that cannot run as a job, then dead-letter it, so
         what it carried is kept in Postgres rather than dropped with the message."""
-        job = self._record_adopted(self._adopted_job(job_type, payload, celery_task_id), owner)
+        new = self._adopted_job(job_type, payload, celery_task_id, tenant_id, project_id)
+        job = self._record_adopted(new, owner)
         return None if job is None else self.poison(job.id, owner, error)
 
     def find_adopted(self, celery_task_id: str, tenant_id: str = "default") -> Job | None:
@@ -333,10 +352,16 @@ class Executor:
     def _adopted_key(celery_task_id: str) -> str:
         return f"celery:{celery_task_id}"
 
-    def _adopted_job(self, job_type: str, payload: Any, celery_task_id: str) -> NewJob:
-        """The job a plain Celery message stands for; tenant and project take their defaults."""
+    def _adopted_job(
+        self, job_type: str, payload: Any, celery_task_id: str, tenant_id: str, project_id: str
+    ) -> NewJob:
+        """The job a plain Celery message stands for, in the tenant and project it named."""
         return NewJob(
-            type=job_type, payload=payload, idempotency_key=self._adopted_key(celery_task_id)
+            type=job_type,
+            payload=payload,
+            tenant_id=tenant_id,
+            project_id=project_id,
+            idempotency_key=self._adopted_key(celery_task_id),
         )
 
     def _record_adopted(self, new: NewJob, owner: str) -> Job | None:

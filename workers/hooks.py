@@ -17,7 +17,14 @@ from celery import signals
 from celery.exceptions import TimeLimitExceeded
 
 from jobengine.cancellation import JobAlreadyFinal
-from jobengine.dispatch import TASK_PREFIX, CeleryPublisher, is_chunk, parse_task_id
+from jobengine.dispatch import (
+    TASK_PREFIX,
+    TENANT_HEADER,
+    CeleryPublisher,
+    adopted_identity,
+    is_chunk,
+    parse_task_id,
+)
 from jobengine.errors import JobEngineError, JobNotFound
 from workers.runtime import runtime
 
@@ -63,7 +70,7 @@ def record_revoke(
     job_id = parsed[0] if parsed else None
     if job_id is None and task_id:
         try:
-            adopted = runtime().executor.find_adopted(task_id)
+            adopted = runtime().executor.find_adopted(task_id, _adopted_tenant(request))
         except JobEngineError as exc:
             log.error("revoke_not_recorded", task_id=task_id, error=str(exc))
             return
@@ -71,6 +78,14 @@ def record_revoke(
     if job_id is None:
         return
     _cancel(job_id, reason)
+
+
+def _adopted_tenant(request: Any) -> str:
+    """The tenant a plain message was adopted under (``default`` if it named none properly)."""
+    try:
+        return adopted_identity({TENANT_HEADER: getattr(request, TENANT_HEADER, None)})[0]
+    except ValueError:
+        return "default"
 
 
 def _cancel(job_id: int, reason: str) -> None:

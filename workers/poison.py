@@ -28,7 +28,13 @@ from celery.worker.consumer import Consumer
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobengine.catalogue import Catalogue
-from jobengine.dispatch import TASK_PREFIX, broker_queue, is_chunk, parse_task_id
+from jobengine.dispatch import (
+    TASK_PREFIX,
+    adopted_identity,
+    broker_queue,
+    is_chunk,
+    parse_task_id,
+)
 from jobengine.errors import JobEngineError, UnknownJobType
 from jobengine.store.database import process_engine
 from workers.runtime import runtime, urls
@@ -77,7 +83,19 @@ def dead_letter_message(
         log.warning("poison_chunk_left_to_leader", task_id=task_id, why=why)
         return  # its jobs stay marked published; the leader re-publishes them one by one
     if job_ids is None:
-        rt.executor.adopt_poison(name[len(TASK_PREFIX) :], details, task_id, rt.owner, error)
+        try:
+            tenant_id, project_id = adopted_identity(headers)
+        except ValueError:
+            tenant_id, project_id = "default", "default"
+        rt.executor.adopt_poison(
+            name[len(TASK_PREFIX) :],
+            details,
+            task_id,
+            rt.owner,
+            error,
+            tenant_id=tenant_id,
+            project_id=project_id,
+        )
         return
     for job_id in job_ids:
         rt.executor.poison(job_id, rt.owner, error)

@@ -16,7 +16,13 @@ from celery import Celery, Task
 from celery.exceptions import Ignore, Reject, Retry
 
 from jobengine.attempt import Delivery, Ran
-from jobengine.dispatch import TASK_PREFIX, CeleryPublisher, is_chunk
+from jobengine.dispatch import (
+    PROJECT_HEADER,
+    TASK_PREFIX,
+    TENANT_HEADER,
+    CeleryPublisher,
+    is_chunk,
+)
 from jobengine.errors import JobEngineError
 from jobengine.execution import Claim
 from jobengine.outcomes import Completed
@@ -40,6 +46,11 @@ class JobTask(Task):  # type: ignore[misc]
             job_type=self.job_type,
             args=tuple(args or ()),
             kwargs=dict(kwargs or {}),
+            headers={
+                header: getattr(self.request, header)
+                for header in (TENANT_HEADER, PROJECT_HEADER)
+                if getattr(self.request, header, None) is not None
+            },
         )
         try:
             claims = runtime().attempts.claim(delivery)

@@ -7,8 +7,10 @@ import sys
 
 import redis
 
-from jobengine.domain.job import NewJob
-from jobengine.domain.status import JobStatus
+from jobengine.dispatch import PROJECT_HEADER, TENANT_HEADER
+from jobengine.domain.job import Job, NewJob
+from jobengine.domain.status import FINAL_STATES, JobStatus
+from jobengine.fleet import publisher_app
 from jobengine.producer import dispatch_ref, submit_jobs
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import JobsRepository
@@ -97,3 +99,37 @@ def test_plain_celery_call_is_adopted_and_guarded(fleet: Fleet) -> None:
         S.COMPLETED,
     ]
     assert fleet.history(job_id)[0].reason == "adopted"
+
+
+def _adopted(fleet: Fleet, tenant: str, task_id: str) -> Job | None:
+    with transaction(fleet.engine) as conn:
+        found = JobsRepository(conn).find_by_idempotency_key(tenant, f"celery:{task_id}")
+    return found[0] if found and found[0].status in FINAL_STATES else None
+
+
+def test_a_plain_celery_producer_chooses_the_tenant_and_project_of_its_job(fleet: Fleet) -> None:
+    fleet.start_worker("w1")
+    sender = publisher_app(fleet.settings(), fleet.broker_url)
+    sender.send_task(
+        "jobs.effect",
+        kwargs={"source": "shop"},
+        task_id="plain-with-tenant",
+        headers={TENANT_HEADER: "shop", PROJECT_HEADER: "orders"},
+    )
+    job = wait_until(lambda: _adopted(fleet, "shop", "plain-with-tenant"), 60, "adopted")
+    assert (job.status, job.tenant_id, job.project_id) == (S.COMPLETED, "shop", "orders")
+    assert _adopted(fleet, "default", "plain-with-tenant") is None
+
+
+def test_a_plain_message_with_a_malformed_tenant_header_is_dead_lettered_not_filed_as_default(
+    fleet: Fleet,
+) -> None:
+    fleet.start_worker("w1")
+    sender = publisher_app(fleet.settings(), fleet.broker_url)
+    sender.send_task(
+        "jobs.effect", kwargs={}, task_id="plain-bad-tenant", headers={TENANT_HEADER: ""}
+    )
+    job = wait_until(lambda: _adopted(fleet, "default", "plain-bad-tenant"), 60, "dead-lettered")
+    assert job.status is S.FAILED
+    assert job.last_error is not None and TENANT_HEADER in job.last_error["message"]
+    assert fleet.effects(job.id) == []
