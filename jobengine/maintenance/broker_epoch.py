@@ -61,8 +61,12 @@ class BrokerEpoch:
         self._run_id = run_id
         if epoch is not None:
             return
-        log.warning("broker_lost_its_data", epoch_key=EPOCH_KEY, run_id=run_id)
-        report.forgotten += self._forget_dispatches()
+        forgotten = self._forget_dispatches()
+        report.forgotten += forgotten
+        if forgotten:
+            log.warning("broker_lost_its_data", epoch_key=EPOCH_KEY, forgotten=forgotten)
+        else:  # a new broker, or one that lost nothing we had published
+            log.info("broker_epoch_missing", epoch_key=EPOCH_KEY, run_id=run_id)
         try:
             self.client.set(EPOCH_KEY, f"{datetime.now(UTC).isoformat()} {uuid.uuid4().hex}")
         except redis.RedisError as exc:  # next tick finds no key and forgets again: harmless
