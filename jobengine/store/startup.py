@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, make_url
@@ -156,8 +155,14 @@ def _connection_problem(exc: DBAPIError, where: str) -> Problem:
     )
 
 
+SCHEMA_PRESENT = "SELECT to_regclass('alembic_version') IS NOT NULL"
+SCHEMA_REVISION = "SELECT version_num FROM alembic_version LIMIT 1"
+
+
 def _schema_problem(conn: Connection) -> Problem | None:
-    current = MigrationContext.configure(conn).get_current_revision()
+    current: str | None = None
+    if conn.exec_driver_sql(SCHEMA_PRESENT).scalar():
+        current = conn.exec_driver_sql(SCHEMA_REVISION).scalar()
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
     if current == head:
