@@ -42,11 +42,19 @@ def test_the_reaper_keeps_rescuing_while_its_backends_are_terminated_again_and_a
 ) -> None:
     proc = fleet.start_reaper("reaper-1", **REAPER_ENV)
     wait_until(lambda: live_leader(fleet.engine), 60, "a leader")
+    killed: set[int] = set()
     for _ in range(10):
-        pids = wait_until(lambda: _reaper_backends(fleet.engine), 60, "the reaper reconnected")
+        pids: set[int] = wait_until(
+            lambda seen=frozenset(killed): set(_reaper_backends(fleet.engine)) - seen,
+            60,
+            "the reaper reconnected",
+        )
         with fleet.engine.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(p) FROM unnest(:p) AS p"), {"p": pids})
+            conn.execute(
+                text("SELECT pg_terminate_backend(p) FROM unnest(:p) AS p"), {"p": list(pids)}
+            )
             conn.commit()
+        killed |= pids
     assert proc.poll() is None, fleet.log_of("reaper-1")
     _rescued_by(fleet, "reaper-1")
     assert proc.poll() is None
