@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Engine, make_url, text
 
@@ -187,3 +188,29 @@ def test_the_connection_budget_adds_up_the_fleet_and_reads_the_servers_slots(
     assert budget.usable <= max_connections - reserved
     assert budget.in_use >= 1  # this very connection
     assert budget.fits == (budget.needed + budget.others <= budget.usable)
+
+
+def test_the_api_on_a_usable_database_serves_and_names_its_connections(
+    db_url: str, engine: Engine, start_role: StartRole
+) -> None:
+    port = free_loopback_port()
+    api = "from jobengine.cli import main; import sys; sys.argv = ['jobengine', 'api']; main()"
+    role = start_role(db_url, api, JOBENGINE_API_PORT=str(port))
+
+    def ready() -> int | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code
+        except httpx.HTTPError:
+            return None
+
+    assert wait_until(ready, 60, "the API answers") in (200, 503)  # 503: the broker is closed
+    with engine.connect() as conn:
+        named = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'jobengine-api' "
+                "AND datname = current_database()"
+            )
+        ).scalar_one()
+    assert named >= 1
+    assert role.lines_with("connection_budget")
+    assert role.proc.poll() is None
