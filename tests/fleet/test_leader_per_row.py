@@ -41,10 +41,10 @@ def test_a_bad_retry_policy_fails_its_job_for_good_while_twenty_others_are_rescu
     wait_until(lambda: all(fleet.job(j).status is S.COMPLETED for j in every), 120, "all ran")
     wait_until(lambda: fleet.job(bad).status is S.FAILED, 60, "the bad one failed for good")
     with fleet.engine.connect() as conn:
-        code, reason, message = conn.execute(
+        letter = conn.execute(
             text("SELECT error_code, reason, error_message FROM dead_letters WHERE job_id = :j"),
             {"j": bad},
         ).one()
-    assert (code, reason) == ("RETRY_POLICY_INVALID", "poison")
-    assert "sideways" in message
+    assert (letter.error_code, letter.reason) == ("RETRY_POLICY_INVALID", "poison")
+    assert "sideways" in str(letter.error_message)
     assert "reaper_tick_failed" not in fleet.log_of("reaper-1")

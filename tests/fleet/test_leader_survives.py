@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -32,6 +33,10 @@ def _reaper_backends(engine: Engine) -> list[int]:
         ]
 
 
+def _new_backends(engine: Engine, seen: frozenset[int]) -> set[int]:
+    return set(_reaper_backends(engine)) - seen
+
+
 def _rescued_by(fleet: Fleet, name: str) -> None:
     [job] = orphan_running_job(fleet.engine)
     assert wait_until(lambda: rescuers(fleet.engine, [job]).get(job), 60, "a rescue") == name
@@ -45,9 +50,7 @@ def test_the_reaper_keeps_rescuing_while_its_backends_are_terminated_again_and_a
     killed: set[int] = set()
     for _ in range(10):
         pids: set[int] = wait_until(
-            lambda seen=frozenset(killed): set(_reaper_backends(fleet.engine)) - seen,
-            60,
-            "the reaper reconnected",
+            partial(_new_backends, fleet.engine, frozenset(killed)), 60, "the reaper reconnected"
         )
         with fleet.engine.connect() as conn:
             conn.execute(

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -142,8 +143,7 @@ def test_an_unreachable_server_and_a_refused_role_each_say_so_and_keep_retrying(
     stranger = make_url(normalize_url(db_url)).set(username="nobody_here")
     refused = start_role(stranger.render_as_string(hide_password=False))
     for role, code in ((unreachable, "DATABASE_UNREACHABLE"), (refused, "DATABASE_REFUSED_ROLE")):
-        wait_until(lambda r=role: r.lines_with("database_not_ready"), 60, code)
-        [line] = role.lines_with("database_not_ready")
+        [line] = wait_until(partial(role.lines_with, "database_not_ready"), 60, code)
         assert code in line and "JOBENGINE_DATABASE_URL" in line
         assert role.proc.poll() is None, role.output()
 
@@ -205,7 +205,7 @@ def test_the_api_on_a_usable_database_serves_and_names_its_connections(
 
     assert wait_until(ready, 60, "the API answers") in (200, 503)  # 503: the broker is closed
     with engine.connect() as conn:
-        named = conn.execute(
+        named: int = conn.execute(
             text(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'jobengine-api' "
                 "AND datname = current_database()"
