@@ -24,7 +24,7 @@ from jobengine.failures import LeaseExpired
 from jobengine.guard import Step
 from jobengine.maintenance.leadership import Leadership, LeadershipLost
 from jobengine.maintenance.report import SetAside, TickReport
-from jobengine.retry_policy import RetryDecision, error_names
+from jobengine.retry_policy import RetryDecision, RetryPolicy, error_names
 from jobengine.store.backoff import retry_transient
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import ExpiredLease
@@ -87,7 +87,7 @@ class Rescuer:
                     actor=self.actor,
                     lease_token=lease.lease_token,
                     require_lease_expired=True,
-                    details={"lease_owner": lease.lease_owner},
+                    details={"lease_owner": lease.lease_owner, "leader_term": self.leadership.term},
                 )
             report.returned.append(lease.id)
             return
@@ -120,7 +120,16 @@ class Rescuer:
         report.rescued.append(lease.id)
 
     def _decide(self, lease: ExpiredLease, failure: LeaseExpired) -> RetryDecision:
-        policy = self.executor.policy_for(lease.type, lease.retry_policy)
+        """The job's policy decides; if only its type's default is broken, the job's own
+        override over the built-in default does, so one bad catalogue entry does not fail
+        every job of its type. An override that does not validate raises."""
+        try:
+            policy = self.executor.policy_for(lease.type, lease.retry_policy)
+        except (ValidationError, TypeError, ValueError) as exc:
+            policy = RetryPolicy.resolve(lease.retry_policy)
+            log.warning(
+                "type_retry_policy_invalid", job_id=lease.id, type=lease.type, error=str(exc)
+            )
         return policy.decide(lease.attempt - lease.budget_start_attempt, error_names(failure))
 
     def _fail(
@@ -150,6 +159,6 @@ class Rescuer:
             require_lease_expired=True,
             error=error,
             not_before=not_before,
-            details={"lease_owner": lease.lease_owner},
+            details={"lease_owner": lease.lease_owner, "leader_term": self.leadership.term},
             dead_letter_reason=reason,
         )

@@ -17,6 +17,7 @@ from jobengine import guard
 from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
+from jobengine.errors import ValidationError
 from jobengine.execution import Executor
 from jobengine.guard import Step
 from jobengine.job_types import JobTypeRegistry, JobTypeSpec
@@ -52,11 +53,14 @@ class RecordingBroker:
 
 
 class CursedExecutor(Executor):
-    """An executor whose policy lookup breaks for one job type, as a bug would."""
+    """An executor whose policy lookup breaks for one job type, as a bug would, and whose
+    catalogue holds a type default that no longer validates."""
 
     def policy_for(self, job_type: str, override: dict[str, Any] | None) -> RetryPolicy:
         if job_type == "cursed":
             raise RuntimeError("the policy store is haunted")
+        if job_type == "misdeclared":
+            raise ValidationError("unknown retry policy field(s): retry_on_tuesdays")
         return super().policy_for(job_type, override)
 
 
@@ -228,3 +232,12 @@ def test_a_row_that_raises_is_set_aside_and_counted_while_the_others_are_rescued
     second = worker.tick()  # set aside for a while: not retried (nor logged) every tick
     assert second.set_aside == [] and second.rescued == []
     assert worker.set_aside.skipped_total["rescuer"] == 1
+
+
+def test_a_type_default_that_no_longer_validates_rescues_its_jobs_by_the_built_in_policy(
+    engine: Engine,
+) -> None:
+    job = orphan(engine, job_type="misdeclared", retry_policy='{"max_retries": 5}')
+    report = reaper(engine, "reaper-1", executor_cls=CursedExecutor).tick()
+    assert report.rescued == [job] and report.set_aside == []
+    assert status(engine, job) is S.SCHEDULED  # its own override (5 retries) still holds
