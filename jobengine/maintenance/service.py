@@ -27,6 +27,8 @@ from jobengine.store.backoff import Backoff
 log = structlog.get_logger("jobengine.reaper")
 
 MAX_BACKOFF_SECONDS = 30.0
+SAMPLE = 20
+"""Job ids named in a tick's log line; the counts are complete."""
 
 
 class Reaper:
@@ -81,13 +83,14 @@ class Reaper:
             log.info(
                 "reaper_tick",
                 reaper=self.name,
-                rescued=report.rescued,
-                returned=report.returned,
+                rescued=len(report.rescued),
+                returned=len(report.returned),
                 promoted=len(report.promoted),
                 dispatched=len(report.dispatched),
                 redispatched=len(report.redispatched),
                 forgotten=report.forgotten,
                 set_aside=report.set_aside,
+                rescued_first=report.rescued[:SAMPLE],
             )
         return report
 
