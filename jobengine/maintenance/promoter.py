@@ -18,7 +18,7 @@ from jobengine.errors import JobNotFound, StoreUnavailable, TransitionRefused
 from jobengine.guard import Step
 from jobengine.maintenance.leadership import Leadership, LeadershipLost
 from jobengine.maintenance.report import SetAside, TickReport
-from jobengine.store.backoff import retry_transient
+from jobengine.store.backoff import retrying
 from jobengine.store.database import transaction
 from jobengine.store.maintenance_repository import MaintenanceRepository
 
@@ -45,7 +45,9 @@ class Promoter:
                 page = MaintenanceRepository(conn).due_pending(after, PAGE)
             due = [job_id for job_id in page if not self.set_aside.holds(job_id)]
             try:
-                report.promoted.extend(retry_transient(partial(self._promote, due)))
+                report.promoted.extend(
+                    retrying(partial(self._promote, due), what="promote", attempts=3)
+                )
             except (LeadershipLost, StoreUnavailable):
                 raise
             except Exception as exc:

@@ -25,7 +25,7 @@ from jobengine.guard import Step
 from jobengine.maintenance.leadership import Leadership, LeadershipLost
 from jobengine.maintenance.report import SetAside, TickReport
 from jobengine.retry_policy import RetryDecision, RetryPolicy, error_names
-from jobengine.store.backoff import retry_transient
+from jobengine.store.backoff import retrying
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import ExpiredLease
 from jobengine.store.maintenance_repository import MaintenanceRepository
@@ -68,7 +68,7 @@ class Rescuer:
     def _one(self, lease: ExpiredLease, report: TickReport) -> None:
         self.leadership.ensure()
         try:
-            retry_transient(lambda: self._rescue(lease, report))
+            retrying(lambda: self._rescue(lease, report), what="rescue", attempts=3)
         except (TransitionRefused, JobNotFound) as exc:
             log.info("rescue_skipped", job_id=lease.id, reason=str(exc))
         except (LeadershipLost, StoreUnavailable):

@@ -12,9 +12,12 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import structlog
+
 from jobengine.errors import StoreUnavailable
 
 T = TypeVar("T")
+log = structlog.get_logger("jobengine.store")
 
 
 class Backoff:
@@ -40,19 +43,27 @@ class Backoff:
         self._failures = 0
 
 
-def retry_transient(
-    fn: Callable[[], T], *, attempts: int = 3, base_seconds: float = 0.05, cap_seconds: float = 1.0
+def retrying(
+    fn: Callable[[], T], *, attempts: int = 5, deadline: float = 10.0, what: str = "store call"
 ) -> T:
-    """Run ``fn`` (one whole unit of work, e.g. one transaction) again on a transient store
-    error: a dropped connection, a deadlock, a serialization failure. Each try takes a fresh
-    connection from the pool; the last error is raised when the tries are used up."""
-    backoff = Backoff(base_seconds, cap_seconds)
+    """Run ``fn`` (one whole unit of work, e.g. one transaction) again after a transient store
+    error (``StoreUnavailable``: a dropped connection, a restarting server), with jittered
+    exponential backoff (50 ms doubling, at most 1 s a wait), at most ``attempts`` times and
+    not after ``deadline`` seconds from the first try; the last error is raised as it was.
+
+    A local stand-in, with the same signature, for the store's own retry helper of the
+    attempt pipeline; ``fn`` must take a fresh connection each time and be safe to repeat.
+    """
+    backoff = Backoff(0.05, 1.0)
+    started = time.monotonic()
     tried = 1
     while True:
         try:
             return fn()
-        except StoreUnavailable:
-            if tried >= attempts:
+        except StoreUnavailable as exc:
+            wait = backoff.next()
+            if tried >= attempts or time.monotonic() + wait - started > deadline:
                 raise
+            log.info("store_call_retried", what=what, attempt=tried, error=str(exc))
         tried += 1
-        time.sleep(backoff.next())
+        time.sleep(wait)
