@@ -14,11 +14,11 @@ from sqlalchemy import Engine
 
 from jobengine import guard
 from jobengine.domain.status import JobStatus
-from jobengine.errors import JobNotFound, StoreUnavailable, TransitionRefused
+from jobengine.errors import JobNotFound, TransitionRefused
 from jobengine.guard import Step
 from jobengine.maintenance.leadership import Leadership, LeadershipLost
 from jobengine.maintenance.report import SetAside, TickReport
-from jobengine.store.backoff import retrying
+from jobengine.store.backoff import is_transient, retrying
 from jobengine.store.database import transaction
 from jobengine.store.maintenance_repository import MaintenanceRepository
 
@@ -48,9 +48,11 @@ class Promoter:
                 report.promoted.extend(
                     retrying(partial(self._promote, due), what="promote", attempts=3)
                 )
-            except (LeadershipLost, StoreUnavailable):
+            except LeadershipLost:
                 raise
             except Exception as exc:
+                if is_transient(exc):
+                    raise
                 log.warning("promote_page_failed", jobs=len(due), error=str(exc))
                 for job_id in due:
                     self._one(job_id, report)
@@ -75,7 +77,9 @@ class Promoter:
             report.promoted.append(job_id)
         except (TransitionRefused, JobNotFound) as exc:
             log.info("promote_skipped", job_id=job_id, reason=str(exc))
-        except (LeadershipLost, StoreUnavailable):
+        except LeadershipLost:
             raise
         except Exception as exc:
+            if is_transient(exc):
+                raise
             self.set_aside.add("promoter", job_id, exc, report)

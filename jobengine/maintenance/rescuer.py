@@ -18,14 +18,14 @@ from sqlalchemy import Connection, Engine
 from jobengine import guard
 from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.status import JobStatus
-from jobengine.errors import JobNotFound, StoreUnavailable, TransitionRefused, ValidationError
+from jobengine.errors import JobNotFound, TransitionRefused, ValidationError
 from jobengine.execution import Executor
 from jobengine.failures import LeaseExpired
 from jobengine.guard import Step
 from jobengine.maintenance.leadership import Leadership, LeadershipLost
 from jobengine.maintenance.report import SetAside, TickReport
 from jobengine.retry_policy import RetryDecision, RetryPolicy, error_names
-from jobengine.store.backoff import retrying
+from jobengine.store.backoff import is_transient, retrying
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import ExpiredLease
 from jobengine.store.maintenance_repository import MaintenanceRepository
@@ -71,9 +71,11 @@ class Rescuer:
             retrying(lambda: self._rescue(lease, report), what="rescue", attempts=3)
         except (TransitionRefused, JobNotFound) as exc:
             log.info("rescue_skipped", job_id=lease.id, reason=str(exc))
-        except (LeadershipLost, StoreUnavailable):
+        except LeadershipLost:
             raise
         except Exception as exc:  # one row must never stop the rescue of the others
+            if is_transient(exc):
+                raise  # the store, not the row: the tick ends and the loop backs off
             self.set_aside.add("rescuer", lease.id, exc, report)
 
     def _rescue(self, lease: ExpiredLease, report: TickReport) -> None:

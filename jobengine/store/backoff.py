@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import structlog
 
-from jobengine.errors import StoreUnavailable
+from jobengine.errors import StoreError
 
 T = TypeVar("T")
 log = structlog.get_logger("jobengine.store")
@@ -43,11 +43,17 @@ class Backoff:
         self._failures = 0
 
 
+def is_transient(exc: BaseException) -> bool:
+    """A store error that says the same call may succeed later (the server away, a lost
+    conflict, a cancelled statement): a reason to back off, never a fault of the row."""
+    return isinstance(exc, StoreError) and exc.retryable
+
+
 def retrying(
     fn: Callable[[], T], *, attempts: int = 5, deadline: float = 10.0, what: str = "store call"
 ) -> T:
     """Run ``fn`` (one whole unit of work, e.g. one transaction) again after a transient store
-    error (``StoreUnavailable``: a dropped connection, a restarting server), with jittered
+    error (``is_transient``: a dropped connection, a restarting server, a deadlock), with jittered
     exponential backoff (50 ms doubling, at most 1 s a wait), at most ``attempts`` times and
     not after ``deadline`` seconds from the first try; the last error is raised as it was.
 
@@ -60,7 +66,9 @@ def retrying(
     while True:
         try:
             return fn()
-        except StoreUnavailable as exc:
+        except StoreError as exc:
+            if not exc.retryable:
+                raise
             wait = backoff.next()
             if tried >= attempts or time.monotonic() + wait - started > deadline:
                 raise

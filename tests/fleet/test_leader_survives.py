@@ -168,3 +168,18 @@ def test_with_every_connection_slot_taken_the_reaper_backs_off_and_rescues_once_
             hog.close()
     _rescued_by(private_fleet, "reaper-1")
     assert proc.poll() is None
+
+
+def test_a_leader_held_up_by_a_stalled_lock_gives_up_within_its_timeout_and_leads_again(
+    fleet: Fleet,
+) -> None:
+    proc = fleet.start_reaper("reaper-1", **REAPER_ENV)
+    wait_until(lambda: live_leader(fleet.engine), 60, "a leader")
+    with fleet.engine.connect() as blocker:
+        blocker.execute(text("SELECT * FROM leadership FOR UPDATE"))  # held, as a stuck session
+        wait_until(
+            lambda: "lock timeout" in fleet.log_of("reaper-1"), 60, "the renewal gave up waiting"
+        )
+        assert proc.poll() is None
+        blocker.rollback()
+    _rescued_by(fleet, "reaper-1")

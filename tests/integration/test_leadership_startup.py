@@ -146,6 +146,8 @@ def test_an_unreachable_server_and_a_refused_role_each_say_so_and_keep_retrying(
         [line] = wait_until(partial(role.lines_with, "database_not_ready"), 60, code)
         assert code in line and "JOBENGINE_DATABASE_URL" in line
         assert role.proc.poll() is None, role.output()
+        role.stop()
+        assert role.proc.returncode == 0  # SIGTERM ends the wait cleanly
 
 
 def test_a_schema_from_a_newer_release_ends_the_reaper_and_the_api_with_the_config_code(
