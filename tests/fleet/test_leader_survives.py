@@ -3,6 +3,7 @@ connections and no free connection slot each cost it a few failed ticks, never i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -61,6 +62,31 @@ def test_the_reaper_keeps_rescuing_while_its_backends_are_terminated_again_and_a
     assert proc.poll() is None, fleet.log_of("reaper-1")
     _rescued_by(fleet, "reaper-1")
     assert proc.poll() is None
+
+
+def _take_every_slot_from_the_reaper(
+    dsn: str, hogs: list[psycopg.Connection[tuple[object, ...]]]
+) -> None:
+    """Fill every slot (superusers' reserved ones too), then end the reaper's connections
+    and take their slots as they free, until the reaper holds none."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        while True:
+            try:
+                hogs.append(psycopg.connect(dsn, autocommit=True))
+            except psycopg.OperationalError:
+                break
+        ended = (
+            hogs[0]
+            .execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'jobengine-reaper'"
+            )
+            .fetchone()
+        )
+        if ended is not None and ended[0] == 0:
+            return
+    raise AssertionError("the reaper kept a connection for 60 s")
 
 
 @dataclass
@@ -141,20 +167,7 @@ def test_with_every_connection_slot_taken_the_reaper_backs_off_and_rescues_once_
     hogs: list[psycopg.Connection[tuple[object, ...]]] = []
     dsn = private_pg.url.replace("postgresql+psycopg://", "postgresql://")
     try:
-        with private_pg.engine.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'jobengine-reaper'"
-                )
-            )
-            conn.commit()
-        private_pg.engine.dispose()
-        while True:  # take every slot, superusers' reserved ones too
-            try:
-                hogs.append(psycopg.connect(dsn, autocommit=True))
-            except psycopg.OperationalError:
-                break
+        _take_every_slot_from_the_reaper(dsn, hogs)
         before = private_fleet.log_of("reaper-1").count("reaper_tick_failed")
         wait_until(
             lambda: private_fleet.log_of("reaper-1").count("reaper_tick_failed") >= before + 3,
