@@ -206,7 +206,8 @@ def api(ctx: typer.Context) -> None:
     ``jobengine-api`` and kept alive, so a dead server is noticed in seconds.
     """
     from jobengine.api.app import serve  # keeps other commands from importing FastAPI
-    from jobengine.store.startup import check_at_start, with_role_parameters
+    from jobengine.store.role_connections import with_role_parameters
+    from jobengine.store.startup import check_at_start
 
     settings = settings_of(ctx)
     if settings.database_url:

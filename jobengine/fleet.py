@@ -22,7 +22,8 @@ from jobengine.execution import Executor
 from jobengine.maintenance import Reaper
 from jobengine.maintenance.broker_epoch import redis_client
 from jobengine.services import resolve_broker_url, resolve_database_url
-from jobengine.store.startup import check_at_start, reaper_engine
+from jobengine.store.role_connections import reaper_engine
+from jobengine.store.startup import check_at_start
 
 
 def publisher_app(settings: Settings, broker_url: str) -> Celery:

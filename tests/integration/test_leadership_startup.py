@@ -19,14 +19,14 @@ from sqlalchemy import Engine, make_url, text
 from config.settings import Settings
 from jobengine.embedded import free_loopback_port
 from jobengine.store import migrate
-from jobengine.store.database import make_engine, normalize_url
-from jobengine.store.startup import (
+from jobengine.store.connection_budget import (
     CONNECTIONS_PER_API_PROCESS,
     CONNECTIONS_PER_REAPER,
-    EXIT_CONFIG,
     connection_budget,
     fleet_needs,
 )
+from jobengine.store.database import make_engine, normalize_url
+from jobengine.store.startup import EXIT_CONFIG
 from tests.fleet.conftest import REPO, wait_until
 
 REAPER = "from jobengine.fleet import run_reaper; run_reaper(name='reaper-1')"
