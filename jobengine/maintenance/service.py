@@ -8,6 +8,7 @@ tick reconnects through the pool and tries again. Only ``stop`` (SIGTERM, SIGINT
 
 from __future__ import annotations
 
+import secrets
 import threading
 
 import redis
@@ -47,7 +48,7 @@ class Reaper:
     ) -> None:
         self.engine = engine
         self.name = name
-        self.leadership = Leadership(engine, name, leader_ttl_seconds)
+        self.leadership = Leadership(engine, holder_name(name), leader_ttl_seconds)
         self.set_aside = SetAside()
         self.rescuer = Rescuer(engine, executor, self.leadership, self.set_aside, actor=name)
         self.promoter = Promoter(engine, self.leadership, self.set_aside, actor=name)
@@ -122,6 +123,13 @@ class Reaper:
                 stop.wait(interval_seconds)
         finally:
             self.leadership.release()
+
+
+def holder_name(name: str) -> str:
+    """The name this process holds the lease by: its reaper name and a nonce of its own, so
+    two processes given the same name (a copied unit, a restart before the old one died)
+    are two holders, and never both leaders."""
+    return f"{name}#{secrets.token_hex(4)}"
 
 
 def _first_line(exc: BaseException) -> str:

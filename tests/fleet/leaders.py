@@ -20,13 +20,13 @@ REAPER_ENV = {"JOBENGINE_LEADER_TTL_SECONDS": str(LEADER_TTL)}
 
 
 def live_leader(engine: Engine) -> tuple[str, int] | None:
-    """(holder, term) of the live maintenance lease, or None when nobody leads."""
+    """(reaper name, term) of the live maintenance lease, or None when nobody leads."""
     with engine.connect() as conn:
         row = conn.execute(
             text("SELECT holder, term FROM leadership WHERE role = :r AND expires_at > now()"),
             {"r": ROLE},
         ).first()
-    return None if row is None else (row[0], int(row[1]))
+    return None if row is None else (str(row[0]).split("#")[0], int(row[1]))
 
 
 def orphan_running_job(engine: Engine, lease_seconds: float = 0.001, n: int = 1) -> list[int]:

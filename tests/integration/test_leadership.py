@@ -241,3 +241,10 @@ def test_a_type_default_that_no_longer_validates_rescues_its_jobs_by_the_built_i
     report = reaper(engine, "reaper-1", executor_cls=CursedExecutor).tick()
     assert report.rescued == [job] and report.set_aside == []
     assert status(engine, job) is S.SCHEDULED  # its own override (5 retries) still holds
+
+
+def test_two_reapers_given_the_same_name_are_never_both_leaders(engine: Engine) -> None:
+    first, second = reaper(engine, "reaper-1"), reaper(engine, "reaper-1")
+    assert first.tick().leader
+    assert not second.tick().leader
+    assert first.tick().leader
