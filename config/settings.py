@@ -40,6 +40,20 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="How often a running job extends its lease."
     )
     reaper_interval_seconds: float = Field(default=5.0, gt=0)
+    leader_ttl_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long the maintenance leader's lease lives without a renewal; a frozen "
+        "or cut-off leader is replaced after at most this plus one reaper interval.",
+    )
+    fleet_workers: int = Field(
+        default=1, ge=0, description="Worker main processes (Celery nodes) the fleet runs."
+    )
+    fleet_worker_concurrency: int = Field(
+        default=2, ge=0, description="Pool processes per worker (its -c), for the budget."
+    )
+    fleet_api_processes: int = Field(default=1, ge=0, description="API processes the fleet runs.")
+    fleet_reapers: int = Field(default=2, ge=0, description="Reaper processes the fleet runs.")
     sealed: bool = Field(default=False, description="Air-gap mode: no egress but DB and broker.")
     command_types_enabled: bool = Field(
         default=False,
@@ -141,6 +155,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "JOBENGINE_WORKER_PRUNE_AFTER_SECONDS must be above JOBENGINE_WORKER_TTL_SECONDS, "
                 "or rows are deleted before their workers are shown as gone"
+            )
+        if self.leader_ttl_seconds <= self.reaper_interval_seconds:
+            raise ValueError(
+                "JOBENGINE_LEADER_TTL_SECONDS must be above JOBENGINE_REAPER_INTERVAL_SECONDS, "
+                "or the leader loses its lease between two renewals"
             )
         return self
 

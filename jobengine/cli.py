@@ -204,10 +204,23 @@ def dev(
 
 @app.command("api")
 def api(ctx: typer.Context) -> None:
-    """Serve the REST/SSE API on JOBENGINE_API_HOST:JOBENGINE_API_PORT (127.0.0.1:8080)."""
-    from jobengine.api.app import serve  # keeps other commands from importing FastAPI
+    """Serve the REST/SSE API on JOBENGINE_API_HOST:JOBENGINE_API_PORT (127.0.0.1:8080).
 
-    serve(settings_of(ctx))
+    With a configured database it first waits for it to be usable (one line saying what is
+    wrong while it is not) and reports the connection budget; its connections are named
+    ``jobengine-api`` and kept alive, so a dead server is noticed in seconds.
+    """
+    from jobengine.api.app import serve  # keeps other commands from importing FastAPI
+    from jobengine.store.role_connections import with_role_parameters
+    from jobengine.store.startup import check_at_start
+
+    settings = settings_of(ctx)
+    if settings.database_url:
+        configure_logging(settings.log_level, settings.log_json)
+        check_at_start(settings, "api")
+        url = with_role_parameters(settings.database_url, "api")
+        settings = settings.model_copy(update={"database_url": url})
+    serve(settings)
 
 
 @app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -224,7 +237,7 @@ def worker(ctx: typer.Context) -> None:
 def reaper(
     name: Annotated[str | None, typer.Option(help="Name in leases and history.")] = None,
 ) -> None:
-    """Run a reaper; of all reapers running, one leads (a Postgres advisory lock)."""
+    """Run a reaper; of all reapers running, one leads (a lease row in Postgres)."""
     from jobengine.fleet import run_reaper
 
     run_reaper(name=name)

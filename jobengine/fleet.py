@@ -20,9 +20,11 @@ from config.settings import Settings, get_settings
 from jobengine.catalogue import Catalogue
 from jobengine.dispatch import CeleryPublisher
 from jobengine.execution import Executor
-from jobengine.reaper import Reaper
+from jobengine.maintenance import Reaper
+from jobengine.maintenance.broker_epoch import redis_client
 from jobengine.services import resolve_broker_url, resolve_database_url
-from jobengine.store.database import make_engine
+from jobengine.store.role_connections import reaper_engine
+from jobengine.store.startup import check_at_start
 
 
 def publisher_app(settings: Settings, broker_url: str) -> Celery:
@@ -36,21 +38,13 @@ def make_publisher(settings: Settings, broker_url: str) -> CeleryPublisher:
 
 
 def run_reaper(settings: Settings | None = None, name: str | None = None) -> None:
-    """Serve as a reaper until SIGTERM or SIGINT; leads only while it holds the lock."""
+    """Serve as a reaper until SIGTERM or SIGINT; leads only while it holds the lease row.
+
+    Nothing the database or the broker does ends it: it waits for a usable schema at start,
+    then rides out restarts, terminated connections and full connection slots.
+    """
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    database_url = resolve_database_url(settings)[0]
-    broker_url = resolve_broker_url(settings)[0]
-    engine = make_engine(database_url, pool_size=2)
-    reaper = Reaper(
-        engine,
-        make_publisher(settings, broker_url),
-        Executor(engine, lease_ttl_seconds=settings.lease_ttl_seconds, types=Catalogue(engine)),
-        name=name or f"reaper@{socket.gethostname()}:{os.getpid()}",
-        redispatch_after_seconds=settings.redispatch_after_seconds,
-        dispatch_grace_seconds=settings.dispatch_grace_seconds,
-        chunk_size=settings.dispatch_chunk_size,
-    )
     stop = threading.Event()
 
     def _stop(*_: Any) -> None:
@@ -58,7 +52,25 @@ def run_reaper(settings: Settings | None = None, name: str | None = None) -> Non
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    database_url = resolve_database_url(settings)[0]
+    broker_url = resolve_broker_url(settings)[0]
+    engine = reaper_engine(database_url, settings.leader_ttl_seconds)
     try:
+        if not check_at_start(settings, "reaper", engine=engine, stop=stop):
+            return
+        reaper = Reaper(
+            engine,
+            make_publisher(settings, broker_url),
+            Executor(
+                engine, lease_ttl_seconds=settings.lease_ttl_seconds, types=Catalogue(engine)
+            ),
+            name=name or f"reaper@{socket.gethostname()}:{os.getpid()}",
+            redispatch_after_seconds=settings.redispatch_after_seconds,
+            dispatch_grace_seconds=settings.dispatch_grace_seconds,
+            chunk_size=settings.dispatch_chunk_size,
+            leader_ttl_seconds=settings.leader_ttl_seconds,
+            broker=redis_client(broker_url),
+        )
         reaper.run(stop, settings.reaper_interval_seconds)
     finally:
         engine.dispose()
