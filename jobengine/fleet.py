@@ -61,9 +61,7 @@ def run_reaper(settings: Settings | None = None, name: str | None = None) -> Non
         reaper = Reaper(
             engine,
             make_publisher(settings, broker_url),
-            Executor(
-                engine, lease_ttl_seconds=settings.lease_ttl_seconds, types=Catalogue(engine)
-            ),
+            Executor(engine, lease_ttl_seconds=settings.lease_ttl_seconds, types=Catalogue(engine)),
             name=name or f"reaper@{socket.gethostname()}:{os.getpid()}",
             redispatch_after_seconds=settings.redispatch_after_seconds,
             dispatch_grace_seconds=settings.dispatch_grace_seconds,

@@ -18,8 +18,8 @@ from jobengine.errors import JobNotFound, TransitionRefused
 from jobengine.guard import Step
 from jobengine.maintenance.leadership import Leadership, LeadershipLost
 from jobengine.maintenance.report import SetAside, TickReport
-from jobengine.store.backoff import is_transient, retrying
-from jobengine.store.database import transaction
+from jobengine.store.backoff import is_transient
+from jobengine.store.database import retrying, transaction
 from jobengine.store.maintenance_repository import MaintenanceRepository
 
 log = structlog.get_logger("jobengine.maintenance.promoter")

@@ -25,8 +25,8 @@ from jobengine.guard import Step
 from jobengine.maintenance.leadership import Leadership, LeadershipLost
 from jobengine.maintenance.report import SetAside, TickReport
 from jobengine.retry_policy import RetryDecision, RetryPolicy, error_names
-from jobengine.store.backoff import is_transient, retrying
-from jobengine.store.database import transaction
+from jobengine.store.backoff import is_transient
+from jobengine.store.database import retrying, transaction
 from jobengine.store.jobs_repository import ExpiredLease
 from jobengine.store.maintenance_repository import MaintenanceRepository
 

@@ -8,16 +8,8 @@ in lockstep and refusing itself connection slots.
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Callable
-from typing import TypeVar
-
-import structlog
 
 from jobengine.errors import StoreError
-
-T = TypeVar("T")
-log = structlog.get_logger("jobengine.store")
 
 
 class Backoff:
@@ -47,31 +39,3 @@ def is_transient(exc: BaseException) -> bool:
     """A store error that says the same call may succeed later (the server away, a lost
     conflict, a cancelled statement): a reason to back off, never a fault of the row."""
     return isinstance(exc, StoreError) and exc.retryable
-
-
-def retrying(
-    fn: Callable[[], T], *, attempts: int = 5, deadline: float = 10.0, what: str = "store call"
-) -> T:
-    """Run ``fn`` (one whole unit of work, e.g. one transaction) again after a transient store
-    error (``is_transient``: a dropped connection, a restarting server, a deadlock), with jittered
-    exponential backoff (50 ms doubling, at most 1 s a wait), at most ``attempts`` times and
-    not after ``deadline`` seconds from the first try; the last error is raised as it was.
-
-    A local stand-in, with the same signature, for the store's own retry helper of the
-    attempt pipeline; ``fn`` must take a fresh connection each time and be safe to repeat.
-    """
-    backoff = Backoff(0.05, 1.0)
-    started = time.monotonic()
-    tried = 1
-    while True:
-        try:
-            return fn()
-        except StoreError as exc:
-            if not exc.retryable:
-                raise
-            wait = backoff.next()
-            if tried >= attempts or time.monotonic() + wait - started > deadline:
-                raise
-            log.info("store_call_retried", what=what, attempt=tried, error=str(exc))
-        tried += 1
-        time.sleep(wait)

@@ -63,14 +63,8 @@ CHAOS_ENV = {
     "JOBENGINE_LOG_LEVEL": "INFO",
 }
 
-LEADER_SQL = """
-SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.locktype = 'advisory' AND l.granted
-UNION ALL
-SELECT holder FROM leadership WHERE expires_at > now()
-"""
-"""Who leads: today the advisory lock's backend (named by ``application_name``), or the
-holder of a live leadership row once leadership is a lease."""
+LEADER_SQL = "SELECT holder FROM leadership WHERE expires_at > now()"
+"""Who leads: the holder of the live leadership lease (``<reaper name>#<nonce>``)."""
 
 RESULTS: list[dict[str, object]] = []
 """Every figure line of this session, for the terminal summary (tests/chaos/conftest.py)."""
@@ -132,13 +126,10 @@ class ChaosFleet(Fleet):
         return self.worker(name)
 
     def leader(self, reapers: dict[str, subprocess.Popen[bytes]]) -> str | None:
-        """The reaper leading now: by the advisory lock's backend, or the leadership row."""
+        """The reaper leading now, by the leadership lease's holder."""
         with self.engine.connect() as conn:
-            names = [str(n).removeprefix(ENGINE_APP_PREFIX) for (n,) in rows(conn, LEADER_SQL)]
-        for name in reapers:
-            if any(name in n for n in names):
-                return name
-        return None
+            holders = [str(holder).split("#")[0] for (holder,) in rows(conn, LEADER_SQL)]
+        return next((name for name in reapers if name in holders), None)
 
     def stop_all(self) -> None:
         super().stop_all()

@@ -27,8 +27,12 @@ from jobengine.store.database import make_engine
 from tests.fleet.conftest import wait_until
 
 ENGINE_APP_PREFIX = "chaos-"
-"""Every fleet process connects with ``PGAPPNAME=chaos-<name>``: the faults find the
-engine's connections, and only those, by ``application_name``."""
+"""Every fleet process runs with ``PGAPPNAME=chaos-<name>``, the name libpq gives a connection
+the engine does not name itself."""
+ENGINE_APP_PATTERNS = ["jobengine-%", ENGINE_APP_PREFIX + "%"]
+"""The fleet's connections by ``application_name``: the engine names those of its roles
+``jobengine-<role>``; the faults find them, and only them, this way (the test's own are
+``observer``)."""
 
 
 @dataclass
@@ -113,8 +117,8 @@ class ChaosPostgres:
         with self.connect() as conn:
             rows = conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name LIKE %s",
-                (ENGINE_APP_PREFIX + "%",),
+                "WHERE application_name LIKE ANY(%s)",
+                (ENGINE_APP_PATTERNS,),
             ).fetchall()
         return len(rows)
 
@@ -140,8 +144,8 @@ class ChaosPostgres:
 def engine_connections(pg: ChaosPostgres) -> int:
     with pg.connect() as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
-            (ENGINE_APP_PREFIX + "%",),
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE ANY(%s)",
+            (ENGINE_APP_PATTERNS,),
         ).fetchone()
     return int(row[0]) if row else 0
 
