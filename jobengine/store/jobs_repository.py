@@ -174,22 +174,6 @@ class LeaseRepository:
         ).first()
         return row is not None
 
-    def expired(self, limit: int = 100) -> list[ExpiredLease]:
-        rows = self._conn.exec_driver_sql(queries.EXPIRED_LEASES, {"limit": limit}).mappings()
-        return [
-            ExpiredLease(
-                id=r["id"],
-                type=r["type"],
-                status=JobStatus(r["status"]),
-                lease_token=r["lease_token"],
-                lease_owner=r["lease_owner"],
-                attempt=r["attempt"],
-                budget_start_attempt=r["budget_start_attempt"],
-                retry_policy=r["retry_policy"],
-            )
-            for r in rows
-        ]
-
     def undispatched(self, grace_seconds: float, limit: int = 500) -> list[DispatchRef]:
         rows = self._conn.exec_driver_sql(
             queries.UNDISPATCHED_JOBS, {"grace": grace_seconds, "limit": limit}
@@ -209,10 +193,6 @@ class LeaseRepository:
     def clear_dispatched(self, ids: Sequence[int]) -> None:
         if ids:
             self._conn.exec_driver_sql(queries.CLEAR_DISPATCHED, {"ids": list(ids)})
-
-    def due_pending(self, limit: int = 500) -> list[int]:
-        rows = self._conn.exec_driver_sql(queries.DUE_PENDING_JOBS, {"limit": limit})
-        return [r[0] for r in rows]
 
 
 class QueueLimitRepository:

@@ -297,16 +297,6 @@ events AS (
 SELECT id FROM moved
 """
 
-EXPIRED_LEASES = """
--- name: expired_leases  (ix_jobs_lease_expiry)
--- Rescue is driven by missed heartbeats only: a long job whose heartbeats arrive is never here.
-SELECT id, type, status, lease_token, lease_owner, attempt, budget_start_attempt, retry_policy
-FROM jobs
-WHERE status IN ('claimed', 'running') AND lease_expires_at < now()
-ORDER BY lease_expires_at, id
-LIMIT %(limit)s
-"""
-
 # ---- dispatch -----------------------------------------------------------------------------
 
 UNDISPATCHED_JOBS = """
@@ -420,15 +410,6 @@ WHERE (status IN ('claimed', 'running') AND lease_expires_at < now())
 ORDER BY id
 LIMIT %(limit)s
 """
-
-DUE_PENDING_JOBS = """
--- name: due_pending_jobs  (ix_jobs_pending_not_before)
-SELECT id FROM jobs
-WHERE status = 'pending' AND not_before IS NOT NULL AND not_before <= now()
-ORDER BY not_before, id
-LIMIT %(limit)s
-"""
-
 
 def transition_sql(
     effects: dict[str, str],

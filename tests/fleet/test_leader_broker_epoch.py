@@ -11,9 +11,11 @@ from pathlib import Path
 import redis
 from sqlalchemy import text
 
+from jobengine.catalogue import announce
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.embedded import EmbeddedRedis
+from jobengine.job_types import registry
 from jobengine.maintenance.broker_epoch import EPOCH_KEY
 from jobengine.producer import submit_jobs
 from tests.fleet import handlers  # noqa: F401
@@ -34,6 +36,7 @@ def _dispatch_marks(fleet: Fleet, ids: list[int]) -> dict[int, datetime | None]:
 
 
 def _published_unclaimed(fleet: Fleet) -> list[int]:
+    announce(fleet.engine, registry.specs(), "tests")  # no worker has announced them yet
     jobs = submit_jobs(fleet.engine, fleet.publisher(), [NewJob(type="effect") for _ in range(N)])
     ids = [j.id for j in jobs]
     assert all(mark is not None for mark in _dispatch_marks(fleet, ids).values())
