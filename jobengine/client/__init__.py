@@ -12,6 +12,7 @@ from jobengine.client._models import (
     JobPage,
     JobRequest,
     JobStatus,
+    JobType,
 )
 from jobengine.client._sync import JobEngineClient
 
@@ -27,6 +28,7 @@ __all__ = [
     "JobPage",
     "JobRequest",
     "JobStatus",
+    "JobType",
     "RetryConfig",
     "TransportError",
     "WaitTimeout",

@@ -15,7 +15,15 @@ import structlog
 from jobengine.client import _base
 from jobengine.client._base import Call, Follow, RetryConfig
 from jobengine.client._errors import TransportError, WaitTimeout
-from jobengine.client._models import HistoryEntry, Job, JobEvent, JobPage, JobRequest, JobStatus
+from jobengine.client._models import (
+    HistoryEntry,
+    Job,
+    JobEvent,
+    JobPage,
+    JobRequest,
+    JobStatus,
+    JobType,
+)
 
 log = structlog.get_logger("jobengine.client")
 
@@ -96,6 +104,18 @@ class AsyncJobEngineClient:
 
     async def get(self, job_id: int) -> Job:
         return Job.from_json(await self._json(Call("GET", _base.job_path(job_id), repeatable=True)))
+
+    async def job_types(self) -> list[JobType]:
+        """Every job type in the fleet's catalogue, by name, with its payload JSON Schema."""
+        return _base.parse_job_types(
+            await self._json(Call("GET", _base.job_type_path(), repeatable=True))
+        )
+
+    async def job_type(self, name: str) -> JobType:
+        """One job type; ``ApiError`` with code ``JOB_TYPE_NOT_FOUND`` if no worker announced it."""
+        return JobType.from_json(
+            await self._json(Call("GET", _base.job_type_path(name), repeatable=True))
+        )
 
     async def list_page(
         self,

@@ -13,11 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from jobengine.client._errors import ApiError
-from jobengine.client._models import Job, JobEvent, JobPage, JobRequest, JobStatus
+from jobengine.client._models import Job, JobEvent, JobPage, JobRequest, JobStatus, JobType
 from jobengine.domain.events import EventEnvelope
 
 API_PREFIX = "/api/v1"
@@ -117,6 +118,14 @@ def list_params(
 
 def job_path(job_id: int, suffix: str = "") -> str:
     return f"/jobs/{int(job_id)}{suffix}"
+
+
+def job_type_path(name: str | None = None) -> str:
+    return "/job-types" if name is None else f"/job-types/{quote(name, safe='')}"
+
+
+def parse_job_types(body: Mapping[str, Any]) -> list[JobType]:
+    return [JobType.from_json(item) for item in body["items"]]
 
 
 def parse_page(body: Mapping[str, Any]) -> JobPage:

@@ -22,6 +22,7 @@ __all__ = [
     "JobPage",
     "JobRequest",
     "JobStatus",
+    "JobType",
 ]
 
 
@@ -174,3 +175,39 @@ class JobRequest:
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return body
+
+
+@dataclass(frozen=True, slots=True)
+class JobType:
+    """A job type as the fleet's catalogue holds it: what a producer that knows the type only
+    by name needs to submit it (its queue, defaults and the JSON Schema its payload must fit)."""
+
+    name: str
+    queue: str
+    retry_policy: dict[str, Any]
+    time_limit_seconds: float | None
+    needs_network: bool
+    runs_commands: bool
+    description: str
+    payload_schema: dict[str, Any] | None
+    definition_hash: str
+    version: int
+    declared_by: str
+    updated_at: datetime | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobType:
+        return cls(
+            name=data["name"],
+            queue=data["queue"],
+            retry_policy=dict(data["retryPolicy"]),
+            time_limit_seconds=data.get("timeLimitSeconds"),
+            needs_network=data["needsNetwork"],
+            runs_commands=data["runsCommands"],
+            description=data["description"],
+            payload_schema=data.get("payloadSchema"),
+            definition_hash=data["definitionHash"],
+            version=data["version"],
+            declared_by=data["declaredBy"],
+            updated_at=_time(data.get("updatedAt")),
+        )

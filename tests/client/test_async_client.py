@@ -89,3 +89,14 @@ def test_wait_and_events_on_the_real_fleet(api: ApiServer, fleet: Fleet) -> None
             assert [e.id for e in resumed] == [e.id for e in events[3:]]
 
     asyncio.run(scenario())
+
+
+def test_the_async_client_reads_the_catalogue_like_the_sync_one(api: ApiServer) -> None:
+    async def scenario() -> tuple[list[str], bool]:
+        async with client_for(api) as client:
+            types = await client.job_types()
+            shell = await client.job_type("shell")
+        return [t.name for t in types], shell.runs_commands
+
+    names, shell_runs_commands = asyncio.run(scenario())
+    assert "shell" in names and shell_runs_commands

@@ -205,3 +205,15 @@ def test_retry_sends_a_failed_job_back_and_it_completes_once_fixed(
         with pytest.raises(ApiError) as not_failed:
             client.retry(never_failed.id)
         assert (not_failed.value.status, not_failed.value.code) == (409, "JOB_NOT_FAILED")
+
+
+def test_a_producer_lists_the_catalogue_and_reads_a_types_schema(api: ApiServer) -> None:
+    with client_for(api) as client:
+        names = [t.name for t in client.job_types()]
+        sleep = client.job_type("sleep")
+        with pytest.raises(ApiError) as missing:
+            client.job_type("no_such_type")
+    assert names == sorted(names) and {"noop", "sleep", "shell"} <= set(names)
+    assert sleep.payload_schema is not None and "seconds" in sleep.payload_schema["properties"]
+    assert sleep.definition_hash and sleep.version >= 1 and not sleep.runs_commands
+    assert (missing.value.status, missing.value.code) == (404, "JOB_TYPE_NOT_FOUND")
