@@ -411,6 +411,7 @@ ORDER BY id
 LIMIT %(limit)s
 """
 
+
 def transition_sql(
     effects: dict[str, str],
     *,
