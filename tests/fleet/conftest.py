@@ -21,9 +21,10 @@ from sqlalchemy import Engine, text
 
 from config.settings import Settings
 from jobengine.domain.job import Job, JobHistory
-from jobengine.embedded import EmbeddedRedis
+from jobengine.embedded import EmbeddedPostgres, EmbeddedRedis
 from jobengine.fleet import make_publisher
-from jobengine.store.database import transaction
+from jobengine.store import migrate
+from jobengine.store.database import make_engine, transaction
 from jobengine.store.history_repository import JobHistoryRepository
 from jobengine.store.jobs_repository import JobsRepository
 
@@ -208,6 +209,52 @@ def fleet(db_url: str, broker_url: str, engine: Engine, tmp_path: Path) -> Itera
         conn.execute(text("CREATE TABLE test_releases (job_id bigint, attempt int)"))
         conn.execute(text("CREATE TABLE test_flags (name text PRIMARY KEY)"))
     fleet = Fleet(db_url=db_url, broker_url=broker_url, logs=tmp_path, engine=engine)
+    try:
+        yield fleet
+    finally:
+        fleet.stop_all()
+
+
+@dataclass
+class PrivatePostgres:
+    """A Postgres of one test's own, for faults the shared server must not see (restarts,
+    fewer connection slots)."""
+
+    server: EmbeddedPostgres
+    url: str
+    engine: Engine
+
+    def pg_ctl(self, *args: str) -> None:
+        self.server._run("pg_ctl", "-D", str(self.server.pgdata), "-w", *args)
+
+    def restart_immediately(self, max_connections: int = 300) -> None:
+        """A crash-like restart (no clean shutdown), optionally with fewer connection slots."""
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.server.port} -k {self.server.pgdata} "
+            f"-c max_connections={max_connections} -c shared_buffers=128MB"
+        )
+        log = str(self.server.pgdata / "server.log")
+        self.pg_ctl("-m", "immediate", "-l", log, "-o", options, "restart")
+
+
+@pytest.fixture
+def private_pg(tmp_path: Path) -> Iterator[PrivatePostgres]:
+    server = EmbeddedPostgres(tmp_path / "own-pg")
+    url = server.start()
+    engine = make_engine(url, pool_size=2, max_overflow=0)
+    migrate.upgrade(engine)
+    try:
+        yield PrivatePostgres(server, url, engine)
+    finally:
+        engine.dispose()
+        server.stop()
+
+
+@pytest.fixture
+def private_fleet(private_pg: PrivatePostgres, broker_url: str, tmp_path: Path) -> Iterator[Fleet]:
+    fleet = Fleet(
+        db_url=private_pg.url, broker_url=broker_url, logs=tmp_path, engine=private_pg.engine
+    )
     try:
         yield fleet
     finally:

@@ -4,20 +4,13 @@ connections and no free connection slot each cost it a few failed ticks, never i
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import psycopg
-import pytest
 from sqlalchemy import Engine, text
 
-from jobengine.embedded import EmbeddedPostgres
-from jobengine.store import migrate
-from jobengine.store.database import make_engine
 from tests.fleet import handlers  # noqa: F401
-from tests.fleet.conftest import Fleet, wait_until
+from tests.fleet.conftest import Fleet, PrivatePostgres, wait_until
 from tests.fleet.leaders import REAPER_ENV, live_leader, orphan_running_job, rescuers
 
 
@@ -87,49 +80,6 @@ def _take_every_slot_from_the_reaper(
         if ended is not None and ended[0] == 0:
             return
     raise AssertionError("the reaper kept a connection for 60 s")
-
-
-@dataclass
-class PrivatePostgres:
-    server: EmbeddedPostgres
-    url: str
-    engine: Engine
-
-    def pg_ctl(self, *args: str) -> None:
-        self.server._run("pg_ctl", "-D", str(self.server.pgdata), "-w", *args)
-
-    def restart_immediately(self, max_connections: int = 300) -> None:
-        """A crash-like restart (no clean shutdown), optionally with fewer connection slots."""
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.server.port} -k {self.server.pgdata} "
-            f"-c max_connections={max_connections} -c shared_buffers=128MB"
-        )
-        log = str(self.server.pgdata / "server.log")
-        self.pg_ctl("-m", "immediate", "-l", log, "-o", options, "restart")
-
-
-@pytest.fixture
-def private_pg(tmp_path: Path) -> Iterator[PrivatePostgres]:
-    server = EmbeddedPostgres(tmp_path / "own-pg")
-    url = server.start()
-    engine = make_engine(url, pool_size=2, max_overflow=0)
-    migrate.upgrade(engine)
-    try:
-        yield PrivatePostgres(server, url, engine)
-    finally:
-        engine.dispose()
-        server.stop()
-
-
-@pytest.fixture
-def private_fleet(private_pg: PrivatePostgres, broker_url: str, tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(
-        db_url=private_pg.url, broker_url=broker_url, logs=tmp_path, engine=private_pg.engine
-    )
-    try:
-        yield fleet
-    finally:
-        fleet.stop_all()
 
 
 def test_the_reaper_outlives_a_postgres_crash_and_restart_and_rescues_after(
