@@ -24,7 +24,13 @@ from jobengine.cancellation import Cancelled, cancel_job
 from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import JobStatus
-from jobengine.errors import JobEngineError, JobNotFound, TransitionRefused, UnknownJobType
+from jobengine.errors import (
+    JobEngineError,
+    JobNotFound,
+    StoreUnavailable,
+    TransitionRefused,
+    UnknownJobType,
+)
 from jobengine.guard import Step
 from jobengine.job_types import JobTypes
 from jobengine.job_types import registry as default_registry
@@ -111,6 +117,8 @@ class Executor:
         """Outcome writes stop retrying well within the lease, so the reaper, not a
         retrying worker, decides about a job whose worker cannot reach the store."""
         self.claim_patience_seconds = claim_patience_seconds
+        self._store_away = False
+        """Set when a claim gave up on the store, cleared by the next one that reaches it."""
         self.types = types
         self._limits: dict[str, int] = {}
         self._limits_read_at = float("-inf")
@@ -128,6 +136,19 @@ class Executor:
             return fn(tries > 1)
 
         return retrying(once, attempts=STORE_TRIES, deadline=deadline, what=what)
+
+    def _claim_retried(self, fn: Callable[[bool], T], *, what: str) -> T:
+        """A claim, patient while the store is thought reachable; once one claim has given up
+        on it, each later one tries once until one gets through, so a worker cut off from
+        Postgres hands its messages back at once instead of holding each for its patience."""
+        deadline = 0.0 if self._store_away else self.claim_patience_seconds
+        try:
+            result = self._retried(fn, what=what, deadline=deadline)
+        except StoreUnavailable:
+            self._store_away = True
+            raise
+        self._store_away = False
+        return result
 
     # ---- queue limits ----------------------------------------------------------------------
 
@@ -215,7 +236,7 @@ class Executor:
                 log.info("claim_refused", job_id=job_id, owner=owner, reason=str(exc))
                 return None
 
-        return self._retried(attempt, what="claim", deadline=self.claim_patience_seconds)
+        return self._claim_retried(attempt, what="claim")
 
     def _own_earlier_claims(
         self, job_ids: list[int], owner: str, status: JobStatus, repeated: bool
@@ -281,11 +302,7 @@ class Executor:
             missing = sorted(set(ids) - {c.job_id for c in claims})
             return claims + self._own_earlier_claims(missing, owner, JobStatus.CLAIMED, repeated)
 
-        claims = self._retried(
-            attempt,
-            what="claim_chunk",
-            deadline=self.claim_patience_seconds,
-        )
+        claims = self._claim_retried(attempt, what="claim_chunk")
         if len(claims) < len(ids):
             log.info("chunk_partly_claimed", owner=owner, asked=len(ids), claimed=len(claims))
         return sorted(claims, key=lambda c: c.job_id)
@@ -367,7 +384,7 @@ class Executor:
     def _record_adopted(self, new: NewJob, owner: str) -> Job | None:
         """The job for a plain Celery message, created on first sight; keyed by its task id."""
 
-        def once() -> Job | None:
+        def once(repeated: bool) -> Job | None:
             with self.connection.transaction() as conn:
                 job = guard.create_job(conn, new, schedule=True, actor=owner, reason="adopted")
                 if job is not None:
@@ -377,9 +394,7 @@ class Executor:
                 )
             return found[0] if found else None
 
-        return retrying(
-            once, attempts=STORE_TRIES, deadline=self.claim_patience_seconds, what="adopt"
-        )
+        return self._claim_retried(once, what="adopt")
 
     def poison(self, job_id: int, owner: str, error: dict[str, Any]) -> Job | None:
         """Dead-letter a scheduled job whose message can never run a handler (undecodable, or

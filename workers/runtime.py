@@ -20,6 +20,7 @@ from jobengine.execution import Executor
 from jobengine.lease import LeaseKeeper
 from jobengine.services import resolve_broker_url, resolve_database_url
 from jobengine.store.database import SharedConnection, unpooled_engine
+from workers.deferral import MAX_BACKOFF_SECONDS, ClaimDeferral
 
 APPLICATION_NAME = "jobengine-worker"
 
@@ -31,6 +32,8 @@ class Runtime:
     executor: Executor
     keeper: LeaseKeeper
     attempts: Attempts
+    deferral: ClaimDeferral
+    """How this process gives messages back while its claims cannot reach Postgres."""
     owner: str
     """This process's name in leases and history: host and pid."""
 
@@ -58,6 +61,7 @@ def _runtime_for(pid: int) -> Runtime:
         executor=executor,
         keeper=keeper,
         attempts=Attempts(executor, keeper, owner, eta_limit_seconds=settings.eta_limit_seconds),
+        deferral=ClaimDeferral(min(MAX_BACKOFF_SECONDS, settings.lease_ttl_seconds)),
         owner=owner,
     )
 

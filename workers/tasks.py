@@ -1,8 +1,9 @@
 """Thin Celery tasks: one per job type, named ``jobs.<type>``, each a door to the pipeline.
 
 ``before_start`` claims (``jobengine.attempt``) and is the one place a message is refused:
-``Ignore`` when it may run nothing (acknowledged), ``Reject(requeue=True)`` when Postgres could
-not be reached to decide, so the message goes back to the broker rather than being lost. The
+``Ignore`` when it may run nothing (acknowledged); when Postgres could not be reached to decide,
+the message goes back to the broker for any worker to take (``workers.deferral``) and this
+process backs off, so it is never lost and never held by a worker cut off from Postgres. The
 body runs the attempt, whose outcome is decided and recorded in the pipeline, then tells
 Celery the same: the result, Celery's ``Retry``, or the handler's error.
 """
@@ -13,7 +14,7 @@ from typing import Any
 
 import structlog
 from celery import Celery, Task
-from celery.exceptions import Ignore, Reject, Retry
+from celery.exceptions import Ignore, Retry
 
 from jobengine.attempt import Delivery, Ran
 from jobengine.dispatch import (
@@ -52,14 +53,12 @@ class JobTask(Task):  # type: ignore[misc]
                 if getattr(self.request, header, None) is not None
             },
         )
+        rt = runtime()
         try:
-            claims = runtime().attempts.claim(delivery)
+            claims = rt.attempts.claim(delivery)
         except JobEngineError as exc:
-            # Nothing was decided; acknowledging would leave the job to the lost-dispatch
-            # sweep. The claim already waited (with backoff) before giving up, so a
-            # redelivery while Postgres stays away comes back seconds apart, not in a loop.
-            log.warning("claim_deferred_store_unreachable", task_id=task_id, error=str(exc))
-            raise Reject(f"{exc.code}: {exc.message}", requeue=True) from None
+            rt.deferral.defer(self, exc)  # nothing was decided: the message goes back
+        rt.deferral.reached_store()
         if not claims:
             raise Ignore()
         self.request.jobengine_claims = claims
