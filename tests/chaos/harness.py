@@ -160,11 +160,19 @@ def _open_jobs(engine: Engine) -> int | None:
 
 
 def run_scenario(
-    fleet: ChaosFleet, scenario: str, fault: Callable[[], AbstractContextManager[None]]
+    fleet: ChaosFleet,
+    scenario: str,
+    fault: Callable[[], AbstractContextManager[None]],
+    *,
+    capacity_left: float = 1.0,
 ) -> Outcome:
     """Submit ``JOBS`` jobs, let a tenth finish, inject ``fault`` (its ``__enter__`` returns at
     the fault's end, its ``__exit__`` runs once every job is final or the deadline passed),
-    then read the figures. Prints them as one JSON line and keeps them for the summary."""
+    then read the figures. Prints them as one JSON line and keeps them for the summary.
+
+    ``capacity_left`` is the share of the fleet's worker processes that can still work after
+    the fault's end (a worker that stays cut off until the end is not there to drain the
+    backlog): the bound's drain term is the pre-fault drain time divided by it."""
     started = time.monotonic()
     ids = submit(fleet, JOBS)
     [open_before] = wait_until(
@@ -183,8 +191,8 @@ def run_scenario(
                 break
             hold(0.1)
     # The issue's bound, the stated slack, and the time this fleet needed before the fault to
-    # finish as many jobs as were still open at the fault's end.
-    drain = (JOBS if left is None else left) / max(rate, 1.0)
+    # finish as many jobs as were still open at the fault's end, at the capacity it has left.
+    drain = (JOBS if left is None else left) / max(rate * capacity_left, 1.0)
     bound = 2 * LEASE_TTL_S + REAPER_INTERVAL_S + SLACK_S + drain
     figures, evidence = measure(fleet.engine, fleet.ledger, scenario, ids, recovered)
     evidence.update(exited=fleet.exited(), bound_s=round(bound, 1))
