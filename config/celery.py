@@ -34,7 +34,7 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
-        "worker_send_task_events": True,
+        "worker_send_task_events": settings.task_events,
         "task_default_queue": "default",
         "task_create_missing_queues": True,
         "task_serializer": "json",

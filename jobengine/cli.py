@@ -225,11 +225,16 @@ def api(ctx: typer.Context) -> None:
 
 @app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(ctx: typer.Context) -> None:
-    """Run a Celery worker of the fleet; extra arguments go to `celery worker` (e.g. -c 4)."""
+    """Run a Celery worker of the fleet; extra arguments go to `celery worker` (e.g. -c 4).
+
+    Task events (for Flower) follow JOBENGINE_TASK_EVENTS, or pass -E."""
     import os
     import sys
 
-    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-E", *ctx.args]
+    from config.settings import get_settings
+
+    events = ["-E"] if get_settings().task_events else []
+    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", *events, *ctx.args]
     os.execv(sys.executable, argv)
 
 

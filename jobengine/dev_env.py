@@ -74,4 +74,6 @@ class FleetConfig:
             "workers: sealed: "
             + ("yes (JOBENGINE_SEALED): no egress but Postgres and Redis" if self.sealed else "no"),
             f"command-running job types (shell): {commands}",
+            "workers: Celery task events on (-E), for Flower; production workers leave them off "
+            "unless JOBENGINE_TASK_EVENTS=true (they cost about 40% of bare Celery's rate)",
         ]

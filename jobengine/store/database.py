@@ -72,8 +72,14 @@ a dead link fails like one on a closed connection and the retries above it stay 
 Unix sockets ignore them."""
 
 
+NO_PREPARED_STATEMENTS: dict[str, Any] = {"prepare_threshold": None}
+"""psycopg's automatic server-side prepare, off for the engine's own connections: a generic
+plan made on a nearly empty table would keep scanning it whole once it fills (see
+``run_all``, which runs unprepared on any connection, a producer's own included)."""
+
+
 def _connect_args(application_name: str | None, *, keepalive: bool = False) -> dict[str, Any]:
-    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **NO_PREPARED_STATEMENTS}
     if keepalive:
         args.update(KEEPALIVE_ARGS)
     if application_name:
@@ -172,12 +178,20 @@ def run_all(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[dict[
     The per-job statements run for every job; there SQLAlchemy's checkout and result machinery
     cost three times the client CPU of the statement itself (measured: 1.05 ms against 0.34 ms
     per claim). The statement still runs inside whatever transaction ``conn`` is in.
+
+    It is never a server-side prepared statement (``prepare=False``; psycopg prepares a
+    statement after five runs): Postgres may then switch to a generic plan made without the
+    parameters, and one made while ``jobs`` was nearly empty (a warm-up, a queue that drained)
+    is a sequential scan that stays for the connection's life, reading the whole table for
+    every job once it has filled. Planned with its parameters every time, each statement
+    uses its index whatever the table's size was when it first ran; the test counts the
+    scans (``tests/integration/test_plans_use_indexes.py``).
     """
     try:
         driver = conn.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
         with driver.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql, params)
+            cur.execute(sql, params, prepare=False)
             return cur.fetchall() if cur.description is not None else []
     except (psycopg.Error, DBAPIError, PendingRollbackError) as exc:
         mapped = store_error_for(exc)
