@@ -49,6 +49,8 @@ def wait_for(predicate: Any, timeout: float) -> None:
 def start_worker(
     app: str, env: dict[str, str], concurrency: int, log: Path
 ) -> subprocess.Popen[bytes]:
+    """A worker of ``app``; task events follow ``JOBENGINE_TASK_EVENTS`` in ``env`` on both
+    sides, since bare Celery's app is configured from the same settings."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -65,7 +67,6 @@ def start_worker(
             "default",
             "--without-mingle",
             "--without-gossip",
-            "-E",
             "-l",
             "WARNING",
         ],
@@ -179,6 +180,11 @@ def main() -> None:
     parser.add_argument(
         "--chunk-size", type=int, default=10, help="jobs per message in a backlog; 1: no chunks"
     )
+    parser.add_argument(
+        "--task-events",
+        action="store_true",
+        help="Celery task events on for both sides (as with Flower); off is the default",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="jobengine-bench-") as tmp:
@@ -198,6 +204,7 @@ def main() -> None:
                 JOBENGINE_BROKER_URL=broker_url,
                 JOBENGINE_LOG_LEVEL="WARNING",
                 JOBENGINE_WORKER_PREFETCH_MULTIPLIER=str(args.prefetch),
+                JOBENGINE_TASK_EVENTS=str(args.task_events).lower(),
                 PYTHONPATH=str(REPO),
             )
             bare = bench_bare(broker_url, env, args.jobs, args.concurrency, root)
@@ -226,6 +233,7 @@ def main() -> None:
                         "concurrency": args.concurrency,
                         "prefetch_multiplier": args.prefetch,
                         "chunk_size": args.chunk_size,
+                        "task_events": args.task_events,
                         "jobengine_jobs_per_s": round(ours, 1),
                         "celery_jobs_per_s": round(bare, 1),
                         "ratio": round(ours / bare, 3),
