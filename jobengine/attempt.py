@@ -138,13 +138,7 @@ class Attempts:
         try:
             tenant_id, project_id = adopted_identity(delivery.headers)
         except ValueError as exc:
-            error = {
-                "code": "POISON_MESSAGE",
-                "class": "jobengine.failures.PoisonMessage",
-                "message": str(exc),
-                "traceback": "",
-                "details": {},
-            }
+            error = describe_error(PoisonMessage(str(exc)), "")
             self.executor.adopt_poison(
                 delivery.job_type, payload, delivery.task_id, self.owner, error
             )
