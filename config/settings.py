@@ -39,6 +39,20 @@ class Settings(BaseSettings):
     heartbeat_interval_seconds: float = Field(
         default=10.0, gt=0, description="How often a running job extends its lease."
     )
+    completion_flush_seconds: float = Field(
+        default=0.005,
+        gt=0,
+        le=1.0,
+        description="How long a worker process lets a completion wait to be written with "
+        "others in one statement; a crash in that window runs the job again after its lease.",
+    )
+    completion_batch: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Completions a worker process writes in one statement at most; 1 writes "
+        "each at once.",
+    )
     reaper_interval_seconds: float = Field(default=5.0, gt=0)
     leader_ttl_seconds: float = Field(
         default=15.0,

@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from jobengine.completer import Completer
 from jobengine.context import JobContext
 from jobengine.dispatch import Publisher, adopted_identity, is_chunk, parse_task_id
 from jobengine.domain.job import Job
@@ -35,7 +36,7 @@ log = structlog.get_logger("jobengine.attempt")
 
 Handler = Callable[[JobContext], Any]
 
-CHUNK_INTERRUPTED = "chunk interrupted before start"
+CHUNK_INTERRUPTED = "chunk interrupted before its handler ran"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +60,15 @@ class Delivery:
 @dataclass(frozen=True, slots=True)
 class Ran:
     """How an attempt ended: its outcome, the handler's error behind it, and the job as
-    recorded (None when the fence refused the write or the store could not be reached)."""
+    recorded (None when the fence refused the write, the store could not be reached, or the
+    completion waits in the ``Completer``'s buffer, ``recorded`` False)."""
 
     outcome: Outcome
     error: BaseException | None
     job: Job | None
     recorded: bool
+    store_unreachable: bool = False
+    """The outcome could not be written because the store could not be reached."""
 
 
 def checked_result(value: Any) -> Any:
@@ -86,12 +90,21 @@ class Attempts:
     """The pipeline of one worker process: its executor, its leases and its name."""
 
     def __init__(
-        self, executor: Executor, keeper: LeaseKeeper, owner: str, *, eta_limit_seconds: float
+        self,
+        executor: Executor,
+        keeper: LeaseKeeper,
+        owner: str,
+        *,
+        eta_limit_seconds: float,
+        completer: Completer | None = None,
     ) -> None:
         self.executor = executor
         self.keeper = keeper
         self.owner = owner
         self.eta_limit_seconds = eta_limit_seconds
+        self.completer = completer
+        """Completions go through it, batched, when given; without one each is written
+        at once (one statement per completion)."""
 
     def claim(self, delivery: Delivery) -> list[Claim]:
         """The jobs this message may run, leased and held; empty means run nothing.
@@ -185,25 +198,34 @@ class Attempts:
     def run_chunk(
         self, claims: Sequence[Claim], handler: Handler, publisher: Publisher
     ) -> dict[str, int]:
-        """Run a chunk's jobs one after another, each started only when its turn comes.
+        """Run a chunk's jobs one after another; they were started with the claim.
 
-        A job cancelled or taken over while it waited is skipped. If the chunk is interrupted
-        (a store that stays unreachable, the worker shutting down), the jobs not yet started
-        are released and handed back (``claimed → scheduled``) for the leader to publish.
+        A job whose lease was found lost while it waited (cancelled, taken over) is skipped;
+        its fence would refuse its outcome anyway. If the chunk is interrupted (an outcome the
+        store could not take, the worker going away), the jobs not yet run are released and
+        handed back (``running → scheduled``, their attempts returned). The chunk's buffered
+        completions are written before it returns, so its message is acknowledged only then.
         """
         waiting = list(claims)
         ran = 0
         try:
             while waiting:
-                started = self.executor.start(waiting[0])
                 claim = waiting.pop(0)
-                if started is None:
+                if not self.keeper.still_held(claim.job_id):
                     self.keeper.release(claim.job_id)
+                    log.info("chunk_job_lost_before_its_turn", job_id=claim.job_id)
                     continue
-                self.run(started, handler, publisher)
+                outcome = self.run(claim, handler, publisher)
                 ran += 1
+                if outcome.store_unreachable or (
+                    self.completer is not None and self.completer.store_unreachable
+                ):
+                    log.warning("chunk_stopped_store_unreachable", jobs=len(waiting))
+                    break
         finally:
             self._hand_back(waiting)
+            if self.completer is not None:
+                self.completer.flush()
         return {"jobs": len(claims), "ran": ran}
 
     def _hand_back(self, waiting: list[Claim]) -> None:
@@ -228,13 +250,22 @@ class Attempts:
         error: BaseException | None,
         publisher: Publisher | None,
     ) -> Ran:
+        if isinstance(outcome, Completed) and self.completer is not None:
+            self.completer.add(claim, outcome.result)
+            return Ran(outcome=outcome, error=error, job=None, recorded=False)
         try:
             job = self.executor.record(claim, outcome)
-        except JobEngineError:
+        except JobEngineError as exc:
             if isinstance(outcome, HandedBack):
                 raise
             # Logged by the executor; the lease runs out and the reaper decides.
-            return Ran(outcome=outcome, error=error, job=None, recorded=False)
+            return Ran(
+                outcome=outcome,
+                error=error,
+                job=None,
+                recorded=False,
+                store_unreachable=exc.retryable,
+            )
         if isinstance(outcome, Retry) and job is not None and publisher is not None:
             self.publish_retry(job, outcome.countdown, publisher)
         return Ran(outcome=outcome, error=error, job=job, recorded=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import traceback as tb
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -51,6 +51,7 @@ MAX_WRITE_DEADLINE_SECONDS = 10.0
 CLAIM_PATIENCE_SECONDS = 3.0
 """How long a claim keeps retrying an unreachable store before its message goes back: also
 the least time between two deliveries of one message while Postgres stays away."""
+COMPLETED_REASON = "handler returned"
 STORE_TRIES = 30
 """Enough tries (backoff up to 1 s) that the deadline, not the count, ends a call's retries."""
 
@@ -271,11 +272,14 @@ class Executor:
         ).job
 
     def _claim_many(self, conn: Connection, job_ids: list[int], owner: str) -> list[Job]:
-        """``scheduled → claimed`` for every job of ``job_ids`` still claimable and due."""
+        """``scheduled → claimed → running`` for every job of ``job_ids`` still claimable and
+        due, in one statement: a chunk's jobs are started with it, each counting its attempt
+        now (so a job that kills its worker is counted, and dead-lettered in the end, even
+        when it was not first in its chunk)."""
         return guard.transition_many(
             conn,
             job_ids,
-            Step(JobStatus.CLAIMED),
+            [Step(JobStatus.CLAIMED), Step(JobStatus.RUNNING)],
             actor=owner,
             lease_owner=owner,
             lease_ttl_seconds=self.lease_ttl_seconds,
@@ -283,11 +287,12 @@ class Executor:
         )
 
     def claim_chunk(self, job_ids: list[int], owner: str, queue: str | None = None) -> list[Claim]:
-        """Claim, in one statement, every job of a chunk message that is still claimable.
+        """Claim and start, in one statement, every job of a chunk message still claimable.
 
-        Each claimed job gets its own fencing token and stays ``claimed`` until ``start``; a
-        worker that dies before starting it loses the lease and the reaper hands the job back.
-        Raises ``StoreUnavailable`` as ``claim`` does.
+        Each job gets its own fencing token. A job whose handler never runs (the chunk was
+        interrupted) is handed back with its attempt returned; if the worker dies instead,
+        its lease runs out and the leader takes it back as ``lease_expired``, an attempt
+        spent, as for the job that was running. Raises ``StoreUnavailable`` as ``claim`` does.
         """
         ids = sorted(set(job_ids))
 
@@ -300,19 +305,12 @@ class Executor:
                     jobs = self._claim_many(conn, ids, owner)
             claims = [Claim(job=job, owner=owner) for job in jobs]
             missing = sorted(set(ids) - {c.job_id for c in claims})
-            return claims + self._own_earlier_claims(missing, owner, JobStatus.CLAIMED, repeated)
+            return claims + self._own_earlier_claims(missing, owner, JobStatus.RUNNING, repeated)
 
         claims = self._claim_retried(attempt, what="claim_chunk")
         if len(claims) < len(ids):
             log.info("chunk_partly_claimed", owner=owner, asked=len(ids), claimed=len(claims))
         return sorted(claims, key=lambda c: c.job_id)
-
-    def start(self, claim: Claim) -> Claim | None:
-        """``claimed → running`` for a job claimed with its chunk; None if it was taken away."""
-        job = self._finish(
-            claim, [Step(JobStatus.RUNNING)], lease_ttl_seconds=self.lease_ttl_seconds
-        )
-        return None if job is None else Claim(job=job, owner=claim.owner)
 
     # ---- adopted messages --------------------------------------------------------------------
 
@@ -454,7 +452,43 @@ class Executor:
                 return self.give_back(claim, reason)
 
     def complete(self, claim: Claim, result: Any) -> Job | None:
-        return self._finish(claim, [Step(JobStatus.COMPLETED, "handler returned")], result=result)
+        return self._finish(claim, [Step(JobStatus.COMPLETED, COMPLETED_REASON)], result=result)
+
+    def complete_many(self, done: Sequence[tuple[Claim, Any]]) -> dict[int, Job | None]:
+        """``running → completed`` for many held jobs in one fenced statement (the batch of
+        ``jobengine.completer``), retried like any outcome; each job maps to the job as written,
+        or None when its fence refused it (its lease was lost, it was cancelled)."""
+        claims = {claim.job_id: claim for claim, _ in done}
+        held = [guard.Held(claim.job_id, claim.token, result) for claim, result in done]
+        owner = done[0][0].owner if done else ""
+
+        def once(repeated: bool) -> dict[int, Job | None]:
+            with self.connection.use() as conn:
+                moved = guard.finish_many(
+                    conn, held, Step(JobStatus.COMPLETED, COMPLETED_REASON), actor=owner
+                )
+            written: dict[int, Job | None] = dict.fromkeys(claims)
+            written.update({job.id: job for job in moved})
+            for job_id in [i for i, job in written.items() if job is None]:
+                found = (
+                    self._already_written(claims[job_id], JobStatus.COMPLETED) if repeated else None
+                )
+                written[job_id] = found
+                if found is None:
+                    log.warning(
+                        "outcome_refused",
+                        job_id=job_id,
+                        attempt=claims[job_id].attempt,
+                        status=JobStatus.COMPLETED.value,
+                        reason="the lease was lost or the job moved on",
+                    )
+            return written
+
+        if not done:
+            return {}
+        return self._retried(
+            once, what="outcome:completed_many", deadline=self.write_deadline_seconds
+        )
 
     def record_retry(self, claim: Claim, outcome: Retry) -> Job | None:
         """``running → failed → scheduled`` in one transaction, with ``not_before`` set."""
@@ -482,7 +516,7 @@ class Executor:
         )
 
     def give_back(self, claim: Claim, reason: str) -> Job | None:
-        """``claimed → scheduled`` for a job this worker claimed but will not start."""
+        """Back to ``scheduled``, its attempt returned, for a job whose handler never ran."""
         return self._finish(claim, [Step(JobStatus.SCHEDULED, reason)])
 
     def record_outcome_of_failure(

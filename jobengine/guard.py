@@ -62,6 +62,7 @@ def _statement(
     lease_expired: bool,
     due: bool,
     many: bool = False,
+    held: bool = False,
 ) -> str:
     effects: dict[str, str] = {}
     for target in targets:
@@ -72,6 +73,7 @@ def _statement(
         lease_expired=lease_expired,
         due=due,
         many=many,
+        held=held,
         dead_letter=targets[-1] is JobStatus.FAILED,
         replay=targets == (JobStatus.SCHEDULED,),
     )
@@ -272,27 +274,75 @@ def create_jobs(
     return [job_from_row(row) for row in run_all(conn, queries.CREATE_JOBS, params)]
 
 
+def _path(path: Step | Sequence[Step]) -> tuple[Step, ...]:
+    steps = (path,) if isinstance(path, Step) else tuple(path)
+    if not steps:
+        raise ValueError("a transition needs at least one step")
+    _check_path(steps)
+    return steps
+
+
 def transition_many(
     conn: Connection,
     job_ids: Sequence[int],
-    step: Step,
+    path: Step | Sequence[Step],
     *,
     actor: str = SYSTEM_ACTOR,
     lease_owner: str | None = None,
     lease_ttl_seconds: float = 30.0,
     require_due: bool = False,
 ) -> list[Job]:
-    """Move every job of ``job_ids`` that may take ``step``, in one statement; returns those
+    """Move every job of ``job_ids`` that may take ``path``, in one statement; returns those
     moved, by id. The others are left as they are and not reported: a worker claiming a chunk
     of jobs takes what is still claimable, as a claim of one job would refuse the rest.
 
-    Moves that need a fencing token are not taken here; each job's token is its own.
+    Moves that need a fencing token go through ``finish_many``; each job's token is its own.
     """
     if not job_ids:
         return []
+    steps = _path(path)
     params = _move_params(
-        [step], actor=actor, lease_owner=lease_owner, lease_ttl_seconds=lease_ttl_seconds
+        steps, actor=actor, lease_owner=lease_owner, lease_ttl_seconds=lease_ttl_seconds
     )
     params["job_ids"] = sorted(set(job_ids))
-    sql = _statement((step.to,), False, False, require_due, True)
+    sql = _statement(tuple(s.to for s in steps), False, False, require_due, True)
+    return [job_from_row(row) for row in run_all(conn, sql, params)]
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A job a worker holds under ``token``, finishing with ``result`` (when it completes)."""
+
+    job_id: int
+    token: int
+    result: Any = None
+
+
+def finish_many(
+    conn: Connection,
+    held: Sequence[Held],
+    path: Step | Sequence[Step],
+    *,
+    actor: str,
+) -> list[Job]:
+    """Move many held jobs along ``path`` in one statement, each fenced by its own token and
+    given its own result; returns those moved, by id. A job missing from the answer lost its
+    lease or moved on: its fence refused it, as ``transition`` would have one by one.
+    """
+    if not held:
+        return []
+    steps = _path(path)
+    if any(s.to in (JobStatus.CLAIMED, JobStatus.FAILED) for s in steps):
+        raise ValueError("finish_many takes no claims or failures: each needs its own call")
+    by_id = {h.job_id: h for h in held}
+    if len(by_id) != len(held):
+        raise ValueError("finish_many takes each job once")
+    ordered = [by_id[i] for i in sorted(by_id)]
+    params = _move_params(steps, actor=actor)
+    params.update(
+        job_ids=[h.job_id for h in ordered],
+        held_tokens=[h.token for h in ordered],
+        held_results=[_json(h.result) for h in ordered],
+    )
+    sql = _statement(tuple(s.to for s in steps), True, False, False, held=True)
     return [job_from_row(row) for row in run_all(conn, sql, params)]

@@ -5,10 +5,10 @@ The attempt pipeline (``jobengine.attempt``) turns what the handler did into one
 
 | outcome | transition | store call |
 | --- | --- | --- |
-| ``Completed`` | ``running → completed`` | ``Executor.complete`` |
+| ``Completed`` | ``running → completed`` | ``Executor.complete``, or batched: ``complete_many`` |
 | ``Retry`` | ``running → failed → scheduled``, due after the countdown | ``record_retry`` |
 | ``Failed`` | ``running → failed``, with the dead letter | ``Executor.record_failure`` |
-| ``HandedBack`` | ``claimed → scheduled`` (never started) | ``Executor.give_back`` |
+| ``HandedBack`` | ``running → scheduled`` (its handler never ran) | ``Executor.give_back`` |
 
 A cancel (a revoke from Flower) is not an attempt's outcome: no attempt holds the job when it
 arrives, and it goes through ``cancellation.cancel_job`` like any other request.
@@ -50,7 +50,8 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class HandedBack:
-    """Claimed with a chunk but never started: back to ``scheduled`` for the leader."""
+    """Started with a chunk but its handler never ran: back to ``scheduled`` for the
+    leader, its attempt returned."""
 
     reason: str
     target: ClassVar[JobStatus] = JobStatus.SCHEDULED

@@ -3,7 +3,8 @@
 An attempt's own outcome is decided and recorded by the pipeline (``jobengine.attempt``), in
 the body; what is left for signals happens in the worker's main process, where no attempt is
 running: the hard time limit (the pool process was killed, so its attempt is recorded from
-here) and a revoke (from Flower or ``celery control revoke``), which cancels the job.
+here) and a revoke (from Flower or ``celery control revoke``), which cancels the job. A pool
+process that exits writes its buffered completions first (``jobengine.completer``).
 Receivers take ``**kwargs`` as Celery asks. Celery swallows what a receiver raises (it only
 logs it), so each receiver logs its own failures with the job's fields.
 """
@@ -26,7 +27,7 @@ from jobengine.dispatch import (
     parse_task_id,
 )
 from jobengine.errors import JobEngineError, JobNotFound
-from workers.runtime import runtime
+from workers.runtime import runtime, started_here
 
 log = structlog.get_logger("workers.hooks")
 
@@ -98,5 +99,13 @@ def _cancel(job_id: int, reason: str) -> None:
         log.error("revoke_not_recorded", job_id=job_id, error=str(exc))
 
 
+def flush_completions(**kwargs: Any) -> None:
+    """A pool process on its way out (a warm shutdown, max tasks per child) writes the
+    completions it buffered, so only a process that dies unasked leaves any unwritten."""
+    if started_here():
+        runtime().completer.flush()
+
+
+signals.worker_process_shutdown.connect(flush_completions, weak=False)
 signals.task_failure.connect(record_hard_time_limit, weak=False)
 signals.task_revoked.connect(record_revoke, weak=False)

@@ -16,6 +16,7 @@ from functools import cache
 
 from config.settings import Settings, get_settings
 from jobengine.attempt import Attempts
+from jobengine.completer import Completer
 from jobengine.execution import Executor
 from jobengine.lease import LeaseKeeper
 from jobengine.services import resolve_broker_url, resolve_database_url
@@ -32,6 +33,8 @@ class Runtime:
     executor: Executor
     keeper: LeaseKeeper
     attempts: Attempts
+    completer: Completer
+    """Batches this process's completions; flushed before the process exits."""
     deferral: ClaimDeferral
     """How this process gives messages back while its claims cannot reach Postgres."""
     owner: str
@@ -45,8 +48,12 @@ def urls() -> tuple[str, str]:
     return resolve_database_url(settings)[0], resolve_broker_url(settings)[0]
 
 
+_started: set[int] = set()
+
+
 @cache
 def _runtime_for(pid: int) -> Runtime:
+    _started.add(pid)
     settings = get_settings()
     engine = unpooled_engine(urls()[0], application_name=f"{APPLICATION_NAME}:{pid}")
     connection = SharedConnection(engine)
@@ -55,12 +62,24 @@ def _runtime_for(pid: int) -> Runtime:
         connection, settings.lease_ttl_seconds, settings.heartbeat_interval_seconds
     )
     owner = f"{socket.gethostname()}:{pid}"
+    completer = Completer(
+        executor,
+        flush_after_seconds=settings.completion_flush_seconds,
+        max_batch=settings.completion_batch,
+    )
     return Runtime(
         settings=settings,
         connection=connection,
         executor=executor,
         keeper=keeper,
-        attempts=Attempts(executor, keeper, owner, eta_limit_seconds=settings.eta_limit_seconds),
+        attempts=Attempts(
+            executor,
+            keeper,
+            owner,
+            eta_limit_seconds=settings.eta_limit_seconds,
+            completer=completer,
+        ),
+        completer=completer,
         deferral=ClaimDeferral(min(MAX_BACKOFF_SECONDS, settings.lease_ttl_seconds)),
         owner=owner,
     )
@@ -68,3 +87,8 @@ def _runtime_for(pid: int) -> Runtime:
 
 def runtime() -> Runtime:
     return _runtime_for(os.getpid())
+
+
+def started_here() -> bool:
+    """Whether this process made its runtime (so has anything of its own to flush)."""
+    return os.getpid() in _started

@@ -28,6 +28,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(R, F, "the handler raised, timed out, or its lease expired"),
     Transition(F, S, "the retry policy grants another attempt, or a dead letter is replayed"),
     Transition(CL, S, "the lease expired before the handler started"),
+    Transition(R, S, "started with its chunk, handed back before its handler ran"),
     Transition(P, X, "a user or an upstream failure cancelled it"),
     Transition(S, X, "a user or an upstream failure cancelled it"),
     Transition(CL, X, "a user or an upstream failure cancelled it"),

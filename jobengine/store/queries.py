@@ -17,9 +17,12 @@ LEASE_EXTENDED = "now() + make_interval(secs => %(lease_ttl)s)"
 
 EFFECTS: dict[JobStatus, dict[str, str]] = {
     JobStatus.SCHEDULED: {
-        # A job handed back before it started gets its attempt back: the claim counted one
-        # that never ran. The lease token stays incremented, so fencing still holds.
-        "attempt": "CASE WHEN locked.status = 'claimed' THEN j.attempt - 1 ELSE j.attempt END",
+        # A job handed back before its handler ran (claimed, or started with its chunk) gets
+        # its attempt back: the claim counted one that never ran. Only a direct move does; a
+        # path through `failed` is a retry of an attempt that did run. The lease token stays
+        # incremented, so fencing still holds.
+        "attempt": "CASE WHEN locked.status IN ('claimed', 'running')"
+        " AND cardinality(%(step_to)s::job_status[]) = 1 THEN j.attempt - 1 ELSE j.attempt END",
         "scheduled_at": "now()",
         "not_before": "%(not_before)s",
         "completed_at": "NULL",
@@ -111,13 +114,7 @@ TRANSITION_TEMPLATE = (
 -- Compare-and-set along a path of allowed steps. The row lock in `locked` makes the reported
 -- `from_status` the one the UPDATE saw; a job missing from `moved` lost (for one job, the final
 -- SELECT says why). Several jobs are locked in id order, so two callers never deadlock.
-WITH locked AS (
-    SELECT id, status, lease_token, lease_expires_at
-    FROM jobs
-    WHERE {target}
-    ORDER BY id
-    FOR UPDATE
-),
+WITH {locked},
 moved AS (
     UPDATE jobs AS j
     SET status = %(to_status)s::job_status,
@@ -179,8 +176,30 @@ replayed AS (
     RETURNING d.id
 )"""
 
-ONE_JOB = "id = %(job_id)s"
-MANY_JOBS = "id = ANY(%(job_ids)s::bigint[])"
+_LOCKED_BY_ID = """locked AS (
+    SELECT id, status, lease_token, lease_expires_at
+    FROM jobs
+    WHERE {target}
+    ORDER BY id
+    FOR UPDATE
+)"""
+LOCKED_ONE = _LOCKED_BY_ID.format(target="id = %(job_id)s")
+LOCKED_MANY = _LOCKED_BY_ID.format(target="id = ANY(%(job_ids)s::bigint[])")
+LOCKED_HELD = """held AS (
+    SELECT * FROM unnest(%(job_ids)s::bigint[], %(held_tokens)s::bigint[],
+                         %(held_results)s::jsonb[]) AS h(id, token, result)
+),
+-- Many jobs, each held by this worker under its own fencing token and finishing with its own
+-- result: the batched outcomes of a worker process (``jobengine.completer``).
+locked AS (
+    SELECT jobs.id, jobs.status, jobs.lease_token, jobs.lease_expires_at,
+           held.token AS held_token, held.result AS held_result
+    FROM jobs JOIN held ON held.id = jobs.id
+    ORDER BY jobs.id
+    FOR UPDATE OF jobs
+)"""
+FENCE_HELD_TOKEN = "\n      AND j.lease_token = locked.held_token"
+HELD_RESULT = "locked.held_result"
 FINAL_ONE = """SELECT locked.status AS current_status, locked.lease_token AS current_token,
        locked.lease_expires_at AS current_lease_expires_at,
        moved.*
@@ -419,21 +438,25 @@ def transition_sql(
     lease_expired: bool,
     due: bool,
     many: bool = False,
+    held: bool = False,
     dead_letter: bool = False,
     replay: bool = False,
 ) -> str:
-    """Fill the transition template for one path; the guard caches the result."""
+    """Fill the transition template for one path; the guard caches the result. ``held``:
+    many jobs, each fenced by its own token and given its own result (``LOCKED_HELD``)."""
+    if held and "result" in effects:
+        effects = {**effects, "result": HELD_RESULT}
     set_clause = "".join(f",\n        {column} = {value}" for column, value in effects.items())
     fence = (
-        (FENCE_TOKEN if fenced else "")
+        (FENCE_HELD_TOKEN if held else FENCE_TOKEN if fenced else "")
         + (FENCE_LEASE_EXPIRED if lease_expired else "")
         + (FENCE_DUE if due else "")
     )
     return TRANSITION_TEMPLATE.format(
         effects=set_clause,
         fence=fence,
-        target=MANY_JOBS if many else ONE_JOB,
-        final=FINAL_MANY if many else FINAL_ONE,
+        locked=LOCKED_HELD if held else LOCKED_MANY if many else LOCKED_ONE,
+        final=FINAL_MANY if many or held else FINAL_ONE,
         dead_letter=(DEAD_LETTER if dead_letter else "") + (DEAD_LETTER_REPLAYED if replay else ""),
     )
 

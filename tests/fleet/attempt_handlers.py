@@ -87,8 +87,11 @@ def cut_own_connection_then_return(ctx: JobContext) -> dict[str, Any]:
 @job("close_the_door")
 def close_the_door(ctx: JobContext) -> dict[str, Any]:
     """On the attempts in payload ``close_attempts`` the database refuses connections from
-    here on (the test opens it again); otherwise an ordinary job."""
+    here on (the test opens it again), and with ``raise_after_closing`` the handler then
+    fails, so its outcome must be written at once; otherwise an ordinary job."""
     record_effect(ctx, "ran")
     if ctx.attempt in ctx.payload.get("close_attempts", []):
         refuse_connections()
+        if ctx.payload.get("raise_after_closing"):
+            raise RuntimeError("the door is closed")
     return {"attempt": ctx.attempt}

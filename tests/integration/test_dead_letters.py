@@ -287,7 +287,7 @@ def test_bulk_dry_run_lists_exactly_what_a_replay_then_replays(
     assert again.selected == [] and again.replayed == []
 
 
-def test_a_job_handed_back_before_it_started_gets_its_attempt_back(
+def test_a_chunk_job_handed_back_before_its_handler_ran_gets_its_attempt_back(
     executor: Executor, engine: Engine
 ) -> None:
     job = new_job(engine)

@@ -31,13 +31,18 @@ def _seq_scans(conn: Connection) -> dict[str, int]:
 
 
 def _cycle(executor: Executor, conn: SharedConnection, owner: str) -> None:
-    """Submit, claim and complete one job: the per-job statements a worker runs."""
+    """Submit, claim and complete one job, then a chunk of two with its batched completion:
+    the per-job statements a worker runs."""
     with conn.transaction() as tx:
         job = guard.create_job(tx, NewJob(type="noop", payload={}), schedule=True)
+        chunk = guard.create_jobs(tx, [NewJob(type="noop", payload={}) for _ in range(2)])
     assert job is not None
     claim = executor.claim(job.id, owner)
     assert claim is not None
     assert executor.complete(Claim(job=claim.job, owner=owner), {"ok": True}) is not None
+    claims = executor.claim_chunk([j.id for j in chunk], owner)
+    written = executor.complete_many([(c, {"ok": True}) for c in claims])
+    assert len(claims) == 2 and all(j is not None for j in written.values())
     with conn.use() as raw:
         raw.execute(text("SELECT pg_stat_force_next_flush()"))
 

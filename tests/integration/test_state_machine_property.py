@@ -170,8 +170,8 @@ class GuardMachine(RuleBasedStateMachine):
             if step.to is JobStatus.CLAIMED:
                 job.lease_token += 1
                 job.attempt += 1
-            if step.to is JobStatus.SCHEDULED and job.status is JobStatus.CLAIMED:
-                job.attempt -= 1  # handed back before it started: the attempt never ran
+            if step.to is JobStatus.SCHEDULED and job.status in LEASED:
+                job.attempt -= 1  # handed back before its handler ran: the attempt never ran
             if step.to in LEASED:
                 job.lease_expired = ttl < 0
             else:
