@@ -179,8 +179,8 @@ def test_allowed_transition_moves_job_and_records_history_and_event(
     expected_attempt = before.attempt
     if target is JobStatus.CLAIMED:
         expected_attempt += 1
-    if (source, target) == (JobStatus.CLAIMED, JobStatus.SCHEDULED):
-        expected_attempt -= 1  # handed back unstarted: the claim's attempt never ran
+    if target is JobStatus.SCHEDULED and source in (JobStatus.CLAIMED, JobStatus.RUNNING):
+        expected_attempt -= 1  # handed back before its handler ran: the attempt never ran
     assert after.attempt == expected_attempt
     assert len(history) == history_before + 1
     row = history[-1]
