@@ -142,6 +142,8 @@ def jobengine(
     engine = make_engine(database_url)
     try:
         migrate.upgrade(engine)
+        with engine.begin() as emptying:
+            emptying.execute(text("TRUNCATE jobs CASCADE"))
         publisher = make_publisher(
             Settings(database_url=database_url, broker_url=broker_url), broker_url
         )

@@ -181,26 +181,28 @@ def measure_backlog(
     system: str,
     running: Running,
     jobs: int,
-    postmaster: int,
+    postmaster: int | None,
     *,
     warmup: int = 50,
     timeout: float = 900,
 ) -> Figures:
     """Warm the workers up, then time a backlog of ``jobs`` from the first submission until
-    all are done, with the CPU the workers and Postgres used in that window."""
+    all are done, with the CPU the workers and Postgres (the tree under ``postmaster``; None:
+    a server whose processes are not ours to read) used in that window."""
     roots = [w.proc.pid for w in running.workers]
     running.submit(warmup)
     wait_for(running.done, 180, f"{system}: {warmup} warm-up jobs done", running.workers)
     exclude = [] if running.poll_backend is None else [running.poll_backend]
+    pg_roots = [] if postmaster is None or running.poll_backend is None else [postmaster]
     worker_before = tree_cpu_seconds(roots)
-    pg_before = tree_cpu_seconds([postmaster], exclude)
+    pg_before = tree_cpu_seconds(pg_roots, exclude)
     started = time.perf_counter()
     running.submit(jobs)
     wait_for(running.done, timeout, f"{system}: {jobs} jobs done", running.workers)
     seconds = time.perf_counter() - started
     worker = tree_cpu_seconds(roots) - worker_before
-    pg = tree_cpu_seconds([postmaster], exclude) - pg_before
-    return Figures(system, jobs, seconds, worker, None if running.poll_backend is None else pg)
+    pg = tree_cpu_seconds(pg_roots, exclude) - pg_before
+    return Figures(system, jobs, seconds, worker, pg if pg_roots else None)
 
 
 def median_figures(runs: Sequence[Figures]) -> dict[str, float | None]:
