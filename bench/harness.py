@@ -83,7 +83,6 @@ class Servers:
     private Redis, shared by every system of a run."""
 
     root: Path
-    postgres: EmbeddedPostgres
     admin_url: str
     broker_url: str
     postmaster: int
@@ -111,10 +110,10 @@ class Servers:
 @contextmanager
 def private_servers(root: Path) -> Iterator[Servers]:
     pg = EmbeddedPostgres(root / "pg")
-    url = pg.start()
     broker = EmbeddedRedis(root / "redis")
     try:
-        yield Servers(root, pg, url, broker.start(), postmaster_pid(pg))
+        url = pg.start()
+        yield Servers(root, url, broker.start(), postmaster_pid(pg))
     finally:
         broker.stop()
         pg.stop()
@@ -219,14 +218,15 @@ def median_figures(runs: Sequence[Figures]) -> dict[str, float | None]:
 def spawn(argv: Sequence[str], env: dict[str, str], log: Path) -> Worker:
     """A worker process in a session of its own (so a stop reaches its children), its output
     in ``log``."""
-    proc = subprocess.Popen(
-        [sys.executable, *argv],
-        cwd=REPO,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with log.open("wb") as output:
+        proc = subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=REPO,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return Worker(proc, log)
 
 

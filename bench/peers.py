@@ -63,11 +63,11 @@ def _env(servers: Servers, plan: Plan, database_url: str) -> dict[str, str]:
     return worker_env(database_url, servers.broker_url, plan.prefetch, plan.task_events)
 
 
-def _jobengine(chunk_size: int) -> Starter:
+def _jobengine(chunked: bool) -> Starter:
     @contextmanager
     def start(servers: Servers, plan: Plan, url: str, logs: Path) -> Iterator[Running]:
         env = _env(servers, plan, url)
-        size = plan.chunk_size if chunk_size == 0 else chunk_size
+        size = plan.chunk_size if chunked else 1
         with jobengine(url, env, plan.concurrency, logs, chunk_size=size, batch=plan.batch) as je:
             yield je.running
 
@@ -110,8 +110,8 @@ def _pgqueuer(
 
 # name → (how to start it, whether it keeps its jobs in Postgres, the package it needs)
 SYSTEMS: dict[str, tuple[Starter, bool, str | None]] = {
-    JOBENGINE: (_jobengine(0), True, None),
-    "jobengine-one-per-message": (_jobengine(1), True, None),
+    JOBENGINE: (_jobengine(chunked=True), True, None),
+    "jobengine-one-per-message": (_jobengine(chunked=False), True, None),
     "celery-jobengine-settings": (_celery_jobengine_settings, False, None),
     "celery-defaults": (_celery_defaults, False, None),
     "procrastinate": (_procrastinate, True, "procrastinate"),
@@ -144,7 +144,12 @@ def _parse() -> tuple[Plan, list[str], int]:
     parser.add_argument("--chunk-size", type=int, default=10, help=f"jobs per message, {JOBENGINE}")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--batch", type=int, default=500, help="jobs per submission call")
-    parser.add_argument("--prefetch", type=int, default=1, help="jobengine's prefetch multiplier")
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=1,
+        help="prefetch multiplier of jobengine and of bare Celery with its settings",
+    )
     parser.add_argument(
         "--task-events",
         action="store_true",
