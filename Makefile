@@ -34,5 +34,16 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/transitions.py
 
+# jobengine against bare Celery, Procrastinate and PgQueuer (README: Benchmarks); options in
+# PEERS_ARGS, e.g. make bench-peers PEERS_ARGS='--jobs 2000 --rounds 2'.
+BENCH_STAMP := $(VENV)/.bench-installed
+.PHONY: bench-peers
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench-peers: $(BENCH_STAMP)
+	$(BIN)/python bench/peers.py $(PEERS_ARGS)
+
 clean:
 	rm -rf $(VENV) .jobengine

@@ -13,6 +13,6 @@ app = Celery("bare")
 app.config_from_object(celery_config(Settings(), os.environ["BENCH_BROKER_URL"]))
 
 
-@app.task(name="bench.noop")
+@app.task(name="bench.noop")  # type: ignore[untyped-decorator]
 def noop() -> None:
     return None
