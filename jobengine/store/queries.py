@@ -63,9 +63,11 @@ JOB_COLUMNS = (
     "dispatched_at, time_limit_seconds, budget_start_attempt"
 )
 
-FENCE_TOKEN = "\n      AND j.lease_token = %(lease_token)s"
-FENCE_LEASE_EXPIRED = "\n      AND j.lease_expires_at < now()"
-FENCE_DUE = "\n      AND (j.not_before IS NULL OR j.not_before <= now() + interval '2 seconds')"
+FENCE_TOKEN = "\n      AND locked.lease_token = %(lease_token)s"
+FENCE_LEASE_EXPIRED = "\n      AND locked.lease_expires_at < now()"
+FENCE_DUE = (
+    "\n      AND (locked.not_before IS NULL OR locked.not_before <= now() + interval '2 seconds')"
+)
 """Due, with two seconds' grace for clock skew between a worker's ETA and Postgres."""
 
 # History and outbox rows for a path of steps, for every row in `moved`; shared by create and
@@ -113,7 +115,11 @@ TRANSITION_TEMPLATE = (
 -- name: transition (one job) / transition_many (several, e.g. a worker claiming a chunk)
 -- Compare-and-set along a path of allowed steps. The row lock in `locked` makes the reported
 -- `from_status` the one the UPDATE saw; a job missing from `moved` lost (for one job, the final
--- SELECT says why). Several jobs are locked in id order, so two callers never deadlock.
+-- SELECT says why). Several jobs are locked in id order, so two callers never deadlock. The
+-- UPDATE's conditions are on `locked`, the row as this statement locked it (nothing else can
+-- change it before the UPDATE), and it joins on the id alone: given a condition on `j.status`,
+-- a plan made with stale statistics (a queue analysed while empty, then refilled) scans the
+-- partial index of that state, reading every job waiting in it to find the one it moves.
 WITH {locked},
 moved AS (
     UPDATE jobs AS j
@@ -121,7 +127,7 @@ moved AS (
         updated_at = now(){effects}
     FROM locked
     WHERE j.id = locked.id
-      AND j.status = ANY(%(allowed_from)s::job_status[]){fence}
+      AND locked.status = ANY(%(allowed_from)s::job_status[]){fence}
     RETURNING j.*, locked.status AS from_status
 ),"""
     + _WRITE_STEPS
@@ -176,15 +182,23 @@ replayed AS (
     RETURNING d.id
 )"""
 
-_LOCKED_BY_ID = """locked AS (
-    SELECT id, status, lease_token, lease_expires_at
+LOCKED_ONE = """locked AS (
+    SELECT id, status, lease_token, lease_expires_at, not_before
     FROM jobs
-    WHERE {target}
-    ORDER BY id
+    WHERE id = %(job_id)s
     FOR UPDATE
 )"""
-LOCKED_ONE = _LOCKED_BY_ID.format(target="id = %(job_id)s")
-LOCKED_MANY = _LOCKED_BY_ID.format(target="id = ANY(%(job_ids)s::bigint[])")
+LOCKED_MANY = """locked AS (
+    -- One primary-key lookup per id, in id order (the caller sorts them), so no plan can
+    -- turn a chunk's claim into a scan of every job.
+    SELECT found.*
+    FROM unnest(%(job_ids)s::bigint[]) AS wanted(id)
+    CROSS JOIN LATERAL (
+        SELECT id, status, lease_token, lease_expires_at, not_before FROM jobs
+        WHERE jobs.id = wanted.id
+        FOR UPDATE
+    ) AS found
+)"""
 LOCKED_HELD = """held AS (
     SELECT * FROM unnest(%(job_ids)s::bigint[], %(held_tokens)s::bigint[],
                          %(held_results)s::jsonb[]) AS h(id, token, result)
@@ -192,13 +206,15 @@ LOCKED_HELD = """held AS (
 -- Many jobs, each held by this worker under its own fencing token and finishing with its own
 -- result: the batched outcomes of a worker process (``jobengine.completer``).
 locked AS (
-    SELECT jobs.id, jobs.status, jobs.lease_token, jobs.lease_expires_at,
-           held.token AS held_token, held.result AS held_result
-    FROM jobs JOIN held ON held.id = jobs.id
-    ORDER BY jobs.id
-    FOR UPDATE OF jobs
+    SELECT found.*, held.token AS held_token, held.result AS held_result
+    FROM held
+    CROSS JOIN LATERAL (
+        SELECT id, status, lease_token, lease_expires_at, not_before FROM jobs
+        WHERE jobs.id = held.id
+        FOR UPDATE
+    ) AS found
 )"""
-FENCE_HELD_TOKEN = "\n      AND j.lease_token = locked.held_token"
+FENCE_HELD_TOKEN = "\n      AND locked.lease_token = locked.held_token"
 HELD_RESULT = "locked.held_result"
 FINAL_ONE = """SELECT locked.status AS current_status, locked.lease_token AS current_token,
        locked.lease_expires_at AS current_lease_expires_at,
