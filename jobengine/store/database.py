@@ -72,14 +72,16 @@ a dead link fails like one on a closed connection and the retries above it stay 
 Unix sockets ignore them."""
 
 
-NO_PREPARED_STATEMENTS: dict[str, Any] = {"prepare_threshold": None}
-"""psycopg's automatic server-side prepare, off for the engine's own connections: a generic
-plan made on a nearly empty table would keep scanning it whole once it fills (see
-``run_all``, which runs unprepared on any connection, a producer's own included)."""
+NO_AUTOMATIC_PREPARE: dict[str, Any] = {"prepare_threshold": 2**31 - 1}
+"""psycopg never prepares a statement on its own on the engine's connections (its default is
+after five runs of any statement). Only the per-job statements are prepared, by ``run_all``,
+whose plans are built to read just their own rows whatever the table's statistics; a
+statement sent through SQLAlchemy is planned with its parameters every time. (A threshold of
+None would also ignore ``run_all``'s explicit ``prepare=True``.)"""
 
 
 def _connect_args(application_name: str | None, *, keepalive: bool = False) -> dict[str, Any]:
-    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **NO_PREPARED_STATEMENTS}
+    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **NO_AUTOMATIC_PREPARE}
     if keepalive:
         args.update(KEEPALIVE_ARGS)
     if application_name:
@@ -179,19 +181,20 @@ def run_all(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[dict[
     cost three times the client CPU of the statement itself (measured: 1.05 ms against 0.34 ms
     per claim). The statement still runs inside whatever transaction ``conn`` is in.
 
-    It is never a server-side prepared statement (``prepare=False``; psycopg prepares a
-    statement after five runs): Postgres may then switch to a generic plan made without the
-    parameters, and one made while ``jobs`` was nearly empty (a warm-up, a queue that drained)
-    is a sequential scan that stays for the connection's life, reading the whole table for
-    every job once it has filled. Planned with its parameters every time, each statement
-    uses its index whatever the table's size was when it first ran; the test counts the
-    scans (``tests/integration/test_plans_use_indexes.py``).
+    It is a server-side prepared statement (``prepare=True``), parsed once per connection:
+    unprepared, parsing and planning the guard's statement cost Postgres about as much as
+    running it. Postgres may then keep a generic plan, made without the parameters and
+    perhaps while ``jobs`` was nearly empty (a warm-up, a queue that drained); so every
+    per-job statement is written to find its rows by primary key, with no condition a plan
+    could serve by scanning a state's partial index, and the tests prove its plans read only
+    their own rows once the table fills, on statistics of an empty table too
+    (``tests/integration/test_plans_use_indexes.py``).
     """
     try:
         driver = conn.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
         with driver.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql, params, prepare=False)
+            cur.execute(sql, params, prepare=True)
             return cur.fetchall() if cur.description is not None else []
     except (psycopg.Error, DBAPIError, PendingRollbackError) as exc:
         mapped = store_error_for(exc)

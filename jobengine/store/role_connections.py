@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, make_url
 
 from jobengine.store.connection_budget import REAPER_MAX_OVERFLOW, REAPER_POOL_SIZE
-from jobengine.store.database import NO_PREPARED_STATEMENTS, normalize_url
+from jobengine.store.database import NO_AUTOMATIC_PREPARE, normalize_url
 
 KEEPALIVE_IDLE_SECONDS = 10
 KEEPALIVE_INTERVAL_SECONDS = 5
@@ -38,7 +38,7 @@ def role_connect_args(
         "keepalives_interval": KEEPALIVE_INTERVAL_SECONDS,
         "keepalives_count": KEEPALIVE_COUNT,
         "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
-        **NO_PREPARED_STATEMENTS,
+        **NO_AUTOMATIC_PREPARE,
     }
     options = [
         f"-c {name}={int(seconds * 1000)}"
@@ -77,6 +77,6 @@ def with_role_parameters(url: str, role: str) -> str:
     """``url`` with the role's libpq parameters in its query, for engines made elsewhere from
     a URL alone; parameters the URL already sets win."""
     parsed = make_url(normalize_url(url))
-    libpq = {k: v for k, v in role_connect_args(role).items() if k not in NO_PREPARED_STATEMENTS}
+    libpq = {k: v for k, v in role_connect_args(role).items() if k not in NO_AUTOMATIC_PREPARE}
     extra = {k: str(v) for k, v in libpq.items() if k not in parsed.query}
     return parsed.update_query_dict(extra).render_as_string(hide_password=False)
