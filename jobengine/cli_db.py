@@ -23,11 +23,20 @@ def _age(value: str) -> str:
     try:
         age = parse_duration("--older-than", value)
     except ValidationError as exc:
-        raise typer.BadParameter(f"{value!r} is not a duration; {exc.hint}") from None
+        hint = exc.hint[:1].lower() + exc.hint[1:]
+        raise typer.BadParameter(f"{value!r} is not a duration; {hint}") from None
     if age <= timedelta(0):
         raise typer.BadParameter(
             f"{value!r} would delete every final job, however recent; give an age above zero, "
             "e.g. 7d"
+        )
+    return value
+
+
+def _batch(value: int) -> int:
+    if value < 1:
+        raise typer.BadParameter(
+            f"{value} rows per batch would remove nothing; give at least 1, e.g. 5000"
         )
     return value
 
@@ -44,7 +53,9 @@ def db_prune(
     ] = "7d",
     batch: Annotated[
         int,
-        typer.Option("--batch", min=1, help="Rows per batch; each batch is its own transaction."),
+        typer.Option(
+            "--batch", callback=_batch, help="Rows per batch; each batch is its own transaction."
+        ),
     ] = 5000,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count what would be removed; remove nothing.")

@@ -131,9 +131,9 @@ def scrape(engine: Engine) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
     }
 
 
-def scraped_steps(got: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[
-    tuple[str, str], int
-]:
+def scraped_steps(
+    got: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+) -> dict[tuple[str, str], int]:
     return {
         (dict(labels)["from_state"], dict(labels)["to_state"]): int(value)
         for (name, labels), value in got.items()

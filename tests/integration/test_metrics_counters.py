@@ -87,10 +87,14 @@ def test_an_event_of_a_transaction_open_during_a_fold_is_counted_by_a_later_fold
         assert folded(engine) == {}, "nothing behind an open transaction may be folded yet"
         held_tx.commit()
     fold_all(engine)
-    assert folded(engine) == history_truth(engine) == {
-        ("", "pending"): (2, 0),
-        ("pending", "scheduled"): (2, 0),
-    }
+    assert (
+        folded(engine)
+        == history_truth(engine)
+        == {
+            ("", "pending"): (2, 0),
+            ("pending", "scheduled"): (2, 0),
+        }
+    )
     assert held_job != later_job
 
 
