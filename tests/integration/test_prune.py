@@ -11,6 +11,8 @@ from sqlalchemy import Engine, text
 
 from jobengine import guard
 from jobengine.domain.status import JobStatus
+from jobengine.execution import Executor
+from jobengine.maintenance import Reaper
 from jobengine.maintenance.leadership import Leadership
 from jobengine.maintenance.retention import Retention, RetentionPolicy
 from jobengine.store.database import transaction
@@ -29,6 +31,7 @@ from tests.integration.history_support import (
     start,
     workload,
 )
+from tests.integration.test_leadership import RecordingBroker
 
 WEEK_AGO = timedelta(days=7)
 GONE = {"jobs": 0, "job_history": 0, "job_events": 0, "dead_letters": 0}
@@ -147,6 +150,24 @@ def test_the_leader_folds_every_tick_and_prunes_only_when_told_to(engine: Engine
     policy = RetentionPolicy(prune_after_seconds=WEEK_AGO.total_seconds(), batch_size=10)
     Retention(engine, leadership, policy).run()
     assert rows_of(engine, kinds["completed"]) == GONE
+
+
+def test_a_reaper_tick_prunes_when_its_retention_policy_says_so(engine: Engine) -> None:
+    kinds = workload(engine, 1)
+    age(engine, kinds["completed"], days=30)
+    policy = RetentionPolicy(prune_after_seconds=WEEK_AGO.total_seconds())
+    reaper = Reaper(
+        engine,
+        RecordingBroker(),
+        Executor(engine, lease_ttl_seconds=30),
+        name="reaper-a",
+        redispatch_after_seconds=600,
+        dispatch_grace_seconds=0,
+        retention=policy,
+    )
+    assert reaper.tick().leader
+    assert rows_of(engine, kinds["completed"]) == GONE
+    assert rows_of(engine, kinds["cancelled"])["jobs"] == 1, "finished recently: kept"
 
 
 def test_a_leader_that_lost_its_lease_deletes_nothing(engine: Engine) -> None:
