@@ -144,6 +144,21 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=False, description="JSON log lines instead of console ones.")
+    prune_after_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="The leader deletes final jobs (with their history and events), counted "
+        "outbox events and dealt-with dead letters older than this. Unset: it never prunes; "
+        "`jobengine db prune` does the same by hand.",
+    )
+    prune_interval_seconds: float = Field(
+        default=600.0, gt=0, description="How often the leader prunes, when it prunes at all."
+    )
+    prune_batch_size: int = Field(
+        default=5000,
+        ge=1,
+        description="Rows per prune batch; each batch is its own short transaction.",
+    )
 
     @field_validator("handler_modules", mode="before")
     @classmethod

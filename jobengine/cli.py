@@ -38,6 +38,7 @@ from jobengine.cli_common import (
     settings_of,
     store,
 )
+from jobengine.cli_db import db_prune
 from jobengine.cli_dlq import dlq_app
 from jobengine.cli_jobs import jobs_app
 from jobengine.cli_keys import keys_app
@@ -93,8 +94,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals hold database URLs with passwords
     add_completion=False,
 )
-db_app = typer.Typer(no_args_is_help=True, help="Migrate the job store's schema.")
+db_app = typer.Typer(no_args_is_help=True, help="Migrate the job store's schema; prune it.")
 app.add_typer(db_app, name="db")
+db_app.command("prune")(db_prune)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(dlq_app, name="dlq")
 queues_app = typer.Typer(no_args_is_help=True, help="Per-queue concurrency limits.")

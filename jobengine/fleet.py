@@ -22,6 +22,7 @@ from jobengine.dispatch import CeleryPublisher
 from jobengine.execution import Executor
 from jobengine.maintenance import Reaper
 from jobengine.maintenance.broker_epoch import redis_client
+from jobengine.maintenance.retention import RetentionPolicy
 from jobengine.services import resolve_broker_url, resolve_database_url
 from jobengine.store.role_connections import reaper_engine
 from jobengine.store.startup import check_at_start
@@ -68,6 +69,7 @@ def run_reaper(settings: Settings | None = None, name: str | None = None) -> Non
             chunk_size=settings.dispatch_chunk_size,
             leader_ttl_seconds=settings.leader_ttl_seconds,
             broker=redis_client(broker_url),
+            retention=RetentionPolicy.from_settings(settings),
         )
         reaper.run(stop, settings.reaper_interval_seconds)
     finally:

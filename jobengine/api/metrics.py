@@ -2,8 +2,10 @@
 
 The engine's figures are read from Postgres at scrape time by a custom collector, not counted
 in this process: several API processes behind one balancer then report the same numbers, and a
-restart loses nothing. Transitions, lease expiries and retries are counts over ``job_history``
-(every transition ever recorded), so they are true counters. Transition latency is the one
+restart loses nothing. Nothing a scrape reads grows with history: transitions, lease expiries
+and retries are totals folded from the outbox (a scrape first folds what arrived since the
+leader's last fold, a page at most), live states are counted through partial indexes and final
+states come from the totals (see ``store.metrics_repository``). Transition latency is the one
 figure measured here: a histogram of the guard calls this process makes (submissions and
 cancellations), per process as latency naturally is.
 
@@ -28,6 +30,7 @@ from jobengine.domain.status import JobStatus
 from jobengine.store import queries
 from jobengine.store.database import run_all, transaction
 from jobengine.store.dead_letter_repository import DeadLetterRepository
+from jobengine.store.metrics_repository import MetricsRepository, fold_page
 from jobengine.store.workers_repository import WorkersRepository
 
 GUARD_SECONDS = Histogram(
@@ -53,7 +56,7 @@ class EngineCollector(Collector):
         )
         transitions = CounterMetricFamily(
             "jobengine_transitions",
-            "Transitions recorded in job_history, by step.",
+            "Transitions recorded, by step (folded from the outbox; retention keeps them).",
             labels=["from_state", "to_state"],
         )
         lease_expiries = CounterMetricFamily(
@@ -78,26 +81,27 @@ class EngineCollector(Collector):
             "How long the oldest due job of a type no live worker handles has waited.",
             labels=["type"],
         )
+        fold_page(self._engine)
         with transaction(self._engine) as conn:
             registry = WorkersRepository(conn)
             fleet = registry.workers(ttl_seconds=self._worker_ttl, include_gone=True)
             waiting = registry.types_without_worker(ttl_seconds=self._worker_ttl)
-            by_state = {
-                r["status"]: r["n"] for r in run_all(conn, queries.METRICS_JOBS_BY_STATE, {})
-            }
+            figures = MetricsRepository(conn)
+            by_state: dict[JobStatus, int] = figures.live_jobs()
+            totals = figures.totals()
             queue_rows = run_all(conn, queries.METRICS_QUEUE_DEPTH, {})
-            step_rows = run_all(conn, queries.METRICS_TRANSITIONS, {})
             dead_counts = DeadLetterRepository(conn).counts()
+        by_state.update(totals.final_jobs())
         for status in JobStatus:
-            jobs.add_metric([status.value], by_state.get(status.value, 0))
+            jobs.add_metric([status.value], by_state.get(status, 0))
         for r in queue_rows:
             depth.add_metric([r["queue"]], r["n"])
         expired = retried = 0
-        for r in step_rows:
-            transitions.add_metric([r["from_status"], r["to_status"]], r["n"])
-            expired += r["lease_expired"]
-            if (r["from_status"], r["to_status"]) == ("failed", "scheduled"):
-                retried += r["n"]
+        for step in totals.steps:
+            transitions.add_metric([step.from_status, step.to_status], step.n)
+            expired += step.lease_expired
+            if (step.from_status, step.to_status) == ("failed", "scheduled"):
+                retried += step.n
         lease_expiries.add_metric([], expired)
         retries.add_metric([], retried)
         for c in dead_counts:

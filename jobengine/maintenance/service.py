@@ -23,6 +23,7 @@ from jobengine.maintenance.leadership import Leadership, LeadershipLost
 from jobengine.maintenance.promoter import Promoter
 from jobengine.maintenance.report import SetAside, TickReport
 from jobengine.maintenance.rescuer import Rescuer
+from jobengine.maintenance.retention import Retention, RetentionPolicy
 from jobengine.store.backoff import Backoff
 
 log = structlog.get_logger("jobengine.reaper")
@@ -45,6 +46,7 @@ class Reaper:
         chunk_size: int = 1,
         leader_ttl_seconds: float = 15.0,
         broker: redis.Redis | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.engine = engine
         self.name = name
@@ -61,6 +63,7 @@ class Reaper:
             redispatch_after_seconds=redispatch_after_seconds,
             chunk_size=chunk_size,
         )
+        self.retention = Retention(engine, self.leadership, retention or RetentionPolicy())
 
     def tick(self) -> TickReport:
         """One round of maintenance if this reaper leads (or wins the lease); else nothing."""
@@ -73,6 +76,7 @@ class Reaper:
             if self.broker_epoch is not None:
                 self.broker_epoch.run(report)
             self.dispatcher.run(report)
+            self.retention.run()
         except LeadershipLost as exc:
             report.leader = False
             log.warning("maintenance_stopped", reaper=self.name, why=str(exc))

@@ -385,3 +385,57 @@ class LeadershipRow(Base):
     acquired_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
     renewed_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+
+
+FINAL_STATUS_SQL = "status IN ('completed', 'failed', 'cancelled')"
+
+Index("ix_jobs_pending_id", JobRow.id, postgresql_where=text("status = 'pending'"))
+"""Counts pending jobs for ``/metrics`` without reading the rest of ``jobs``: only jobs born
+with a start time enter ``pending``, so it costs the hot path almost nothing."""
+
+Index(
+    "ix_jobs_final_completed_at",
+    JobRow.completed_at,
+    JobRow.id,
+    postgresql_where=text(FINAL_STATUS_SQL),
+)
+"""Serves retention: final jobs oldest first (River keeps the same index for its cleaner)."""
+
+
+class TransitionTotalRow(Base):
+    """Transitions by step, folded from the outbox in commit order (see
+    ``store.metrics_repository``); what ``/metrics`` reports instead of counting history."""
+
+    __tablename__ = "transition_totals"
+
+    from_status: Mapped[str] = mapped_column(Text, primary_key=True)
+    """The state left; empty for a job's creation."""
+    to_status: Mapped[str] = mapped_column(Text, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    lease_expired: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    """Of ``n``, the steps the reaper took because a lease expired."""
+
+
+class TransitionTotalsCursorRow(Base):
+    """The one row saying how far the totals have read the outbox, as a ``(txid, id)``
+    position; a fold locks it, so two folds never count one event twice."""
+
+    __tablename__ = "transition_totals_cursor"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    txid: Mapped[int] = mapped_column(XID8(), nullable=False)
+    event_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    folded_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class PrunedJobsRow(Base):
+    """Final jobs retention deleted, by the state they rested in: a final state's gauge is
+    its entries minus its exits minus these."""
+
+    __tablename__ = "pruned_jobs"
+
+    status: Mapped[str] = mapped_column(Text, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    pruned_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())

@@ -666,28 +666,11 @@ UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE prefix = %(pr
 RETURNING id, tenant_id, name, prefix, scopes, created_at, revoked_at, last_used_at
 """
 
-# ---- metrics (read at scrape time, so every API process reports the same figures) ----------
-
-METRICS_JOBS_BY_STATE = """
--- name: metrics_jobs_by_state
-SELECT status::text AS status, count(*) AS n FROM jobs GROUP BY status
-"""
+# ---- metrics (read at scrape time; the rest of what /metrics reads is in metrics_repository) --
 
 METRICS_QUEUE_DEPTH = """
 -- name: metrics_queue_depth  (ix_jobs_runnable)
 SELECT queue, count(*) AS n FROM jobs WHERE status = 'scheduled' GROUP BY queue
-"""
-
-METRICS_TRANSITIONS = """
--- name: metrics_transitions  (a full scan of job_history: scrape every 15 s or less often)
--- Every transition ever recorded, by step, from the history itself: the counters are then the
--- same from every API process and survive restarts. Reasons are free text, so only the lease
--- expiries among them are counted, not used as a label.
-SELECT coalesce(from_status::text, '') AS from_status, to_status::text AS to_status,
-       count(*) AS n,
-       count(*) FILTER (WHERE reason IN ('lease_expired', 'lease_expired_before_start'))
-           AS lease_expired
-FROM job_history GROUP BY 1, 2
 """
 
 QUEUES_OF_JOBS = """
