@@ -201,7 +201,6 @@ class JobEventRow(Base):
             "(type = 'job.transition') = (history_id IS NOT NULL)", name="transition_iff_history"
         ),
         Index("ix_job_events_job_id_id", "job_id", "id"),
-        Index("ix_job_events_tenant_id_id", "tenant_id", "id"),
         Index("ix_job_events_txid_id", "txid", "id"),
         Index("ix_job_events_tenant_id_txid_id", "tenant_id", "txid", "id"),
     )
