@@ -26,13 +26,14 @@ from jobengine.store.history_repository import JobHistoryRepository
 S = JobStatus
 OWNER = "test-host:1"
 BUFFER = 65536
-MARKER = b"job_history"
-"""Every transition statement writes a history row; no other statement names the table."""
+PREPARED_EXECUTION = b"B"
+"""A message that starts with Bind runs a prepared statement: only the per-job statements are
+prepared (``store.database.run_all``), and each test prepares its own before arming."""
 
 
 class AnswerDropper:
-    """A TCP relay to Postgres; once armed, the next statement that writes history goes
-    through and its reply is swallowed, the link cut."""
+    """A TCP relay to Postgres; once armed, the next prepared statement run goes through and
+    its reply is swallowed, the link cut."""
 
     def __init__(self, host: str, port: int) -> None:
         self.upstream = (host, port)
@@ -67,7 +68,7 @@ class AnswerDropper:
     def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
         try:
             while data := source.recv(BUFFER):
-                if not replies and self.armed.is_set() and MARKER in data:
+                if not replies and self.armed.is_set() and data.startswith(PREPARED_EXECUTION):
                     self.armed.clear()
                     self.sent.set()
                 elif replies and self.sent.is_set():
@@ -112,6 +113,8 @@ def test_a_completion_whose_answer_was_lost_is_found_committed_not_refused(
     relay: tuple[AnswerDropper, Executor], engine: Engine
 ) -> None:
     dropper, executor = relay
+    warm = executor.claim(_scheduled_job(engine), OWNER)
+    assert warm is not None and executor.complete(warm, None) is not None  # both prepared
     job_id = _scheduled_job(engine)
     claim = executor.claim(job_id, OWNER)
     assert claim is not None
@@ -131,6 +134,7 @@ def test_a_claim_whose_answer_was_lost_is_still_this_workers_claim(
     relay: tuple[AnswerDropper, Executor], engine: Engine
 ) -> None:
     dropper, executor = relay
+    assert executor.claim(_scheduled_job(engine), OWNER) is not None  # the claim is prepared
     job_id = _scheduled_job(engine)
 
     dropper.arm()
