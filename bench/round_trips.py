@@ -179,7 +179,24 @@ def main() -> None:
             pg.stop()
     for path, f in figures.items():
         print(f"{path:>28}: {f['statements']:6.3f} statements, {f['round_trips']:6.3f} round trips")
-    print(json.dumps({"bench": "round_trips", "jobs": args.jobs, "per_job": figures}))
+    single = sum(figures[k]["statements"] for k in ("claim_and_start_one", "complete_one"))
+    chunked = sum(
+        figures[k]["statements"]
+        for k in (f"claim_and_start_chunk_of_{args.chunk_size}", f"complete_batched_{args.batch}")
+    )
+    print(f"a job's claim and completion: {single:.3f} statements alone, {chunked:.3f} chunked")
+    print(
+        json.dumps(
+            {
+                "bench": "round_trips",
+                "jobs": args.jobs,
+                "per_job": figures,
+                "worker_statements_per_job_single": round(single, 3),
+                "worker_statements_per_job_chunked": round(chunked, 3),
+                "chunked_to_single_ratio": round(chunked / single, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
