@@ -141,7 +141,12 @@ def _parse() -> tuple[Plan, list[str], int]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("-c", "--concurrency", type=int, default=2, help="worker processes")
-    parser.add_argument("--chunk-size", type=int, default=10, help=f"jobs per message, {JOBENGINE}")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=Settings().dispatch_chunk_size,
+        help=f"jobs per message, {JOBENGINE}",
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--batch", type=int, default=500, help="jobs per submission call")
     parser.add_argument(

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.wire_count import CountingRelay, WireCount  # noqa: E402
+from config.settings import Settings  # noqa: E402
 from jobengine.completer import Completer  # noqa: E402
 from jobengine.domain.job import Job, NewJob  # noqa: E402
 from jobengine.embedded import EmbeddedPostgres  # noqa: E402
@@ -149,7 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--chunk-size", type=int, default=10)
+    parser.add_argument("--chunk-size", type=int, default=Settings().dispatch_chunk_size)
     parser.add_argument("--show", action="store_true", help="print each path's first statements")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="jobengine-round-trips-") as tmp:

@@ -53,7 +53,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--prefetch", type=int, default=1, help="worker_prefetch_multiplier")
     parser.add_argument(
-        "--chunk-size", type=int, default=10, help="jobs per message in a backlog; 1: no chunks"
+        "--chunk-size",
+        type=int,
+        default=Settings().dispatch_chunk_size,
+        help="jobs per message in a backlog; 1: no chunks",
     )
     parser.add_argument(
         "--task-events",

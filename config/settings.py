@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     )
     broker_visibility_timeout_seconds: float = Field(default=3600.0, gt=0)
     dispatch_chunk_size: int = Field(
-        default=10,
+        default=20,
         ge=1,
         description="When a backlog is published (a batch submission, the leader catching up), "
         "one message carries up to this many jobs of one type and queue; 1 turns chunks off.",

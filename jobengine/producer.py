@@ -34,7 +34,7 @@ def submit_jobs(
     max_payload_bytes: int = 256 * 1024,
     types: JobTypes | None = None,
     actor: str = "producer",
-    chunk_size: int = 10,
+    chunk_size: int = 20,
     sealed: bool | None = None,
     commands_enabled: bool | None = None,
 ) -> list[Job]:
