@@ -7,8 +7,9 @@ so what is counted is what Postgres receives: a statement is an ``Execute`` or a
 traffic (publishing) is not counted here; the publisher is a stub.
 
 Paths: submit one job and a batch; claim one job (``scheduled → claimed → running``); claim a
-chunk (claimed and started in one statement); complete one job; complete through the completer
-(a batch of ``--batch`` completions); a retry (``running → failed → scheduled``).
+chunk (claimed and started in one statement); complete one job; complete a chunk's jobs (one
+flush per chunk) and a batch of ``--batch`` completions through the completer; a retry
+(``running → failed → scheduled``).
 
 Prints human lines, then one JSON line. Usage: python bench/round_trips.py [--jobs N]
 """
@@ -125,13 +126,25 @@ def measure(
     figures[f"claim_and_start_chunk_of_{chunk}"] = per_job(relay, jobs, claim_chunks)
 
     completer = Completer(executor, flush_after_seconds=60, max_batch=batch)
+    half = len(chunk_claims) // 2
+
+    def complete_chunks() -> None:
+        """As a chunk does: its completions buffered, flushed before its message is acked."""
+        for first in range(0, half, chunk):
+            for claim in chunk_claims[first : min(first + chunk, half)]:
+                completer.add(claim, None)
+            completer.flush()
 
     def complete_batched() -> None:
-        for claim in chunk_claims:
+        """As single messages do when they come faster than the flush interval."""
+        for claim in chunk_claims[half:]:
             completer.add(claim, None)
         completer.flush()
 
-    figures[f"complete_batched_{batch}"] = per_job(relay, jobs, complete_batched)
+    figures[f"complete_chunk_of_{chunk}"] = per_job(relay, half, complete_chunks)
+    figures[f"complete_batched_{batch}"] = per_job(
+        relay, len(chunk_claims) - half, complete_batched
+    )
 
     retried = submit_jobs(producer, publisher, [NewJob(type="noop") for _ in range(jobs)])
     retry_claims = [executor.claim(j.id, OWNER) for j in retried]
@@ -183,7 +196,10 @@ def main() -> None:
     single = sum(figures[k]["statements"] for k in ("claim_and_start_one", "complete_one"))
     chunked = sum(
         figures[k]["statements"]
-        for k in (f"claim_and_start_chunk_of_{args.chunk_size}", f"complete_batched_{args.batch}")
+        for k in (
+            f"claim_and_start_chunk_of_{args.chunk_size}",
+            f"complete_chunk_of_{args.chunk_size}",
+        )
     )
     print(f"a job's claim and completion: {single:.3f} statements alone, {chunked:.3f} chunked")
     print(
