@@ -458,9 +458,11 @@ class Executor:
         """``running → completed`` for many held jobs in one fenced statement (the batch of
         ``jobengine.completer``), retried like any outcome; each job maps to the job as written,
         or None when its fence refused it (its lease was lost, it was cancelled)."""
+        if not done:
+            return {}
         claims = {claim.job_id: claim for claim, _ in done}
         held = [guard.Held(claim.job_id, claim.token, result) for claim, result in done]
-        owner = done[0][0].owner if done else ""
+        owner = done[0][0].owner
 
         def once(repeated: bool) -> dict[int, Job | None]:
             with self.connection.use() as conn:
@@ -484,8 +486,6 @@ class Executor:
                     )
             return written
 
-        if not done:
-            return {}
         return self._retried(
             once, what="outcome:completed_many", deadline=self.write_deadline_seconds
         )

@@ -55,6 +55,14 @@ def _check_path(steps: Sequence[Step]) -> None:
             raise ValueError(f"path step {prev.to} → {step.to} is not in the transition table")
 
 
+def _path(path: Step | Sequence[Step]) -> tuple[Step, ...]:
+    steps = (path,) if isinstance(path, Step) else tuple(path)
+    if not steps:
+        raise ValueError("a transition needs at least one step")
+    _check_path(steps)
+    return steps
+
+
 @lru_cache(maxsize=64)
 def _statement(
     targets: tuple[JobStatus, ...],
@@ -153,17 +161,8 @@ def transition(
     ``not_before`` lies ahead. A path ending in ``failed`` dead-letters the job in the same
     statement, for ``dead_letter_reason``.
     """
-    steps: tuple[Step, ...]
-    if isinstance(path, JobStatus):
-        steps = (Step(path, reason),)
-    elif isinstance(path, Step):
-        steps = (path,)
-    else:
-        steps = tuple(path)
-    if not steps:
-        raise ValueError("a transition needs at least one step")
+    steps = _path(Step(path, reason) if isinstance(path, JobStatus) else path)
     sources = allowed_sources(steps[0].to)
-    _check_path(steps)
     params = _move_params(
         steps,
         actor=actor,
@@ -272,14 +271,6 @@ def create_jobs(
         **_step_params(steps),
     }
     return [job_from_row(row) for row in run_all(conn, queries.CREATE_JOBS, params)]
-
-
-def _path(path: Step | Sequence[Step]) -> tuple[Step, ...]:
-    steps = (path,) if isinstance(path, Step) else tuple(path)
-    if not steps:
-        raise ValueError("a transition needs at least one step")
-    _check_path(steps)
-    return steps
 
 
 def transition_many(

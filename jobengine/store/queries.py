@@ -182,24 +182,27 @@ replayed AS (
     RETURNING d.id
 )"""
 
-LOCKED_ONE = """locked AS (
-    SELECT id, status, lease_token, lease_expires_at, not_before
+_LOCKED_COLUMNS = "id, status, lease_token, lease_expires_at, not_before"
+"""What a transition reads of the row it locks: its conditions are on these (see above)."""
+LOCKED_ONE = f"""locked AS (
+    SELECT {_LOCKED_COLUMNS}
     FROM jobs
     WHERE id = %(job_id)s
     FOR UPDATE
 )"""
-LOCKED_MANY = """locked AS (
+_LOCK_EACH = f"""CROSS JOIN LATERAL (
+        SELECT {_LOCKED_COLUMNS} FROM jobs
+        WHERE jobs.id = {{source}}.id
+        FOR UPDATE
+    ) AS found"""
+LOCKED_MANY = f"""locked AS (
     -- One primary-key lookup per id, in id order (the caller sorts them), so no plan can
     -- turn a chunk's claim into a scan of every job.
     SELECT found.*
     FROM unnest(%(job_ids)s::bigint[]) AS wanted(id)
-    CROSS JOIN LATERAL (
-        SELECT id, status, lease_token, lease_expires_at, not_before FROM jobs
-        WHERE jobs.id = wanted.id
-        FOR UPDATE
-    ) AS found
+    {_LOCK_EACH.format(source="wanted")}
 )"""
-LOCKED_HELD = """held AS (
+LOCKED_HELD = f"""held AS (
     SELECT * FROM unnest(%(job_ids)s::bigint[], %(held_tokens)s::bigint[],
                          %(held_results)s::jsonb[]) AS h(id, token, result)
 ),
@@ -208,11 +211,7 @@ LOCKED_HELD = """held AS (
 locked AS (
     SELECT found.*, held.token AS held_token, held.result AS held_result
     FROM held
-    CROSS JOIN LATERAL (
-        SELECT id, status, lease_token, lease_expires_at, not_before FROM jobs
-        WHERE jobs.id = held.id
-        FOR UPDATE
-    ) AS found
+    {_LOCK_EACH.format(source="held")}
 )"""
 FENCE_HELD_TOKEN = "\n      AND locked.lease_token = locked.held_token"
 HELD_RESULT = "locked.held_result"
