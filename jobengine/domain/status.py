@@ -41,3 +41,16 @@ FINAL_STATES: frozenset[JobStatus] = frozenset(
     {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
 )
 """States that set ``completed_at``; of these only ``failed`` can ever be left."""
+
+
+class RunStatus(enum.StrEnum):
+    """A run's status, derived from its jobs' final states and stored on the run."""
+
+    RUNNING = "running"
+    """Some job of the run is not final yet."""
+    COMPLETED = "completed"
+    """Every job is final and none failed or was cancelled by an upstream failure."""
+    FAILED = "failed"
+    """Every job is final and at least one failed (or was cancelled because one did)."""
+    CANCELLED = "cancelled"
+    """A user cancelled the run; its jobs that were not final were cancelled with it."""

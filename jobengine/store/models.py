@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     Text,
+    UniqueConstraint,
     false,
     func,
     text,
@@ -28,7 +29,7 @@ from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import UserDefinedType
 
-from jobengine.domain.status import JobStatus
+from jobengine.domain.status import JobStatus, RunStatus
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -41,6 +42,13 @@ NAMING_CONVENTION = {
 job_status_enum = Enum(
     JobStatus,
     name="job_status",
+    values_callable=lambda e: [m.value for m in e],
+    validate_strings=True,
+)
+
+run_status_enum = Enum(
+    RunStatus,
+    name="run_status",
     values_callable=lambda e: [m.value for m in e],
     validate_strings=True,
 )
@@ -97,6 +105,18 @@ class JobRow(Base):
     budget_start_attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     """The attempt count when the current retry budget began: a replay with a fresh budget
     sets it to the attempts already spent, so the RetryPolicy counts from there."""
+    run_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("runs.id", ondelete="CASCADE")
+    )
+    run_key: Mapped[str | None] = mapped_column(Text)
+    """The job's name within its run, unique there; edges are submitted by these keys."""
+    trigger_rule: Mapped[str | None] = mapped_column(Text)
+    """What a run's child waits for: ``all_success`` (None means the same), ``all_done`` or
+    ``on_failure``."""
+    parents_waiting: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    """Parents not yet final: the finalizing transaction of each decrements it once."""
+    parents_failed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    """Parents that ended failed or cancelled."""
 
     __table_args__ = (
         CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),
@@ -110,6 +130,21 @@ class JobRow(Base):
             "(status IN ('claimed', 'running')) = (lease_owner IS NOT NULL "
             "AND lease_expires_at IS NOT NULL)",
             name="leased_iff_claimed_or_running",
+        ),
+        CheckConstraint(
+            "trigger_rule IN ('all_success', 'all_done', 'on_failure')",
+            name="known_trigger_rule",
+        ),
+        CheckConstraint("(run_id IS NULL) = (run_key IS NULL)", name="run_key_iff_run"),
+        CheckConstraint(
+            "parents_waiting >= 0 AND parents_failed >= 0", name="parents_counts_in_range"
+        ),
+        Index(
+            "uq_jobs_run_id_run_key",
+            "run_id",
+            "run_key",
+            unique=True,
+            postgresql_where=text("run_id IS NOT NULL"),
         ),
         Index(
             "ix_jobs_runnable",
@@ -149,6 +184,101 @@ class JobRow(Base):
             unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
+    )
+
+
+class RunRow(Base):
+    """A workflow: jobs and the edges between them, with its status kept from its jobs'
+    final states (counted by the transactions that finalize them)."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Text, nullable=False)
+    project_id: Mapped[str] = mapped_column(Text, nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[RunStatus] = mapped_column(
+        run_status_enum, nullable=False, server_default="running"
+    )
+    jobs_total: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    jobs_completed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    jobs_failed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    jobs_cancelled: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(TS)
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    request_hash: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    completed_at: Mapped[datetime | None] = mapped_column(TS)
+
+    __table_args__ = (
+        CheckConstraint(
+            "jobs_completed + jobs_failed + jobs_cancelled <= jobs_total",
+            name="final_within_total",
+        ),
+        CheckConstraint(
+            "(status = 'running') = (completed_at IS NULL)", name="finished_iff_completed_at"
+        ),
+        Index("ix_runs_tenant_id_id", "tenant_id", "id"),
+        Index("ix_runs_tenant_id_status_id", "tenant_id", "status", "id"),
+        Index(
+            "uq_runs_tenant_idempotency_key",
+            "tenant_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
+
+
+class JobEdgeRow(Base):
+    """``child_id`` waits on ``parent_id``; looked up by parent when one finalizes and by
+    child for ``ctx.parents`` and replays."""
+
+    __tablename__ = "job_edges"
+
+    run_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False
+    )
+    parent_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    child_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+
+    __table_args__ = (
+        CheckConstraint("parent_id <> child_id", name="not_self"),
+        Index("ix_job_edges_child_id", "child_id"),
+        Index("ix_job_edges_run_id", "run_id"),
+    )
+
+
+class ArtifactRow(Base):
+    """A named file or blob a handler attached to its job; the bytes live in the storage
+    ``storage_key`` names, and go with the job when retention deletes it."""
+
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Text, nullable=False)
+    job_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    run_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("runs.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    content_type: Mapped[str] = mapped_column(Text, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(Text, nullable=False)
+    storage_key: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("size_bytes >= 0", name="size_non_negative"),
+        UniqueConstraint("job_id", "name", name="uq_artifacts_job_id"),
+        Index("ix_artifacts_run_id_id", "run_id", "id"),
     )
 
 
