@@ -496,6 +496,7 @@ class Executor:
                     Step(JobStatus.COMPLETED, COMPLETED_REASON),
                     actor=owner,
                     released=released,
+                    in_run=any(claim.job.run_id is not None for claim in claims.values()),
                 )
             written: dict[int, Job | None] = dict.fromkeys(claims)
             written.update({job.id: job for job in moved})
@@ -685,6 +686,7 @@ class Executor:
                         actor=claim.owner,
                         lease_token=claim.token,
                         released=released,
+                        in_run=claim.job.run_id is not None,
                         **kwargs,
                     ).job
             except TransitionRefused as exc:
