@@ -2,7 +2,7 @@
 
 The guard calls ``settle`` with the rows its statement moved, in the same transaction. For
 each job of a run that became final, every waiting child counts it off (one UPDATE for all
-of them, ``COUNT_FINISHED_PARENTS``) and its trigger rule decides at once: released
+of them, ``COUNT_OFF_PARENTS``) and its trigger rule decides at once: released
 (``pending → scheduled``), cancelled (``upstream_failed``, ``upstream_cancelled``,
 ``upstream_succeeded``) or still waiting. For a job brought back from a final state (a
 dead letter replayed), the children it had cancelled come back to ``pending`` with their
@@ -137,23 +137,36 @@ def count_runs(
 def _children_of_finished(conn: Connection, finished: Sequence[Mapping[str, Any]]) -> list[Move]:
     if not finished:
         return []
-    counted = run_all(
+    hits = run_all(
         conn,
-        run_queries.COUNT_FINISHED_PARENTS,
+        run_queries.CHILDREN_OF_FINISHED,
         {"ids": [r["id"] for r in finished], "outcomes": [str(r["status"]) for r in finished]},
     )
+    if not hits:
+        return []
+    counted = run_all(
+        conn,
+        run_queries.COUNT_OFF_PARENTS,
+        {
+            "ids": [h["id"] for h in hits],
+            "done": [h["done"] for h in hits],
+            "failed": [h["failed"] for h in hits],
+        },
+    )
+    by_child = {h["id"]: h for h in hits}
     now = datetime.now(UTC)
     moves: dict[tuple[JobStatus, str, int], Move] = {}
     for row in counted:
+        hit = by_child[row["id"]]
         child = Counted(
             id=row["id"],
             trigger_rule=TriggerRule(row["trigger_rule"] or TriggerRule.ALL_SUCCESS),
             waiting=row["parents_waiting"],
             failed=row["parents_failed"],
             not_before=row["not_before"],
-            any_failed=bool(row["any_failed"]),
-            last_parent=row["last_parent"],
-            failing_parent=row["failing_parent"],
+            any_failed=bool(hit["any_failed"]),
+            last_parent=hit["last_parent"],
+            failing_parent=hit["failing_parent"],
         )
         decision = decide(child, now)
         if decision is not None:

@@ -114,31 +114,39 @@ WHERE e.child_id = %(job_id)s
 ORDER BY p.id
 """
 
-COUNT_FINISHED_PARENTS = """
--- name: count_finished_parents  (pk_job_edges by parent, primary key)
--- Parents became final: each waiting child counts them off once, in one UPDATE, however many
--- of its parents finished in this transaction. Children are locked by primary key in id
--- order. A child no longer `pending` (cancelled by another parent, spawned and released at
--- once) is left alone.
-WITH finished AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(outcomes)s::job_status[]) AS f(id, outcome)
-),
-hits AS (
-    SELECT e.child_id AS id, count(*)::int AS done,
-           (count(*) FILTER (WHERE f.outcome <> 'completed'))::int AS failed,
-           bool_or(f.outcome = 'failed') AS any_failed,
-           max(f.id) AS last_parent,
-           min(f.id) FILTER (WHERE f.outcome <> 'completed') AS failing_parent
-    FROM finished AS f JOIN job_edges AS e ON e.parent_id = f.id
-    GROUP BY e.child_id
+CHILDREN_OF_FINISHED = """
+-- name: children_of_finished  (pk_job_edges by parent)
+-- Parents became final: their children, each once, with how many of its parents finished in
+-- this transaction and how. One index probe per parent (the OFFSET 0 keeps the planner from
+-- turning the probes into a scan of every edge), so a job without children costs one probe.
+SELECT e.child_id AS id, count(*)::int AS done,
+       (count(*) FILTER (WHERE f.outcome <> 'completed'))::int AS failed,
+       bool_or(f.outcome = 'failed') AS any_failed,
+       max(f.id) AS last_parent,
+       min(f.id) FILTER (WHERE f.outcome <> 'completed') AS failing_parent
+FROM unnest(%(ids)s::bigint[], %(outcomes)s::job_status[]) AS f(id, outcome)
+CROSS JOIN LATERAL (
+    SELECT child_id FROM job_edges WHERE job_edges.parent_id = f.id OFFSET 0
+) AS e
+GROUP BY e.child_id
+ORDER BY e.child_id
+"""
+
+COUNT_OFF_PARENTS = """
+-- name: count_off_parents  (primary key)
+-- Each waiting child counts off its parents that just finished, once, however many they
+-- are. Children are locked by primary key in id order (the caller sorts them), so two
+-- transactions finishing parents of the same children never deadlock. A child no longer
+-- `pending` (cancelled by another parent) is left alone.
+WITH hit AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(done)s::int[], %(failed)s::int[])
+         AS h(id, done, failed)
 ),
 locked AS (
-    SELECT found.id, hits.done, hits.failed, hits.any_failed, hits.last_parent,
-           hits.failing_parent
-    FROM unnest(ARRAY(SELECT id FROM hits ORDER BY id)) AS wanted(id)
-    JOIN hits ON hits.id = wanted.id
+    SELECT found.id, hit.done, hit.failed
+    FROM hit
     CROSS JOIN LATERAL (
-        SELECT id FROM jobs WHERE jobs.id = wanted.id AND jobs.status = 'pending' FOR UPDATE
+        SELECT id FROM jobs WHERE jobs.id = hit.id AND jobs.status = 'pending' FOR UPDATE
     ) AS found
 )
 UPDATE jobs AS j
@@ -147,8 +155,7 @@ SET parents_waiting = j.parents_waiting - locked.done,
     updated_at = now()
 FROM locked
 WHERE j.id = locked.id
-RETURNING j.id, j.trigger_rule, j.parents_waiting, j.parents_failed, j.not_before,
-          locked.any_failed, locked.last_parent, locked.failing_parent
+RETURNING j.id, j.trigger_rule, j.parents_waiting, j.parents_failed, j.not_before
 """
 
 REVIVABLE_CHILDREN = """
