@@ -255,3 +255,23 @@ def test_cancelling_a_run_with_a_running_job_revokes_it_and_leaves_every_job_fin
     assert {j.status for j in graph_jobs(runs_fleet, run.id).values()} == {S.CANCELLED}
     assert runs_fleet.effects(jobs["b"].id) == []
     assert_history_chains_and_finals_once(runs_fleet, run.id)
+
+
+def test_a_run_survives_a_sigkilled_worker_and_every_job_comes_to_rest_once(
+    runs_fleet: Fleet,
+) -> None:
+    doomed = runs_fleet.start_worker("doomed", JOBENGINE_HANDLER_MODULES=HANDLERS)
+    run, jobs = submit(
+        runs_fleet,
+        [RunJobSpec(key="a", type="blocking", payload={"block_attempts": [1]}), job_spec("b")],
+        (("a", "b"),),
+    )
+    wait_until(lambda: runs_fleet.job(jobs["a"].id).status is S.RUNNING, 60, "a running")
+    runs_fleet.kill(doomed)
+    runs_fleet.start_reaper("leader")
+    start(runs_fleet, "w2")
+    wait_until(lambda: run_settled(runs_fleet, run.id), 90, "run finished after the rescue")
+    assert run_now(runs_fleet, run.id).status is RunStatus.COMPLETED
+    assert runs_fleet.job(jobs["a"].id).attempt == 2
+    assert len(runs_fleet.effects(jobs["b"].id)) == 1
+    assert_history_chains_and_finals_once(runs_fleet, run.id)
