@@ -161,13 +161,21 @@ RETURNING j.id, j.trigger_rule, j.parents_waiting, j.parents_failed, j.not_befor
 REVIVABLE_CHILDREN = """
 -- name: revivable_children  (pk_job_edges by parent, ix_job_edges_child_id, primary key)
 -- Children of jobs brought back from a final state (a replay) that were cancelled because an
--- upstream job failed or was cancelled, with their parents counted afresh.
+-- upstream job failed or was cancelled, with their parents counted afresh. Edges are probed
+-- per job (OFFSET 0 keeps each probe an index lookup), never scanned.
 WITH reopened AS (
     SELECT DISTINCT e.child_id AS id
-    FROM job_edges AS e WHERE e.parent_id = ANY(%(ids)s::bigint[])
+    FROM unnest(%(ids)s::bigint[]) AS r(id)
+    CROSS JOIN LATERAL (
+        SELECT child_id FROM job_edges WHERE job_edges.parent_id = r.id OFFSET 0
+    ) AS e
 ),
 candidates AS (
-    SELECT j.id, j.trigger_rule FROM reopened JOIN jobs AS j ON j.id = reopened.id
+    SELECT j.id, j.trigger_rule
+    FROM reopened
+    CROSS JOIN LATERAL (
+        SELECT id, trigger_rule, status FROM jobs WHERE jobs.id = reopened.id OFFSET 0
+    ) AS j
     WHERE j.status = 'cancelled'
       AND (SELECT h.reason FROM job_history AS h WHERE h.job_id = j.id
            ORDER BY h.id DESC LIMIT 1) IN ('upstream_failed', 'upstream_cancelled')
@@ -177,8 +185,10 @@ SELECT c.id, c.trigger_rule,
            AS waiting,
        (count(*) FILTER (WHERE p.status IN ('failed', 'cancelled')))::int AS failed
 FROM candidates AS c
-JOIN job_edges AS e ON e.child_id = c.id
-JOIN jobs AS p ON p.id = e.parent_id
+CROSS JOIN LATERAL (
+    SELECT parent_id FROM job_edges WHERE job_edges.child_id = c.id OFFSET 0
+) AS e
+CROSS JOIN LATERAL (SELECT status FROM jobs WHERE jobs.id = e.parent_id OFFSET 0) AS p
 GROUP BY c.id, c.trigger_rule
 ORDER BY c.id
 """
