@@ -27,6 +27,7 @@ from jobengine.runs.errors import (
     UnknownRunKey,
 )
 from jobengine.store.database import SharedConnection, make_engine, transaction
+from jobengine.store.dead_letter_repository import DeadLetterFilter
 
 WORKER = "test-worker"
 DIAMOND = (("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"))
@@ -273,6 +274,32 @@ def test_replaying_b_runs_b_and_d_again_and_not_a_or_c(engine: Engine, executor:
     for key in "ac":
         completions = [h for h in history(engine, jobs[key].id) if h["to_status"] == "completed"]
         assert len(completions) == 1
+
+
+def test_a_bulk_replay_resumes_every_run_it_touches_from_its_failed_step(
+    engine: Engine, executor: Executor
+) -> None:
+    chain = (("a", "b"), ("b", "c"))
+    first, first_jobs = submit(engine, spec_of(chain))
+    second, second_jobs = submit(engine, spec_of(chain))
+    complete(executor, first_jobs["a"])
+    fail(executor, first_jobs["b"])
+    fail(executor, second_jobs["a"])
+    report = DeadLetters(engine).replay_many(
+        DeadLetterFilter(tenant_id="acme"), ReplayOptions(actor="ops")
+    )
+    assert len(report.replayed) == 2
+    assert statuses(engine, first.id) == {
+        "a": JobStatus.COMPLETED,
+        "b": JobStatus.SCHEDULED,
+        "c": JobStatus.PENDING,
+    }
+    assert statuses(engine, second.id) == {
+        "a": JobStatus.SCHEDULED,
+        "b": JobStatus.PENDING,
+        "c": JobStatus.PENDING,
+    }
+    assert {run_of(engine, r.id).status for r in (first, second)} == {RunStatus.RUNNING}
 
 
 def test_replaying_one_of_two_failed_parents_leaves_their_child_cancelled(
