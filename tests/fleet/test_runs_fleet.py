@@ -21,7 +21,7 @@ from jobengine.runs import service
 from jobengine.runs.producer import cancel_run_now, submit_run_now
 from jobengine.store.database import transaction
 from tests.fleet import handlers, runs_handlers  # noqa: F401
-from tests.fleet.conftest import Fleet, wait_until
+from tests.fleet.conftest import Fleet, PrivatePostgres, wait_until
 
 S = JobStatus
 HANDLERS = json.dumps(["tests.fleet.handlers", "tests.fleet.runs_handlers"])
@@ -275,3 +275,32 @@ def test_a_run_survives_a_sigkilled_worker_and_every_job_comes_to_rest_once(
     assert runs_fleet.job(jobs["a"].id).attempt == 2
     assert len(runs_fleet.effects(jobs["b"].id)) == 1
     assert_history_chains_and_finals_once(runs_fleet, run.id)
+
+
+def completed_in(fleet: Fleet, run_id: int) -> int:
+    return run_now(fleet, run_id).jobs_completed
+
+
+def test_a_run_survives_a_postgres_restart_mid_fan_out_with_every_job_at_rest_once(
+    private_pg: PrivatePostgres, private_fleet: Fleet
+) -> None:
+    announce(private_fleet.engine, registry.specs(), "tests")
+    private_fleet.start_reaper("leader")
+    start(private_fleet, concurrency=2)
+    leaves = [f"leaf-{i}" for i in range(60)]
+    run, _ = submit(
+        private_fleet,
+        [
+            RunJobSpec(key="root", type="noop"),
+            *(RunJobSpec(key=k, type="sleep", payload={"seconds": 0.05}) for k in leaves),
+            RunJobSpec(key="sink", type="noop"),
+        ],
+        tuple([("root", k) for k in leaves] + [(k, "sink") for k in leaves]),
+    )
+    wait_until(lambda: completed_in(private_fleet, run.id) >= 10, 60, "fan-out under way")
+    assert completed_in(private_fleet, run.id) < 62
+    private_pg.restart_immediately()
+    wait_until(lambda: run_settled(private_fleet, run.id), 180, "run finished after restart")
+    finished = run_now(private_fleet, run.id)
+    assert (finished.status, finished.jobs_completed) == (RunStatus.COMPLETED, 62)
+    assert_history_chains_and_finals_once(private_fleet, run.id)
