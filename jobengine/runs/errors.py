@@ -46,6 +46,26 @@ class DuplicateRunKey(ValidationError):
         self.key = key
 
 
+class InvalidRunKey(ValidationError):
+    code = "INVALID_RUN_KEY"
+    hint = "Name every job of a run with a non-empty key of at most 200 characters."
+
+    def __init__(self, key: object) -> None:
+        super().__init__(f"{key!r} is not a usable job key")
+        self.key = key
+
+
+class UnknownTriggerRule(ValidationError):
+    code = "UNKNOWN_TRIGGER_RULE"
+
+    def __init__(self, key: str, rule: object, valid: Sequence[str]) -> None:
+        super().__init__(
+            f"job {key!r} asks for trigger rule {rule!r}, which does not exist",
+            hint=f"Use one of: {', '.join(valid)}.",
+        )
+        self.key = key
+
+
 class UnknownRunKey(ValidationError):
     code = "UNKNOWN_RUN_KEY"
     hint = "An edge may only join two jobs of the same run; add the job or fix the key."

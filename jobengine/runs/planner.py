@@ -1,8 +1,9 @@
 """Planning a run: every check that can refuse it, before anything is written.
 
-Pure: it reads only the spec. It refuses an empty run, duplicate keys, an edge naming a key
-outside the run, a self-edge, and a cycle (naming the keys of one), and counts each job's
-parents, which is what the child waits with in Postgres.
+Pure: it reads only the spec. It refuses an empty run, a blank or duplicate key, a trigger
+rule that does not exist, an edge naming a key outside the run, a self-edge, and a cycle
+(naming the keys of one), and counts each job's parents, which is what the child waits with
+in Postgres.
 """
 
 from __future__ import annotations
@@ -10,8 +11,18 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from jobengine.domain.run import RunSpec
-from jobengine.runs.errors import DuplicateRunKey, EmptyRun, RunCycle, SelfEdge, UnknownRunKey
+from jobengine.domain.run import RunSpec, TriggerRule
+from jobengine.runs.errors import (
+    DuplicateRunKey,
+    EmptyRun,
+    InvalidRunKey,
+    RunCycle,
+    SelfEdge,
+    UnknownRunKey,
+    UnknownTriggerRule,
+)
+
+MAX_KEY_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +41,12 @@ def plan(spec: RunSpec) -> Plan:
         raise EmptyRun(spec.name)
     position: dict[str, int] = {}
     for n, job in enumerate(spec.jobs):
+        if not isinstance(job.key, str) or not job.key.strip() or len(job.key) > MAX_KEY_CHARS:
+            raise InvalidRunKey(job.key)
         if job.key in position:
             raise DuplicateRunKey(job.key)
+        if job.trigger_rule not in set(TriggerRule):
+            raise UnknownTriggerRule(job.key, job.trigger_rule, [r.value for r in TriggerRule])
         position[job.key] = n
     edges: dict[tuple[int, int], None] = {}
     for parent_key, child_key in spec.edges:

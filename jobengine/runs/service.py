@@ -332,9 +332,10 @@ def cancel_run(
 
 
 def revocable(jobs: list[Job]) -> list[Job]:
-    """Of the jobs ``cancel_run`` cancelled, those whose attempt had started: a worker may
-    still be running their handler (their task id is ``task_id_for(id, attempt)``)."""
-    return [job for job in jobs if job.started_at is not None or job.lease_token > 0]
+    """Of the jobs ``cancel_run`` cancelled, those an attempt had started: a worker may still
+    be running their handler (their task id is ``task_id_for(id, attempt)``; revoking that of
+    an attempt long over is harmless)."""
+    return [job for job in jobs if job.started_at is not None]
 
 
 def parent_results(conn: Connection, job_id: int) -> dict[str, Any]:

@@ -10,7 +10,15 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from jobengine.domain.run import RunJobSpec, RunSpec
-from jobengine.runs.errors import DuplicateRunKey, EmptyRun, RunCycle, SelfEdge, UnknownRunKey
+from jobengine.runs.errors import (
+    DuplicateRunKey,
+    EmptyRun,
+    InvalidRunKey,
+    RunCycle,
+    SelfEdge,
+    UnknownRunKey,
+    UnknownTriggerRule,
+)
 from jobengine.runs.planner import plan
 
 
@@ -45,6 +53,36 @@ def test_a_duplicate_key_is_refused_naming_the_key() -> None:
     with pytest.raises(DuplicateRunKey) as refused:
         plan(spec(["a", "b", "a"], []))
     assert refused.value.key == "a" and refused.value.code == "DUPLICATE_RUN_KEY"
+
+
+@pytest.mark.parametrize("key", ["", "   ", "k" * 201])
+def test_a_blank_or_overlong_key_is_refused(key: str) -> None:
+    with pytest.raises(InvalidRunKey) as refused:
+        plan(spec([key], []))
+    assert refused.value.code == "INVALID_RUN_KEY"
+
+
+def test_an_unknown_trigger_rule_is_refused_listing_the_rules() -> None:
+    bad = RunSpec(
+        tenant_id="t",
+        project_id="p",
+        name="r",
+        jobs=(RunJobSpec(key="a", type="noop", trigger_rule="sometimes"),),  # type: ignore[arg-type]
+    )
+    with pytest.raises(UnknownTriggerRule) as refused:
+        plan(bad)
+    assert "'sometimes'" in refused.value.message
+    assert "all_success, all_done, on_failure" in refused.value.hint
+
+
+def test_a_trigger_rule_given_as_its_name_is_accepted() -> None:
+    named = RunSpec(
+        tenant_id="t",
+        project_id="p",
+        name="r",
+        jobs=(RunJobSpec(key="a", type="noop", trigger_rule="all_done"),),  # type: ignore[arg-type]
+    )
+    assert plan(named).keys == ("a",)
 
 
 def test_an_edge_to_a_key_outside_the_run_is_refused_naming_the_edge_and_the_key() -> None:
