@@ -21,11 +21,11 @@ from sqlalchemy import Connection
 from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import JobStatus
-from jobengine.domain.transitions import INITIAL_STATE, allowed_sources, is_allowed
+from jobengine.domain.transitions import allowed_sources, is_allowed
 from jobengine.errors import InvalidTransition, JobNotFound, LeaseNotExpired, NotDue, StaleLease
 from jobengine.store import queries
 from jobengine.store.database import run_all, run_statement
-from jobengine.store.rows import job_from_row
+from jobengine.store.rows import born_job, job_from_row
 
 SYSTEM_ACTOR = "system"
 
@@ -194,6 +194,11 @@ def transition(
     return TransitionResult(job=job_from_row(row), from_status=JobStatus(row["from_status"]))
 
 
+def _birth_status(new: NewJob) -> JobStatus:
+    """A job with a start time waits for it in ``pending``; any other is eligible at once."""
+    return JobStatus.PENDING if new.not_before else JobStatus.SCHEDULED
+
+
 def create_job(
     conn: Connection,
     new: NewJob,
@@ -204,15 +209,12 @@ def create_job(
     reason: str | None = "submitted",
     dispatching: bool = False,
 ) -> Job | None:
-    """Insert a job born ``pending``; with ``schedule`` it moves on to ``scheduled`` at once.
+    """Insert a job, born ``scheduled`` with ``schedule`` and ``pending`` without.
 
     ``dispatching`` promises a publish right after commit (see ``store.queries.CREATE_JOB``).
     Returns None when the tenant already used ``new.idempotency_key``; the caller decides
     whether that is the same request (return the original) or a conflict.
     """
-    steps = [Step(INITIAL_STATE, reason)]
-    if schedule:
-        steps.append(Step(JobStatus.SCHEDULED, "eligible at submission"))
     params: dict[str, Any] = {
         "tenant_id": new.tenant_id,
         "project_id": new.project_id,
@@ -220,7 +222,7 @@ def create_job(
         "queue": new.queue,
         "priority": new.priority,
         "payload": _json(new.payload),
-        "to_status": steps[-1].to.value,
+        "to_status": (JobStatus.SCHEDULED if schedule else JobStatus.PENDING).value,
         "retry_policy": _json(new.retry_policy),
         "not_before": new.not_before,
         "idempotency_key": new.idempotency_key,
@@ -228,9 +230,7 @@ def create_job(
         "time_limit_seconds": new.time_limit_seconds,
         "dispatching": dispatching,
         "actor": actor,
-        "details": "{}",
-        "error": None,
-        **_step_params(steps),
+        "reason": reason,
     }
     row = run_statement(conn, queries.CREATE_JOB, params)
     return None if row is None else job_from_row(row)
@@ -244,33 +244,35 @@ def create_jobs(
     reason: str | None = "submitted",
     dispatching: bool = False,
 ) -> list[Job]:
-    """Insert many jobs in one statement, in order; each is ``scheduled`` at once unless it has
+    """Insert many jobs in one statement, in order; each is born ``scheduled`` unless it has
     a ``not_before``. Jobs with idempotency keys go through ``create_job`` instead."""
     if not jobs:
         return []
     if any(new.idempotency_key for new in jobs):
         raise ValueError("create_jobs takes jobs without idempotency keys")
-    steps = [Step(INITIAL_STATE, reason), Step(JobStatus.SCHEDULED, "eligible at submission")]
+    records = [
+        {
+            "tenant_id": n.tenant_id,
+            "project_id": n.project_id,
+            "type": n.type,
+            "queue": n.queue,
+            "priority": n.priority,
+            "payload": n.payload,
+            "status": _birth_status(n).value,
+            "retry_policy": n.retry_policy,
+            "not_before": None if n.not_before is None else n.not_before.isoformat(),
+            "time_limit_seconds": n.time_limit_seconds,
+        }
+        for n in jobs
+    ]
     params: dict[str, Any] = {
-        "tenant_id": [n.tenant_id for n in jobs],
-        "project_id": [n.project_id for n in jobs],
-        "type": [n.type for n in jobs],
-        "queue": [n.queue for n in jobs],
-        "priority": [n.priority for n in jobs],
-        "payload": [_json(n.payload) for n in jobs],
-        "status": [
-            (JobStatus.PENDING if n.not_before else JobStatus.SCHEDULED).value for n in jobs
-        ],
-        "retry_policy": [_json(n.retry_policy) for n in jobs],
-        "not_before": [n.not_before for n in jobs],
-        "time_limit_seconds": [n.time_limit_seconds for n in jobs],
+        "jobs": json.dumps(records, separators=(",", ":")),
         "dispatching": dispatching,
         "actor": actor,
-        "details": "{}",
-        "error": None,
-        **_step_params(steps),
+        "reason": reason,
     }
-    return [job_from_row(row) for row in run_all(conn, queries.CREATE_JOBS, params)]
+    rows = run_all(conn, queries.CREATE_JOBS, params)
+    return [born_job(new, row) for new, row in zip(jobs, rows, strict=True)]
 
 
 def transition_many(

@@ -39,8 +39,9 @@ _ALLOWED: frozenset[tuple[JobStatus, JobStatus]] = frozenset(
     (t.source, t.target) for t in TRANSITIONS
 )
 
-INITIAL_STATE = P
-"""Every job is born ``pending``; its history starts with a row from nothing to pending."""
+BIRTH_STATES: tuple[JobStatus, ...] = (P, S)
+"""A job is born ``scheduled`` when nothing holds it, ``pending`` when something does (a start
+time, its parents in a run); its history starts with one row from nothing to that state."""
 
 
 def is_allowed(source: JobStatus, target: JobStatus) -> bool:
