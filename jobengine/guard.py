@@ -22,9 +22,16 @@ from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.domain.transitions import allowed_sources, is_allowed
-from jobengine.errors import InvalidTransition, JobNotFound, LeaseNotExpired, NotDue, StaleLease
+from jobengine.errors import (
+    InvalidTransition,
+    JobNotFound,
+    LeaseNotExpired,
+    NotDue,
+    StaleLease,
+    TransitionRefused,
+)
 from jobengine.store import queries
-from jobengine.store.database import run_all, run_statement
+from jobengine.store.database import run_all, run_pipelined, run_statement
 from jobengine.store.rows import born_job, job_from_row
 
 SYSTEM_ACTOR = "system"
@@ -161,12 +168,13 @@ def transition(
     ``not_before`` lies ahead. A path ending in ``failed`` dead-letters the job in the same
     statement, for ``dead_letter_reason``.
     """
-    steps = _path(Step(path, reason) if isinstance(path, JobStatus) else path)
-    sources = allowed_sources(steps[0].to)
-    params = _move_params(
-        steps,
+    move = _move(
+        job_id,
+        Step(path, reason) if isinstance(path, JobStatus) else path,
         actor=actor,
         lease_token=lease_token,
+        require_lease_expired=require_lease_expired,
+        require_due=require_due,
         lease_owner=lease_owner,
         lease_ttl_seconds=lease_ttl_seconds,
         result=result,
@@ -175,23 +183,52 @@ def transition(
         details=details,
         dead_letter_reason=dead_letter_reason,
     )
+    return move.read(run_statement(conn, move.sql, move.params))
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """One job's transition statement, and how to read its answer."""
+
+    job_id: int
+    steps: tuple[Step, ...]
+    sql: str
+    params: dict[str, Any]
+    lease_token: int | None
+    require_lease_expired: bool
+
+    def read(self, row: Mapping[str, Any] | None) -> TransitionResult:
+        """The move made, or the typed reason it lost (raised)."""
+        if row is None:
+            raise JobNotFound(self.job_id)
+        if row["id"] is None:
+            current = JobStatus(row["current_status"])
+            if current not in allowed_sources(self.steps[0].to):
+                raise InvalidTransition(self.job_id, current.value, self.steps[0].to.value)
+            if self.lease_token is not None and row["current_token"] != self.lease_token:
+                raise StaleLease(self.job_id, self.lease_token, row["current_token"])
+            if self.require_lease_expired:
+                raise LeaseNotExpired(self.job_id)
+            raise NotDue(self.job_id)
+        return TransitionResult(job=job_from_row(row), from_status=JobStatus(row["from_status"]))
+
+
+def _move(
+    job_id: int,
+    path: Step | Sequence[Step],
+    *,
+    lease_token: int | None,
+    require_lease_expired: bool,
+    require_due: bool,
+    **move: Any,
+) -> _Move:
+    steps = _path(path)
+    params = _move_params(steps, lease_token=lease_token, **move)
     params["job_id"] = job_id
     sql = _statement(
         tuple(s.to for s in steps), lease_token is not None, require_lease_expired, require_due
     )
-    row = run_statement(conn, sql, params)
-    if row is None:
-        raise JobNotFound(job_id)
-    if row["id"] is None:
-        current = JobStatus(row["current_status"])
-        if current not in sources:
-            raise InvalidTransition(job_id, current.value, steps[0].to.value)
-        if lease_token is not None and row["current_token"] != lease_token:
-            raise StaleLease(job_id, lease_token, row["current_token"])
-        if require_lease_expired:
-            raise LeaseNotExpired(job_id)
-        raise NotDue(job_id)
-    return TransitionResult(job=job_from_row(row), from_status=JobStatus(row["from_status"]))
+    return _Move(job_id, steps, sql, params, lease_token, require_lease_expired)
 
 
 def _birth_status(new: NewJob) -> JobStatus:
@@ -324,6 +361,13 @@ def finish_many(
     """
     if not held:
         return []
+    sql, params = _finish_many_statement(held, path, actor=actor)
+    return [job_from_row(row) for row in run_all(conn, sql, params)]
+
+
+def _finish_many_statement(
+    held: Sequence[Held], path: Step | Sequence[Step], *, actor: str
+) -> tuple[str, dict[str, Any]]:
     steps = _path(path)
     if any(s.to in (JobStatus.CLAIMED, JobStatus.FAILED) for s in steps):
         raise ValueError("finish_many takes no claims or failures: each needs its own call")
@@ -337,5 +381,50 @@ def finish_many(
         held_tokens=[h.token for h in ordered],
         held_results=[_json(h.result) for h in ordered],
     )
-    sql = _statement(tuple(s.to for s in steps), True, False, False, held=True)
-    return [job_from_row(row) for row in run_all(conn, sql, params)]
+    return _statement(tuple(s.to for s in steps), True, False, False, held=True), params
+
+
+@dataclass(frozen=True, slots=True)
+class Together:
+    """What ``finish_many_then_transition`` wrote: the held jobs it finished, and the one
+    job's move, or why that move lost (a refusal does not undo the finished ones)."""
+
+    finished: list[Job]
+    moved: TransitionResult | None
+    refused: JobNotFound | TransitionRefused | None
+
+
+def finish_many_then_transition(
+    conn: Connection,
+    held: Sequence[Held],
+    finish_path: Step | Sequence[Step],
+    job_id: int,
+    path: Step | Sequence[Step],
+    *,
+    actor: str,
+    lease_token: int | None = None,
+    require_due: bool = False,
+    **move: Any,
+) -> Together:
+    """``finish_many`` and then ``transition`` of one more job, in one round trip and one
+    transaction (a pipeline, committed at its sync).
+
+    A worker process writes the completions it has buffered with its next claim: one
+    commit instead of two, and no wait for a flush to free the process's connection.
+    """
+    finish_sql, finish_params = _finish_many_statement(held, finish_path, actor=actor)
+    one = _move(
+        job_id,
+        path,
+        actor=actor,
+        lease_token=lease_token,
+        require_lease_expired=False,
+        require_due=require_due,
+        **move,
+    )
+    finished, answer = run_pipelined(conn, [(finish_sql, finish_params), (one.sql, one.params)])
+    jobs = [job_from_row(row) for row in finished]
+    try:
+        return Together(jobs, one.read(answer[0] if answer else None), None)
+    except (JobNotFound, TransitionRefused) as refused:
+        return Together(jobs, None, refused)
