@@ -143,7 +143,7 @@ def jobengine(
     try:
         migrate.upgrade(engine)
         with engine.begin() as emptying:
-            emptying.execute(text("TRUNCATE jobs CASCADE"))
+            emptying.execute(text("TRUNCATE jobs, job_history, job_events CASCADE"))
         publisher = make_publisher(
             Settings(database_url=database_url, broker_url=broker_url), broker_url
         )

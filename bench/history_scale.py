@@ -62,9 +62,9 @@ OPS = ("claim", "complete", "retry")
 
 # Final jobs as they rest after a life: (status, share of jobs, path of (from, to, reason)).
 SHAPES = {
-    "completed": ["pending", "scheduled", "claimed", "running", "completed"],
-    "cancelled": ["pending", "scheduled", "cancelled"],
-    "failed": ["pending", "scheduled", "claimed", "running", "failed"],
+    "completed": ["scheduled", "claimed", "running", "completed"],
+    "cancelled": ["scheduled", "cancelled"],
+    "failed": ["scheduled", "claimed", "running", "failed"],
 }
 FILL = """
 -- Final jobs with their history (one row per step of their path) and one outbox event per

@@ -113,7 +113,7 @@ def _bare_runner(url: str, size: int) -> tuple[Submit, Callable[[], None]]:
 def _reset(url: str) -> None:
     """Equal starting conditions: no rows and no dead row versions left by the previous run."""
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        conn.execute("TRUNCATE jobs CASCADE")
+        conn.execute("TRUNCATE jobs, job_history, job_events CASCADE")
         conn.execute("VACUUM ANALYZE jobs")
 
 

@@ -338,6 +338,11 @@ def _server_facts(url: str) -> str:
 
 def _cleanup(url: str) -> None:
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        for table in ("job_events", "job_history"):
+            conn.execute(
+                f"DELETE FROM {table} WHERE job_id IN (SELECT id FROM jobs WHERE tenant_id = %s)",
+                (TENANT,),
+            )
         conn.execute("DELETE FROM jobs WHERE tenant_id = %s", (TENANT,))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import traceback as tb
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -83,6 +83,14 @@ class Claim:
     @property
     def attempt(self) -> int:
         return self.job.attempt
+
+
+def held_of(done: Sequence[tuple[Claim, Any]]) -> list[guard.Held]:
+    """Completions as the guard takes them; each claim says whether its job is in a run."""
+    return [
+        guard.Held(claim.job_id, claim.token, result, in_run=claim.job.run_id is not None)
+        for claim, result in done
+    ]
 
 
 TIMEOUT_ERRORS = ("SoftTimeLimitExceeded", "TimeLimitExceeded")
@@ -224,7 +232,14 @@ class Executor:
 
     # ---- claims ----------------------------------------------------------------------------
 
-    def claim(self, job_id: int, owner: str, queue: str | None = None) -> Claim | None:
+    def claim(
+        self,
+        job_id: int,
+        owner: str,
+        queue: str | None = None,
+        *,
+        completing: Sequence[tuple[Claim, Any]] = (),
+    ) -> Claim | None:
         """Take the lease and start: ``scheduled → claimed → running`` in one statement.
 
         None means this message must run nothing: the job is final, cancelled, leased by a
@@ -232,14 +247,22 @@ class Executor:
         refused claim is the normal fate of a duplicate message. A store that stays
         unreachable for ``claim_patience_seconds`` raises ``StoreUnavailable``: the caller
         must then keep the message, since nothing was decided.
+
+        ``completing`` are completions this process buffered (``jobengine.completer``), of
+        jobs outside any run; they are written with the claim, in its round trip and
+        transaction, and stay written when the claim is refused. If the call raises, none of
+        them was written.
         """
 
         def attempt(repeated: bool) -> Claim | None:
             limited = self._limited_queue_of([job_id], queue)
             try:
                 if limited is not None:
+                    self._complete_many_once(completing, repeated)
                     within = self._claim_within_limit([job_id], owner, limited, chunk=False)
                     return Claim(job=within[0], owner=owner) if within else None
+                if completing:
+                    return self._complete_and_claim(completing, job_id, owner, repeated)
                 with self.connection.use() as conn:
                     return Claim(job=self._claim_and_start(conn, job_id, owner), owner=owner)
             except (TransitionRefused, JobNotFound) as exc:
@@ -250,6 +273,30 @@ class Executor:
                 return None
 
         return self._claim_retried(attempt, what="claim")
+
+    def _complete_and_claim(
+        self, completing: Sequence[tuple[Claim, Any]], job_id: int, owner: str, repeated: bool
+    ) -> Claim:
+        """The buffered completions and the claim, in one pipeline (``guard``'s
+        ``finish_many_then_transition``); a refused claim is raised once they are read."""
+        claims = {claim.job_id: claim for claim, _ in completing}
+        with self.connection.use() as conn:
+            together = guard.finish_many_then_transition(
+                conn,
+                held_of(completing),
+                Step(JobStatus.COMPLETED, COMPLETED_REASON),
+                job_id,
+                [Step(JobStatus.CLAIMED), Step(JobStatus.RUNNING)],
+                actor=owner,
+                lease_owner=owner,
+                lease_ttl_seconds=self.lease_ttl_seconds,
+                require_due=True,
+            )
+        self._completions_written(claims, together.finished, repeated)
+        if together.refused is not None:
+            raise together.refused
+        assert together.moved is not None
+        return Claim(job=together.moved.job, owner=owner)
 
     def _own_earlier_claims(
         self, job_ids: list[int], owner: str, status: JobStatus, repeated: bool
@@ -482,43 +529,54 @@ class Executor:
         or None when its fence refused it (its lease was lost, it was cancelled)."""
         if not done:
             return {}
-        claims = {claim.job_id: claim for claim, _ in done}
-        held = [guard.Held(claim.job_id, claim.token, result) for claim, result in done]
-        owner = done[0][0].owner
         released: list[Job] = []
 
         def once(repeated: bool) -> dict[int, Job | None]:
             released.clear()
-            with self.connection.use() as conn:
-                moved = guard.finish_many(
-                    conn,
-                    held,
-                    Step(JobStatus.COMPLETED, COMPLETED_REASON),
-                    actor=owner,
-                    released=released,
-                    in_run=any(claim.job.run_id is not None for claim in claims.values()),
-                )
-            written: dict[int, Job | None] = dict.fromkeys(claims)
-            written.update({job.id: job for job in moved})
-            for job_id in [i for i, job in written.items() if job is None]:
-                found = (
-                    self._already_written(claims[job_id], JobStatus.COMPLETED) if repeated else None
-                )
-                written[job_id] = found
-                if found is None:
-                    log.warning(
-                        "outcome_refused",
-                        job_id=job_id,
-                        attempt=claims[job_id].attempt,
-                        status=JobStatus.COMPLETED.value,
-                        reason="the lease was lost or the job moved on",
-                    )
-            return written
+            return self._complete_many_once(done, repeated, released)
 
         written = self._retried(
             once, what="outcome:completed_many", deadline=self.write_deadline_seconds
         )
         self.publish_released(released, publisher)
+        return written
+
+    def _complete_many_once(
+        self,
+        done: Sequence[tuple[Claim, Any]],
+        repeated: bool,
+        released: list[Job] | None = None,
+    ) -> dict[int, Job | None]:
+        if not done:
+            return {}
+        with self.connection.use() as conn:
+            moved = guard.finish_many(
+                conn,
+                held_of(done),
+                Step(JobStatus.COMPLETED, COMPLETED_REASON),
+                actor=done[0][0].owner,
+                released=released,
+            )
+        return self._completions_written({c.job_id: c for c, _ in done}, moved, repeated)
+
+    def _completions_written(
+        self, claims: Mapping[int, Claim], moved: Sequence[Job], repeated: bool
+    ) -> dict[int, Job | None]:
+        """Each completion's job as written, or None where its fence refused it (logged);
+        after a retry, one the lost answer of an earlier try wrote counts as written."""
+        written: dict[int, Job | None] = dict.fromkeys(claims)
+        written.update({job.id: job for job in moved})
+        for job_id in [i for i, job in written.items() if job is None]:
+            found = self._already_written(claims[job_id], JobStatus.COMPLETED) if repeated else None
+            written[job_id] = found
+            if found is None:
+                log.warning(
+                    "outcome_refused",
+                    job_id=job_id,
+                    attempt=claims[job_id].attempt,
+                    status=JobStatus.COMPLETED.value,
+                    reason="the lease was lost or the job moved on",
+                )
         return written
 
     def record_retry(self, claim: Claim, outcome: Retry) -> Job | None:

@@ -111,6 +111,8 @@ def validate(
         )
     queue = new.queue if new.queue != "default" else spec.queue
     limit = new.time_limit_seconds or spec.time_limit_seconds
+    if queue == new.queue and limit == new.time_limit_seconds:
+        return new
     return replace(new, queue=queue, time_limit_seconds=limit)
 
 

@@ -40,10 +40,11 @@ _ALLOWED: frozenset[tuple[JobStatus, JobStatus]] = frozenset(
     (t.source, t.target) for t in TRANSITIONS
 )
 
-INITIAL_STATE = P
-"""Every job is born ``pending``; its history starts with a row from nothing to pending. The
-only way back to it is a run's child brought back by the replay of the parent it was
-cancelled for."""
+BIRTH_STATES: tuple[JobStatus, ...] = (P, S)
+"""A job is born ``scheduled`` when nothing holds it, ``pending`` when something does (a start
+time, its parents in a run); its history starts with one row from nothing to that state. The
+only way back to ``pending`` later is a run's child brought back by the replay of the parent
+it was cancelled for (``cancelled → pending``)."""
 
 
 def is_allowed(source: JobStatus, target: JobStatus) -> bool:

@@ -142,8 +142,8 @@ def create_run_jobs(
     reason: str = "submitted",
     details: Mapping[str, Any] | None = None,
 ) -> list[Job]:
-    """Insert jobs of a run in one statement, through the guard's creation path."""
-    steps = [guard.Step(JobStatus.PENDING, reason), guard.Step(JobStatus.SCHEDULED, "eligible")]
+    """Insert jobs of a run in one statement, each born as the guard's creation path
+    bears a job: one history row and its outbox event."""
     rows = run_all(
         conn,
         run_queries.CREATE_RUN_JOBS,
@@ -154,11 +154,8 @@ def create_run_jobs(
             "project_id": project_id,
             "dispatching": dispatching,
             "actor": actor,
+            "reason": reason,
             "details": _json(dict(details or {})),
-            "error": None,
-            "step_from": [None, JobStatus.PENDING.value],
-            "step_to": [s.to.value for s in steps],
-            "step_reason": [s.reason for s in steps],
         },
     )
     return [job_from_row(row) for row in rows]

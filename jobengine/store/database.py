@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -190,12 +190,29 @@ def run_all(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[dict[
     their own rows once the table fills, on statistics of an empty table too
     (``tests/integration/test_plans_use_indexes.py``).
     """
+    with _driver(conn) as driver, driver.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, params, prepare=True)
+        return _rows(cur)
+
+
+def _rows(cur: psycopg.Cursor[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The statement's rows, if it returns any. Asked through the result's status, not
+    ``cursor.description``, whose column objects cost the worker more per job than reading
+    the rows themselves (measured: 35 of them, about 0.1 ms, per claim)."""
+    result = cur.pgresult
+    if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
+        return []
+    return cur.fetchall()
+
+
+@contextmanager
+def _driver(conn: Connection) -> Iterator[psycopg.Connection[Any]]:
+    """The psycopg connection beneath ``conn``; its errors come out as the store's, and a
+    lost connection is invalidated so its pool never lends it again."""
     try:
         driver = conn.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
-        with driver.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql, params, prepare=True)
-            return cur.fetchall() if cur.description is not None else []
+        yield driver
     except (psycopg.Error, DBAPIError, PendingRollbackError) as exc:
         mapped = store_error_for(exc)
         if mapped is None:
@@ -203,6 +220,25 @@ def run_all(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[dict[
         if is_disconnect(mapped):
             conn.invalidate()
         raise mapped from exc
+
+
+def run_pipelined(
+    conn: Connection, statements: Sequence[tuple[str, Mapping[str, Any]]]
+) -> list[list[dict[str, Any]]]:
+    """``run_all`` of several statements in one round trip; each one's rows, in order.
+
+    Sent as one pipeline and synced once, they run in one transaction: on an autocommit
+    connection the statements before a sync form one implicit transaction, committed at it,
+    and an error in any rolls all of them back. Inside an open transaction they join it.
+    """
+    with _driver(conn) as driver:
+        cursors = []
+        with driver.pipeline():
+            for sql, params in statements:
+                cur = driver.cursor(row_factory=dict_row)
+                cur.execute(sql, params, prepare=True)
+                cursors.append(cur)
+        return [_rows(cur) for cur in cursors]
 
 
 def run_statement(conn: Connection, sql: str, params: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -283,12 +283,13 @@ class ArtifactRow(Base):
 
 
 class JobHistoryRow(Base):
+    """Every transition of a job. No foreign key: only the guard writes it, in the statement
+    that moves the job, and retention deletes it with the job (see migration 0012)."""
+
     __tablename__ = "job_history"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
-    job_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
-    )
+    job_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     from_status: Mapped[JobStatus | None] = mapped_column(job_status_enum)
     to_status: Mapped[JobStatus] = mapped_column(job_status_enum, nullable=False)
     at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
@@ -303,17 +304,14 @@ class JobHistoryRow(Base):
 
 
 class JobEventRow(Base):
-    """The transactional outbox: one row per history row, written in the same statement."""
+    """The transactional outbox: one row per history row, written in the same statement
+    (no foreign keys, as for history: see migration 0012)."""
 
     __tablename__ = "job_events"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
-    job_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
-    )
-    history_id: Mapped[int | None] = mapped_column(
-        BigInteger, ForeignKey("job_history.id", ondelete="CASCADE"), nullable=True, unique=True
-    )
+    job_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    history_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, unique=True)
     """The transition this event reports; progress events have none."""
     tenant_id: Mapped[str] = mapped_column(Text, nullable=False)
     type: Mapped[str] = mapped_column(Text, nullable=False)

@@ -74,12 +74,11 @@ FENCE_DUE = (
 )
 """Due, with two seconds' grace for clock skew between a worker's ETA and Postgres."""
 
-# History and outbox rows for a path of steps, for every row in `moved`; shared by create and
-# transition. A row takes every step of the path up to the one that reached its status, so in a
-# batch a job created `pending` gets one row and one created `scheduled` gets two. A failed
-# step's row carries the error's code, class and message, so each attempt's error stays in the
-# timeline after `last_error` has moved on.
-_WRITE_STEPS = """
+# History rows for a path of steps, for every row a transition `moved`. A row takes every step
+# of the path up to the one that reached its status. A failed step's row carries the error's
+# code, class and message, so each attempt's error stays in the timeline after `last_error`
+# has moved on.
+_STEPS_HISTORY = """
 steps AS (
     SELECT s.from_status, s.to_status, s.reason, s.ord
     FROM unnest(%(step_from)s::job_status[], %(step_to)s::job_status[], %(step_reason)s::text[])
@@ -99,7 +98,10 @@ history AS (
                        WHERE reached.to_status = moved.status)
     ORDER BY moved.id, steps.ord
     RETURNING id, job_id, from_status, to_status, actor, reason, attempt, details, at
-),
+)"""
+
+# The outbox row of every history row written above, in the same statement.
+_EVENTS = """,
 events AS (
     INSERT INTO job_events (job_id, history_id, tenant_id, type, version, data, occurred_at)
     SELECT history.job_id, history.id, moved.tenant_id, 'job.transition', 1,
@@ -113,6 +115,23 @@ events AS (
     ORDER BY history.id
     RETURNING id
 )"""
+_WRITE_STEPS = _STEPS_HISTORY + _EVENTS
+
+# A job's birth is one history row, from nothing to the state it is born in: `scheduled` when
+# nothing holds it, `pending` when something does (a start time, its parents in a run). It
+# never rested in `pending` on the way to `scheduled`, so no row says it did.
+_WRITE_BIRTH = (
+    """
+history AS (
+    INSERT INTO job_history (job_id, from_status, to_status, actor, reason, attempt, details)
+    SELECT moved.id, NULL, moved.status, %(actor)s, %(reason)s, 0, '{}'::jsonb
+    FROM moved
+    ORDER BY moved.id
+    RETURNING id, job_id, from_status, to_status, actor, reason, attempt, details, at
+)"""
+    + _EVENTS
+)
+
 
 TRANSITION_TEMPLATE = (
     """
@@ -228,10 +247,10 @@ FINAL_MANY = "SELECT moved.* FROM moved ORDER BY id"
 CREATE_JOB = (
     """
 -- name: create_job
--- Insert a job born `pending` (and, when eligible now, moved on to `scheduled` in the same
--- statement). An Idempotency-Key already used by the tenant inserts nothing. `dispatching`
--- says the caller publishes right after commit, so the job is marked as handed to the broker
--- now rather than by a second UPDATE later; a failed publish clears the mark.
+-- Insert a job born `scheduled`, or `pending` when it has a start time. An Idempotency-Key
+-- already used by the tenant inserts nothing. `dispatching` says the caller publishes right
+-- after commit, so the job is marked as handed to the broker now rather than by a second
+-- UPDATE later; a failed publish clears the mark.
 WITH moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
                       retry_policy, not_before, idempotency_key, request_hash, scheduled_at,
@@ -243,25 +262,32 @@ WITH moved AS (
             CASE WHEN %(to_status)s = 'scheduled' AND %(dispatching)s THEN now() END,
             %(time_limit_seconds)s)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING *, NULL::job_status AS from_status
+    RETURNING *
 ),"""
-    + _WRITE_STEPS
+    + _WRITE_BIRTH
     + """
 SELECT * FROM moved
 """
 )
 
+BORN_COLUMNS = "id, status, created_at, updated_at, scheduled_at, dispatched_at"
+"""What a batch's insert returns: the rest of each job is what the producer sent
+(``store.rows.born_job``), and decoding it back would cost more than storing it."""
+
 CREATE_JOBS = (
     """
 -- name: create_jobs
--- Many jobs without idempotency keys in one statement (batch submission): each born `pending`
--- and, when eligible now, moved on to `scheduled`, with its history and outbox rows.
+-- Many jobs without idempotency keys in one statement (batch submission), each born
+-- `scheduled` or, with a start time, `pending`, with its history and outbox rows. The jobs
+-- come as one JSON array: one parameter to encode and parse, where arrays of each column cost
+-- the client more than the statement costs Postgres.
 WITH input AS (
     SELECT *
-    FROM unnest(%(tenant_id)s::text[], %(project_id)s::text[], %(type)s::text[],
-                %(queue)s::text[], %(priority)s::smallint[], %(payload)s::jsonb[],
-                %(status)s::job_status[], %(retry_policy)s::jsonb[], %(not_before)s::timestamptz[],
-                %(time_limit_seconds)s::double precision[])
+    FROM ROWS FROM (jsonb_to_recordset(%(jobs)s::jsonb)
+                    AS (tenant_id text, project_id text, type text, queue text,
+                        priority smallint, payload jsonb, status job_status,
+                        retry_policy jsonb, not_before timestamptz,
+                        time_limit_seconds double precision))
          WITH ORDINALITY AS i(tenant_id, project_id, type, queue, priority, payload, status,
                               retry_policy, not_before, time_limit_seconds, ord)
 ),
@@ -273,11 +299,11 @@ moved AS (
            CASE WHEN status = 'scheduled' AND %(dispatching)s THEN now() END, time_limit_seconds
     FROM input
     ORDER BY ord
-    RETURNING *, NULL::job_status AS from_status
+    RETURNING *
 ),"""
-    + _WRITE_STEPS
-    + """
-SELECT * FROM moved ORDER BY id
+    + _WRITE_BIRTH
+    + f"""
+SELECT {BORN_COLUMNS} FROM moved ORDER BY id
 """
 )
 

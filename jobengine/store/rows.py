@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jobengine.domain.job import Job, JobHistory
+from jobengine.domain.job import Job, JobHistory, NewJob
 from jobengine.domain.status import JobStatus
 
 
@@ -40,6 +40,39 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         run_id=row.get("run_id"),
         run_key=row.get("run_key"),
         trigger_rule=row.get("trigger_rule"),
+    )
+
+
+def born_job(new: NewJob, row: Mapping[Any, Any]) -> Job:
+    """A job as its creation stored it: what the producer sent, with what Postgres gave it
+    (``store.queries.BORN_COLUMNS``). Nothing else can have changed inside the statement."""
+    return Job(
+        id=row["id"],
+        tenant_id=new.tenant_id,
+        project_id=new.project_id,
+        type=new.type,
+        queue=new.queue,
+        priority=new.priority,
+        payload=new.payload,
+        status=JobStatus(row["status"]),
+        attempt=0,
+        retry_policy=new.retry_policy,
+        not_before=new.not_before,
+        lease_owner=None,
+        lease_token=0,
+        lease_expires_at=None,
+        idempotency_key=None,
+        result=None,
+        last_error=None,
+        progress=None,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        scheduled_at=row["scheduled_at"],
+        started_at=None,
+        completed_at=None,
+        dispatched_at=row["dispatched_at"],
+        time_limit_seconds=new.time_limit_seconds,
+        budget_start_attempt=0,
     )
 
 

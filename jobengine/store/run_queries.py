@@ -11,7 +11,7 @@ Parameters use psycopg's ``%(name)s`` style; statements run through ``run_all``.
 
 from __future__ import annotations
 
-from jobengine.store.queries import _WRITE_STEPS
+from jobengine.store.queries import _EVENTS
 
 RUN_COLUMNS = (
     "id, tenant_id, project_id, name, status, jobs_total, jobs_completed, jobs_failed, "
@@ -49,12 +49,26 @@ WHERE id = %(run_id)s AND status = 'running'
 RETURNING {RUN_COLUMNS}
 """
 
+# A run's job is born as any job is (``queries._WRITE_BIRTH``): one history row from nothing
+# to its state, with its outbox event; ``details`` says who made it (a spawn names its job).
+_RUN_BIRTH = (
+    """
+history AS (
+    INSERT INTO job_history (job_id, from_status, to_status, actor, reason, attempt, details)
+    SELECT moved.id, NULL, moved.status, %(actor)s, %(reason)s, 0, %(details)s::jsonb
+    FROM moved
+    ORDER BY moved.id
+    RETURNING id, job_id, from_status, to_status, actor, reason, attempt, details, at
+)"""
+    + _EVENTS
+)
+
 CREATE_RUN_JOBS = (
     """
 -- name: create_run_jobs
--- All jobs of a run in one statement: roots `scheduled` at once (unless they wait for a
--- not_before), children `pending` with the number of parents they wait for; each with the
--- history and outbox rows of the guard's creation path.
+-- All jobs of a run in one statement: roots born `scheduled` (unless they wait for a
+-- not_before), children born `pending` with the number of parents they wait for; each with
+-- its birth's history and outbox rows.
 WITH input AS (
     SELECT *
     FROM unnest(%(type)s::text[], %(queue)s::text[], %(priority)s::smallint[],
@@ -74,9 +88,9 @@ moved AS (
            %(run_id)s, run_key, trigger_rule, parents_waiting
     FROM input
     ORDER BY ord
-    RETURNING *, NULL::job_status AS from_status
+    RETURNING *
 ),"""
-    + _WRITE_STEPS
+    + _RUN_BIRTH
     + """
 SELECT * FROM moved ORDER BY id
 """

@@ -155,8 +155,7 @@ def test_cancel_then_cancel_again_then_final_is_409(client: httpx.Client, engine
     assert client.delete(f"/api/v1/jobs/{job_id}").status_code == 200
     history = client.get(f"/api/v1/jobs/{job_id}/history").json()["items"]
     assert [(h["fromStatus"], h["toStatus"]) for h in history] == [
-        (None, "pending"),
-        ("pending", "scheduled"),
+        (None, "scheduled"),
         ("scheduled", "cancelled"),
     ]
     assert history[-1]["actor"].startswith("api:")

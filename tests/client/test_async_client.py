@@ -84,7 +84,7 @@ def test_wait_and_events_on_the_real_fleet(api: ApiServer, fleet: Fleet) -> None
             assert done.status is S.COMPLETED and done.result == {"attempt": 1}
             events = [e async for e in client.events(job.id)]
             transitions = [e.to_status for e in events if e.type == "job.transition"]
-            assert transitions == [S.PENDING, S.SCHEDULED, S.CLAIMED, S.RUNNING, S.COMPLETED]
+            assert transitions == [S.SCHEDULED, S.CLAIMED, S.RUNNING, S.COMPLETED]
             resumed = [e async for e in client.events(job.id, last_event_id=events[2].id)]
             assert [e.id for e in resumed] == [e.id for e in events[3:]]
 

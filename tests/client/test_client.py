@@ -169,7 +169,7 @@ def test_wait_returns_the_completed_job_across_a_dropped_stream(
     assert "Last-Event-ID" not in streams[0].headers
     assert streams[1].headers["Last-Event-ID"]  # the reconnect resumed after the first event
     transitions = [e.to_status for e in events if e.type == "job.transition"]
-    assert transitions == [S.PENDING, S.SCHEDULED, S.CLAIMED, S.RUNNING, S.COMPLETED]
+    assert transitions == [S.SCHEDULED, S.CLAIMED, S.RUNNING, S.COMPLETED]
     assert events[-1].is_final and len({e.id for e in events}) == len(events)
 
 

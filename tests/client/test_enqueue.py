@@ -160,8 +160,7 @@ def test_rolled_back_job_never_runs_and_committed_one_completes(fleet: Fleet) ->
 
     wait_until(lambda: fleet.job(kept.id).status is S.COMPLETED, 60, "committed job completed")
     assert [(h.from_status, h.to_status) for h in fleet.history(kept.id)] == [
-        (None, S.PENDING),
-        (S.PENDING, S.SCHEDULED),
+        (None, S.SCHEDULED),
         (S.SCHEDULED, S.CLAIMED),
         (S.CLAIMED, S.RUNNING),
         (S.RUNNING, S.COMPLETED),

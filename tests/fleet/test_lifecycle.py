@@ -21,8 +21,7 @@ def test_job_runs_to_completed_with_full_history(fleet: Fleet) -> None:
     assert final.result == {"attempt": 1}
     assert final.completed_at is not None and final.lease_owner is None
     assert [(h.from_status, h.to_status) for h in fleet.history(job.id)] == [
-        (None, S.PENDING),
-        (S.PENDING, S.SCHEDULED),
+        (None, S.SCHEDULED),
         (S.SCHEDULED, S.CLAIMED),
         (S.CLAIMED, S.RUNNING),
         (S.RUNNING, S.COMPLETED),

@@ -15,6 +15,7 @@ from jobengine.dead_letters import DeadLetters, ReplayOptions
 from jobengine.domain.job import Job
 from jobengine.domain.run import Run, RunJobSpec, RunSpec, TriggerRule
 from jobengine.domain.status import FINAL_STATES, JobStatus, RunStatus
+from jobengine.domain.transitions import BIRTH_STATES
 from jobengine.fleet import publisher_app
 from jobengine.job_types import registry
 from jobengine.runs import service
@@ -72,12 +73,12 @@ def run_settled(fleet: Fleet, run_id: int) -> bool:
 
 
 def assert_history_chains_and_finals_once(fleet: Fleet, run_id: int) -> None:
-    """Every job of the run: its history is a gap-free chain from `pending` to the final
+    """Every job of the run: its history is a gap-free chain from its birth to the final
     state it rests in, and each final state it reached was left again (a retry, a replay)
     but the last: it came to rest exactly once."""
     for job in graph_jobs(fleet, run_id).values():
         rows = fleet.history(job.id)
-        assert rows[0].from_status is None and rows[0].to_status is S.PENDING
+        assert rows[0].from_status is None and rows[0].to_status in BIRTH_STATES
         for before, after in itertools.pairwise(rows):
             assert after.from_status is before.to_status, (job.run_key, before, after)
         assert rows[-1].to_status is job.status and job.status in FINAL_STATES

@@ -174,3 +174,62 @@ def test_a_completer_refuses_settings_that_would_never_flush(executor: Executor)
         Completer(executor, flush_after_seconds=0, max_batch=1)
     with pytest.raises(ValueError, match="max_batch"):
         Completer(executor, flush_after_seconds=1, max_batch=0)
+
+
+def _claim_with(executor: Executor, job: Job, done: list[Claim]) -> Claim | None:
+    return executor.claim(job.id, OWNER, completing=[(c, {"n": c.job.payload["n"]}) for c in done])
+
+
+def test_a_claim_carries_buffered_completions_in_its_one_round_trip(
+    engine: Engine, relay: CountingRelay, executor: Executor
+) -> None:
+    warm = executor.claim_chunk([j.id for j in scheduled_jobs(engine, 1)], OWNER)
+    assert _claim_with(executor, scheduled_jobs(engine, 1)[0], warm) is not None  # prepared
+    held = executor.claim_chunk([j.id for j in scheduled_jobs(engine, 3)], OWNER)
+    [following] = scheduled_jobs(engine, 1)
+    before = relay.count()
+    claim = _claim_with(executor, following, held)
+    assert relay.count() - before == WireCount(statements=2, round_trips=1)
+    assert claim is not None and claim.job.status is S.RUNNING
+    assert moves(engine, following.id)[-2:] == [("scheduled", "claimed"), ("claimed", "running")]
+    for done in held:
+        assert _status(engine, done) is S.COMPLETED
+        assert moves(engine, done.job_id)[-1] == ("running", "completed")
+        assert events_of(engine, done.job_id)[-1] == "completed"
+    with engine.connect() as conn:
+        results = conn.execute(
+            text("SELECT result FROM jobs WHERE id = ANY(:ids) ORDER BY id"),
+            {"ids": [c.job_id for c in held]},
+        ).scalars()
+        assert list(results) == [{"n": c.job.payload["n"]} for c in held]
+
+
+def test_completions_carried_by_a_refused_claim_are_written_all_the_same(
+    engine: Engine, executor: Executor
+) -> None:
+    held = executor.claim_chunk([j.id for j in scheduled_jobs(engine, 2)], OWNER)
+    [gone] = scheduled_jobs(engine, 1)
+    with transaction(engine) as conn:
+        guard.transition(conn, gone.id, S.CANCELLED, reason="cancelled first")
+    assert _claim_with(executor, gone, held) is None
+    assert [_status(engine, c) for c in held] == [S.COMPLETED, S.COMPLETED]
+    assert moves(engine, gone.id)[-1] == ("scheduled", "cancelled")
+
+
+def test_completions_handed_out_and_given_back_are_buffered_again_and_flushed(
+    engine: Engine, executor: Executor
+) -> None:
+    completer = Completer(executor, flush_after_seconds=60, max_batch=100)
+    claims = executor.claim_chunk([j.id for j in scheduled_jobs(engine, 2)], OWNER)
+    for claim in claims:
+        completer.add(claim, None)
+    taken = completer.take()
+    assert [c.job_id for c, _ in taken] == [c.job_id for c in claims]
+    assert completer.pending() == 0
+    completer.give_back(taken)  # their writer could not write them
+    assert completer.pending() == 2
+    wait_until(
+        lambda: all(_status(engine, c) is S.COMPLETED for c in claims),
+        10,
+        "given-back completions flushed at once",
+    )

@@ -114,7 +114,7 @@ def test_exhausted_job_is_dead_lettered_with_every_attempt_in_its_timeline(
     failures = [t for t in entry.timeline if t["to_status"] == "failed"]
     assert [f["attempt"] for f in failures] == [1, 2, 3]
     assert all(f["details"]["error"]["message"] == "still broken" for f in failures)
-    assert entry.timeline[0]["to_status"] == "pending"
+    assert entry.timeline[0]["to_status"] == "scheduled"
     assert entry.timeline[-1]["to_status"] == "failed"
 
 

@@ -7,13 +7,12 @@ from jobengine.store.database import transaction
 from jobengine.store.history_repository import JobHistoryRepository
 
 
-def test_submitted_job_is_scheduled_with_a_two_row_history(engine: Engine) -> None:
+def test_submitted_job_is_scheduled_with_a_one_row_history(engine: Engine) -> None:
     with transaction(engine) as conn:
         job = guard.create_job(conn, NewJob(type="noop"), schedule=True)
         assert job is not None
         history = JobHistoryRepository(conn).for_job(job.id)
     assert job.status is JobStatus.SCHEDULED
     assert [(h.from_status, h.to_status) for h in history] == [
-        (None, JobStatus.PENDING),
-        (JobStatus.PENDING, JobStatus.SCHEDULED),
+        (None, JobStatus.SCHEDULED),
     ]

@@ -27,7 +27,7 @@ from jobengine import guard
 from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
-from jobengine.domain.transitions import INITIAL_STATE, allowed_targets, is_allowed
+from jobengine.domain.transitions import BIRTH_STATES, allowed_targets, is_allowed
 from jobengine.errors import InvalidTransition, LeaseNotExpired, StaleLease, TransitionRefused
 from jobengine.store.database import transaction
 
@@ -93,11 +93,10 @@ class GuardMachine(RuleBasedStateMachine):
         with transaction(self.engine) as conn:
             job = guard.create_job(conn, NewJob(type="noop"), schedule=schedule)
         assert job is not None
-        expected = JobStatus.SCHEDULED if schedule else INITIAL_STATE
+        expected = JobStatus.SCHEDULED if schedule else JobStatus.PENDING
         assert job.status is expected
-        rows = 2 if schedule else 1
-        self.model[job.id] = ModelJob(status=expected, history_rows=rows)
-        self.rows_at_creation += rows
+        self.model[job.id] = ModelJob(status=expected, history_rows=1)
+        self.rows_at_creation += 1
 
     def _pick_job(self, data: st.DataObject, wanted: frozenset[JobStatus]) -> int:
         """Mostly a job in one of the ``wanted`` states, when there is one; else any job."""
@@ -229,7 +228,7 @@ class GuardMachine(RuleBasedStateMachine):
             rows = [h for h in history if h.job_id == job_id]
             assert len(rows) == model.history_rows
             assert rows[0].from_status is None
-            assert rows[0].to_status == INITIAL_STATE.value
+            assert rows[0].to_status in {s.value for s in BIRTH_STATES}
             for prev, row in itertools.pairwise(rows):
                 assert row.from_status == prev.to_status, f"gap in history of job {job_id}"
                 assert is_allowed(JobStatus(row.from_status), JobStatus(row.to_status))

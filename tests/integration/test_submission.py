@@ -158,7 +158,7 @@ def test_same_key_and_request_returns_the_original_job_without_a_new_one(engine:
     assert created_first is True
     assert created_again is False
     assert again == first
-    assert counts == (1, 2, 2)
+    assert counts == (1, 1, 1)
 
 
 def test_same_key_in_another_tenant_is_a_different_job(engine: Engine) -> None:
@@ -218,7 +218,7 @@ def test_concurrent_submissions_with_one_key_create_exactly_one_job(submit_engin
     assert sum(created for _, created in results) == 1
     assert len({job.id for job, _ in results}) == 1
     with transaction(submit_engine) as conn:
-        assert row_counts(conn) == (1, 2, 2)
+        assert row_counts(conn) == (1, 1, 1)
 
 
 # ---- scheduling at submission ---------------------------------------------------------------
@@ -248,7 +248,7 @@ def test_job_without_not_before_is_scheduled_at_once(engine: Engine) -> None:
     assert created
     assert job.status is JobStatus.SCHEDULED
     assert job.scheduled_at is not None
-    assert [h.to_status for h in history] == [JobStatus.PENDING, JobStatus.SCHEDULED]
+    assert [h.to_status for h in history] == [JobStatus.SCHEDULED]
 
 
 def test_a_payload_that_does_not_fit_the_types_model_is_refused_naming_the_field(

@@ -20,7 +20,7 @@ from jobengine import guard
 from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import FINAL_STATES, JobStatus
-from jobengine.domain.transitions import INITIAL_STATE, TRANSITIONS, allowed_targets
+from jobengine.domain.transitions import TRANSITIONS, allowed_targets
 from jobengine.errors import (
     InvalidTransition,
     JobNotFound,
@@ -62,14 +62,18 @@ def engine(pg_admin_url: str, migrated_template: str) -> Iterator[Engine]:
     _drop_database(pg_admin_url, name)
 
 
+BORN_HELD = JobStatus.PENDING
+"""What a job created without ``schedule`` is born in: every state is reached from it."""
+
+
 def _pair_id(pair: tuple[JobStatus, JobStatus]) -> str:
     return f"{pair[0].value}->{pair[1].value}"
 
 
 def path_from_creation(target: JobStatus) -> list[JobStatus]:
     """The shortest list of states after ``pending`` that leads a new job to ``target``."""
-    came_from: dict[JobStatus, JobStatus | None] = {INITIAL_STATE: None}
-    queue = deque([INITIAL_STATE])
+    came_from: dict[JobStatus, JobStatus | None] = {BORN_HELD: None}
+    queue = deque([BORN_HELD])
     while queue:
         state = queue.popleft()
         if state is target:
@@ -79,10 +83,10 @@ def path_from_creation(target: JobStatus) -> list[JobStatus]:
                 came_from[nxt] = state
                 queue.append(nxt)
     if target not in came_from:
-        raise AssertionError(f"{target} is unreachable from {INITIAL_STATE} in the table")
+        raise AssertionError(f"{target} is unreachable from {BORN_HELD} in the table")
     path: list[JobStatus] = []
     step: JobStatus | None = target
-    while step is not None and step is not INITIAL_STATE:
+    while step is not None and step is not BORN_HELD:
         path.append(step)
         step = came_from[step]
     return path[::-1]
@@ -111,7 +115,7 @@ def job_in(engine: Engine, source: JobStatus) -> Job:
     """A new job, committed, resting in ``source`` after a valid walk through the table."""
     with transaction(engine) as conn:
         job = guard.create_job(conn, NewJob(type="noop", payload={"n": 1}), schedule=False)
-        assert job is not None and job.status is INITIAL_STATE
+        assert job is not None and job.status is BORN_HELD
         job = drive(conn, job, path_from_creation(source))
     assert job.status is source
     return job
@@ -139,7 +143,7 @@ def transition_kwargs(job: Job, target: JobStatus) -> dict[str, Any]:
 @pytest.mark.parametrize("state", list(JobStatus), ids=lambda s: s.value)
 def test_every_state_is_reachable_from_creation_along_the_table(state: JobStatus) -> None:
     path = path_from_creation(state)
-    previous = INITIAL_STATE
+    previous = BORN_HELD
     for step in path:
         assert step in allowed_targets(previous)
         previous = step

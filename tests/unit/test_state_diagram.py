@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from jobengine.domain.status import FINAL_STATES, JobStatus
-from jobengine.domain.transitions import INITIAL_STATE, TRANSITIONS
+from jobengine.domain.transitions import BIRTH_STATES, TRANSITIONS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "state_machine.md"
 EDGE = re.compile(r"^\s*(\[\*\]|\w+)\s*-->\s*(\[\*\]|\w+)\s*(?::.*)?$")
@@ -39,9 +39,9 @@ def test_diagram_edges_between_states_equal_the_transition_table() -> None:
     assert set(drawn) == table
 
 
-def test_diagram_starts_at_the_initial_state_and_ends_at_the_final_ones() -> None:
+def test_diagram_starts_at_the_birth_states_and_ends_at_the_final_ones() -> None:
     edges = diagram_edges()
-    assert {b for a, b in edges if a == START} == {INITIAL_STATE.value}
+    assert {b for a, b in edges if a == START} == {s.value for s in BIRTH_STATES}
     assert {a for a, b in edges if b == START} == {s.value for s in FINAL_STATES}
 
 
