@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -64,8 +65,8 @@ def submit_run(
 
     def submit(spec: RunSpec) -> None:
         with transaction(engine) as conn:
-            submitted = service.submit_run(conn, spec, actor="bench", dispatching=True)
-        roots = [dispatch_ref(j) for j in submitted.jobs if j.status is JobStatus.SCHEDULED]
+            _, jobs = service.submit_run(conn, spec, actor="bench", dispatching=True)
+        roots = [dispatch_ref(j) for j in jobs if j.status is JobStatus.SCHEDULED]
         publish_jobs(engine, publisher, roots, premarked=True, chunk_size=chunk_size)
 
     return submit
@@ -109,9 +110,9 @@ def main() -> None:
                         ("fan_in", args.fan_in, fan_in(args.fan_in)),
                     ):
                         jobs = len(spec.jobs)
-                        run_s = timed(f"{shape} of {n} done", lambda s=spec: submit(s), running)
+                        run_s = timed(f"{shape} of {n} done", partial(submit, spec), running)
                         flat_s = timed(
-                            f"{jobs} flat jobs done", lambda j=jobs: running.submit(j), running
+                            f"{jobs} flat jobs done", partial(running.submit, jobs), running
                         )
                         figures.update(
                             {

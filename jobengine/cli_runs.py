@@ -37,10 +37,11 @@ from jobengine.cli_common import (
     store,
     table_console,
 )
-from jobengine.dispatch import publish_jobs, task_id_for
+from jobengine.dispatch import publish_jobs
 from jobengine.domain.status import JobStatus, RunStatus
 from jobengine.errors import ValidationError
 from jobengine.producer import dispatch_ref
+from jobengine.run_cancellation import cancel_run
 from jobengine.runs import service
 from jobengine.store.database import transaction
 from jobengine.submission import validate
@@ -154,7 +155,7 @@ def runs_submit(
     with store(ctx) as engine:
         types = job_types(engine)
         with transaction(engine) as conn:
-            submitted = service.submit_run(
+            run, jobs, created = service.submit_run_created(
                 conn,
                 spec,
                 actor=cli_actor(),
@@ -163,16 +164,15 @@ def runs_submit(
                     new, max_payload_bytes=settings.max_payload_bytes, types=types
                 ),
             )
-            graph = service.run_graph(conn, submitted.run.id)
-        roots = [dispatch_ref(job) for job in submitted.jobs if job.status is JobStatus.SCHEDULED]
-        if submitted.created and publisher is not None:
+            graph = service.run_graph(conn, run.id)
+        roots = [dispatch_ref(job) for job in jobs if job.status is JobStatus.SCHEDULED]
+        if created and publisher is not None:
             publish_jobs(engine, publisher, roots, premarked=True)
     detail = RunDetail.of_graph(graph, show_traceback=True)
     if as_json:
         _print_json(detail)
         return
-    run = submitted.run
-    if not submitted.created:
+    if not created:
         typer.echo(
             f"run {run.id} ({run.name}) already exists under idempotency key"
             f" {idempotency_key!r}; nothing submitted. It is {run.status.value}"
@@ -272,31 +272,29 @@ def runs_cancel(
     as_json: JsonOption = False,
 ) -> None:
     """Cancel every job of the run that is not final; running ones are revoked. Safe twice."""
-    revoker = BrokerRevoker(settings_of(ctx))
-    with store(ctx) as engine, transaction(engine) as conn:
-        cancelled = service.cancel_run(
-            conn, run_id, tenant_id=None, actor=cli_actor(), reason=reason
+    with store(ctx) as engine:
+        outcome = cancel_run(
+            engine,
+            run_id,
+            tenant_id=None,
+            actor=cli_actor(),
+            reason=reason,
+            revoker=BrokerRevoker(settings_of(ctx)),
         )
-        graph = service.run_graph(conn, run_id)
-    revoked = [
-        task_id_for(job.id, job.attempt)
-        for job, before in cancelled.jobs
-        if before in (JobStatus.CLAIMED, JobStatus.RUNNING)
-    ]
-    for task_id in revoked:
-        revoker.revoke(task_id, terminate=True, signal="SIGTERM")
+        with transaction(engine) as conn:
+            graph = service.run_graph(conn, run_id)
     detail = RunDetail.of_graph(graph, show_traceback=True)
     if as_json:
         _print_json(
             RunCancelled(
-                **detail.model_dump(), cancelled_job_ids=[job.id for job, _ in cancelled.jobs]
+                **detail.model_dump(), cancelled_job_ids=[job.id for job in outcome.cancelled]
             )
         )
         return
-    if not cancelled.jobs:
-        typer.echo(f"run {run_id} was already {detail.status.value}; nothing changed")
+    if not outcome.cancelled:
+        typer.echo(f"run {run_id} was already cancelled; nothing changed")
         return
     typer.echo(
-        f"run {run_id} cancelled: {len(cancelled.jobs)} job(s) cancelled,"
-        f" {len(revoked)} running task(s) revoked"
+        f"run {run_id} cancelled: {len(outcome.cancelled)} job(s) cancelled,"
+        f" {len(outcome.revoked_tasks)} running task(s) revoked"
     )

@@ -32,12 +32,12 @@ from jobengine.api.routes_streams import PAGE, After, LastEventId, sse_message
 from jobengine.api.schemas import ERROR_RESPONSES, ErrorOut, IdempotencyKey, Name
 from jobengine.api.schemas_runs import RunCancelled, RunCreate, RunDetail, RunList, RunOut
 from jobengine.api.state import ApiState, api_state
-from jobengine.cancellation import TaskRevoker
-from jobengine.dispatch import publish_jobs, task_id_for
+from jobengine.dispatch import publish_jobs
 from jobengine.domain.job import Job
 from jobengine.domain.run import Run
 from jobengine.domain.status import JobStatus, RunStatus
 from jobengine.producer import dispatch_ref
+from jobengine.run_cancellation import cancel_run as cancel_run_jobs
 from jobengine.runs import service
 from jobengine.store.database import transaction
 from jobengine.store.outbox import Position
@@ -67,15 +67,6 @@ def publish_scheduled(state: ApiState, jobs: list[Job]) -> None:
         premarked=True,
         chunk_size=state.settings.dispatch_chunk_size,
     )
-
-
-def revoke_running(revoker: TaskRevoker | None, jobs: list[tuple[Job, JobStatus]]) -> None:
-    """Stop the tasks of the jobs a cancel took from claimed or running, as a job cancel does."""
-    if revoker is None:
-        return
-    for job, before in jobs:
-        if before in (JobStatus.CLAIMED, JobStatus.RUNNING):
-            revoker.revoke(task_id_for(job.id, job.attempt), terminate=True, signal="SIGTERM")
 
 
 def graph_of(state: ApiState, key: ApiKey, run_id: int) -> RunDetail:
@@ -117,7 +108,7 @@ def create_run(
     spec = body.to_spec(acting_tenant(key, tenant), idempotency_key)
     started = time.perf_counter()
     with transaction(state.engine) as conn:
-        submitted = service.submit_run(
+        run, jobs, created = service.submit_run_created(
             conn,
             spec,
             actor=actor(key),
@@ -130,10 +121,10 @@ def create_run(
                 commands_enabled=settings.command_types_enabled,
             ),
         )
-        graph = service.run_graph(conn, submitted.run.id)
+        graph = service.run_graph(conn, run.id)
     metrics.GUARD_SECONDS.labels("submit_run").observe(time.perf_counter() - started)
-    if submitted.created:
-        publish_scheduled(state, submitted.jobs)
+    if created:
+        publish_scheduled(state, jobs)
     else:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
@@ -191,20 +182,18 @@ def cancel_run(
     """Cancelling a cancelled run changes nothing and answers 200 with no job cancelled."""
     state = api_state(request)
     started = time.perf_counter()
-    with transaction(state.engine) as conn:
-        cancelled = service.cancel_run(
-            conn,
-            run_id,
-            tenant_id=tenant_scope(key),
-            actor=actor(key),
-            reason="run cancelled through the API",
-        )
-        graph = service.run_graph(conn, run_id)
+    outcome = cancel_run_jobs(
+        state.engine,
+        run_id,
+        tenant_id=tenant_scope(key),
+        actor=actor(key),
+        reason="run cancelled through the API",
+        revoker=state.revoker,
+    )
     metrics.GUARD_SECONDS.labels("cancel_run").observe(time.perf_counter() - started)
-    revoke_running(state.revoker, cancelled.jobs)
-    detail = RunDetail.of_graph(graph, show_traceback=sees_tracebacks(key))
+    detail = graph_of(state, key, run_id)
     return RunCancelled(
-        **detail.model_dump(), cancelled_job_ids=[job.id for job, _ in cancelled.jobs]
+        **detail.model_dump(), cancelled_job_ids=[job.id for job in outcome.cancelled]
     )
 
 

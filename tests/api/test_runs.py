@@ -198,15 +198,25 @@ def events_of(client: httpx.Client, run_id: int, **headers: str) -> list[Message
 
 
 def test_the_run_stream_carries_its_jobs_events_then_its_final_status_and_ends(
-    client: httpx.Client,
+    client: httpx.Client, engine: Engine
 ) -> None:
+    other = submit(client, diamond(name="other")).json()
     run = submit(client, diamond()).json()
     client.post(f"/api/v1/runs/{run['id']}/cancel")
+    client.post(f"/api/v1/runs/{other['id']}/cancel")
     got = events_of(client, run["id"])
     transitions = [m for m in got if m.event == "job.transition"]
-    assert sorted((m.data or {})["event"]["job_id"] for m in transitions) == sorted(
-        2 * [job["id"] for job in run["jobs"]]
-    )  # created, then cancelled: two transitions a job
+    with engine.connect() as conn:
+        history = conn.execute(
+            text(
+                "SELECT h.job_id FROM job_history AS h JOIN jobs AS j ON j.id = h.job_id"
+                " WHERE j.run_id = :run ORDER BY h.id"
+            ),
+            {"run": run["id"]},
+        ).scalars()
+        assert [(m.data or {})["event"]["job_id"] for m in transitions] == list(history)
+    cancelled = [m for m in transitions if (m.data or {})["event"]["to_status"] == "cancelled"]
+    assert len(cancelled) == 4
     assert got[-1].event == "run.status" and (got[-1].data or {})["status"] == "cancelled"
     assert [m.event for m in got].count("run.status") == 1
     middle = transitions[3].id

@@ -45,7 +45,9 @@ def test_a_diamond_runs_to_completed_and_its_stream_ends_after_the_last_job(
     assert done.run.status is RunStatus.COMPLETED and done.run.jobs_completed == 4
     assert all(job.status is JobStatus.COMPLETED and job.has_result for job in done.jobs)
     assert events[-1].run is not None and events[-1].run.status is RunStatus.COMPLETED
-    completed_order = [e.job_id for e in events if e.to_status is JobStatus.COMPLETED]
+    completed_order = [
+        e.job_id for e in events if e.to_status is JobStatus.COMPLETED and e.job_id is not None
+    ]
     ids = {job.key: job.id for job in done.jobs}
     assert sorted(completed_order) == sorted(ids.values())
     assert completed_order.index(ids["D"]) > max(
