@@ -51,9 +51,9 @@ ROUTERS: list[APIRouter] = [
 """Every router the API serves."""
 
 DESCRIPTION = """\
-Submit, follow and cancel jobs and runs (workflows of jobs). Every request but `/healthz`, `/readyz`, `/metrics` and
-`/openapi.json` needs `Authorization: Bearer je_<prefix>_<secret>` (`jobengine keys create`).
-Every error is `{"code", "message", "hint", "retryable"}`.
+Submit, follow and cancel jobs and runs (workflows of jobs). Every request but `/healthz`,
+`/readyz`, `/metrics` and `/openapi.json` needs `Authorization: Bearer je_<prefix>_<secret>`
+(`jobengine keys create`). Every error is `{"code", "message", "hint", "retryable"}`.
 """
 
 
