@@ -165,8 +165,9 @@ class Attempts:
             project_id=project_id,
         )
 
-    def context(self, claim: Claim) -> JobContext:
-        """The handler's view of its job; a payload its type's model cannot decode is poison."""
+    def context(self, claim: Claim, publisher: Publisher | None = None) -> JobContext:
+        """The handler's view of its job; a payload its type's model cannot decode is poison.
+        Jobs it spawns into its run are published through ``publisher``."""
         try:
             data = self.executor.types.get(claim.job.type).decode_payload(claim.job.payload)
         except PayloadInvalid as exc:
@@ -180,6 +181,7 @@ class Attempts:
             lease_token=claim.token,
             _report=partial(self.executor.report_progress, claim),
             _still_held=partial(self.keeper.still_held, claim.job_id),
+            _spawn=partial(self.executor.spawn, claim, publisher=publisher),
         )
 
     def run(self, claim: Claim, handler: Handler, publisher: Publisher) -> Ran:
@@ -187,7 +189,8 @@ class Attempts:
         error: BaseException | None = None
         try:
             try:
-                outcome: Outcome = Completed(checked_result(handler(self.context(claim))))
+                context = self.context(claim, publisher)
+                outcome: Outcome = Completed(checked_result(handler(context)))
             except Exception as exc:
                 error = exc
                 outcome = self.executor.decide(claim, exc, describe_error(exc))
@@ -251,10 +254,10 @@ class Attempts:
         publisher: Publisher | None,
     ) -> Ran:
         if isinstance(outcome, Completed) and self.completer is not None:
-            self.completer.add(claim, outcome.result)
+            self.completer.add(claim, outcome.result, publisher)
             return Ran(outcome=outcome, error=error, job=None, recorded=False)
         try:
-            job = self.executor.record(claim, outcome)
+            job = self.executor.record(claim, outcome, publisher)
         except JobEngineError as exc:
             if isinstance(outcome, HandedBack):
                 raise

@@ -76,4 +76,6 @@ def _refuse_cycle(keys: tuple[str, ...], edges: list[tuple[int, int]]) -> None:
         seen[node] = len(seen)
         node = parent_of[node]
     walk = sorted(seen, key=seen.__getitem__)[seen[node] :]
-    raise RunCycle([keys[n] for n in reversed(walk)])
+    cycle = list(reversed(walk))  # parent before child
+    first = cycle.index(min(cycle))  # told from the job that comes first in the spec
+    raise RunCycle([keys[n] for n in cycle[first:] + cycle[:first]])
