@@ -28,13 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.celery_systems import jobengine, worker_env
 from bench.harness import Running, Worker, private_servers, spawn, stop, wait_for
 from config.settings import Settings
-from jobengine.dispatch import Publisher, publish_jobs
+from jobengine.dispatch import Publisher
 from jobengine.domain.run import RunJobSpec, RunSpec
-from jobengine.domain.status import JobStatus
 from jobengine.fleet import make_publisher
-from jobengine.producer import dispatch_ref
-from jobengine.runs import service
-from jobengine.store.database import make_engine, transaction
+from jobengine.runs.producer import submit_run_now
+from jobengine.store.database import make_engine
 
 TIMEOUT_SECONDS = 1800
 
@@ -59,20 +57,13 @@ def fan_in(n: int) -> RunSpec:
 
 def submit_run(
     database_url: str, publisher: Publisher, chunk_size: int
-) -> Callable[[RunSpec], None]:
+) -> Callable[[RunSpec], object]:
     """A producer's submission of a run: one transaction, then its roots to the broker."""
     engine = make_engine(database_url)
-
-    def submit(spec: RunSpec) -> None:
-        with transaction(engine) as conn:
-            _, jobs = service.submit_run(conn, spec, actor="bench", dispatching=True)
-        roots = [dispatch_ref(j) for j in jobs if j.status is JobStatus.SCHEDULED]
-        publish_jobs(engine, publisher, roots, premarked=True, chunk_size=chunk_size)
-
-    return submit
+    return partial(submit_run_now, engine, publisher, actor="bench", chunk_size=chunk_size)
 
 
-def timed(what: str, start: Callable[[], None], running: Running) -> float:
+def timed(what: str, start: Callable[[], object], running: Running) -> float:
     started = time.perf_counter()
     start()
     wait_for(running.done, TIMEOUT_SECONDS, what, running.workers)

@@ -273,7 +273,7 @@ def runs_cancel(
 ) -> None:
     """Cancel every job of the run that is not final; running ones are revoked. Safe twice."""
     with store(ctx) as engine:
-        outcome = cancel_run(
+        cancelled, revoked = cancel_run(
             engine,
             run_id,
             tenant_id=None,
@@ -286,15 +286,13 @@ def runs_cancel(
     detail = RunDetail.of_graph(graph, show_traceback=True)
     if as_json:
         _print_json(
-            RunCancelled(
-                **detail.model_dump(), cancelled_job_ids=[job.id for job in outcome.cancelled]
-            )
+            RunCancelled(**detail.model_dump(), cancelled_job_ids=[job.id for job in cancelled])
         )
         return
-    if not outcome.cancelled:
+    if not cancelled:
         typer.echo(f"run {run_id} was already cancelled; nothing changed")
         return
     typer.echo(
-        f"run {run_id} cancelled: {len(outcome.cancelled)} job(s) cancelled,"
-        f" {len(outcome.revoked_tasks)} running task(s) revoked"
+        f"run {run_id} cancelled: {len(cancelled)} job(s) cancelled,"
+        f" {len(revoked)} running task(s) revoked"
     )

@@ -182,7 +182,7 @@ def cancel_run(
     """Cancelling a cancelled run changes nothing and answers 200 with no job cancelled."""
     state = api_state(request)
     started = time.perf_counter()
-    outcome = cancel_run_jobs(
+    cancelled, _ = cancel_run_jobs(
         state.engine,
         run_id,
         tenant_id=tenant_scope(key),
@@ -192,9 +192,7 @@ def cancel_run(
     )
     metrics.GUARD_SECONDS.labels("cancel_run").observe(time.perf_counter() - started)
     detail = graph_of(state, key, run_id)
-    return RunCancelled(
-        **detail.model_dump(), cancelled_job_ids=[job.id for job in outcome.cancelled]
-    )
+    return RunCancelled(**detail.model_dump(), cancelled_job_ids=[job.id for job in cancelled])
 
 
 RUN_STATUS_EVENT = "run.status"

@@ -16,11 +16,10 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import text
 
-from jobengine.dispatch import publish_jobs
 from jobengine.domain.run import RunJobSpec, RunSpec
 from jobengine.domain.status import JobStatus
-from jobengine.producer import dispatch_ref
 from jobengine.runs import service
+from jobengine.runs.producer import submit_run_now
 from jobengine.store.database import transaction
 from tests.chaos.conftest import BuildFleet
 from tests.chaos.figures import Outcome, assert_nothing_lost
@@ -45,12 +44,8 @@ def diamond_with_fan_out(fan_out: int) -> RunSpec:
 
 def submit_run(fleet: ChaosFleet) -> list[int]:
     """The run in one transaction, its root published after the commit; every job's id."""
-    with transaction(fleet.engine) as conn:
-        _, jobs = service.submit_run(
-            conn, diamond_with_fan_out(FAN_OUT), actor="chaos", dispatching=True
-        )
-    roots = [dispatch_ref(job) for job in jobs if job.status is JobStatus.SCHEDULED]
-    publish_jobs(fleet.engine, fleet.publisher(), roots, premarked=True)
+    spec = diamond_with_fan_out(FAN_OUT)
+    _, jobs = submit_run_now(fleet.engine, fleet.publisher(), spec, actor="chaos")
     return [job.id for job in jobs]
 
 
