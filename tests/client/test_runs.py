@@ -17,6 +17,7 @@ from jobengine.client import (
     RunStatus,
     TriggerRule,
 )
+from tests.client.readme import examples
 from tests.client.server import ApiServer
 from tests.fleet import handlers  # noqa: F401  (registers the test job types here too)
 from tests.fleet.conftest import Fleet
@@ -93,3 +94,9 @@ def test_the_async_client_submits_replays_lists_streams_and_cancels_a_run(
             assert (missing.value.status, missing.value.code) == (404, "RUN_NOT_FOUND")
 
     asyncio.run(scenario())
+
+
+def test_the_readme_run_example_runs(api: ApiServer, fleet: Fleet) -> None:
+    fleet.start_worker("w1", concurrency=2)
+    [run_example] = [code for code in examples("Python client") if "create_run" in code]
+    exec(run_example, {"API_URL": api.url, "API_KEY": api.key})
