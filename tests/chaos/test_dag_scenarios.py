@@ -52,7 +52,7 @@ def submit_run(fleet: ChaosFleet) -> list[int]:
 def assert_run_completed(fleet: ChaosFleet, outcome: Outcome) -> None:
     assert_nothing_lost(outcome)
     with fleet.engine.connect() as conn:
-        [run_id] = conn.execute(text(RUN_ID_SQL)).scalars()
+        run_id: int = conn.execute(text(RUN_ID_SQL)).scalar_one()
     with transaction(fleet.engine) as conn:
         graph = service.run_graph(conn, run_id)
     run = graph.run
