@@ -183,11 +183,18 @@ FROM unnest(%(ids)s::bigint[], %(waiting)s::int[], %(failed)s::int[]) AS c(id, w
 WHERE j.id = c.id
 """
 
+_FINAL_AFTER = (
+    "r.jobs_completed + d.completed + r.jobs_failed + d.failed + r.jobs_cancelled + d.cancelled"
+)
+_TOTAL_AFTER = "r.jobs_total + d.added"
+
 UPDATE_RUN_COUNTS = f"""
 -- name: update_run_counts  (pk_runs)
 -- A run's counts of final jobs move with the transactions that finalize (or, by a replay,
 -- reopen) them; its status follows: `running` while some job is not final, then
--- `cancelled` when a user asked for it, `failed` when a job failed, else `completed`.
+-- `cancelled` when a user asked for it, `failed` when a job failed, else `completed`. Every
+-- value is computed from `r`, the row the UPDATE itself locked, so a count that waited for
+-- another transaction's adds to what that one wrote.
 WITH delta AS (
     SELECT * FROM unnest(%(run_ids)s::bigint[], %(completed)s::int[], %(failed)s::int[],
                          %(cancelled)s::int[], %(added)s::int[])
@@ -198,25 +205,21 @@ locked AS (
     FROM unnest(ARRAY(SELECT run_id FROM delta ORDER BY run_id)) AS wanted(id)
     JOIN delta ON delta.run_id = wanted.id
     CROSS JOIN LATERAL (SELECT id FROM runs WHERE runs.id = wanted.id FOR UPDATE) AS found
-),
-counted AS (
-    SELECT r.id, r.jobs_total + d.added AS total, r.jobs_completed + d.completed AS completed,
-           r.jobs_failed + d.failed AS failed, r.jobs_cancelled + d.cancelled AS cancelled,
-           r.cancel_requested_at, r.completed_at
-    FROM runs AS r JOIN locked AS d ON d.id = r.id
 )
 UPDATE runs AS r
-SET jobs_total = c.total, jobs_completed = c.completed, jobs_failed = c.failed,
-    jobs_cancelled = c.cancelled,
-    status = (CASE WHEN c.completed + c.failed + c.cancelled < c.total THEN 'running'
-                   WHEN c.cancel_requested_at IS NOT NULL THEN 'cancelled'
-                   WHEN c.failed > 0 THEN 'failed'
+SET jobs_total = {_TOTAL_AFTER},
+    jobs_completed = r.jobs_completed + d.completed,
+    jobs_failed = r.jobs_failed + d.failed,
+    jobs_cancelled = r.jobs_cancelled + d.cancelled,
+    status = (CASE WHEN {_FINAL_AFTER} < {_TOTAL_AFTER} THEN 'running'
+                   WHEN r.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                   WHEN r.jobs_failed + d.failed > 0 THEN 'failed'
                    ELSE 'completed' END)::run_status,
-    completed_at = CASE WHEN c.completed + c.failed + c.cancelled < c.total THEN NULL
-                        ELSE coalesce(c.completed_at, now()) END,
+    completed_at = CASE WHEN {_FINAL_AFTER} < {_TOTAL_AFTER} THEN NULL
+                        ELSE coalesce(r.completed_at, now()) END,
     updated_at = now()
-FROM counted AS c
-WHERE r.id = c.id
+FROM locked AS d
+WHERE r.id = d.id
 RETURNING {", ".join("r." + col.strip() for col in RUN_COLUMNS.split(","))}
 """
 
