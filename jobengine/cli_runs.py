@@ -23,14 +23,21 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from jobengine.api.schemas_runs import RunCancelled, RunCreate, RunDetail, RunJobOut, RunOut
+from jobengine.api.cursors import RUN_CURSOR, decode_cursor, encode_cursor
+from jobengine.api.schemas_runs import (
+    RunCancelled,
+    RunCreate,
+    RunDetail,
+    RunJobOut,
+    RunList,
+    RunOut,
+)
 from jobengine.cli_common import (
     BrokerRevoker,
     JsonOption,
     broker_publisher,
     cli_actor,
     dispatch_note,
-    emit_json,
     job_types,
     parse_choices,
     settings_of,
@@ -130,7 +137,7 @@ def _read_spec_file(source: str) -> RunCreate:
         ) from None
 
 
-def _print_json(model: RunOut) -> None:
+def _print_json(model: RunOut | RunList) -> None:
     typer.echo(model.model_dump_json(by_alias=True))
 
 
@@ -198,8 +205,8 @@ def runs_list(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's runs.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Runs per page.")] = 50,
     cursor: Annotated[
-        int, typer.Option(min=0, help="Where the previous page ended (its next cursor).")
-    ] = 0,
+        str | None, typer.Option(help="The nextCursor of the previous page, as REST gives it.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Runs in id order, a page at a time."""
@@ -211,18 +218,13 @@ def runs_list(
             status=wanted,
             project_id=project,
             name=name,
-            after_id=cursor,
+            after_id=decode_cursor(cursor, RUN_CURSOR) if cursor else 0,
             limit=limit + 1,
         )
     page, more = runs[:limit], len(runs) > limit
-    next_cursor = page[-1].id if more else None
+    next_cursor = encode_cursor(page[-1].id, RUN_CURSOR) if more else None
     if as_json:
-        emit_json(
-            {
-                "items": [RunOut.of(run).model_dump(mode="json", by_alias=True) for run in page],
-                "nextCursor": None if next_cursor is None else str(next_cursor),
-            }
-        )
+        _print_json(RunList(items=[RunOut.of(run) for run in page], next_cursor=next_cursor))
         return
     if not page:
         typer.echo("no runs match")

@@ -6,9 +6,6 @@ synchronous SQLAlchemy; each request is one transaction, committed before anythi
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import time
 from collections.abc import Iterable, Sequence
 from typing import Annotated
@@ -18,6 +15,7 @@ from pydantic import AwareDatetime
 
 from jobengine.api import metrics
 from jobengine.api.auth import acting_tenant, check_scope, require, sees_tracebacks, visible
+from jobengine.api.cursors import decode_cursor, encode_cursor
 from jobengine.api.keys import JOBS_COMMAND, JOBS_READ, JOBS_WRITE, ApiKey
 from jobengine.api.schemas import (
     ERROR_RESPONSES,
@@ -37,7 +35,6 @@ from jobengine.cancellation import cancel_job
 from jobengine.dispatch import publish_jobs
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import JobStatus
-from jobengine.errors import ValidationError
 from jobengine.producer import dispatch_ref
 from jobengine.store.database import transaction
 from jobengine.store.history_repository import JobHistoryRepository
@@ -56,29 +53,6 @@ TenantHeader = Annotated[
         description="The tenant the jobs belong to; must be the key's own unless it is admin.",
     ),
 ]
-_CURSOR = re.compile(r"^([a-z]\d):(\d{1,19})$")
-JOB_CURSOR = "j1"
-
-
-class BadCursor(ValidationError):
-    code = "BAD_CURSOR"
-    hint = "Pass back the nextCursor of a previous page unchanged, or leave cursor out."
-
-
-def encode_cursor(after_id: int, kind: str = JOB_CURSOR) -> str:
-    """``kind`` tells one listing's cursors from another's (jobs ``j1``, runs ``r1``)."""
-    return base64.urlsafe_b64encode(f"{kind}:{after_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, kind: str = JOB_CURSOR) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        text = ""
-    match = _CURSOR.match(text)
-    if match is None or match.group(1) != kind or int(match.group(2)) > 2**63 - 1:
-        raise BadCursor(f"cursor {cursor[:40]!r} is not one this listing returned")
-    return int(match.group(2))
 
 
 def actor(key: ApiKey) -> str:

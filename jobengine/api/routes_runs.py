@@ -20,14 +20,9 @@ from fastapi.responses import StreamingResponse
 
 from jobengine.api import metrics
 from jobengine.api.auth import acting_tenant, require, sees_tracebacks
+from jobengine.api.cursors import RUN_CURSOR, decode_cursor, encode_cursor
 from jobengine.api.keys import JOBS_READ, JOBS_WRITE, ApiKey
-from jobengine.api.routes_jobs import (
-    TenantHeader,
-    actor,
-    decode_cursor,
-    encode_cursor,
-    refuse_command_types,
-)
+from jobengine.api.routes_jobs import TenantHeader, actor, refuse_command_types
 from jobengine.api.routes_streams import PAGE, After, LastEventId, sse_message
 from jobengine.api.schemas import ERROR_RESPONSES, ErrorOut, IdempotencyKey, Name
 from jobengine.api.schemas_runs import RunCancelled, RunCreate, RunDetail, RunList, RunOut
@@ -47,8 +42,6 @@ from jobengine.submission import validate
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"], responses=ERROR_RESPONSES)
 
 RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The run's id.")]
-RUN_CURSOR = "r1"
-"""A run cursor is told apart from a job cursor, so one list's cursor is refused by the other."""
 
 
 def tenant_scope(key: ApiKey) -> str | None:

@@ -137,6 +137,11 @@ def test_list_filters_by_status_and_prints_the_rest_fields(db_url: str, closed_b
     assert set(running["items"][0]) == aliases(RunOut) and running["nextCursor"] is None
     paged = parse(*invoke(db_url, closed_broker, "runs", "list", "--limit", "1", "--json"))
     assert [r["id"] for r in paged["items"]] == [first["id"]] and paged["nextCursor"]
+    args = ["runs", "list", "--limit", "1", "--cursor", paged["nextCursor"], "--json"]
+    last = parse(*invoke(db_url, closed_broker, *args))
+    assert [r["id"] for r in last["items"]] == [second["id"]] and last["nextCursor"] is None
+    line = one_line_error(*invoke(db_url, closed_broker, "runs", "list", "--cursor", "bogus"))
+    assert "cursor 'bogus' is not one this listing returned" in line
     code, out, err = invoke(db_url, closed_broker, "runs", "list", "--project", "ops")
     assert code == 0, err
     assert "other" in out and "diamond" not in out
