@@ -24,6 +24,7 @@ from jobengine.api import (
     routes_dlq,
     routes_health,
     routes_jobs,
+    routes_runs,
     routes_streams,
     routes_types,
     routes_workers,
@@ -41,6 +42,7 @@ ROUTERS: list[APIRouter] = [
     routes_health.router,
     metrics.router,
     routes_jobs.router,
+    routes_runs.router,
     routes_streams.router,
     routes_dlq.router,
     routes_workers.router,
@@ -49,9 +51,9 @@ ROUTERS: list[APIRouter] = [
 """Every router the API serves."""
 
 DESCRIPTION = """\
-Submit, follow and cancel jobs. Every request but `/healthz`, `/readyz`, `/metrics` and
-`/openapi.json` needs `Authorization: Bearer je_<prefix>_<secret>` (`jobengine keys create`).
-Every error is `{"code", "message", "hint", "retryable"}`.
+Submit, follow and cancel jobs and runs (workflows of jobs). Every request but `/healthz`,
+`/readyz`, `/metrics` and `/openapi.json` needs `Authorization: Bearer je_<prefix>_<secret>`
+(`jobengine keys create`). Every error is `{"code", "message", "hint", "retryable"}`.
 """
 
 

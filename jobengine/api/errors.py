@@ -33,6 +33,7 @@ from jobengine.errors import (
     TransitionRefused,
     ValidationError,
 )
+from jobengine.runs.errors import RunAlreadyFinal, RunNotFound
 
 log = structlog.get_logger("jobengine.api")
 
@@ -64,6 +65,8 @@ STATUS_BY_ERROR: tuple[tuple[type[JobEngineError], int], ...] = (
     (PayloadTooLarge, 413),
     (ValidationError, 422),
     (JobNotFound, 404),
+    (RunNotFound, 404),
+    (RunAlreadyFinal, 409),
     (DuplicateIdempotencyKey, 409),
     (JobAlreadyFinal, 409),
     (DeadLetterNotFound, 404),

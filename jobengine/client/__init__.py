@@ -14,7 +14,19 @@ from jobengine.client._models import (
     JobStatus,
     JobType,
 )
+from jobengine.client._runs import (
+    Run,
+    RunDetail,
+    RunEdge,
+    RunEvent,
+    RunJob,
+    RunJobRequest,
+    RunPage,
+    RunRequest,
+)
 from jobengine.client._sync import JobEngineClient
+from jobengine.domain.run import TriggerRule
+from jobengine.domain.status import RunStatus
 
 __all__ = [
     "FINAL_STATES",
@@ -30,6 +42,16 @@ __all__ = [
     "JobStatus",
     "JobType",
     "RetryConfig",
+    "Run",
+    "RunDetail",
+    "RunEdge",
+    "RunEvent",
+    "RunJob",
+    "RunJobRequest",
+    "RunPage",
+    "RunRequest",
+    "RunStatus",
     "TransportError",
+    "TriggerRule",
     "WaitTimeout",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import structlog
 
-from jobengine.client import _base
+from jobengine.client import _base, _runs
 from jobengine.client._base import Call, Follow, RetryConfig
 from jobengine.client._errors import TransportError, WaitTimeout
 from jobengine.client._models import (
@@ -24,6 +24,8 @@ from jobengine.client._models import (
     JobStatus,
     JobType,
 )
+from jobengine.client._runs import Run, RunDetail, RunEvent, RunJobRequest, RunPage, RunRequest
+from jobengine.domain.status import RunStatus
 
 log = structlog.get_logger("jobengine.client")
 
@@ -298,3 +300,114 @@ class AsyncJobEngineClient:
                 raise error
             log.debug("client_retry", method=call.method, path=call.path, code=error.code)
             await asyncio.sleep(self._retry.delay(failures, response.headers.get("retry-after")))
+
+    # ---- runs: workflows of jobs and the edges between them -----------------------------
+
+    async def create_run(
+        self,
+        name: str,
+        jobs: Sequence[RunJobRequest],
+        edges: Sequence[tuple[str, str]] = (),
+        *,
+        project_id: str,
+        idempotency_key: str | None = None,
+    ) -> RunDetail:
+        """Submit a run; ``edges`` are ``(parent key, child key)``. Keyed like ``create``, so a
+        lost response is retried without submitting the run twice."""
+        request = RunRequest(name, project_id, jobs, edges, idempotency_key)
+        return RunDetail.from_json(await self._json(_runs.create_run_call(request)))
+
+    async def get_run(self, run_id: int) -> RunDetail:
+        call = Call("GET", _runs.run_path(run_id), repeatable=True)
+        return RunDetail.from_json(await self._json(call))
+
+    async def list_runs_page(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        project_id: str | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> RunPage:
+        params = _runs.list_runs_params(
+            status=status, project_id=project_id, name=name, limit=limit, cursor=cursor
+        )
+        return _runs.parse_run_page(
+            await self._json(Call("GET", "/runs", params=params, repeatable=True))
+        )
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        project_id: str | None = None,
+        name: str | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Run]:
+        """Every matching run, page after page, fetched as the iteration reaches it."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_runs_page(
+                status=status, project_id=project_id, name=name, limit=page_size, cursor=cursor
+            )
+            for run in page.items:
+                yield run
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def cancel_run(self, run_id: int) -> RunDetail:
+        """Cancel every job of the run that is not final; repeating it changes nothing, so it
+        is retried like a GET."""
+        call = Call("POST", _runs.run_path(run_id, "/cancel"), repeatable=True)
+        return RunDetail.from_json(await self._json(call))
+
+    async def stream_run_events(
+        self, run_id: int, *, last_event_id: str | None = None
+    ) -> AsyncIterator[RunEvent]:
+        """The run's events (its jobs' transitions and progress, its status changes) from
+        ``last_event_id`` (from its first without one) until the run is final, reconnecting
+        with ``Last-Event-ID`` when the connection drops."""
+        failures = 0
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_event_id:
+                headers["Last-Event-ID"] = last_event_id
+            decoder = _base.SSEDecoder()
+            try:
+                async with self._http.stream(
+                    "GET",
+                    _runs.run_path(run_id, "/events"),
+                    headers=headers,
+                    timeout=_base.stream_timeout(self._http.timeout, None),
+                ) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        error = _base.error_of(response)
+                        failures += 1
+                        if not error.retryable or failures >= self._retry.attempts:
+                            raise error
+                        await asyncio.sleep(
+                            self._retry.delay(failures, response.headers.get("retry-after"))
+                        )
+                        continue
+                    async for line in response.aiter_lines():
+                        message = decoder.feed(line)
+                        if message is None:
+                            continue
+                        event = _runs.run_event(message)
+                        last_event_id, failures = event.id, 0
+                        yield event
+            except httpx.ReadTimeout:
+                continue  # an idle stream: reconnect from the last event
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures >= self._retry.attempts:
+                    raise TransportError(f"event stream of run {run_id}: {exc}") from exc
+                log.debug("client_stream_reconnect", run_id=run_id, error=str(exc))
+                await asyncio.sleep(self._retry.delay(failures))
+                continue
+            if (await self.get_run(run_id)).run.is_final:
+                return
+            await asyncio.sleep(decoder.retry_seconds or self._retry.delay(1))
