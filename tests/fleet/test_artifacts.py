@@ -1,0 +1,130 @@
+"""Artifacts on a real fleet: a handler attaches, the API lists and streams them back with
+their sha256, another tenant sees nothing; once in a local folder, once in an S3-compatible
+store (moto's server on loopback)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from moto.server import ThreadedMotoServer
+
+from jobengine.api.app import create_app
+from jobengine.artifacts.s3 import PART_BYTES
+from jobengine.artifacts.storage import ArtifactStorage, storage_from_url
+from jobengine.domain.job import NewJob
+from jobengine.domain.status import FINAL_STATES, JobStatus
+from jobengine.embedded import free_loopback_port
+from jobengine.producer import submit_jobs
+from tests.api.conftest import LiveServer, RecordingPublisher, api_settings, bearer, make_key
+from tests.fleet import artifact_handlers
+from tests.fleet.conftest import Fleet, wait_until
+
+HANDLERS = json.dumps(["tests.fleet.handlers", "tests.fleet.artifact_handlers"])
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def s3_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A bucket on moto's S3 server, on 127.0.0.1 only, and the artifacts URL naming it."""
+    for name, value in S3_ENV.items():
+        monkeypatch.setenv(name, value)
+    port = free_loopback_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="artifacts")
+    try:
+        yield f"s3://artifacts/engine?endpoint_url={endpoint}&region=us-east-1"
+    finally:
+        server.stop()
+
+
+def _attach_and_download(fleet: Fleet, url: str, blob_bytes: int) -> None:
+    storage: ArtifactStorage = storage_from_url(url, fleet.logs)
+    fleet.start_worker(
+        "w1", JOBENGINE_HANDLER_MODULES=HANDLERS, JOBENGINE_ARTIFACTS_URL=url, **S3_ENV
+    )
+    [job] = submit_jobs(
+        fleet.engine,
+        fleet.publisher(),
+        [NewJob(type="attach_outputs", payload={"blob_bytes": blob_bytes})],
+    )
+    wait_until(lambda: fleet.job(job.id).status in FINAL_STATES, 60, "job final")
+    done = fleet.job(job.id)
+    assert done.status is JobStatus.COMPLETED, done.last_error
+    expected = hashlib.sha256(artifact_handlers.blob(blob_bytes)).hexdigest()
+    assert done.result == {
+        "report": hashlib.sha256(artifact_handlers.REPORT).hexdigest(),
+        "blob": expected,
+        "blob_bytes": blob_bytes,
+    }
+
+    app = create_app(
+        api_settings(fleet.db_url, artifacts_url=url),
+        engine=fleet.engine,
+        publisher=RecordingPublisher(),
+        revoker=None,
+        broker_check=lambda: None,
+        artifacts=storage,
+    )
+    mine = bearer(make_key(fleet.engine, "default", "jobs:read"))
+    theirs = bearer(make_key(fleet.engine, "other", "jobs:read", name="other"))
+    with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=60) as http:
+        listed = http.get(f"/api/v1/jobs/{job.id}/artifacts", headers=mine)
+        assert listed.status_code == 200, listed.text
+        items = listed.json()["items"]
+        assert [(a["name"], a["contentType"], a["sizeBytes"]) for a in items] == [
+            ("blob.bin", "application/x-test", blob_bytes),
+            ("report.csv", "text/csv", len(artifact_handlers.REPORT)),
+        ]
+        assert items[0]["sha256"] == expected and items[0]["jobId"] == job.id
+
+        with http.stream("GET", f"/api/v1/jobs/{job.id}/artifacts/blob.bin", headers=mine) as r:
+            assert r.status_code == 200
+            digest = hashlib.sha256()
+            for chunk in r.iter_bytes():
+                digest.update(chunk)
+            assert r.headers["etag"] == f'"{expected}"'
+            assert r.headers["content-length"] == str(blob_bytes)
+            assert r.headers["content-type"] == "application/x-test"
+        assert digest.hexdigest() == expected
+
+        again = http.get(
+            f"/api/v1/jobs/{job.id}/artifacts/blob.bin",
+            headers={**mine, "If-None-Match": f'"{expected}"'},
+        )
+        assert again.status_code == 304 and again.content == b""
+
+        for path in (
+            f"/api/v1/jobs/{job.id}/artifacts",
+            f"/api/v1/jobs/{job.id}/artifacts/blob.bin",
+        ):
+            refused = http.get(path, headers=theirs)
+            assert refused.status_code == 404, path
+            assert refused.json()["code"] == "JOB_NOT_FOUND"
+        missing = http.get(f"/api/v1/jobs/{job.id}/artifacts/nope.txt", headers=mine)
+        assert missing.status_code == 404
+        assert missing.json()["code"] == "ARTIFACT_NOT_FOUND"
+        assert "jobengine jobs artifacts" in missing.json()["hint"]
+
+
+def test_a_handler_attaches_artifacts_to_a_local_folder_and_the_api_streams_them_back(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    _attach_and_download(fleet, (tmp_path / "artifacts").as_uri(), blob_bytes=3 * 1024 * 1024)
+
+
+def test_a_handler_attaches_artifacts_to_an_s3_store_in_parts_and_the_api_streams_them_back(
+    fleet: Fleet, s3_url: str
+) -> None:
+    _attach_and_download(fleet, s3_url, blob_bytes=PART_BYTES * 2 + 12345)
