@@ -9,20 +9,18 @@ were recorded when the artifact was attached, so a client can check what it rece
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import Field
 
 from jobengine.api.auth import require, visible
 from jobengine.api.keys import JOBS_READ, ApiKey
 from jobengine.api.routes_jobs import JobId
-from jobengine.api.schemas import ERROR_RESPONSES, ApiModel
+from jobengine.api.schemas import ERROR_RESPONSES
+from jobengine.api.schemas_artifacts import ArtifactList, ArtifactOut
 from jobengine.api.state import api_state
 from jobengine.artifacts.errors import ArtifactNotFound, RunNotVisible
-from jobengine.artifacts.model import Artifact
 from jobengine.store.artifacts_repository import ArtifactsRepository
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import JobsRepository
@@ -39,32 +37,6 @@ ArtifactName = Annotated[
         description="The name the handler attached it under.",
     ),
 ]
-
-
-class ArtifactOut(ApiModel):
-    job_id: int
-    run_id: int | None
-    name: str
-    content_type: str
-    size_bytes: int
-    sha256: str = Field(description="Lowercase hex; also the download's ETag.")
-    created_at: datetime
-
-    @classmethod
-    def of(cls, artifact: Artifact) -> ArtifactOut:
-        return cls(
-            job_id=artifact.job_id,
-            run_id=artifact.run_id,
-            name=artifact.name,
-            content_type=artifact.content_type,
-            size_bytes=artifact.size_bytes,
-            sha256=artifact.sha256,
-            created_at=artifact.created_at.astimezone(UTC),
-        )
-
-
-class ArtifactList(ApiModel):
-    items: list[ArtifactOut]
 
 
 @router.get(

@@ -3,9 +3,17 @@
 
 from jobengine.client._async import AsyncJobEngineClient
 from jobengine.client._base import RetryConfig
-from jobengine.client._errors import ApiError, ClientError, TransportError, WaitTimeout
+from jobengine.client._errors import (
+    ApiError,
+    ClientError,
+    DownloadCorrupt,
+    TransportError,
+    WaitTimeout,
+)
 from jobengine.client._models import (
     FINAL_STATES,
+    Artifact,
+    Downloaded,
     HistoryEntry,
     Job,
     JobEvent,
@@ -19,8 +27,11 @@ from jobengine.client._sync import JobEngineClient
 __all__ = [
     "FINAL_STATES",
     "ApiError",
+    "Artifact",
     "AsyncJobEngineClient",
     "ClientError",
+    "DownloadCorrupt",
+    "Downloaded",
     "HistoryEntry",
     "Job",
     "JobEngineClient",
