@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import psycopg
+from psycopg import pq
 from sqlalchemy import Connection
 
 from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.job import Job, NewJob
-from jobengine.domain.status import JobStatus
+from jobengine.domain.status import FINAL_STATES, JobStatus
 from jobengine.domain.transitions import INITIAL_STATE, allowed_sources, is_allowed
 from jobengine.errors import InvalidTransition, JobNotFound, LeaseNotExpired, NotDue, StaleLease
+from jobengine.runs import promotion
 from jobengine.store import queries
 from jobengine.store.database import run_all, run_statement
 from jobengine.store.rows import job_from_row
@@ -152,6 +156,7 @@ def transition(
     not_before: datetime | None = None,
     details: Mapping[str, Any] | None = None,
     dead_letter_reason: DeadLetterReason | None = None,
+    released: list[Job] | None = None,
 ) -> TransitionResult:
     """Move one job along ``path`` (one state, or several steps taken atomically).
 
@@ -159,7 +164,9 @@ def transition(
     and gets ``StaleLease``. ``require_lease_expired`` lets the reaper rescue only a lease that
     no heartbeat has extended since it looked; ``require_due`` refuses to claim a job whose
     ``not_before`` lies ahead. A path ending in ``failed`` dead-letters the job in the same
-    statement, for ``dead_letter_reason``.
+    statement, for ``dead_letter_reason``. A job of a run settles its run and children in the
+    same transaction (``_settle``); children it released are appended to ``released``, whose
+    caller promises to publish them after commit.
     """
     steps = _path(Step(path, reason) if isinstance(path, JobStatus) else path)
     sources = allowed_sources(steps[0].to)
@@ -179,7 +186,10 @@ def transition(
     sql = _statement(
         tuple(s.to for s in steps), lease_token is not None, require_lease_expired, require_due
     )
-    row = run_statement(conn, sql, params)
+    with _atomic(conn, steps):
+        row = run_statement(conn, sql, params)
+        if row is not None and row["id"] is not None:
+            _settle(conn, [row], released)
     if row is None:
         raise JobNotFound(job_id)
     if row["id"] is None:
@@ -282,6 +292,8 @@ def transition_many(
     lease_owner: str | None = None,
     lease_ttl_seconds: float = 30.0,
     require_due: bool = False,
+    details: Mapping[str, Any] | None = None,
+    released: list[Job] | None = None,
 ) -> list[Job]:
     """Move every job of ``job_ids`` that may take ``path``, in one statement; returns those
     moved, by id. The others are left as they are and not reported: a worker claiming a chunk
@@ -292,12 +304,42 @@ def transition_many(
     if not job_ids:
         return []
     steps = _path(path)
+    with _atomic(conn, steps):
+        rows = _move_many(
+            conn,
+            job_ids,
+            steps,
+            actor=actor,
+            lease_owner=lease_owner,
+            lease_ttl_seconds=lease_ttl_seconds,
+            require_due=require_due,
+            details=details,
+        )
+        _settle(conn, rows, released)
+    return [job_from_row(row) for row in rows]
+
+
+def _move_many(
+    conn: Connection,
+    job_ids: Sequence[int],
+    steps: Sequence[Step],
+    *,
+    actor: str,
+    lease_owner: str | None = None,
+    lease_ttl_seconds: float = 30.0,
+    require_due: bool = False,
+    details: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     params = _move_params(
-        steps, actor=actor, lease_owner=lease_owner, lease_ttl_seconds=lease_ttl_seconds
+        steps,
+        actor=actor,
+        lease_owner=lease_owner,
+        lease_ttl_seconds=lease_ttl_seconds,
+        details=details,
     )
     params["job_ids"] = sorted(set(job_ids))
     sql = _statement(tuple(s.to for s in steps), False, False, require_due, True)
-    return [job_from_row(row) for row in run_all(conn, sql, params)]
+    return run_all(conn, sql, params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +357,7 @@ def finish_many(
     path: Step | Sequence[Step],
     *,
     actor: str,
+    released: list[Job] | None = None,
 ) -> list[Job]:
     """Move many held jobs along ``path`` in one statement, each fenced by its own token and
     given its own result; returns those moved, by id. A job missing from the answer lost its
@@ -336,4 +379,62 @@ def finish_many(
         held_results=[_json(h.result) for h in ordered],
     )
     sql = _statement(tuple(s.to for s in steps), True, False, False, held=True)
-    return [job_from_row(row) for row in run_all(conn, sql, params)]
+    with _atomic(conn, steps):
+        rows = run_all(conn, sql, params)
+        _settle(conn, rows, released)
+    return [job_from_row(row) for row in rows]
+
+
+# ---- runs: the settling of a run's jobs, in the transaction that moved them ----------------
+
+
+def _may_settle(steps: Sequence[Step]) -> bool:
+    """Whether a path can finalize a job, or bring one back from a final state (a replay):
+    the moves after which a run's counts and children change."""
+    return steps[-1].to in FINAL_STATES or (
+        len(steps) == 1 and steps[0].to in (JobStatus.PENDING, JobStatus.SCHEDULED)
+    )
+
+
+@contextmanager
+def _atomic(conn: Connection, steps: Sequence[Step]) -> Iterator[None]:
+    """A move that may settle a run, with its settling, in one transaction.
+
+    The caller's transaction when there is one; on a connection in autocommit (a worker's
+    ``SharedConnection``) a BEGIN … COMMIT of its own around them, so a run's children are
+    never left counting a parent whose final state committed without them.
+    """
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    idle = driver.info.transaction_status == pq.TransactionStatus.IDLE
+    if _may_settle(steps) and driver.autocommit and idle:
+        with driver.transaction():
+            yield
+    else:
+        yield
+
+
+def _settle(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], released: list[Job] | None
+) -> None:
+    """Settle the runs and children of the moved ``rows`` (``runs.promotion``), one
+    generation a round: the children a round cancels or brings back settle in the next, so a
+    cancellation reaches every descendant its rule dooms, in one statement per generation
+    and parent, and never by recursion however deep the run."""
+    wave: Sequence[Mapping[str, Any]] = rows
+    while wave:
+        moves = promotion.settle(conn, wave)
+        keys = {r["id"]: r.get("run_key") for r in wave}
+        following: list[dict[str, Any]] = []
+        for move in moves:
+            moved = _move_many(
+                conn,
+                move.job_ids,
+                [Step(move.to, move.reason)],
+                actor=SYSTEM_ACTOR,
+                details=move.details(keys.get(move.parent_id)),
+            )
+            following.extend(moved)
+            if released is not None and move.to is JobStatus.SCHEDULED:
+                released.extend(job_from_row(row) for row in moved)
+        wave = following

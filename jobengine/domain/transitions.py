@@ -33,6 +33,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(S, X, "a user or an upstream failure cancelled it"),
     Transition(CL, X, "a user or an upstream failure cancelled it"),
     Transition(R, X, "a user or an upstream failure cancelled it"),
+    Transition(X, P, "an upstream job it was cancelled for was replayed"),
 )
 
 _ALLOWED: frozenset[tuple[JobStatus, JobStatus]] = frozenset(
@@ -40,7 +41,9 @@ _ALLOWED: frozenset[tuple[JobStatus, JobStatus]] = frozenset(
 )
 
 INITIAL_STATE = P
-"""Every job is born ``pending``; its history starts with a row from nothing to pending."""
+"""Every job is born ``pending``; its history starts with a row from nothing to pending. The
+only way back to it is a run's child brought back by the replay of the parent it was
+cancelled for."""
 
 
 def is_allowed(source: JobStatus, target: JobStatus) -> bool:
