@@ -33,6 +33,7 @@ from jobengine.lease import LeaseKeeper
 from jobengine.outcomes import Completed, HandedBack, Outcome, Retry
 from jobengine.producer import dispatch_ref
 from jobengine.results import DEFAULT_RESULT_MAX_BYTES, checked_result
+from jobengine.runs.service import parent_results
 
 log = structlog.get_logger("jobengine.attempt")
 
@@ -181,7 +182,15 @@ class Attempts:
             _report=partial(self.executor.report_progress, claim),
             _still_held=partial(self.keeper.still_held, claim.job_id),
             _attach=None if self.attacher is None else partial(self._attach, claim),
+            _parents=partial(self._parent_results, claim),
         )
+
+    def _parent_results(self, claim: Claim) -> dict[str, Any]:
+        """Read when the handler first asks: a job outside a run has no parents to read."""
+        if claim.job.run_id is None:
+            return {}
+        with self.executor.connection.use() as conn:
+            return parent_results(conn, claim.job_id)
 
     def _attach(self, claim: Claim, name: str, data: Data, content_type: str | None) -> Artifact:
         assert self.attacher is not None

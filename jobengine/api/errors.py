@@ -15,11 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jobengine.artifacts.errors import (
-    ArtifactNotFound,
-    ArtifactStorageUnavailable,
-    RunNotVisible,
-)
+from jobengine.artifacts.errors import ArtifactNotFound, ArtifactStorageUnavailable
 from jobengine.cancellation import JobAlreadyFinal
 from jobengine.dead_letters import (
     DeadLetterDiscarded,
@@ -38,6 +34,7 @@ from jobengine.errors import (
     TransitionRefused,
     ValidationError,
 )
+from jobengine.runs.errors import RunNotFound
 
 log = structlog.get_logger("jobengine.api")
 
@@ -70,7 +67,7 @@ STATUS_BY_ERROR: tuple[tuple[type[JobEngineError], int], ...] = (
     (ValidationError, 422),
     (JobNotFound, 404),
     (ArtifactNotFound, 404),
-    (RunNotVisible, 404),
+    (RunNotFound, 404),
     (ArtifactStorageUnavailable, 503),
     (DuplicateIdempotencyKey, 409),
     (JobAlreadyFinal, 409),

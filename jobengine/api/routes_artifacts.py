@@ -20,7 +20,8 @@ from jobengine.api.routes_jobs import JobId
 from jobengine.api.schemas import ERROR_RESPONSES
 from jobengine.api.schemas_artifacts import ArtifactList, ArtifactOut
 from jobengine.api.state import api_state
-from jobengine.artifacts.errors import ArtifactNotFound, RunNotVisible
+from jobengine.artifacts.errors import ArtifactNotFound
+from jobengine.runs.service import get_run
 from jobengine.store.artifacts_repository import ArtifactsRepository
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import JobsRepository
@@ -98,11 +99,8 @@ def run_artifacts(
     request: Request, run_id: RunId, key: Annotated[ApiKey, Depends(require(JOBS_READ))]
 ) -> ArtifactList:
     with transaction(api_state(request).engine) as conn:
-        repo = ArtifactsRepository(conn)
-        tenant = repo.run_tenant(run_id)
-        if tenant is None or (tenant != key.tenant_id and not key.is_admin):
-            raise RunNotVisible(run_id)
-        found = repo.of_run(run_id)
+        get_run(conn, run_id, None if key.is_admin else key.tenant_id)
+        found = ArtifactsRepository(conn).of_run(run_id)
     return ArtifactList(items=[ArtifactOut.of(a) for a in found])
 
 

@@ -62,14 +62,3 @@ class AttachRefused(StoreError):
             "was not kept"
         )
         self.job_id = job_id
-
-
-class RunNotVisible(StoreError):
-    """No such run for this caller: it does not exist, or belongs to another tenant."""
-
-    code = "RUN_NOT_FOUND"
-    hint = "Check the run id; list runs with `jobengine runs list`."
-
-    def __init__(self, run_id: int) -> None:
-        super().__init__(f"run {run_id} does not exist")
-        self.run_id = run_id

@@ -1,7 +1,7 @@
 """The artifacts' rows: attached under the attempt's fence, read per job and per run.
 
 Every statement is named and served by an index (``uq_artifacts_job_id`` on (job_id, name),
-``ix_artifacts_run_id_id``, ``pk_jobs``, ``pk_runs``). Attaching is one statement, so it runs
+``ix_artifacts_run_id_id``, ``pk_jobs``). Attaching is one statement, so it runs
 in autocommit on the worker's shared connection.
 """
 
@@ -61,11 +61,6 @@ OF_RUN = f"""
 SELECT {COLUMNS} FROM artifacts AS a WHERE a.run_id = %(run_id)s ORDER BY a.id
 """
 
-RUN_TENANT = """
--- name: run_tenant  (pk_runs)
-SELECT tenant_id FROM runs WHERE id = %(run_id)s
-"""
-
 
 class ArtifactsRepository:
     def __init__(self, conn: Connection) -> None:
@@ -110,8 +105,3 @@ class ArtifactsRepository:
 
     def of_run(self, run_id: int) -> list[Artifact]:
         return [Artifact.of(r) for r in run_all(self._conn, OF_RUN, {"run_id": run_id})]
-
-    def run_tenant(self, run_id: int) -> str | None:
-        """The run's tenant, None when there is no such run."""
-        row = run_statement(self._conn, RUN_TENANT, {"run_id": run_id})
-        return None if row is None else str(row["tenant_id"])

@@ -5,6 +5,7 @@ their parents' results."""
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -42,5 +43,8 @@ def sized_result(ctx: JobContext) -> dict[str, Any]:
 
 @job("read_parents", retry_policy=NO_RETRY)
 def read_parents(ctx: JobContext) -> dict[str, Any]:
-    """Returns its key's letter and what each parent returned, by the parent's key."""
-    return {"me": ctx.payload.get("me"), "parents": dict(ctx.parents)}
+    """Returns its key and what each parent returned, by the parent's key; attaches the
+    same as ``<key>.json``."""
+    result = {"me": ctx.payload["me"], "parents": dict(ctx.parents)}
+    ctx.attach(f"{ctx.payload['me']}.json", json.dumps(result, sort_keys=True).encode())
+    return result
