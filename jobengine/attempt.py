@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from jobengine.artifacts.attach import Attacher, Data
+from jobengine.artifacts.errors import AttachRefused
 from jobengine.artifacts.model import Artifact
 from jobengine.completer import Completer
 from jobengine.context import JobContext
@@ -193,7 +194,11 @@ class Attempts:
             return parent_results(conn, claim.job_id)
 
     def _attach(self, claim: Claim, name: str, data: Data, content_type: str | None) -> Artifact:
+        """Refused before any byte is stored once the heartbeat has seen the lease lost; the
+        fence of the row decides in every other case."""
         assert self.attacher is not None
+        if not self.keeper.still_held(claim.job_id):
+            raise AttachRefused(claim.job_id, claim.token, name)
         return self.attacher.attach(
             job_id=claim.job_id,
             lease_token=claim.token,

@@ -7,11 +7,17 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from jobengine.artifacts.errors import AttachRefused
 from jobengine.context import JobContext
+from tests.fleet.effects import record_effect
 from workers.registry import job
+
+LOST_WITHIN_SECONDS = 30.0
+POLL = 0.05
 
 NO_RETRY = {"max_retries": 0}
 REPORT = b"id,value\n1,one\n2,two\n"
@@ -48,3 +54,21 @@ def read_parents(ctx: JobContext) -> dict[str, Any]:
     result = {"me": ctx.payload["me"], "parents": dict(ctx.parents)}
     ctx.attach(f"{ctx.payload['me']}.json", json.dumps(result, sort_keys=True).encode())
     return result
+
+
+@job("attach_after_losing_its_lease", retry_policy=NO_RETRY)
+def attach_after_losing_its_lease(ctx: JobContext) -> None:
+    """Waits until its heartbeat finds the lease lost (the job was cancelled), then tries to
+    attach, and records what it was told."""
+    record_effect(ctx, "started")
+    deadline = time.monotonic() + LOST_WITHIN_SECONDS
+    while not ctx.cancelled:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the lease was never lost")
+        time.sleep(POLL)
+    try:
+        ctx.attach("late.txt", b"too late")
+    except AttachRefused as exc:
+        record_effect(ctx, f"refused:{exc.code}")
+    else:
+        record_effect(ctx, "attached")

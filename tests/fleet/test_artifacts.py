@@ -13,10 +13,12 @@ import boto3
 import httpx
 import pytest
 from moto.server import ThreadedMotoServer
+from sqlalchemy import text
 
 from jobengine.api.app import create_app
 from jobengine.artifacts.s3 import PART_BYTES
 from jobengine.artifacts.storage import ArtifactStorage, storage_from_url
+from jobengine.cancellation import cancel_job
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import FINAL_STATES, JobStatus
 from jobengine.embedded import free_loopback_port
@@ -128,3 +130,22 @@ def test_a_handler_attaches_artifacts_to_an_s3_store_in_parts_and_the_api_stream
     fleet: Fleet, s3_url: str
 ) -> None:
     _attach_and_download(fleet, s3_url, blob_bytes=PART_BYTES * 2 + 12345)
+
+
+def test_an_attempt_whose_job_was_cancelled_cannot_attach(fleet: Fleet, tmp_path: Path) -> None:
+    folder = tmp_path / "artifacts"
+    fleet.start_worker(
+        "w1", JOBENGINE_HANDLER_MODULES=HANDLERS, JOBENGINE_ARTIFACTS_URL=folder.as_uri()
+    )
+    [job] = submit_jobs(
+        fleet.engine, fleet.publisher(), [NewJob(type="attach_after_losing_its_lease")]
+    )
+    wait_until(lambda: [e for e in fleet.effects(job.id) if e[2] == "started"], 60, "started")
+    cancel_job(fleet.engine, job.id, actor="test", reason="cancelled mid-run")
+
+    wait_until(lambda: len(fleet.effects(job.id)) == 2, 60, "attach tried")
+    assert [e[2] for e in fleet.effects(job.id)] == ["started", "refused:STALE_LEASE"]
+    with fleet.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM artifacts")).scalar_one() == 0
+    assert not folder.exists() or not [p for p in folder.rglob("*") if p.is_file()]
+    assert fleet.job(job.id).status is JobStatus.CANCELLED
