@@ -9,10 +9,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 from sqlalchemy import text
 
 from jobengine.api.app import create_app
@@ -21,40 +19,25 @@ from jobengine.artifacts.storage import ArtifactStorage, storage_from_url
 from jobengine.cancellation import cancel_job
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import FINAL_STATES, JobStatus
-from jobengine.embedded import free_loopback_port
 from jobengine.producer import submit_jobs
 from tests.api.conftest import LiveServer, RecordingPublisher, api_settings, bearer, make_key
 from tests.fleet import artifact_handlers
 from tests.fleet.conftest import Fleet, wait_until
+from tests.s3_server import CREDENTIALS, moto_s3
 
 HANDLERS = json.dumps(["tests.fleet.handlers", "tests.fleet.artifact_handlers"])
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @pytest.fixture
 def s3_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A bucket on moto's S3 server, on 127.0.0.1 only, and the artifacts URL naming it."""
-    for name, value in S3_ENV.items():
-        monkeypatch.setenv(name, value)
-    port = free_loopback_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="artifacts")
-    try:
-        yield f"s3://artifacts/engine?endpoint_url={endpoint}&region=us-east-1"
-    finally:
-        server.stop()
+    with moto_s3(monkeypatch) as url:
+        yield url
 
 
 def _attach_and_download(fleet: Fleet, url: str, blob_bytes: int) -> None:
     storage: ArtifactStorage = storage_from_url(url, fleet.logs)
     fleet.start_worker(
-        "w1", JOBENGINE_HANDLER_MODULES=HANDLERS, JOBENGINE_ARTIFACTS_URL=url, **S3_ENV
+        "w1", JOBENGINE_HANDLER_MODULES=HANDLERS, JOBENGINE_ARTIFACTS_URL=url, **CREDENTIALS
     )
     [job] = submit_jobs(
         fleet.engine,
