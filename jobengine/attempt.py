@@ -167,8 +167,9 @@ class Attempts:
             project_id=project_id,
         )
 
-    def context(self, claim: Claim) -> JobContext:
-        """The handler's view of its job; a payload its type's model cannot decode is poison."""
+    def context(self, claim: Claim, publisher: Publisher | None = None) -> JobContext:
+        """The handler's view of its job; a payload its type's model cannot decode is poison.
+        Jobs it spawns into its run are published through ``publisher``."""
         try:
             data = self.executor.types.get(claim.job.type).decode_payload(claim.job.payload)
         except PayloadInvalid as exc:
@@ -182,6 +183,7 @@ class Attempts:
             lease_token=claim.token,
             _report=partial(self.executor.report_progress, claim),
             _still_held=partial(self.keeper.still_held, claim.job_id),
+            _spawn=partial(self.executor.spawn, claim, publisher=publisher),
             _attach=None if self.attacher is None else partial(self._attach, claim),
             _parents=partial(self._parent_results, claim),
         )
@@ -212,7 +214,8 @@ class Attempts:
         error: BaseException | None = None
         try:
             try:
-                result = checked_result(handler(self.context(claim)), self.result_max_bytes)
+                context = self.context(claim, publisher)
+                result = checked_result(handler(context), self.result_max_bytes)
                 outcome: Outcome = Completed(result)
             except Exception as exc:
                 error = exc
@@ -277,10 +280,10 @@ class Attempts:
         publisher: Publisher | None,
     ) -> Ran:
         if isinstance(outcome, Completed) and self.completer is not None:
-            self.completer.add(claim, outcome.result)
+            self.completer.add(claim, outcome.result, publisher)
             return Ran(outcome=outcome, error=error, job=None, recorded=False)
         try:
-            job = self.executor.record(claim, outcome)
+            job = self.executor.record(claim, outcome, publisher)
         except JobEngineError as exc:
             if isinstance(outcome, HandedBack):
                 raise

@@ -157,6 +157,7 @@ def transition(
     details: Mapping[str, Any] | None = None,
     dead_letter_reason: DeadLetterReason | None = None,
     released: list[Job] | None = None,
+    in_run: bool | None = None,
 ) -> TransitionResult:
     """Move one job along ``path`` (one state, or several steps taken atomically).
 
@@ -166,7 +167,8 @@ def transition(
     ``not_before`` lies ahead. A path ending in ``failed`` dead-letters the job in the same
     statement, for ``dead_letter_reason``. A job of a run settles its run and children in the
     same transaction (``_settle``); children it released are appended to ``released``, whose
-    caller promises to publish them after commit.
+    caller promises to publish them after commit. ``in_run`` is what the caller knows of
+    that (see ``_atomic``).
     """
     steps = _path(Step(path, reason) if isinstance(path, JobStatus) else path)
     sources = allowed_sources(steps[0].to)
@@ -186,7 +188,7 @@ def transition(
     sql = _statement(
         tuple(s.to for s in steps), lease_token is not None, require_lease_expired, require_due
     )
-    with _atomic(conn, steps):
+    with _atomic(conn, steps, in_run):
         row = run_statement(conn, sql, params)
         if row is not None and row["id"] is not None:
             _settle(conn, [row], released)
@@ -304,7 +306,7 @@ def transition_many(
     if not job_ids:
         return []
     steps = _path(path)
-    with _atomic(conn, steps):
+    with _atomic(conn, steps, None):
         rows = _move_many(
             conn,
             job_ids,
@@ -358,6 +360,7 @@ def finish_many(
     *,
     actor: str,
     released: list[Job] | None = None,
+    in_run: bool | None = None,
 ) -> list[Job]:
     """Move many held jobs along ``path`` in one statement, each fenced by its own token and
     given its own result; returns those moved, by id. A job missing from the answer lost its
@@ -379,7 +382,7 @@ def finish_many(
         held_results=[_json(h.result) for h in ordered],
     )
     sql = _statement(tuple(s.to for s in steps), True, False, False, held=True)
-    with _atomic(conn, steps):
+    with _atomic(conn, steps, in_run):
         rows = run_all(conn, sql, params)
         _settle(conn, rows, released)
     return [job_from_row(row) for row in rows]
@@ -397,17 +400,19 @@ def _may_settle(steps: Sequence[Step]) -> bool:
 
 
 @contextmanager
-def _atomic(conn: Connection, steps: Sequence[Step]) -> Iterator[None]:
+def _atomic(conn: Connection, steps: Sequence[Step], in_run: bool | None) -> Iterator[None]:
     """A move that may settle a run, with its settling, in one transaction.
 
     The caller's transaction when there is one; on a connection in autocommit (a worker's
     ``SharedConnection``) a BEGIN … COMMIT of its own around them, so a run's children are
-    never left counting a parent whose final state committed without them.
+    never left counting a parent whose final state committed without them. A caller that
+    knows none of its jobs is in a run (``in_run=False``: a worker read it in its claim, and
+    a job never changes run) spares the two round trips: the move stays one statement.
     """
     driver = conn.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
     idle = driver.info.transaction_status == pq.TransactionStatus.IDLE
-    if _may_settle(steps) and driver.autocommit and idle:
+    if in_run is not False and _may_settle(steps) and driver.autocommit and idle:
         with driver.transaction():
             yield
     else:
