@@ -10,6 +10,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -189,13 +190,19 @@ class Settings(BaseSettings):
 
     @field_validator("artifacts_url")
     @classmethod
-    def _artifacts_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("file://", "s3://")):
-            raise ValueError(
-                "JOBENGINE_ARTIFACTS_URL must start with file:// (a local folder) or s3:// "
-                "(an S3-compatible bucket), e.g. file:///var/lib/jobengine/artifacts"
-            )
-        return value
+    def _artifacts_storage(cls, value: str | None) -> str | None:
+        """Checked here, so a process refuses a bad URL at start, not at its first artifact."""
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        local = parts.scheme == "file" and parts.netloc in ("", "localhost")
+        if (local and parts.path.startswith("/")) or (parts.scheme == "s3" and parts.netloc):
+            return value
+        raise ValueError(
+            "JOBENGINE_ARTIFACTS_URL must be file:///absolute/path (a local folder, three "
+            "slashes) or s3://bucket/prefix (an S3-compatible store, optionally "
+            "?endpoint_url=http://host:9000&region=...)"
+        )
 
     @model_validator(mode="after")
     def _eta_fits_visibility(self) -> Settings:

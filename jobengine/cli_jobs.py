@@ -16,7 +16,7 @@ from rich import box
 from rich.table import Table
 
 from jobengine.api.schemas_artifacts import ArtifactOut
-from jobengine.artifacts.errors import ArtifactBytesMissing, ArtifactNotFound
+from jobengine.artifacts.errors import ArtifactBytesMismatch, ArtifactNotFound
 from jobengine.artifacts.storage import storage_from_url
 from jobengine.cli_common import (
     JsonOption,
@@ -312,7 +312,7 @@ def jobs_artifact(
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != artifact.sha256:
-            raise ArtifactBytesMissing(
+            raise ArtifactBytesMismatch(
                 f"the stored bytes of {name!r} have sha256 {digest.hexdigest()}, not the "
                 f"{artifact.sha256} recorded when it was attached; nothing was written"
             )

@@ -44,6 +44,16 @@ class ArtifactBytesMissing(StoreError):
     )
 
 
+class ArtifactBytesMismatch(StoreError):
+    """The storage's bytes under a key are not the ones recorded when it was attached."""
+
+    code = "ARTIFACT_BYTES_MISMATCH"
+    hint = (
+        "Something other than the engine changed the stored bytes; attach the artifact again "
+        "from its source."
+    )
+
+
 class ArtifactStorageUnavailable(JobEngineError):
     code = "ARTIFACT_STORAGE_UNAVAILABLE"
     hint = "Check that the storage JOBENGINE_ARTIFACTS_URL names is reachable, then retry."

@@ -86,7 +86,7 @@ def storage_from_url(url: str | None, data_dir: Path) -> ArtifactStorage:
     if url is None:
         return LocalFolderStorage(data_dir / "artifacts")
     parts = urlsplit(url)
-    if parts.scheme == "file":
+    if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path.startswith("/"):
         return LocalFolderStorage(Path(parts.path))
     if parts.scheme == "s3" and parts.netloc:
         from jobengine.artifacts.s3 import S3Storage
@@ -99,5 +99,6 @@ def storage_from_url(url: str | None, data_dir: Path) -> ArtifactStorage:
             region=query.get("region"),
         )
     raise ValueError(
-        f"artifacts URL {url!r} names no storage: use file:///path or s3://bucket/prefix"
+        f"artifacts URL {url!r} names no storage: use file:///absolute/path (three slashes) "
+        "or s3://bucket/prefix"
     )

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import boto3
 import pytest
+from pydantic import ValidationError as PydanticValidationError
 
+from config.settings import Settings
 from jobengine.artifacts.errors import ArtifactBytesMissing, ArtifactTooLarge
 from jobengine.artifacts.s3 import PART_BYTES, S3Storage
 from jobengine.artifacts.storage import ArtifactStorage, storage_from_url
@@ -69,6 +71,15 @@ def test_a_delete_is_idempotent_and_a_missing_key_is_named(storage: ArtifactStor
         b"".join(storage.open("jobs/2/k"))
 
 
-def test_an_artifacts_url_that_names_no_storage_is_refused_with_the_forms_it_takes() -> None:
-    with pytest.raises(ValueError, match="use file:///path or s3://bucket/prefix"):
-        storage_from_url("s3:///no-bucket", Path("."))
+@pytest.mark.parametrize("url", ["s3:///no-bucket", "file://relative/folder", "ftp://host/x"])
+def test_an_artifacts_url_that_names_no_storage_is_refused_with_the_forms_it_takes(
+    url: str,
+) -> None:
+    with pytest.raises(ValueError, match=r"use file:///absolute/path .* or s3://bucket/prefix"):
+        storage_from_url(url, Path("."))
+
+
+@pytest.mark.parametrize("url", ["file://relative/folder", "s3:///no-bucket", "ftp://host/x"])
+def test_settings_refuse_an_artifacts_url_before_any_process_starts(url: str) -> None:
+    with pytest.raises(PydanticValidationError, match="JOBENGINE_ARTIFACTS_URL must be"):
+        Settings(artifacts_url=url)
