@@ -106,16 +106,11 @@ class Attacher:
                     storage_key=key,
                 )
 
-        try:
-            written = retrying(
-                record,
-                attempts=STORE_TRIES,
-                deadline=self.write_deadline_seconds,
-                what="attach_artifact",
-            )
-        except BaseException:
-            self._forget(key)
-            raise
+        # A write that kept failing may still have committed before its answer was lost, so
+        # its bytes stay (an orphan at worst); only the fence's refusal proves no row names them.
+        written = retrying(
+            record, attempts=STORE_TRIES, deadline=self.write_deadline_seconds, what="attach"
+        )
         if written is None:
             self._forget(key)
             raise AttachRefused(job_id, lease_token, name)
