@@ -1,15 +1,22 @@
-"""What a handler receives: its job, and the two ways it talks back while it runs."""
+"""What a handler receives: its job, the ways it talks back while it runs, and what it reads
+from its run (its parents' results) and leaves behind (its artifacts)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import cached_property
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from jobengine.domain.run import RunJobSpec, TriggerRule
 from jobengine.failures import JobFailure
 from jobengine.runs.errors import SpawnRefused
+
+if TYPE_CHECKING:
+    from jobengine.artifacts.attach import Data
+    from jobengine.artifacts.model import Artifact
 
 
 class JobCancelled(JobFailure):
@@ -37,6 +44,9 @@ class JobContext:
     _report: Callable[[dict[str, Any]], bool] = field(repr=False, default=lambda _p: True)
     _still_held: Callable[[], bool] = field(repr=False, default=lambda: True)
     _spawn: Callable[[RunJobSpec], int] = field(repr=False, default=_cannot_spawn)
+    # ---- results and artifacts (issue 13) ----
+    _attach: Callable[[str, Data, str | None], Artifact] | None = field(repr=False, default=None)
+    _parents: Callable[[], dict[str, Any]] = field(repr=False, default=dict)
 
     def report_progress(self, fraction: float, message: str = "") -> None:
         """Store progress on the job (0.0 to 1.0); a lost lease makes it a no-op."""
@@ -85,3 +95,20 @@ class JobContext:
                 trigger_rule=trigger_rule,
             )
         )
+
+    # ---- results and artifacts (issue 13) ----
+
+    @cached_property
+    def parents(self) -> Mapping[str, Any]:
+        """Each parent's result by its key in the run (None for a parent that returned none),
+        read once, on first use; empty for a job outside a run, or a run's root."""
+        return MappingProxyType(dict(self._parents()))
+
+    def attach(self, name: str, data: Data, *, content_type: str | None = None) -> Artifact:
+        """Keep ``data`` (bytes, a ``pathlib.Path``, or a binary stream, read once in chunks)
+        as the job's artifact ``name``, replacing one of the same name; the content type is
+        guessed from the name when not given. Raises ``AttachRefused`` once this attempt has
+        lost its lease, ``ArtifactTooLarge`` past ``JOBENGINE_ARTIFACT_MAX_BYTES``."""
+        if self._attach is None:
+            raise RuntimeError("this context was made without artifact storage")
+        return self._attach(name, data, content_type)

@@ -21,6 +21,7 @@ from config.settings import Settings
 from jobengine.api import (
     errors,
     metrics,
+    routes_artifacts,
     routes_dlq,
     routes_health,
     routes_jobs,
@@ -31,6 +32,7 @@ from jobengine.api import (
 )
 from jobengine.api.body_limit import BodyLimit
 from jobengine.api.state import ApiState
+from jobengine.artifacts.storage import ArtifactStorage, storage_from_url
 from jobengine.cancellation import TaskRevoker
 from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher
@@ -47,6 +49,7 @@ ROUTERS: list[APIRouter] = [
     routes_dlq.router,
     routes_workers.router,
     routes_types.router,
+    routes_artifacts.router,
 ]
 """Every router the API serves."""
 
@@ -85,7 +88,9 @@ def create_app(
     publisher: Publisher,
     revoker: TaskRevoker | None,
     broker_check: Callable[[], None],
+    artifacts: ArtifactStorage | None = None,
 ) -> FastAPI:
+    """``artifacts`` defaults to the storage ``JOBENGINE_ARTIFACTS_URL`` names."""
     app = FastAPI(
         title="jobengine",
         version="1",
@@ -101,6 +106,7 @@ def create_app(
         broker_check=broker_check,
         metrics=metrics.make_registry(engine, settings.worker_ttl_seconds),
         types=Catalogue(engine),
+        artifacts=artifacts or storage_from_url(settings.artifacts_url, settings.data_dir),
     )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)

@@ -3,9 +3,17 @@
 
 from jobengine.client._async import AsyncJobEngineClient
 from jobengine.client._base import RetryConfig
-from jobengine.client._errors import ApiError, ClientError, TransportError, WaitTimeout
+from jobengine.client._errors import (
+    ApiError,
+    ClientError,
+    DownloadCorrupt,
+    TransportError,
+    WaitTimeout,
+)
 from jobengine.client._models import (
     FINAL_STATES,
+    Artifact,
+    Downloaded,
     HistoryEntry,
     Job,
     JobEvent,
@@ -31,8 +39,11 @@ from jobengine.domain.status import RunStatus
 __all__ = [
     "FINAL_STATES",
     "ApiError",
+    "Artifact",
     "AsyncJobEngineClient",
     "ClientError",
+    "DownloadCorrupt",
+    "Downloaded",
     "HistoryEntry",
     "Job",
     "JobEngineClient",

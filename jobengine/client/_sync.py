@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import structlog
 
 from jobengine.client import _base, _runs
 from jobengine.client._base import Call, Follow, RetryConfig
-from jobengine.client._errors import TransportError, WaitTimeout
+from jobengine.client._errors import ApiError, TransportError, WaitTimeout
 from jobengine.client._models import (
+    Artifact,
+    Downloaded,
     HistoryEntry,
     Job,
     JobEvent,
@@ -263,6 +267,61 @@ class JobEngineClient:
     def _sleep(self, follow: Follow, seconds: float) -> None:
         remaining = self._remaining(follow)
         time.sleep(seconds if remaining is None else min(seconds, remaining))
+
+    # ---- artifacts (issue 13) ----
+
+    def list_artifacts(self, job_id: int) -> list[Artifact]:
+        """The job's artifacts, by name."""
+        call = Call("GET", _base.artifacts_path(job_id), repeatable=True)
+        return _base.parse_artifacts(self._json(call))
+
+    def list_run_artifacts(self, run_id: int) -> list[Artifact]:
+        """Every artifact of the run's jobs, in the order they were attached."""
+        call = Call("GET", _base.run_artifacts_path(run_id), repeatable=True)
+        return _base.parse_artifacts(self._json(call))
+
+    def download_artifact(
+        self, job_id: int, name: str, *, to: str | os.PathLike[str] | BinaryIO
+    ) -> Downloaded:
+        """Stream one artifact to ``to`` and check its size and sha256 against the server's.
+
+        To a path, it is written beside it (``.partial``) and renamed into place once checked,
+        so the path never holds part of it, and a broken download is tried again like a GET;
+        to an open binary stream it is sent once. ``DownloadCorrupt`` when the bytes disagree.
+        """
+        if not isinstance(to, str | os.PathLike):
+            return self._download(job_id, name, to, None)
+        path = os.fspath(to)
+        partial = _base.partial_path(path)
+        failures = 0
+        while True:
+            try:
+                with open(partial, "wb") as out:
+                    got = self._download(job_id, name, out, path)
+                os.replace(partial, path)
+                return got
+            except (ApiError, TransportError) as exc:
+                failures += 1
+                if not _base.download_retryable(exc) or failures >= self._retry.attempts:
+                    raise
+                time.sleep(self._retry.delay(failures))
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(partial)
+
+    def _download(self, job_id: int, name: str, out: BinaryIO, path: str | None) -> Downloaded:
+        where = _base.artifacts_path(job_id, name)
+        try:
+            with self._http.stream("GET", where) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _base.error_of(response)
+                received = _base.Received.of(job_id, name, response)
+                for chunk in response.iter_bytes():
+                    out.write(received.add(chunk))
+        except httpx.TransportError as exc:
+            raise TransportError(f"GET {where}: {exc}") from exc
+        return received.checked(path)
 
     def _json(self, call: Call) -> Any:
         return self._send(call).json()
