@@ -41,7 +41,7 @@ def test_metrics_read_the_engine_state(client: httpx.Client, engine: Engine) -> 
     assert got[("jobengine_jobs", (("state", "running"),))] == 0
     assert got[("jobengine_queue_depth", (("queue", "default"),))] == 2
     assert got[("jobengine_queue_depth", (("queue", "gpu"),))] == 1
-    step = (("from_state", "pending"), ("to_state", "scheduled"))
+    step = (("from_state", ""), ("to_state", "scheduled"))
     assert got[("jobengine_transitions_total", step)] == 4
     assert got[("jobengine_lease_expiries_total", ())] == 0
     assert got[("jobengine_retries_total", ())] == 0

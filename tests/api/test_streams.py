@@ -128,7 +128,7 @@ def test_a_feed_without_resume_point_starts_now(client: httpx.Client) -> None:
         stream = messages(response)
         next_heartbeat(stream)
         new = client.post("/api/v1/jobs", json={"type": "noop", "projectId": "new"}).json()
-        got = take(stream, 2)
+        got = take(stream, 1)
     assert {m.data["event"]["job_id"] for m in got if m.data} == {new["id"]}
 
 
@@ -148,7 +148,6 @@ def test_websocket_carries_the_same_events(
         for raw in ws:
             frames.append(json.loads(raw))
     assert [f["data"]["event"]["to_status"] for f in frames] == [
-        "pending",
         "scheduled",
         "cancelled",
     ]

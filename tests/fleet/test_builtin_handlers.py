@@ -110,7 +110,6 @@ def test_progress_is_emitted_as_timeline_events_between_running_and_completed(
         for e in events
     ]
     assert kinds == [
-        "pending",
         "scheduled",
         "claimed",
         "running",

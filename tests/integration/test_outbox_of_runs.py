@@ -48,7 +48,7 @@ def test_a_poll_pages_through_other_jobs_events_by_index_and_finds_the_runs_own(
         reader = RunOutboxReader(conn)
         first = reader.first(run.id)
         own = reader.page(run.id, "acme", first, 500)
-        assert sorted(e.job_id for e in own.events) == sorted(2 * [job.id for job in jobs])
+        assert sorted(e.job_id for e in own.events) == sorted(job.id for job in jobs)
         scanned, pages = own.scanned_to, 0
         while True:
             page = reader.page(run.id, "acme", scanned, 500)
