@@ -245,10 +245,12 @@ def create_job(
     request_hash: str | None = None,
     reason: str | None = "submitted",
     dispatching: bool = False,
+    details: Mapping[str, Any] | None = None,
 ) -> Job | None:
     """Insert a job, born ``scheduled`` with ``schedule`` and ``pending`` without.
 
-    ``dispatching`` promises a publish right after commit (see ``store.queries.CREATE_JOB``).
+    ``dispatching`` promises a publish right after commit (see ``store.queries.CREATE_JOB``);
+    ``reason`` and ``details`` go to its birth row (a rate limit's, say).
     Returns None when the tenant already used ``new.idempotency_key``; the caller decides
     whether that is the same request (return the original) or a conflict.
     """
@@ -268,6 +270,7 @@ def create_job(
         "dispatching": dispatching,
         "actor": actor,
         "reason": reason,
+        "details": _json(None if details is None else dict(details)),
     }
     row = run_statement(conn, queries.CREATE_JOB, params)
     return None if row is None else job_from_row(row)
@@ -280,9 +283,12 @@ def create_jobs(
     actor: str = SYSTEM_ACTOR,
     reason: str | None = "submitted",
     dispatching: bool = False,
+    births: Sequence[tuple[str, Mapping[str, Any]]] | None = None,
 ) -> list[Job]:
     """Insert many jobs in one statement, in order; each is born ``scheduled`` unless it has
-    a ``not_before``. Jobs with idempotency keys go through ``create_job`` instead."""
+    a ``not_before``. Jobs with idempotency keys go through ``create_job`` instead.
+    ``births``, one per job: the reason and details of each birth row, where they differ
+    (a batch that rate limits hold)."""
     if not jobs:
         return []
     if any(new.idempotency_key for new in jobs):
@@ -302,13 +308,19 @@ def create_jobs(
         }
         for n in jobs
     ]
+    statement = queries.CREATE_JOBS
+    if births is not None:
+        statement = queries.CREATE_JOBS_EXPLAINED
+        for record, (why, details) in zip(records, births, strict=True):
+            record.update(reason=why, details=dict(details))
     params: dict[str, Any] = {
         "jobs": json.dumps(records, separators=(",", ":")),
         "dispatching": dispatching,
         "actor": actor,
         "reason": reason,
+        "details": None,
     }
-    rows = run_all(conn, queries.CREATE_JOBS, params)
+    rows = run_all(conn, statement, params)
     return [born_job(new, row) for new, row in zip(jobs, rows, strict=True)]
 
 

@@ -1,0 +1,101 @@
+"""Taking a submission's slots: the job is born ``scheduled`` when its slot is now, else
+``pending`` with ``not_before`` at its slot and a birth row saying which limit holds it.
+
+The slots are taken in the submitting transaction, in one statement for the whole batch
+(``store.limits_queries.TAKE_SLOTS``), so a refused or rolled-back submission books nothing
+it keeps and a stored job always has its slot. The leader's promoter moves a due ``pending``
+job to ``scheduled``; it can be late, never early, so admissions never run ahead of a bucket.
+A job never ran while it waits: its attempts and retry budget are untouched. A job given its
+own ``not_before`` takes its slot as of its submission and waits for the later of the two.
+Several limits on one job: every bucket is advanced and the latest slot holds it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from jobengine.domain.job import NewJob
+from jobengine.limits.cache import limits_of
+from jobengine.limits.definition import RateLimit
+from jobengine.store import limits_queries as q
+from jobengine.store.database import run_all
+from jobengine.store.jobs_repository import JobsRepository
+
+SUBMITTED = "submitted"
+
+
+@dataclass(frozen=True, slots=True)
+class Birth:
+    """A job as it is to be stored: ``new`` (with the slot as ``not_before`` when it waits)
+    and its birth row's reason and details."""
+
+    new: NewJob
+    reason: str = SUBMITTED
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def rate_limited_reason(limit: str, key: str) -> str:
+    return f"rate_limited: {limit} key {key}"
+
+
+def _wanted(
+    jobs: Sequence[NewJob], limits: Sequence[RateLimit], conn: Connection
+) -> list[dict[str, Any]]:
+    """One row per job and limit that applies to it. A job whose idempotency key is already
+    stored takes no slot: it will not be inserted."""
+    wanted: list[dict[str, Any]] = []
+    for ord_, new in enumerate(jobs):
+        applying = [limit for limit in limits if limit.applies_to(new)]
+        if not applying:
+            continue
+        if new.idempotency_key and JobsRepository(conn).find_by_idempotency_key(
+            new.tenant_id, new.idempotency_key
+        ):
+            continue
+        wanted.extend(
+            {
+                "ord": ord_,
+                "limit_name": limit.name,
+                "key": limit.key_of(new),
+                "units": limit.units_of(new),
+            }
+            for limit in applying
+        )
+    return wanted
+
+
+def admit(
+    conn: Connection, jobs: Sequence[NewJob], limits: Sequence[RateLimit] | None = None
+) -> list[Birth]:
+    """How each of ``jobs`` is to be born, in order; one statement when any limit applies,
+    none when no limit does. ``limits`` defaults to this process's cached copy."""
+    limits = limits_of(conn) if limits is None else limits
+    births = [Birth(new) for new in jobs]
+    if not limits:
+        return births
+    wanted = _wanted(jobs, limits, conn)
+    if not wanted:
+        return births
+    rows = run_all(conn, q.TAKE_SLOTS, {"wanted": json.dumps(wanted, separators=(",", ":"))})
+    latest: dict[int, tuple[str, str, datetime, bool]] = {}
+    for row in rows:
+        held = latest.get(row["ord"])
+        if held is None or row["slot"] > held[2]:
+            latest[row["ord"]] = (row["limit_name"], row["key"], row["slot"], row["waits"])
+    for ord_, (limit_name, key, slot, waits) in latest.items():
+        if not waits:
+            continue
+        new = jobs[ord_]
+        not_before = slot if new.not_before is None else max(slot, new.not_before)
+        births[ord_] = Birth(
+            replace(new, not_before=not_before),
+            rate_limited_reason(limit_name, key),
+            {"rate_limit": limit_name, "key": key, "slot": slot.isoformat()},
+        )
+    return births
