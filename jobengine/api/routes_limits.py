@@ -15,12 +15,13 @@ from pydantic import Field
 from jobengine.api.auth import require
 from jobengine.api.errors import ApiError
 from jobengine.api.keys import ADMIN
-from jobengine.api.schemas import ERROR_RESPONSES, ApiModel, Name, RequestModel, utc
+from jobengine.api.schemas import ERROR_RESPONSES, ApiModel, Name, RequestModel
 from jobengine.api.state import api_state
 from jobengine.limits import registry
 from jobengine.limits.definition import RateLimit, parse_scope
 from jobengine.limits.errors import RateLimitNotFound
 from jobengine.limits.registry import LimitStatus, StoredLimit
+from jobengine.limits.views import limit_view
 from jobengine.store.database import transaction
 
 router = APIRouter(
@@ -81,23 +82,7 @@ class LimitOut(ApiModel):
 
     @classmethod
     def of(cls, stored: StoredLimit, status: LimitStatus | None) -> LimitOut:
-        limit = stored.limit
-        return cls(
-            name=limit.name,
-            scope=limit.scope.value,
-            job_type=limit.job_type,
-            key_path=limit.key_path,
-            rate=limit.rate,
-            per=limit.per,
-            burst=limit.burst,
-            units=limit.units,
-            units_path=limit.units_path,
-            tokens=limit.burst if status is None else status.tokens,
-            waiting=0 if status is None else status.waiting,
-            next_admission_at=None if status is None else utc(status.next_admission),
-            created_at=stored.created_at,
-            updated_at=stored.updated_at,
-        )
+        return cls.model_validate(limit_view(stored, status))
 
 
 class LimitList(ApiModel):
