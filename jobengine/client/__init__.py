@@ -4,6 +4,7 @@
 from jobengine.client._async import AsyncJobEngineClient
 from jobengine.client._base import RetryConfig
 from jobengine.client._errors import ApiError, ClientError, TransportError, WaitTimeout
+from jobengine.client._limits import RateLimit
 from jobengine.client._models import (
     FINAL_STATES,
     HistoryEntry,
@@ -29,6 +30,7 @@ __all__ = [
     "JobRequest",
     "JobStatus",
     "JobType",
+    "RateLimit",
     "RetryConfig",
     "TransportError",
     "WaitTimeout",
