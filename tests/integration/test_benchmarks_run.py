@@ -21,6 +21,7 @@ TINY = {
     "submit.py": ["--jobs", "200", "--batch-size", "100", "--rounds", "1"],
     "throughput.py": ["--jobs", "200"],
     "round_trips.py": ["--jobs", "20", "--batch", "10"],
+    "limits.py": ["--jobs", "200", "--single", "30", "--batch-size", "100", "--rounds", "1"],
     "history_scale.py": [
         *("--history-rows", "3000", "--small-history-rows", "500", "--jobs", "10", "--warmup", "2"),
         *("--rounds", "1", "--scrapes", "2", "--new-events", "20", "--explain"),
