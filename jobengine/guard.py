@@ -30,7 +30,7 @@ from jobengine.errors import (
     StaleLease,
     TransitionRefused,
 )
-from jobengine.store import queries
+from jobengine.store import limits_queries, queries
 from jobengine.store.database import run_all, run_pipelined, run_statement
 from jobengine.store.rows import born_job, job_from_row
 
@@ -245,12 +245,14 @@ def create_job(
     request_hash: str | None = None,
     reason: str | None = "submitted",
     dispatching: bool = False,
-    details: Mapping[str, Any] | None = None,
+    rate_limit_slots: Sequence[Mapping[str, Any]] | None = None,
 ) -> Job | None:
     """Insert a job, born ``scheduled`` with ``schedule`` and ``pending`` without.
 
-    ``dispatching`` promises a publish right after commit (see ``store.queries.CREATE_JOB``);
-    ``reason`` and ``details`` go to its birth row (a rate limit's, say).
+    ``dispatching`` promises a publish right after commit (see ``store.queries.CREATE_JOB``).
+    ``rate_limit_slots`` (``limits.admission.slots_wanted``): the buckets it draws from, its
+    slots taken in the same statement, which may hold it ``pending`` (see
+    ``store.limits_queries.CREATE_JOB_LIMITED``).
     Returns None when the tenant already used ``new.idempotency_key``; the caller decides
     whether that is the same request (return the original) or a conflict.
     """
@@ -270,9 +272,12 @@ def create_job(
         "dispatching": dispatching,
         "actor": actor,
         "reason": reason,
-        "details": _json(None if details is None else dict(details)),
     }
-    row = run_statement(conn, queries.CREATE_JOB, params)
+    statement = queries.CREATE_JOB
+    if rate_limit_slots:
+        statement = limits_queries.CREATE_JOB_LIMITED
+        params["wanted"] = json.dumps(list(rate_limit_slots), separators=(",", ":"))
+    row = run_statement(conn, statement, params)
     return None if row is None else job_from_row(row)
 
 

@@ -26,7 +26,7 @@ from jobengine.errors import (
     ValidationError,
 )
 from jobengine.job_types import JobTypes, JobTypeSpec
-from jobengine.limits.admission import admit
+from jobengine.limits.admission import admit, slots_wanted
 from jobengine.retry_policy import RetryPolicy
 from jobengine.store.jobs_repository import JobsRepository
 
@@ -160,16 +160,14 @@ def submit(
         commands_enabled=commands_enabled,
     )
     fingerprint = request_hash(new) if new.idempotency_key else None
-    [birth] = admit(conn, [new])
     created = guard.create_job(
         conn,
-        birth.new,
-        schedule=birth.new.not_before is None,
+        new,
+        schedule=new.not_before is None,
         actor=actor,
         request_hash=fingerprint,
         dispatching=dispatching,
-        reason=birth.reason,
-        details=birth.details or None,
+        rate_limit_slots=slots_wanted(conn, [new]),
     )
     if created is not None:
         return created, True

@@ -25,7 +25,6 @@ from jobengine.limits.cache import limits_of
 from jobengine.limits.definition import RateLimit
 from jobengine.store import limits_queries as q
 from jobengine.store.database import run_all
-from jobengine.store.jobs_repository import JobsRepository
 
 SUBMITTED = "submitted"
 
@@ -44,19 +43,20 @@ def rate_limited_reason(limit: str, key: str) -> str:
     return f"rate_limited: {limit} key {key}"
 
 
-def _wanted(
-    jobs: Sequence[NewJob], limits: Sequence[RateLimit], conn: Connection
+def slots_wanted(
+    conn: Connection, jobs: Sequence[NewJob], limits: Sequence[RateLimit] | None = None
 ) -> list[dict[str, Any]]:
-    """One row per job and limit that applies to it. A job whose idempotency key is already
-    stored takes no slot: it will not be inserted."""
+    """One row per job (by ordinal) and limit that applies to it; none, and no statement,
+    when no limit applies. A job with an idempotency key goes alone, through
+    ``CREATE_JOB_LIMITED``, which takes no slot for a key already used. ``limits`` defaults
+    to this process's cached copy."""
+    limits = limits_of(conn) if limits is None else limits
     wanted: list[dict[str, Any]] = []
+    if not limits:
+        return wanted
     for ord_, new in enumerate(jobs):
         applying = [limit for limit in limits if limit.applies_to(new)]
         if not applying:
-            continue
-        if new.idempotency_key and JobsRepository(conn).find_by_idempotency_key(
-            new.tenant_id, new.idempotency_key
-        ):
             continue
         wanted.extend(
             {
@@ -73,13 +73,10 @@ def _wanted(
 def admit(
     conn: Connection, jobs: Sequence[NewJob], limits: Sequence[RateLimit] | None = None
 ) -> list[Birth]:
-    """How each of ``jobs`` is to be born, in order; one statement when any limit applies,
-    none when no limit does. ``limits`` defaults to this process's cached copy."""
-    limits = limits_of(conn) if limits is None else limits
+    """How each of a batch's ``jobs`` is to be born, in order: one statement for the whole
+    batch when any limit applies, none when no limit does."""
     births = [Birth(new) for new in jobs]
-    if not limits:
-        return births
-    wanted = _wanted(jobs, limits, conn)
+    wanted = slots_wanted(conn, jobs, limits)
     if not wanted:
         return births
     rows = run_all(conn, q.TAKE_SLOTS, {"wanted": json.dumps(wanted, separators=(",", ":"))})

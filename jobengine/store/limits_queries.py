@@ -1,31 +1,24 @@
 """The rate limits' statements, each named and served by an index (see ``jobengine.limits``).
 
-``take_slots`` runs in every submission a limit applies to, once for a whole batch; the rest
+``create_job_limited`` stores one job a limit applies to, its slots taken in the same
+statement; ``take_slots`` takes a batch's, once for the whole batch, before its insert. The rest
 run when an operator changes a limit, when a process refreshes its copy of the limits, or
 when ``/metrics`` is scraped.
 """
 
 from __future__ import annotations
 
+from jobengine.store.queries import EVENTS_OF_HISTORY
+
 _SECONDS_PER_TOKEN = (
     "(CASE l.per WHEN 'second' THEN 1.0 WHEN 'minute' THEN 60.0 ELSE 3600.0 END / l.rate)"
 )
 
-TAKE_SLOTS = f"""
--- name: take_slots  (pk_rate_limits, pk_rate_limit_buckets)
--- GCRA for a batch, one statement whatever its size. Each wanted row is one job (by its
--- ordinal in the batch) drawing `units` from one bucket. Per bucket, the batch's units are
--- added to the theoretical arrival time (TAT) at once; a job's own TAT is the bucket's as it
--- was plus the units of the jobs before it and its own (the running sum over the ordinal),
--- and its slot is when that TAT lies no more than the bucket's capacity ahead: now, or later.
--- Buckets are upserted in (limit, key) order, so two batches never deadlock; the row lock is
--- held to the submission's commit, so no two transactions book the same slot. Rates come
--- from the table, not the caller's cache: a limit deleted since is simply not taken.
-WITH wanted AS (
+_SLOTS = f"""wanted AS (
     SELECT w.ord, w.limit_name, w.key, w.units * {_SECONDS_PER_TOKEN} AS cost,
            l.burst * {_SECONDS_PER_TOKEN} AS capacity
     FROM jsonb_to_recordset(%(wanted)s::jsonb) AS w(ord int, limit_name text, key text, units int)
-    JOIN rate_limits AS l ON l.name = w.limit_name
+    JOIN rate_limits AS l ON l.name = w.limit_name{{only_if}}
 ),
 booked AS (
     SELECT ord, limit_name, key, capacity,
@@ -48,9 +41,75 @@ slots AS (
            greatest(now(), advanced.tat - make_interval(secs => booked.after_it + booked.capacity))
                AS slot
     FROM booked JOIN advanced USING (limit_name, key)
-)
+)"""
+"""GCRA for a batch, whatever its size. Each wanted row is one job (by its ordinal in the
+batch) drawing ``units`` from one bucket. Per bucket, the batch's units are added to the
+theoretical arrival time (TAT) at once; a job's own TAT is the bucket's as it was plus the
+units of the jobs before it and its own (the running sum over the ordinal), and its slot is
+when that TAT lies no more than the bucket's capacity ahead: now, or later. Buckets are
+upserted in (limit, key) order, so two batches never deadlock; the row lock is held to the
+submission's commit, so no two transactions book the same slot. Rates come from the table,
+not the caller's cache: a limit deleted since is simply not taken."""
+
+TAKE_SLOTS = f"""
+-- name: take_slots  (pk_rate_limits, pk_rate_limit_buckets)
+-- The slots of a batch's jobs, one statement for the batch (see _SLOTS).
+WITH {_SLOTS.format(only_if="")}
 SELECT ord, limit_name, key, slot, slot > now() AS waits FROM slots ORDER BY ord, slot DESC
 """
+
+_NOT_STORED = """
+    WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE tenant_id = %(tenant_id)s
+                      AND idempotency_key = %(idempotency_key)s)"""
+
+CREATE_JOB_LIMITED = (
+    f"""
+-- name: create_job_limited  (pk_rate_limits, pk_rate_limit_buckets)
+-- create_job for a job that rate limits apply to, in the same one statement: its slots are
+-- taken (see _SLOTS), the latest holds it, and it is born `pending` at that slot with a
+-- birth row naming the limit and key, or `scheduled` when the slot is now. A retry of a
+-- request whose Idempotency-Key the tenant already used takes no slot
+-- (uq_jobs_tenant_idempotency_key).
+WITH {_SLOTS.format(only_if=_NOT_STORED)},
+held AS (
+    SELECT limit_name, key, slot FROM slots WHERE slot > now() ORDER BY slot DESC LIMIT 1
+),
+birth AS (
+    SELECT CASE WHEN held.slot IS NOT NULL OR %(not_before)s::timestamptz IS NOT NULL
+                THEN 'pending' ELSE 'scheduled' END::job_status AS status,
+           greatest(held.slot, %(not_before)s::timestamptz) AS not_before,
+           coalesce('rate_limited: ' || held.limit_name || ' key ' || held.key, %(reason)s)
+               AS reason,
+           CASE WHEN held.slot IS NULL THEN '{{}}'::jsonb
+                ELSE jsonb_build_object('rate_limit', held.limit_name, 'key', held.key,
+                                        'slot', held.slot) END AS details
+    FROM (SELECT) AS one LEFT JOIN held ON true
+),
+moved AS (
+    INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
+                      retry_policy, not_before, idempotency_key, request_hash, scheduled_at,
+                      dispatched_at, time_limit_seconds)
+    SELECT %(tenant_id)s, %(project_id)s, %(type)s, %(queue)s, %(priority)s,
+           %(payload)s::jsonb, birth.status, %(retry_policy)s::jsonb,
+           birth.not_before, %(idempotency_key)s, %(request_hash)s,
+           CASE WHEN birth.status = 'scheduled' THEN now() END,
+           CASE WHEN birth.status = 'scheduled' AND %(dispatching)s THEN now() END,
+           %(time_limit_seconds)s
+    FROM birth
+    ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+),
+history AS (
+    INSERT INTO job_history (job_id, from_status, to_status, actor, reason, attempt, details)
+    SELECT moved.id, NULL, moved.status, %(actor)s, birth.reason, 0, birth.details
+    FROM moved CROSS JOIN birth
+    RETURNING id, job_id, from_status, to_status, actor, reason, attempt, details, at
+)"""
+    + EVENTS_OF_HISTORY
+    + """
+SELECT * FROM moved
+"""
+)
 
 LIST_LIMITS = """
 -- name: list_limits  (pk_rate_limits; a handful of rows)

@@ -112,6 +112,9 @@ events AS (
     RETURNING id
 )"""
 _WRITE_STEPS = _STEPS_HISTORY + _EVENTS
+EVENTS_OF_HISTORY = _EVENTS
+"""The outbox rows of a statement's ``history`` rows, for statements built elsewhere
+(``store.limits_queries``)."""
 
 # A job's birth is one history row, from nothing to the state it is born in: `scheduled` when
 # nothing holds it, `pending` when something does (a start time, its parents in a run). It
@@ -120,8 +123,7 @@ _WRITE_BIRTH = (
     """
 history AS (
     INSERT INTO job_history (job_id, from_status, to_status, actor, reason, attempt, details)
-    SELECT moved.id, NULL, moved.status, %(actor)s, %(reason)s, 0,
-           coalesce(%(details)s::jsonb, '{}'::jsonb)
+    SELECT moved.id, NULL, moved.status, %(actor)s, %(reason)s, 0, '{}'::jsonb
     FROM moved
     ORDER BY moved.id
     RETURNING id, job_id, from_status, to_status, actor, reason, attempt, details, at
