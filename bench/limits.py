@@ -13,10 +13,13 @@ and the admission step alone with its bucket in Postgres against a Redis Lua GCR
   Redis bucket cannot be in the submitting transaction: a submission that rolls back after
   taking its slot keeps it booked, and one that commits after Redis failed has none.
 
-Modes alternate order every round; each run starts from emptied, vacuumed tables. Prints
+The modes take turns in ``--slices`` slices of each run (in an order that flips every
+slice), so the load of a shared machine weighs on all of them alike; each round starts from
+emptied, vacuumed tables. Prints
 figures, never passes or fails; the last line is JSON.
 
 Usage: python bench/limits.py [--jobs N] [--single N] [--batch-size B] [--rounds R] [--keys K]
+                              [--slices S]
 """
 
 from __future__ import annotations
@@ -94,9 +97,12 @@ def reset(url: str) -> None:
 
 
 def use_limit(engine: Engine, mode: str) -> None:
-    limit = LIMITS[mode]
-    if limit is not None:
-        with transaction(engine) as conn:
+    """Only ``mode``'s limit defined (none for ``none``), and this process's cache told."""
+    with transaction(engine) as conn:
+        for stored in registry.list_limits(conn):
+            registry.delete_limit(conn, stored.limit.name)
+        limit = LIMITS[mode]
+        if limit is not None:
             registry.set_limit(conn, limit)
 
 
@@ -109,32 +115,49 @@ def job(n: int, keys: int) -> NewJob:
     )
 
 
-def timed(run: Callable[[int], None], count: int) -> float:
-    """Items per second of ``run`` over ``count`` calls, after one warm-up call."""
-    run(-1)
+def timed(run: Callable[[int], None], count: int, first: int = 0) -> float:
+    """Items per second of ``run`` over ``count`` calls numbered from ``first``."""
     started = time.perf_counter()
-    for n in range(count):
+    for n in range(first, first + count):
         run(n)
     return count / (time.perf_counter() - started)
 
 
-def single_rate(engine: Engine, jobs: int, keys: int) -> float:
+def single_runner(engine: Engine, keys: int) -> Callable[[int], None]:
     def run(n: int) -> None:
         with Session(engine) as session:
             new = job(n, keys)
             enqueue(session, new.type, new.payload, tenant_id="bench", project_id="bench")
             session.commit()
 
-    return timed(run, jobs)
+    return run
 
 
-def batch_rate(engine: Engine, jobs: int, size: int, keys: int) -> float:
+def batch_runner(engine: Engine, size: int, keys: int) -> Callable[[int], None]:
     def run(n: int) -> None:
         with Session(engine) as session:
             enqueue_many(session, [job(n * size + i, keys) for i in range(size)])
             session.commit()
 
-    return timed(run, max(jobs // size, 1)) * size
+    return run
+
+
+def interleaved(
+    engine: Engine, runner: Callable[[int], None], calls: int, slices: int, round_: int
+) -> dict[str, float]:
+    """Seconds per call of ``runner`` in each mode, the modes taking turns slice by slice (in
+    an order that flips each slice), so a machine whose load drifts weighs on all alike."""
+    seconds = dict.fromkeys(MODES, 0.0)
+    per_slice = max(calls // slices, 1)
+    for mode in MODES:  # warm: statements prepared, caches read
+        use_limit(engine, mode)
+        runner(-1 - MODES.index(mode))
+    for slice_ in range(slices):
+        for mode in MODES if (slice_ + round_) % 2 == 0 else MODES[::-1]:
+            use_limit(engine, mode)
+            first = (slice_ * len(MODES) + MODES.index(mode)) * per_slice
+            seconds[mode] += per_slice / timed(runner, per_slice, first)
+    return {mode: seconds[mode] / (per_slice * slices) for mode in MODES}
 
 
 def pg_admission_rate(engine: Engine, count: int, keys: int) -> float:
@@ -145,6 +168,7 @@ def pg_admission_rate(engine: Engine, count: int, keys: int) -> float:
         with transaction(engine) as conn:
             admit(conn, [job(n, keys)], [limit])
 
+    run(-1)
     return timed(run, count)
 
 
@@ -153,6 +177,7 @@ def pg_statement_rate(engine: Engine, count: int, keys: int) -> float:
     limit = LIMITS[KEYED]
     assert limit is not None
     with transaction(engine) as conn:
+        admit(conn, [job(-1, keys)], [limit])
         return timed(lambda n: admit(conn, [job(n, keys)], [limit]), count)
 
 
@@ -163,6 +188,7 @@ def redis_admission_rate(client: redis.Redis, count: int, keys: int) -> float:
     def run(n: int) -> None:
         script(keys=[f"rl:keyed:acct-{n % keys}"], args=[cost, capacity_of * 1_000_000])
 
+    run(-1)
     return timed(run, count)
 
 
@@ -173,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3, help="runs per mode")
     parser.add_argument("--keys", type=int, default=100, help="accounts of the keyed limit")
+    parser.add_argument("--slices", type=int, default=10, help="turns the modes take per run")
     args = parser.parse_args(argv)
     configure_logging("WARNING")
 
@@ -192,17 +219,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         try:
             for round_ in range(args.rounds):
-                for mode in MODES if round_ % 2 == 0 else MODES[::-1]:
-                    for kind in ("single", "batch"):
-                        reset(url)
-                        use_limit(engine, mode)
-                        rate = (
-                            single_rate(engine, args.single, args.keys)
-                            if kind == "single"
-                            else batch_rate(engine, args.jobs, args.batch_size, args.keys)
+                reset(url)
+                kinds = {
+                    "single": (single_runner(engine, args.keys), args.single, 1),
+                    "batch": (
+                        batch_runner(engine, args.batch_size, args.keys),
+                        max(args.jobs // args.batch_size, 1),
+                        args.batch_size,
+                    ),
+                }
+                for kind, (runner, calls, size) in kinds.items():
+                    per_call = interleaved(engine, runner, calls, args.slices, round_)
+                    for mode in MODES:
+                        runs[f"{kind}_{mode}"].append(size / per_call[mode])
+                        print(
+                            f"  round={round_ + 1} {kind:6s} {mode:5s} "
+                            f"{size / per_call[mode]:10.1f} jobs/s"
                         )
-                        runs[f"{kind}_{mode}"].append(rate)
-                        print(f"  round={round_ + 1} {kind:6s} {mode:5s} {rate:10.1f} jobs/s")
                 reset(url)
                 use_limit(engine, KEYED)
                 admissions["postgres"].append(pg_admission_rate(engine, args.single, args.keys))
