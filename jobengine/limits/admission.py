@@ -80,14 +80,12 @@ def admit(
     if not wanted:
         return births
     rows = run_all(conn, q.TAKE_SLOTS, {"wanted": json.dumps(wanted, separators=(",", ":"))})
-    latest: dict[int, tuple[str, str, datetime, bool]] = {}
+    latest: dict[int, tuple[str, str, datetime]] = {}
     for row in rows:
         held = latest.get(row["ord"])
         if held is None or row["slot"] > held[2]:
-            latest[row["ord"]] = (row["limit_name"], row["key"], row["slot"], row["waits"])
-    for ord_, (limit_name, key, slot, waits) in latest.items():
-        if not waits:
-            continue
+            latest[row["ord"]] = (row["limit_name"], row["key"], row["slot"])
+    for ord_, (limit_name, key, slot) in latest.items():
         new = jobs[ord_]
         not_before = slot if new.not_before is None else max(slot, new.not_before)
         births[ord_] = Birth(

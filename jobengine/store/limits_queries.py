@@ -53,9 +53,10 @@ not the caller's cache: a limit deleted since is simply not taken."""
 
 TAKE_SLOTS = f"""
 -- name: take_slots  (pk_rate_limits, pk_rate_limit_buckets)
--- The slots of a batch's jobs, one statement for the batch (see _SLOTS).
+-- The slots of a batch's jobs, one statement for the batch (see _SLOTS); only those that
+-- hold a job are returned, so a limit that does not bite sends nothing back.
 WITH {_SLOTS.format(only_if="")}
-SELECT ord, limit_name, key, slot, slot > now() AS waits FROM slots ORDER BY ord, slot DESC
+SELECT ord, limit_name, key, slot FROM slots WHERE slot > now() ORDER BY ord, slot DESC
 """
 
 _NOT_STORED = """
