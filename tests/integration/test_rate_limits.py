@@ -17,6 +17,7 @@ from bench.wire_count import CountingRelay, WireCount
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.limits import registry
+from jobengine.limits.cache import LimitCache
 from jobengine.limits.definition import RateLimit, Scope
 from jobengine.limits.errors import RateLimitInvalid, RateLimitNotFound, RateLimitUnitsInvalid
 from jobengine.store.database import transaction, unpooled_engine
@@ -237,3 +238,17 @@ def test_status_reports_tokens_waiting_units_and_the_next_admission(engine: Engi
     assert keyed.next_admission == birth.at + timedelta(minutes=1)
     assert (spent.tokens, spent.waiting, spent.next_admission) == (0, 0, None)
     assert (status["idle"].tokens, status["idle"].waiting) == (5, 0)
+
+
+def test_a_process_sees_a_limit_another_process_set_once_its_copy_is_older_than_the_ttl(
+    engine: Engine,
+) -> None:
+    now = [0.0]
+    elsewhere = LimitCache(ttl_seconds=2.0, clock=lambda: now[0])  # another process's copy
+    with transaction(engine) as conn:
+        assert elsewhere.through(conn) == ()
+        registry.set_limit(conn, TEN_A_SECOND)
+        now[0] = 1.9
+        assert elsewhere.through(conn) == (), "read again only once the TTL has passed"
+        now[0] = 2.0
+        assert elsewhere.through(conn) == (TEN_A_SECOND,)
