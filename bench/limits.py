@@ -4,7 +4,7 @@ and the admission step alone with its bucket in Postgres against a Redis Lua GCR
 * ``single``: ``enqueue`` of one job per transaction (what a producer's own transaction or
   one REST ``POST`` does), ``--single`` jobs;
 * ``batch``: ``enqueue_many`` of ``--batch-size`` jobs per transaction, ``--jobs`` jobs;
-* modes: ``none`` (no limit defined), ``loose`` (a type limit of 10^9 per second: it takes a
+* modes: ``none`` (no limit defined), ``loose`` (a type limit of 10^6 per second: it takes a
   slot for every job and never holds one), ``keyed`` (the same per ``account_id``, over
   ``--keys`` accounts: one bucket each);
 * ``admission``: the slot alone, one job per round trip: ``take_slots`` in its own committed
@@ -55,7 +55,7 @@ from jobengine.store.database import make_engine, transaction  # noqa: E402
 NONE, LOOSE, KEYED = "none", "loose", "keyed"
 MODES = (NONE, LOOSE, KEYED)
 TYPE = "noop"
-NEVER_BITES = 1e9
+NEVER_BITES = 1e6
 LIMITS = {
     NONE: None,
     LOOSE: RateLimit(

@@ -24,6 +24,10 @@ from jobengine.limits.errors import RateLimitInvalid, RateLimitUnitsInvalid
 SECONDS_PER = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 MAX_BURST = 1_000_000
+MAX_PER_SECOND = 1_000_000.0
+"""Postgres keeps time to the microsecond: a token cannot come faster than one a microsecond."""
+MIN_PER_HOUR = 1 / (366 * 24)
+"""At least one token a year, so that every slot is a time Postgres can hold."""
 MISSING_KEY = ""
 """The bucket key of a job whose payload lacks the limit's key."""
 
@@ -141,6 +145,14 @@ def check(limit: RateLimit) -> RateLimit:
         raise RateLimitInvalid(
             f"rate {limit.rate} is not a positive number of tokens per {limit.per}",
             hint="Give how many tokens the bucket refills per unit of time, e.g. 10.",
+        )
+    per_second = limit.rate / SECONDS_PER[limit.per]
+    if not MIN_PER_HOUR / 3600 <= per_second <= MAX_PER_SECOND:
+        raise RateLimitInvalid(
+            f"rate {limit.rate:g} per {limit.per} is outside one token a year to "
+            f"{MAX_PER_SECOND:,.0f} a second",
+            hint="A faster limit never holds a job back: leave it out. A slower one: raise "
+            "the rate or count it per hour.",
         )
     if not 1 <= limit.burst <= MAX_BURST:
         raise RateLimitInvalid(

@@ -181,6 +181,14 @@ def test_an_idempotent_retry_takes_no_second_slot(engine: Engine) -> None:
     [
         (RateLimit("x", Scope.TYPE, rate=0, per="second", burst=1, job_type="noop"), "rate 0"),
         (RateLimit("x", Scope.TYPE, rate=1, per="day", burst=1, job_type="noop"), "per 'day'"),
+        (
+            RateLimit("x", Scope.TYPE, rate=2e6, per="second", burst=1, job_type="noop"),
+            "outside one token a year to 1,000,000 a second",
+        ),
+        (
+            RateLimit("x", Scope.TYPE, rate=1e-4, per="hour", burst=1, job_type="noop"),
+            "rate 0.0001 per hour is outside",
+        ),
         (RateLimit("x", Scope.TYPE, rate=1, per="second", burst=0, job_type="noop"), "burst 0"),
         (RateLimit("x", Scope.TYPE, rate=1, per="second", burst=1), "names no job type"),
         (RateLimit("x", Scope.KEY, rate=1, per="second", burst=1, job_type="noop"), "key path"),
