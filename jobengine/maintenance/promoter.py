@@ -1,5 +1,9 @@
 """The promoter: ``pending → scheduled`` for jobs whose ``not_before`` has come.
 
+It reports when the next one comes due, so the leader wakes for it: a rate limit's slots are
+a tenth of a second apart where the interval is seconds, and a promoter late by more than a
+limit's burst tolerance would admit the jobs due meanwhile all at once.
+
 A page of due jobs moves in one fenced statement (``guard.transition_many``). Should that
 statement raise for a reason other than the store being away, the page is retried one job at
 a time, so the job that raised is found, set aside, and the others still move.
@@ -57,6 +61,8 @@ class Promoter:
                 for job_id in due:
                     self._one(job_id, report)
             if len(page) < PAGE:
+                with transaction(self.engine) as conn:
+                    report.next_due_seconds = MaintenanceRepository(conn).next_due_seconds()
                 return
             after = page[-1]
 

@@ -51,6 +51,28 @@ upserted in (limit, key) order, so two batches never deadlock; the row lock is h
 submission's commit, so no two transactions book the same slot. Rates come from the table,
 not the caller's cache: a limit deleted since is simply not taken."""
 
+_ONE_JOB_SLOTS = f"""wanted AS (
+    SELECT w.limit_name, w.key, w.units * {_SECONDS_PER_TOKEN} AS cost,
+           l.burst * {_SECONDS_PER_TOKEN} AS capacity
+    FROM jsonb_to_recordset(%(wanted)s::jsonb) AS w(limit_name text, key text, units int)
+    JOIN rate_limits AS l ON l.name = w.limit_name{{only_if}}
+),
+advanced AS (
+    INSERT INTO rate_limit_buckets AS b (limit_name, key, tat)
+    SELECT limit_name, key, now() + make_interval(secs => cost)
+    FROM wanted
+    ORDER BY limit_name, key
+    ON CONFLICT (limit_name, key) DO UPDATE
+    SET tat = greatest(b.tat, now()) + (EXCLUDED.tat - now())
+    RETURNING b.limit_name, b.key, b.tat
+),
+slots AS (
+    SELECT limit_name, key,
+           greatest(now(), advanced.tat - make_interval(secs => wanted.capacity)) AS slot
+    FROM advanced JOIN wanted USING (limit_name, key)
+)"""
+"""``_SLOTS`` for one job, which draws from each of its buckets once: no running sums."""
+
 TAKE_SLOTS = f"""
 -- name: take_slots  (pk_rate_limits, pk_rate_limit_buckets)
 -- The slots of a batch's jobs, one statement for the batch (see _SLOTS); only those that
@@ -67,11 +89,11 @@ CREATE_JOB_LIMITED = (
     f"""
 -- name: create_job_limited  (pk_rate_limits, pk_rate_limit_buckets)
 -- create_job for a job that rate limits apply to, in the same one statement: its slots are
--- taken (see _SLOTS), the latest holds it, and it is born `pending` at that slot with a
+-- taken (see _ONE_JOB_SLOTS), the latest holds it, and it is born `pending` at that slot with a
 -- birth row naming the limit and key, or `scheduled` when the slot is now. A retry of a
 -- request whose Idempotency-Key the tenant already used takes no slot
 -- (uq_jobs_tenant_idempotency_key).
-WITH {_SLOTS.format(only_if=_NOT_STORED)},
+WITH {_ONE_JOB_SLOTS.format(only_if=_NOT_STORED)},
 held AS (
     SELECT limit_name, key, slot FROM slots WHERE slot > now() ORDER BY slot DESC LIMIT 1
 ),

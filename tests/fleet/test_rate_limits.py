@@ -23,7 +23,8 @@ from tests.fleet.conftest import Fleet, wait_until
 from tests.fleet.leaders import LEADER_TTL, REAPER_ENV, live_leader
 
 S = JobStatus
-FAST_PROMOTER = {"JOBENGINE_REAPER_INTERVAL_SECONDS": "0.1", **REAPER_ENV}
+SLOW_TICKS = {"JOBENGINE_REAPER_INTERVAL_SECONDS": "5", "JOBENGINE_LEADER_TTL_SECONDS": "15"}
+"""The production interval: the leader must wake for each slot, not every five seconds."""
 
 
 def admissions(engine: Engine, job_ids: list[int]) -> list[tuple[int, datetime, str]]:
@@ -77,12 +78,13 @@ def all_completed(fleet: Fleet, ids: list[int]) -> bool:
 def test_a_hundred_jobs_at_ten_a_second_burst_five_never_overdraw_the_bucket_on_four_workers(
     fleet: Fleet,
 ) -> None:
+    """With the leader ticking every 5 s, as in production: it wakes for each slot."""
     set_limit(
         fleet.engine, RateLimit("ten", Scope.TYPE, rate=10, per="second", burst=5, job_type="noop")
     )
     for n in range(4):
         fleet.start_worker(f"w{n}")
-    fleet.start_reaper("reaper-1", **FAST_PROMOTER)
+    fleet.start_reaper("reaper-1", **SLOW_TICKS)
     wait_until(lambda: live_leader(fleet.engine), 60, "a leader")  # or it starts late
     jobs = submit_jobs(
         fleet.engine, fleet.publisher(), [NewJob(type="noop", payload={"n": n}) for n in range(100)]
@@ -124,7 +126,7 @@ def test_a_keyed_limit_runs_key_a_while_key_b_waits_for_its_slot(fleet: Fleet) -
         ),
     )
     fleet.start_worker("w1")
-    fleet.start_reaper("reaper-1", **FAST_PROMOTER)
+    fleet.start_reaper("reaper-1")
     b_first, b_held = submit_jobs(
         fleet.engine,
         fleet.publisher(),
@@ -149,7 +151,7 @@ def test_the_limit_holds_across_a_leader_failover_shorter_than_the_burst_toleran
     )
     fleet.start_worker("w1", concurrency=2)
     fleet.start_worker("w2", concurrency=2)
-    procs = {name: fleet.start_reaper(name, **FAST_PROMOTER) for name in ("reaper-a", "reaper-b")}
+    procs = {name: fleet.start_reaper(name, **REAPER_ENV) for name in ("reaper-a", "reaper-b")}
     holder, _ = wait_until(lambda: live_leader(fleet.engine), 60, "a leader")
     jobs = submit_jobs(fleet.engine, fleet.publisher(), [NewJob(type="noop") for _ in range(24)])
     ids = [job.id for job in jobs]
