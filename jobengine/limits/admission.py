@@ -94,3 +94,15 @@ def admit(
             {"rate_limit": limit_name, "key": key, "slot": slot.isoformat()},
         )
     return births
+
+
+WATCH_FLOOR_SECONDS = 0.25
+"""The leader wakes at most this often for the limits' sake: a limit whose tolerance is
+shorter (a burst of one) sees admissions up to this late, never early."""
+
+
+def watch_seconds(conn: Connection) -> float | None:
+    """How soon the leader's promoter must look again for jobs a rate limit holds, though
+    none is pending yet: the shortest tolerance of any limit (None without limits)."""
+    tolerances = [limit.tolerance_seconds for limit in limits_of(conn)]
+    return max(min(tolerances), WATCH_FLOOR_SECONDS) if tolerances else None

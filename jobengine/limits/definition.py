@@ -54,6 +54,12 @@ class RateLimit:
     def seconds_per_token(self) -> float:
         return SECONDS_PER[self.per] / self.rate
 
+    @property
+    def tolerance_seconds(self) -> float:
+        """How late an admission may be without the bucket's later ones overdrawing it: the
+        time the burst beyond one job's units takes to refill."""
+        return max(0, self.burst - self.units) * self.seconds_per_token
+
     def applies_to(self, new: NewJob) -> bool:
         return self.job_type is None or self.job_type == new.type
 

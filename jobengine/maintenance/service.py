@@ -30,7 +30,7 @@ log = structlog.get_logger("jobengine.reaper")
 
 MAX_BACKOFF_SECONDS = 30.0
 MIN_WAKE_SECONDS = 0.02
-"""The shortest wait between ticks when a pending job comes due sooner than the interval."""
+"""The shortest wait between ticks when the promoter asks to run sooner than the interval."""
 SAMPLE = 20
 """Job ids named in a tick's log line; the counts are complete."""
 
@@ -133,10 +133,10 @@ class Reaper:
 
 def _wait(report: TickReport, interval_seconds: float) -> float:
     """The interval, or less when a pending job comes due before it (see ``promoter``)."""
-    due = report.next_due_seconds
-    if due is None:
+    wake = report.wake_in_seconds
+    if wake is None:
         return interval_seconds
-    return min(interval_seconds, max(due, MIN_WAKE_SECONDS))
+    return min(interval_seconds, max(wake, MIN_WAKE_SECONDS))
 
 
 def holder_name(name: str) -> str:
