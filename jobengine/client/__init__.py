@@ -3,10 +3,18 @@
 
 from jobengine.client._async import AsyncJobEngineClient
 from jobengine.client._base import RetryConfig
-from jobengine.client._errors import ApiError, ClientError, TransportError, WaitTimeout
+from jobengine.client._errors import (
+    ApiError,
+    ClientError,
+    DownloadCorrupt,
+    TransportError,
+    WaitTimeout,
+)
 from jobengine.client._limits import RateLimit
 from jobengine.client._models import (
     FINAL_STATES,
+    Artifact,
+    Downloaded,
     HistoryEntry,
     Job,
     JobEvent,
@@ -15,13 +23,28 @@ from jobengine.client._models import (
     JobStatus,
     JobType,
 )
+from jobengine.client._runs import (
+    Run,
+    RunDetail,
+    RunEdge,
+    RunEvent,
+    RunJob,
+    RunJobRequest,
+    RunPage,
+    RunRequest,
+)
 from jobengine.client._sync import JobEngineClient
+from jobengine.domain.run import TriggerRule
+from jobengine.domain.status import RunStatus
 
 __all__ = [
     "FINAL_STATES",
     "ApiError",
+    "Artifact",
     "AsyncJobEngineClient",
     "ClientError",
+    "DownloadCorrupt",
+    "Downloaded",
     "HistoryEntry",
     "Job",
     "JobEngineClient",
@@ -32,6 +55,16 @@ __all__ = [
     "JobType",
     "RateLimit",
     "RetryConfig",
+    "Run",
+    "RunDetail",
+    "RunEdge",
+    "RunEvent",
+    "RunJob",
+    "RunJobRequest",
+    "RunPage",
+    "RunRequest",
+    "RunStatus",
     "TransportError",
+    "TriggerRule",
     "WaitTimeout",
 ]
