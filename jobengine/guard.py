@@ -288,7 +288,11 @@ def create_job(
     }
     statement = queries.CREATE_JOB
     if rate_limit_slots:
-        statement = limits_queries.CREATE_JOB_LIMITED
+        statement = (
+            limits_queries.CREATE_JOB_LIMITED_KEYED
+            if new.idempotency_key
+            else limits_queries.CREATE_JOB_LIMITED
+        )
         params["wanted"] = json.dumps(list(rate_limit_slots), separators=(",", ":"))
     row = run_statement(conn, statement, params)
     return None if row is None else job_from_row(row)

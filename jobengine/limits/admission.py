@@ -48,7 +48,7 @@ def slots_wanted(
 ) -> list[dict[str, Any]]:
     """One row per job (by ordinal) and limit that applies to it; none, and no statement,
     when no limit applies. A job with an idempotency key goes alone, through
-    ``CREATE_JOB_LIMITED``, which takes no slot for a key already used. ``limits`` defaults
+    ``CREATE_JOB_LIMITED_KEYED``, which takes no slot for a key already used. ``limits`` defaults
     to this process's cached copy."""
     limits = limits_of(conn) if limits is None else limits
     wanted: list[dict[str, Any]] = []

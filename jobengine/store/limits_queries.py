@@ -85,15 +85,15 @@ _NOT_STORED = """
     WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE tenant_id = %(tenant_id)s
                       AND idempotency_key = %(idempotency_key)s)"""
 
-CREATE_JOB_LIMITED = (
-    f"""
--- name: create_job_limited  (pk_rate_limits, pk_rate_limit_buckets)
+
+def _create_job_limited(name: str, only_if: str) -> str:
+    return (
+        f"""
+-- name: {name}  (pk_rate_limits, pk_rate_limit_buckets)
 -- create_job for a job that rate limits apply to, in the same one statement: its slots are
 -- taken (see _ONE_JOB_SLOTS), the latest holds it, and it is born `pending` at that slot with a
--- birth row naming the limit and key, or `scheduled` when the slot is now. A retry of a
--- request whose Idempotency-Key the tenant already used takes no slot
--- (uq_jobs_tenant_idempotency_key).
-WITH {_ONE_JOB_SLOTS.format(only_if=_NOT_STORED)},
+-- birth row naming the limit and key, or `scheduled` when the slot is now.
+WITH {_ONE_JOB_SLOTS.format(only_if=only_if)},
 held AS (
     SELECT limit_name, key, slot FROM slots WHERE slot > now() ORDER BY slot DESC LIMIT 1
 ),
@@ -128,11 +128,18 @@ history AS (
     FROM moved CROSS JOIN birth
     RETURNING id, job_id, from_status, to_status, actor, reason, attempt, details, at
 )"""
-    + EVENTS_OF_HISTORY
-    + """
+        + EVENTS_OF_HISTORY
+        + """
 SELECT * FROM moved
 """
-)
+    )
+
+
+CREATE_JOB_LIMITED = _create_job_limited("create_job_limited", "")
+CREATE_JOB_LIMITED_KEYED = _create_job_limited("create_job_limited_keyed", _NOT_STORED)
+"""For a job with an Idempotency-Key: a retry of a request the tenant already made takes no
+slot (uq_jobs_tenant_idempotency_key). Apart, so that a job without a key has no condition
+on ``jobs`` that a plan made on an empty table could serve by scanning it."""
 
 LIST_LIMITS = """
 -- name: list_limits  (pk_rate_limits; a handful of rows)
