@@ -1,9 +1,10 @@
 """Taking a submission's slots: the job is born ``scheduled`` when its slot is now, else
 ``pending`` with ``not_before`` at its slot and a birth row saying which limit holds it.
 
-The slots are taken in the submitting transaction, in one statement for the whole batch
-(``store.limits_queries.TAKE_SLOTS``), so a refused or rolled-back submission books nothing
-it keeps and a stored job always has its slot. The leader's promoter moves a due ``pending``
+The slots are taken in the submitting transaction: a single job's in its insert statement
+(``store.limits_queries.CREATE_JOB_LIMITED``), a batch's in one statement for the whole batch
+(``BOOK_BUCKETS``), so a refused or rolled-back submission books nothing it keeps and a
+stored job always has its slot. The leader's promoter moves a due ``pending``
 job to ``scheduled``; it can be late, never early, so admissions never run ahead of a bucket.
 A job never ran while it waits: its attempts and retry budget are untouched. A job given its
 own ``not_before`` takes its slot as of its submission and waits for the later of the two.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -74,17 +75,31 @@ def admit(
     conn: Connection, jobs: Sequence[NewJob], limits: Sequence[RateLimit] | None = None
 ) -> list[Birth]:
     """How each of a batch's ``jobs`` is to be born, in order: one statement for the whole
-    batch when any limit applies, none when no limit does."""
+    batch when any limit applies (one row per bucket), none when no limit does. Each job's
+    slot follows from its bucket's answer and the units of the jobs before it in the batch."""
     births = [Birth(new) for new in jobs]
-    wanted = slots_wanted(conn, jobs, limits)
-    if not wanted:
+    by_bucket: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for row in slots_wanted(conn, jobs, limits):
+        by_bucket.setdefault((row["limit_name"], row["key"]), []).append((row["ord"], row["units"]))
+    if not by_bucket:
         return births
-    rows = run_all(conn, q.TAKE_SLOTS, {"wanted": json.dumps(wanted, separators=(",", ":"))})
+    totals = [
+        {"limit_name": name, "key": key, "units": sum(units for _, units in drawn)}
+        for (name, key), drawn in by_bucket.items()
+    ]
+    buckets = run_all(conn, q.BOOK_BUCKETS, {"wanted": json.dumps(totals, separators=(",", ":"))})
     latest: dict[int, tuple[str, str, datetime]] = {}
-    for row in rows:
-        held = latest.get(row["ord"])
-        if held is None or row["slot"] > held[2]:
-            latest[row["ord"]] = (row["limit_name"], row["key"], row["slot"])
+    for bucket in buckets:
+        now: datetime = bucket["now"]
+        # Seconds past now at which each job's last token is refilled, beyond the capacity.
+        beyond = (bucket["booked_from"] - now).total_seconds() - bucket["capacity"]
+        for ord_, units in by_bucket[(bucket["limit_name"], bucket["key"])]:
+            beyond += units * bucket["per_token"]
+            if beyond > 0:
+                slot = now + timedelta(seconds=beyond)
+                held = latest.get(ord_)
+                if held is None or slot > held[2]:
+                    latest[ord_] = (bucket["limit_name"], bucket["key"], slot)
     for ord_, (limit_name, key, slot) in latest.items():
         new = jobs[ord_]
         not_before = slot if new.not_before is None else max(slot, new.not_before)

@@ -1,7 +1,8 @@
 """The rate limits' statements, each named and served by an index (see ``jobengine.limits``).
 
 ``create_job_limited`` stores one job a limit applies to, its slots taken in the same
-statement; ``take_slots`` takes a batch's, once for the whole batch, before its insert. The rest
+statement; ``book_buckets`` books a batch's, once for the whole batch, before its insert. The
+rest
 run when an operator changes a limit, when a process refreshes its copy of the limits, or
 when ``/metrics`` is scraped.
 """
@@ -14,46 +15,9 @@ _SECONDS_PER_TOKEN = (
     "(CASE l.per WHEN 'second' THEN 1.0 WHEN 'minute' THEN 60.0 ELSE 3600.0 END / l.rate)"
 )
 
-_SLOTS = f"""wanted AS (
-    SELECT w.ord, w.limit_name, w.key, w.units * {_SECONDS_PER_TOKEN} AS cost,
-           l.burst * {_SECONDS_PER_TOKEN} AS capacity
-    FROM jsonb_to_recordset(%(wanted)s::jsonb) AS w(ord int, limit_name text, key text, units int)
-    JOIN rate_limits AS l ON l.name = w.limit_name{{only_if}}
-),
-booked AS (
-    SELECT ord, limit_name, key, capacity,
-           sum(cost) OVER (PARTITION BY limit_name, key) -
-           sum(cost) OVER (PARTITION BY limit_name, key ORDER BY ord) AS after_it
-    FROM wanted
-),
-advanced AS (
-    INSERT INTO rate_limit_buckets AS b (limit_name, key, tat)
-    SELECT limit_name, key, now() + make_interval(secs => sum(cost))
-    FROM wanted
-    GROUP BY limit_name, key
-    ORDER BY limit_name, key
-    ON CONFLICT (limit_name, key) DO UPDATE
-    SET tat = greatest(b.tat, now()) + (EXCLUDED.tat - now())
-    RETURNING b.limit_name, b.key, b.tat
-),
-slots AS (
-    SELECT booked.ord, booked.limit_name, booked.key,
-           greatest(now(), advanced.tat - make_interval(secs => booked.after_it + booked.capacity))
-               AS slot
-    FROM booked JOIN advanced USING (limit_name, key)
-)"""
-"""GCRA for a batch, whatever its size. Each wanted row is one job (by its ordinal in the
-batch) drawing ``units`` from one bucket. Per bucket, the batch's units are added to the
-theoretical arrival time (TAT) at once; a job's own TAT is the bucket's as it was plus the
-units of the jobs before it and its own (the running sum over the ordinal), and its slot is
-when that TAT lies no more than the bucket's capacity ahead: now, or later. Buckets are
-upserted in (limit, key) order, so two batches never deadlock; the row lock is held to the
-submission's commit, so no two transactions book the same slot. Rates come from the table,
-not the caller's cache: a limit deleted since is simply not taken."""
-
-_ONE_JOB_SLOTS = f"""wanted AS (
+_BOOK = f"""wanted AS (
     SELECT w.limit_name, w.key, w.units * {_SECONDS_PER_TOKEN} AS cost,
-           l.burst * {_SECONDS_PER_TOKEN} AS capacity
+           l.burst * {_SECONDS_PER_TOKEN} AS capacity, {_SECONDS_PER_TOKEN} AS per_token
     FROM jsonb_to_recordset(%(wanted)s::jsonb) AS w(limit_name text, key text, units int)
     JOIN rate_limits AS l ON l.name = w.limit_name{{only_if}}
 ),
@@ -65,20 +29,35 @@ advanced AS (
     ON CONFLICT (limit_name, key) DO UPDATE
     SET tat = greatest(b.tat, now()) + (EXCLUDED.tat - now())
     RETURNING b.limit_name, b.key, b.tat
-),
+)"""
+"""GCRA: each bucket keeps a theoretical arrival time (TAT), when it is full again. Each
+wanted row books ``units`` tokens of one bucket: its TAT moves from ``max(TAT, now)`` by
+their refill time, and the last of them may go when that TAT lies no more than the bucket's
+capacity ahead: now, or later. Buckets are upserted in (limit, key) order, so two
+submissions never deadlock; the row lock is held to the submission's commit, so no two
+transactions book the same tokens. Rates come from the table, not the caller's cache: a limit
+deleted since is simply not taken."""
+
+_ONE_JOB_SLOTS = (
+    _BOOK
+    + """,
 slots AS (
     SELECT limit_name, key,
            greatest(now(), advanced.tat - make_interval(secs => wanted.capacity)) AS slot
     FROM advanced JOIN wanted USING (limit_name, key)
 )"""
-"""``_SLOTS`` for one job, which draws from each of its buckets once: no running sums."""
+)
+"""One job's slot in each of its buckets (see ``_BOOK``)."""
 
-TAKE_SLOTS = f"""
--- name: take_slots  (pk_rate_limits, pk_rate_limit_buckets)
--- The slots of a batch's jobs, one statement for the batch (see _SLOTS); only those that
--- hold a job are returned, so a limit that does not bite sends nothing back.
-WITH {_SLOTS.format(only_if="")}
-SELECT ord, limit_name, key, slot FROM slots WHERE slot > now() ORDER BY ord, slot DESC
+BOOK_BUCKETS = f"""
+-- name: book_buckets  (pk_rate_limits, pk_rate_limit_buckets)
+-- A batch's tokens, one row per bucket with all the batch's units on it, whatever the
+-- batch's size (see _BOOK). Each bucket answers with its TAT before the batch, its capacity
+-- and a token's refill time, from which the caller places each job in batch order.
+WITH {_BOOK.format(only_if="")}
+SELECT advanced.limit_name, advanced.key, wanted.capacity, wanted.per_token, now() AS now,
+       advanced.tat - make_interval(secs => wanted.cost) AS booked_from
+FROM advanced JOIN wanted USING (limit_name, key)
 """
 
 _NOT_STORED = """
