@@ -2,6 +2,7 @@
 
 ``definition`` says what a limit is and which jobs it applies to; ``cache`` keeps each
 process's copy of the definitions fresh within seconds; ``admission`` takes the slots of a
-submission's jobs in its own transaction; ``registry`` sets, lists and deletes limits;
-``status`` reports each limit's tokens, waiting units and next admission for ``/metrics``.
+submission's jobs in its own transaction; ``registry`` sets, lists and deletes limits and
+reads each one's tokens, waiting units and next admission, which ``views`` shows as REST
+fields and ``metrics`` as ``/metrics`` gauges.
 """

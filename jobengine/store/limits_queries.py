@@ -1,9 +1,8 @@
 """The rate limits' statements, each named and served by an index (see ``jobengine.limits``).
 
 ``create_job_limited`` stores one job a limit applies to, its slots taken in the same
-statement; ``book_buckets`` books a batch's, once for the whole batch, before its insert. The
-rest
-run when an operator changes a limit, when a process refreshes its copy of the limits, or
+statement; ``book_buckets`` books a batch's, once for the whole batch, before its insert.
+The rest run when an operator changes a limit, when a process refreshes its copy of the limits, or
 when ``/metrics`` is scraped.
 """
 
