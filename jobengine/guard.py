@@ -34,7 +34,7 @@ from jobengine.errors import (
     TransitionRefused,
 )
 from jobengine.runs import promotion
-from jobengine.store import queries
+from jobengine.store import limits_queries, queries
 from jobengine.store.database import run_all, run_pipelined, run_statement
 from jobengine.store.rows import born_job, job_from_row
 
@@ -258,10 +258,14 @@ def create_job(
     request_hash: str | None = None,
     reason: str | None = "submitted",
     dispatching: bool = False,
+    rate_limit_slots: Sequence[Mapping[str, Any]] | None = None,
 ) -> Job | None:
     """Insert a job, born ``scheduled`` with ``schedule`` and ``pending`` without.
 
     ``dispatching`` promises a publish right after commit (see ``store.queries.CREATE_JOB``).
+    ``rate_limit_slots`` (``limits.admission.slots_wanted``): the buckets it draws from, its
+    slots taken in the same statement, which may hold it ``pending`` (see
+    ``store.limits_queries.CREATE_JOB_LIMITED``).
     Returns None when the tenant already used ``new.idempotency_key``; the caller decides
     whether that is the same request (return the original) or a conflict.
     """
@@ -282,7 +286,15 @@ def create_job(
         "actor": actor,
         "reason": reason,
     }
-    row = run_statement(conn, queries.CREATE_JOB, params)
+    statement = queries.CREATE_JOB
+    if rate_limit_slots:
+        statement = (
+            limits_queries.CREATE_JOB_LIMITED_KEYED
+            if new.idempotency_key
+            else limits_queries.CREATE_JOB_LIMITED
+        )
+        params["wanted"] = json.dumps(list(rate_limit_slots), separators=(",", ":"))
+    row = run_statement(conn, statement, params)
     return None if row is None else job_from_row(row)
 
 
@@ -293,9 +305,12 @@ def create_jobs(
     actor: str = SYSTEM_ACTOR,
     reason: str | None = "submitted",
     dispatching: bool = False,
+    births: Sequence[tuple[str, Mapping[str, Any]]] | None = None,
 ) -> list[Job]:
     """Insert many jobs in one statement, in order; each is born ``scheduled`` unless it has
-    a ``not_before``. Jobs with idempotency keys go through ``create_job`` instead."""
+    a ``not_before``. Jobs with idempotency keys go through ``create_job`` instead.
+    ``births``, one per job: the reason and details of each birth row, where they differ
+    (a batch that rate limits hold)."""
     if not jobs:
         return []
     if any(new.idempotency_key for new in jobs):
@@ -315,13 +330,19 @@ def create_jobs(
         }
         for n in jobs
     ]
+    statement = queries.CREATE_JOBS
+    if births is not None:
+        statement = queries.CREATE_JOBS_EXPLAINED
+        for record, (why, details) in zip(records, births, strict=True):
+            record.update(reason=why, details=dict(details))
     params: dict[str, Any] = {
         "jobs": json.dumps(records, separators=(",", ":")),
         "dispatching": dispatching,
         "actor": actor,
         "reason": reason,
+        "details": None,
     }
-    rows = run_all(conn, queries.CREATE_JOBS, params)
+    rows = run_all(conn, statement, params)
     return [born_job(new, row) for new, row in zip(jobs, rows, strict=True)]
 
 

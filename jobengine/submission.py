@@ -26,6 +26,7 @@ from jobengine.errors import (
     ValidationError,
 )
 from jobengine.job_types import JobTypes, JobTypeSpec
+from jobengine.limits.admission import admit, slots_wanted
 from jobengine.retry_policy import RetryPolicy
 from jobengine.store.jobs_repository import JobsRepository
 
@@ -144,8 +145,9 @@ def submit(
 ) -> tuple[Job, bool]:
     """Store a job inside the caller's transaction; returns it and whether it is new.
 
-    A job with a future ``not_before`` stays ``pending`` until the scheduler moves it; any other
-    is ``scheduled`` at once. An ``idempotency_key`` seen before with the same request returns the
+    A job with a future ``not_before`` stays ``pending`` until the scheduler moves it, and so
+    does one whose rate limit gives it a later slot (``limits.admission``); any other is
+    ``scheduled`` at once. An ``idempotency_key`` seen before with the same request returns the
     original job; with a different request it raises ``DuplicateIdempotencyKey``. ``types``
     defaults to this process's cached catalogue, read through ``conn``.
     """
@@ -158,14 +160,14 @@ def submit(
         commands_enabled=commands_enabled,
     )
     fingerprint = request_hash(new) if new.idempotency_key else None
-    schedule_now = new.not_before is None
     created = guard.create_job(
         conn,
         new,
-        schedule=schedule_now,
+        schedule=new.not_before is None,
         actor=actor,
         request_hash=fingerprint,
         dispatching=dispatching,
+        rate_limit_slots=slots_wanted(conn, [new]),
     )
     if created is not None:
         return created, True
@@ -207,9 +209,18 @@ def submit_many(
         )
         for new in jobs
     ]
-    plain = [new for new in checked if not new.idempotency_key]
+    births = admit(conn, [new for new in checked if not new.idempotency_key])
+    held = any(birth.details for birth in births)
     created = iter(
-        guard.create_jobs(conn, plain, actor=actor, dispatching=dispatching) if plain else []
+        guard.create_jobs(
+            conn,
+            [birth.new for birth in births],
+            actor=actor,
+            dispatching=dispatching,
+            births=[(b.reason, b.details) for b in births] if held else None,
+        )
+        if births
+        else []
     )
     stored: list[tuple[Job, bool]] = []
     for new in checked:

@@ -25,6 +25,7 @@ from jobengine.api import (
     routes_dlq,
     routes_health,
     routes_jobs,
+    routes_limits,
     routes_runs,
     routes_streams,
     routes_types,
@@ -49,6 +50,7 @@ ROUTERS: list[APIRouter] = [
     routes_dlq.router,
     routes_workers.router,
     routes_types.router,
+    routes_limits.router,
     routes_artifacts.router,
 ]
 """Every router the API serves."""

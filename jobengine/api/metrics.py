@@ -12,7 +12,8 @@ cancellations), per process as latency naturally is.
 
 The fleet's side comes from the workers registry, with the same TTL as every other reader:
 workers by state, and for each type whose due jobs no live worker handles, how many wait and
-for how long the oldest has (``jobengine_types_without_worker``: alert on it).
+for how long the oldest has (``jobengine_types_without_worker``: alert on it). The rate
+limits report their own gauges (``jobengine.limits.metrics``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy import Engine
 
 from jobengine.api.state import api_state
 from jobengine.domain.status import JobStatus
+from jobengine.limits.metrics import RateLimitCollector
 from jobengine.store import queries
 from jobengine.store.database import run_all, transaction
 from jobengine.store.dead_letter_repository import DeadLetterRepository
@@ -123,6 +125,7 @@ class EngineCollector(Collector):
 def make_registry(engine: Engine, worker_ttl_seconds: float) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(engine, worker_ttl_seconds))
+    registry.register(RateLimitCollector(engine))
     registry.register(GUARD_SECONDS)
     return registry
 

@@ -10,6 +10,7 @@ from jobengine.client._errors import (
     TransportError,
     WaitTimeout,
 )
+from jobengine.client._limits import RateLimit
 from jobengine.client._models import (
     FINAL_STATES,
     Artifact,
@@ -52,6 +53,7 @@ __all__ = [
     "JobRequest",
     "JobStatus",
     "JobType",
+    "RateLimit",
     "RetryConfig",
     "Run",
     "RunDetail",

@@ -13,9 +13,10 @@ from typing import Any, BinaryIO
 import httpx
 import structlog
 
-from jobengine.client import _base, _runs
+from jobengine.client import _base, _limits, _runs
 from jobengine.client._base import Call, Follow, RetryConfig
 from jobengine.client._errors import ApiError, TransportError, WaitTimeout
+from jobengine.client._limits import RateLimit
 from jobengine.client._models import (
     Artifact,
     Downloaded,
@@ -267,6 +268,50 @@ class JobEngineClient:
     def _sleep(self, follow: Follow, seconds: float) -> None:
         remaining = self._remaining(follow)
         time.sleep(seconds if remaining is None else min(seconds, remaining))
+
+    # ---- rate limits (admin keys) -------------------------------------------------------
+
+    def set_limit(
+        self,
+        name: str,
+        *,
+        rate: float,
+        burst: int,
+        scope: str = "type",
+        per: str = "second",
+        job_type: str | None = None,
+        key_path: str | None = None,
+        units: int = 1,
+        units_path: str | None = None,
+    ) -> RateLimit:
+        """Create or replace a rate limit; ``ApiError`` ``RATE_LIMIT_INVALID`` names a bad field."""
+        call = _limits.set_limit_call(
+            name,
+            rate=rate,
+            burst=burst,
+            scope=scope,
+            per=per,
+            job_type=job_type,
+            key_path=key_path,
+            units=units,
+            units_path=units_path,
+        )
+        return RateLimit.from_json(self._json(call))
+
+    def limits(self) -> list[RateLimit]:
+        """Every rate limit, with its tokens, waiting jobs and next admission now."""
+        body = self._json(Call("GET", _limits.limit_path(), repeatable=True))
+        return [RateLimit.from_json(item) for item in body["items"]]
+
+    def limit(self, name: str) -> RateLimit:
+        """One rate limit; ``ApiError`` with code ``RATE_LIMIT_NOT_FOUND`` if there is none."""
+        return RateLimit.from_json(
+            self._json(Call("GET", _limits.limit_path(name), repeatable=True))
+        )
+
+    def delete_limit(self, name: str) -> None:
+        """Delete a rate limit; jobs waiting for it keep their slots."""
+        self._send(Call("DELETE", _limits.limit_path(name), repeatable=True))
 
     # ---- artifacts (issue 13) ----
 

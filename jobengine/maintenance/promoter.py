@@ -1,5 +1,11 @@
 """The promoter: ``pending → scheduled`` for jobs whose ``not_before`` has come.
 
+It reports when it must run again, so the leader wakes for it: when the next pending job
+comes due, and, while rate limits exist, within their burst tolerance (``limits.admission.
+watch_seconds``), since a job a submission holds from now on comes due within it. A rate
+limit's slots are a tenth of a second apart where the interval is seconds, and a promoter
+late by more than a limit's tolerance would admit the jobs due meanwhile all at once.
+
 A page of due jobs moves in one fenced statement (``guard.transition_many``). Should that
 statement raise for a reason other than the store being away, the page is retried one job at
 a time, so the job that raised is found, set aside, and the others still move.
@@ -16,6 +22,7 @@ from jobengine import guard
 from jobengine.domain.status import JobStatus
 from jobengine.errors import JobNotFound, TransitionRefused
 from jobengine.guard import Step
+from jobengine.limits.admission import watch_seconds
 from jobengine.maintenance.leadership import Leadership, LeadershipLost
 from jobengine.maintenance.report import SetAside, TickReport
 from jobengine.store.backoff import is_transient
@@ -57,8 +64,14 @@ class Promoter:
                 for job_id in due:
                     self._one(job_id, report)
             if len(page) < PAGE:
+                report.wake_in_seconds = self._wake_in()
                 return
             after = page[-1]
+
+    def _wake_in(self) -> float | None:
+        with transaction(self.engine) as conn:
+            wakes = (MaintenanceRepository(conn).next_due_seconds(), watch_seconds(conn))
+        return min((w for w in wakes if w is not None), default=None)
 
     def _promote(self, job_ids: list[int]) -> list[int]:
         if not job_ids:

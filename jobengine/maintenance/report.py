@@ -32,6 +32,9 @@ class TickReport:
     """Published jobs whose messages the broker lost (it restarted empty): published again."""
     set_aside: list[int] = field(default_factory=list)
     """Rows that raised and were skipped this tick (see ``SetAside``)."""
+    wake_in_seconds: float | None = None
+    """When the promoter needs to run again, if before the next interval: the next pending
+    job's ``not_before`` (a rate limit's slot, a start time), or a rate limit's watch."""
 
 
 class SetAside:

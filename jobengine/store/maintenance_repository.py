@@ -32,6 +32,16 @@ ORDER BY id
 LIMIT %(limit)s
 """
 
+NEXT_DUE_PENDING = """
+-- name: next_due_pending  (ix_jobs_pending_not_before: one entry)
+-- The next job to come due, or one that came due in the last second (after the page that
+-- would have promoted it was read). Older overdue jobs are ones the promoter set aside:
+-- they must not keep the leader from sleeping.
+SELECT extract(epoch FROM min(not_before) - now()) FROM jobs
+WHERE status = 'pending' AND not_before IS NOT NULL
+  AND not_before > now() - interval '1 second'
+"""
+
 PUBLISHED_UNCLAIMED_AFTER = """
 -- name: published_unclaimed_after  (ix_jobs_scheduled_dispatched_at)
 -- Jobs whose message should be waiting in the broker.
@@ -75,6 +85,11 @@ class MaintenanceRepository:
     def due_pending(self, after_id: int, limit: int) -> list[int]:
         rows = self._conn.exec_driver_sql(DUE_PENDING_AFTER, {"after": after_id, "limit": limit})
         return [r[0] for r in rows]
+
+    def next_due_seconds(self) -> float | None:
+        """Seconds until the next pending job comes due (negative: it just did); None: none."""
+        value = self._conn.exec_driver_sql(NEXT_DUE_PENDING).scalar()
+        return None if value is None else float(value)
 
     def published_unclaimed(self, after_id: int, limit: int) -> list[int]:
         rows = self._conn.exec_driver_sql(

@@ -346,6 +346,49 @@ class QueueLimitRow(Base):
     __table_args__ = (CheckConstraint("max_running > 0", name="max_running_positive"),)
 
 
+class RateLimitRow(Base):
+    """A token bucket's definition: ``rate`` tokens per ``per``, holding ``burst``, applied to
+    one job type (``scope`` type), to each tenant, or to each value of ``key_path`` in the
+    payloads of one type; a job costs ``units``, or the integer at ``units_path``."""
+
+    __tablename__ = "rate_limits"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    scope: Mapped[str] = mapped_column(Text, nullable=False)
+    job_type: Mapped[str | None] = mapped_column(Text)
+    key_path: Mapped[str | None] = mapped_column(Text)
+    rate: Mapped[float] = mapped_column(Float, nullable=False)
+    per: Mapped[str] = mapped_column(Text, nullable=False)
+    burst: Mapped[int] = mapped_column(Integer, nullable=False)
+    units: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    units_path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("scope IN ('type', 'tenant', 'key')", name="scope_known"),
+        CheckConstraint("per IN ('second', 'minute', 'hour')", name="per_known"),
+        CheckConstraint("rate > 0", name="rate_positive"),
+        CheckConstraint("burst > 0", name="burst_positive"),
+        CheckConstraint("units > 0", name="units_positive"),
+        CheckConstraint("(scope = 'key') = (key_path IS NOT NULL)", name="key_path_iff_key"),
+        CheckConstraint("scope = 'tenant' OR job_type IS NOT NULL", name="type_named"),
+    )
+
+
+class RateLimitBucketRow(Base):
+    """One bucket of a limit (its key: empty, a tenant, or a payload value) as the GCRA's
+    theoretical arrival time: the bucket is full again at ``tat``."""
+
+    __tablename__ = "rate_limit_buckets"
+
+    limit_name: Mapped[str] = mapped_column(
+        Text, ForeignKey("rate_limits.name", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    tat: Mapped[datetime] = mapped_column(TS, nullable=False, index=True)
+
+
 class ApiKeyRow(Base):
     """A bearer key bound to one tenant and a set of scopes; only its hash is stored."""
 

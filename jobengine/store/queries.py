@@ -116,6 +116,9 @@ events AS (
     RETURNING id
 )"""
 _WRITE_STEPS = _STEPS_HISTORY + _EVENTS
+EVENTS_OF_HISTORY = _EVENTS
+"""The outbox rows of a statement's ``history`` rows, for statements built elsewhere
+(``store.limits_queries``)."""
 
 # A job's birth is one history row, from nothing to the state it is born in: `scheduled` when
 # nothing holds it, `pending` when something does (a start time, its parents in a run). It
@@ -274,9 +277,8 @@ BORN_COLUMNS = "id, status, created_at, updated_at, scheduled_at, dispatched_at"
 """What a batch's insert returns: the rest of each job is what the producer sent
 (``store.rows.born_job``), and decoding it back would cost more than storing it."""
 
-CREATE_JOBS = (
-    """
--- name: create_jobs
+_CREATE_JOBS = """
+-- name: create_jobs{explained}
 -- Many jobs without idempotency keys in one statement (batch submission), each born
 -- `scheduled` or, with a start time, `pending`, with its history and outbox rows. The jobs
 -- come as one JSON array: one parameter to encode and parse, where arrays of each column cost
@@ -287,9 +289,9 @@ WITH input AS (
                     AS (tenant_id text, project_id text, type text, queue text,
                         priority smallint, payload jsonb, status job_status,
                         retry_policy jsonb, not_before timestamptz,
-                        time_limit_seconds double precision))
+                        time_limit_seconds double precision{birth_columns}))
          WITH ORDINALITY AS i(tenant_id, project_id, type, queue, priority, payload, status,
-                              retry_policy, not_before, time_limit_seconds, ord)
+                              retry_policy, not_before, time_limit_seconds{birth_names}, ord)
 ),
 moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
@@ -301,7 +303,40 @@ moved AS (
     ORDER BY ord
     RETURNING *
 ),"""
+
+CREATE_JOBS = (
+    _CREATE_JOBS.format(explained="", birth_columns="", birth_names="")
     + _WRITE_BIRTH
+    + f"""
+SELECT {BORN_COLUMNS} FROM moved ORDER BY id
+"""
+)
+
+# ---- rate limits (jobengine.limits): a batch whose births say why each one waits ---------
+
+_WRITE_BIRTH_EXPLAINED = (
+    """
+-- Each job's own birth reason and details (a rate-limited job names its limit, key and
+-- slot), found by its ordinal: ids are given in the order of the insert's ORDER BY ord.
+history AS (
+    INSERT INTO job_history (job_id, from_status, to_status, actor, reason, attempt, details)
+    SELECT born.id, NULL, born.status, %(actor)s, coalesce(input.reason, %(reason)s), 0,
+           coalesce(input.details, '{}'::jsonb)
+    FROM (SELECT id, status, row_number() OVER (ORDER BY id) AS ord FROM moved) AS born
+    JOIN input USING (ord)
+    ORDER BY born.id
+    RETURNING id, job_id, from_status, to_status, actor, reason, attempt, details, at
+)"""
+    + _EVENTS
+)
+
+CREATE_JOBS_EXPLAINED = (
+    _CREATE_JOBS.format(
+        explained=" (explained: births with their own reasons)",
+        birth_columns=", reason text, details jsonb",
+        birth_names=", reason, details",
+    )
+    + _WRITE_BIRTH_EXPLAINED
     + f"""
 SELECT {BORN_COLUMNS} FROM moved ORDER BY id
 """

@@ -22,6 +22,18 @@ TINY = {
     "throughput.py": ["--jobs", "200"],
     "dag.py": ["--chain", "5", "--fan-out", "50", "--fan-in", "50"],
     "round_trips.py": ["--jobs", "20", "--batch", "10"],
+    "limits.py": [
+        "--jobs",
+        "200",
+        "--single",
+        "30",
+        "--batch-size",
+        "100",
+        "--rounds",
+        "1",
+        "--slices",
+        "2",
+    ],
     "history_scale.py": [
         *("--history-rows", "3000", "--small-history-rows", "500", "--jobs", "10", "--warmup", "2"),
         *("--rounds", "1", "--scrapes", "2", "--new-events", "20", "--explain"),

@@ -1,0 +1,61 @@
+"""Each process's copy of the limits, read again after a few seconds.
+
+Submissions decide which limits apply from this copy, so a process without limits pays no
+statement for them; the rates themselves are read by ``take_slots`` from the table, so a
+changed rate is exact at once and only a new or deleted limit waits for the refresh.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Connection
+
+from jobengine.limits.definition import RateLimit, limit_from_row
+from jobengine.store import limits_queries as q
+
+TTL_SECONDS = 2.0
+
+
+class LimitCache:
+    def __init__(
+        self, ttl_seconds: float = TTL_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._limits: tuple[RateLimit, ...] = ()
+        self._read_at: float | None = None
+        self._lock = threading.Lock()
+
+    def through(self, conn: Connection) -> tuple[RateLimit, ...]:
+        """The limits, read through ``conn`` when the copy is older than the TTL."""
+        now = self._clock()
+        with self._lock:
+            if self._read_at is not None and now - self._read_at < self.ttl_seconds:
+                return self._limits
+        limits = tuple(limit_from_row(r) for r in conn.exec_driver_sql(q.LIST_LIMITS).mappings())
+        with self._lock:
+            self._limits, self._read_at = limits, now
+        return limits
+
+    def forget(self) -> None:
+        """Read again on next use: this process just changed a limit."""
+        with self._lock:
+            self._read_at = None
+
+
+_process_caches: dict[str, LimitCache] = {}
+_process_lock = threading.Lock()
+
+
+def cache_of(conn: Connection) -> LimitCache:
+    """This process's cache for the database ``conn`` is on (one process may use several)."""
+    key = conn.engine.url.render_as_string(hide_password=True)
+    with _process_lock:
+        return _process_caches.setdefault(key, LimitCache())
+
+
+def limits_of(conn: Connection) -> tuple[RateLimit, ...]:
+    return cache_of(conn).through(conn)
