@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 
 import redis
 import structlog
@@ -24,6 +25,7 @@ from jobengine.maintenance.promoter import Promoter
 from jobengine.maintenance.report import SetAside, TickReport
 from jobengine.maintenance.rescuer import Rescuer
 from jobengine.maintenance.retention import Retention, RetentionPolicy
+from jobengine.quotas.fair import FILL_SECONDS
 from jobengine.store.backoff import Backoff
 
 log = structlog.get_logger("jobengine.reaper")
@@ -124,9 +126,27 @@ class Reaper:
                     stop.wait(wait)
                     continue
                 backoff.reset()
-                stop.wait(interval_seconds)
+                self._between_ticks(stop, interval_seconds)
         finally:
             self.leadership.release()
+
+    def _between_ticks(self, stop: threading.Event, interval_seconds: float) -> None:
+        """Wait for the next tick; while leading with a fair-shared queue, refill its window
+        every ``FILL_SECONDS`` meanwhile (its throughput is the window per fill). A failing
+        fill only ends the refills until the next tick, which reports what is wrong."""
+        deadline = time.monotonic() + interval_seconds
+        fair = self.dispatcher.fair
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            if not (fair.active and self.leadership.leading()):
+                stop.wait(left)
+                return
+            try:
+                fair.run()
+            except Exception as exc:  # the tick that follows retries and reports
+                log.warning("fair_fill_failed", reaper=self.name, error=_first_line(exc))
+                stop.wait(left)
+                return
+            stop.wait(min(left, FILL_SECONDS))
 
 
 def holder_name(name: str) -> str:
