@@ -24,6 +24,7 @@ from jobengine.api import (
     routes_dlq,
     routes_health,
     routes_jobs,
+    routes_quotas,
     routes_streams,
     routes_types,
     routes_workers,
@@ -45,6 +46,7 @@ ROUTERS: list[APIRouter] = [
     routes_dlq.router,
     routes_workers.router,
     routes_types.router,
+    routes_quotas.router,
 ]
 """Every router the API serves."""
 

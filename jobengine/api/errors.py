@@ -33,7 +33,7 @@ from jobengine.errors import (
     TransitionRefused,
     ValidationError,
 )
-from jobengine.quotas.errors import QuotaExceeded
+from jobengine.quotas.errors import QuotaExceeded, QuotaNotFound
 
 log = structlog.get_logger("jobengine.api")
 
@@ -63,6 +63,7 @@ class ServiceNotReady(ApiError):
 
 STATUS_BY_ERROR: tuple[tuple[type[JobEngineError], int], ...] = (
     (QuotaExceeded, 429),
+    (QuotaNotFound, 404),
     (PayloadTooLarge, 413),
     (ValidationError, 422),
     (JobNotFound, 404),

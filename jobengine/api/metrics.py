@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from jobengine.api.state import api_state
 from jobengine.domain.status import JobStatus
+from jobengine.quotas.metrics import QuotaCollector
 from jobengine.store import queries
 from jobengine.store.database import run_all, transaction
 from jobengine.store.dead_letter_repository import DeadLetterRepository
@@ -118,6 +119,7 @@ class EngineCollector(Collector):
 def make_registry(engine: Engine, worker_ttl_seconds: float) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(engine, worker_ttl_seconds))
+    registry.register(QuotaCollector(engine))
     registry.register(GUARD_SECONDS)
     return registry
 

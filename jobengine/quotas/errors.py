@@ -28,3 +28,10 @@ class QuotaExceeded(JobEngineError):
         self.queued = queued
         self.adding = adding
         self.retry_after_seconds = RETRY_AFTER_SECONDS
+
+
+class QuotaNotFound(JobEngineError):
+    """A tenant without a quota row, or a queue that is not fair-shared, was named."""
+
+    code = "QUOTA_NOT_FOUND"
+    hint = "List them with `jobengine quotas list` (or GET /api/v1/quotas)."
