@@ -3,7 +3,13 @@
 
 from jobengine.client._async import AsyncJobEngineClient
 from jobengine.client._base import RetryConfig
-from jobengine.client._errors import ApiError, ClientError, TransportError, WaitTimeout
+from jobengine.client._errors import (
+    ApiError,
+    ClientError,
+    QuotaExceeded,
+    TransportError,
+    WaitTimeout,
+)
 from jobengine.client._models import (
     FINAL_STATES,
     HistoryEntry,
@@ -29,6 +35,7 @@ __all__ = [
     "JobRequest",
     "JobStatus",
     "JobType",
+    "QuotaExceeded",
     "RetryConfig",
     "TransportError",
     "WaitTimeout",
