@@ -11,11 +11,13 @@ import pytest
 from sqlalchemy import Engine, text
 
 from jobengine.client import JobEngineClient, JobRequest, QuotaExceeded, RetryConfig
+from jobengine.embedded import free_loopback_port
 from jobengine.store.database import transaction
 from tests.api.conftest import LiveServer, bearer, make_key
 from tests.integration.cli_support import invoke, one_line_error, parse
-from tests.integration.conftest import closed_broker, quiet_cli  # noqa: F401  (fixtures)
+from tests.integration.conftest import quiet_cli  # noqa: F401  (a fixture)
 from tests.integration.test_submission import row_counts
+
 
 def same_fields(cli: list[dict[str, Any]], rest: list[dict[str, Any]]) -> bool:
     """The same documents, timestamps compared as instants (``+00:00`` is REST's ``Z``)."""
@@ -27,6 +29,12 @@ def same_fields(cli: list[dict[str, Any]], rest: list[dict[str, Any]]) -> bool:
 
 
 FAST = RetryConfig(attempts=2, backoff_seconds=0.01, max_backoff_seconds=0.05)
+
+
+@pytest.fixture
+def closed_broker() -> str:
+    """The CLI publishes nowhere: submitted jobs stay for the leader."""
+    return f"redis://127.0.0.1:{free_loopback_port()}/0"
 
 
 @pytest.fixture
