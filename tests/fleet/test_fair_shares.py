@@ -37,7 +37,7 @@ def test_a_single_job_starts_within_ten_jobs_of_another_tenants_backlog_of_five_
     with transaction(fleet.engine) as conn:
         QuotaRepository(conn).set_fair_queue("shared", WINDOW)
     publisher = fleet.publisher()
-    backlog = [NewJob(type="effect", tenant_id="big", queue="shared") for _ in range(BACKLOG)]
+    backlog = [NewJob(type="noop", tenant_id="big", queue="shared") for _ in range(BACKLOG)]
     submit_jobs(fleet.engine, publisher, backlog)
     fleet.start_worker("w1", concurrency=2)
     fleet.start_worker("w2", concurrency=2)
@@ -45,7 +45,7 @@ def test_a_single_job_starts_within_ten_jobs_of_another_tenants_backlog_of_five_
     wait_until(lambda: started(fleet, "big") >= 50, 120, "the backlog is being worked")
 
     [single] = submit_jobs(
-        fleet.engine, publisher, [NewJob(type="effect", tenant_id="small", queue="shared")]
+        fleet.engine, publisher, [NewJob(type="noop", tenant_id="small", queue="shared")]
     )
     wait_until(lambda: fleet.job(single.id).status is S.COMPLETED, 120, "the single job done")
 
