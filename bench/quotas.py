@@ -5,7 +5,8 @@
   locked count of ``jobengine.quotas.admission``), as µs per submission.
 * Throughput of a single-tenant queue of no-op jobs, submitted→completed (one prefork worker,
   ``-c N``, and a reaper): fair sharing off (chunked as usual, and one job per message), and
-  on with windows of 8 and 32 messages in flight (the leader fills it every 50 ms).
+  on with windows of 8, 32 and 100 jobs in flight (the leader fills it every 20 ms; a
+  window of two chunks or more goes out in chunks, ``JOBENGINE_DISPATCH_CHUNK_SIZE``).
 
 Prints figures, never passes or fails. Usage: python bench/quotas.py [--jobs N]
 """
@@ -84,6 +85,7 @@ def submission_costs(url: str) -> dict[str, float]:
 def set_fair(url: str, window: int | None) -> None:
     engine = make_engine(url)
     try:
+        migrate.upgrade(engine)
         with transaction(engine) as conn:
             repo = QuotaRepository(conn)
             if window is None:
@@ -98,6 +100,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=5_000)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument(
+        "--no-submissions", dest="submissions", action="store_false", help="throughput only"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="jobengine-bench-") as tmp:
         root = Path(tmp)
@@ -107,7 +112,7 @@ def main() -> None:
         broker = EmbeddedRedis(root / "redis")
         broker_url = broker.start()
         try:
-            costs = submission_costs(url)
+            costs = submission_costs(url) if args.submissions else {}
             for name, us in costs.items():
                 print(f"{name}: {us:,.1f} µs")
             env = worker_env(url, broker_url, 1, False)
@@ -124,6 +129,7 @@ def main() -> None:
                     ("fair_off_one_per_message", 1, None),
                     ("fair_on_window_8", 1, 8),
                     ("fair_on_window_32", 1, 32),
+                    ("fair_on_window_100_chunked", 1, 100),
                 )
                 for name, chunk, window in modes:
                     set_fair(url, window)

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from jobengine.dispatch import Publisher, publish_jobs
 from jobengine.maintenance.leadership import Leadership
 from jobengine.maintenance.report import TickReport
-from jobengine.quotas.caps import tenant_admissions
+from jobengine.quotas.cap_admissions import CapAdmissions
 from jobengine.quotas.fair import FairFill
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import DispatchRef, LeaseRepository, QueueLimitRepository
@@ -44,7 +44,8 @@ class Dispatcher:
         self.grace_seconds = grace_seconds
         self.redispatch_after_seconds = redispatch_after_seconds
         self.chunk_size = chunk_size
-        self.fair = FairFill(engine, publisher, leadership)
+        self.fair = FairFill(engine, publisher, leadership, chunk_size=chunk_size)
+        self.caps = CapAdmissions(engine, publisher, leadership)
 
     def run(self, report: TickReport) -> None:
         report.dispatched.extend(
@@ -52,8 +53,10 @@ class Dispatcher:
         )
         self.leadership.ensure()
         with transaction(self.engine) as conn:
-            admissions = QueueLimitRepository(conn).admissions() + tenant_admissions(conn)
+            admissions = QueueLimitRepository(conn).admissions()
         report.admitted.extend(publish_jobs(self.engine, self.publisher, admissions))
+        self.leadership.ensure()
+        report.admitted.extend(self.caps.run())
         self.leadership.ensure()
         report.admitted.extend(self.fair.run())
         report.redispatched.extend(

@@ -131,19 +131,22 @@ class Reaper:
             self.leadership.release()
 
     def _between_ticks(self, stop: threading.Event, interval_seconds: float) -> None:
-        """Wait for the next tick; while leading with a fair-shared queue, refill its window
-        every ``FILL_SECONDS`` meanwhile (its throughput is the window per fill). A failing
-        fill only ends the refills until the next tick, which reports what is wrong."""
+        """Wait for the next tick; while leading with a fair-shared queue or a capped tenant,
+        refill windows and admit into freed slots every ``FILL_SECONDS`` meanwhile (a fair
+        queue's throughput is a window per fill). A failing run only ends these until the
+        next tick, which reports what is wrong."""
         deadline = time.monotonic() + interval_seconds
-        fair = self.dispatcher.fair
+        quick = (self.dispatcher.fair, self.dispatcher.caps)
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            if not (fair.active and self.leadership.leading()):
+            due = [service for service in quick if service.active]
+            if not (due and self.leadership.leading()):
                 stop.wait(left)
                 return
             try:
-                fair.run()
+                for service in due:
+                    service.run()
             except Exception as exc:  # the tick that follows retries and reports
-                log.warning("fair_fill_failed", reaper=self.name, error=_first_line(exc))
+                log.warning("quick_dispatch_failed", reaper=self.name, error=_first_line(exc))
                 stop.wait(left)
                 return
             stop.wait(min(left, FILL_SECONDS))

@@ -14,7 +14,6 @@ from sqlalchemy import Connection
 
 from jobengine.store import quotas_queries as q
 from jobengine.store.database import run_all
-from jobengine.store.jobs_repository import DispatchRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +58,3 @@ def within_caps(conn: Connection, job_ids: list[int]) -> tuple[list[int], list[D
 def capped_tenants(conn: Connection) -> set[str]:
     """Tenants with a cap, for a claimer's cached set (re-read as its queue limits are)."""
     return {r["tenant_id"] for r in run_all(conn, q.ALL_QUOTAS, {}) if r["max_running"] is not None}
-
-
-def tenant_admissions(conn: Connection) -> list[DispatchRef]:
-    """Jobs of capped tenants the leader may publish now: as many as each has free slots."""
-    return [DispatchRef(**r) for r in run_all(conn, q.TENANT_ADMISSIONS, {})]

@@ -10,62 +10,59 @@ now waits behind at most about one window of other tenants' jobs.
 The fill runs on each maintenance tick and, while some queue is fair-shared, every
 ``FILL_SECONDS`` between ticks: a window drains as fast as workers claim, so the interval
 bounds a fair queue's throughput at about ``max_in_flight / FILL_SECONDS``. Which messages
-are in flight the fill remembers by id (its own publishes, read back by primary key), and
-reads from the queue's scheduled jobs only when it takes over (a new leader's term).
-"""
+are in flight it keeps as ``jobengine.quotas.in_flight`` says. A window of at
+least two chunks (``JOBENGINE_DISPATCH_CHUNK_SIZE``) is published in chunks, in the fill's
+round-robin order, which is what lets a wide window keep most of a queue's throughput; the
+window is the price of fairness: a job waits behind at most about one window of jobs."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from jobengine.dispatch import Publisher, publish_jobs
 from jobengine.maintenance.leadership import Leadership
 from jobengine.quotas.book import QuotaRepository
+from jobengine.quotas.in_flight import InFlight
 from jobengine.store import quotas_queries as q
 from jobengine.store.database import run_all, transaction
 from jobengine.store.jobs_repository import DispatchRef
 
-FILL_SECONDS = 0.05
+FILL_SECONDS = 0.02
 
 
 class FairFill:
-    def __init__(self, engine: Engine, publisher: Publisher, leadership: Leadership) -> None:
+    def __init__(
+        self, engine: Engine, publisher: Publisher, leadership: Leadership, *, chunk_size: int = 1
+    ) -> None:
         self.engine = engine
         self.publisher = publisher
         self.leadership = leadership
+        self.chunk_size = chunk_size
         self.active = False
         """Whether the last fill found a fair-shared queue: only then do fills run between
         ticks."""
-        self._in_flight: dict[str, dict[int, str]] = {}
-        self._term: int | None = None
+        self._in_flight = InFlight()
 
     def run(self) -> list[int]:
         """Fill every fair-shared queue's window once; the ids published."""
-        if self.leadership.term != self._term:
-            self._in_flight.clear()
-            self._term = self.leadership.term
+        self._in_flight.start_term(self.leadership.term)
         with transaction(self.engine) as conn:
             windows = {f.queue: f.max_in_flight for f in QuotaRepository(conn).fair_queues()}
         self.active = bool(windows)
-        for gone in set(self._in_flight) - set(windows):
-            del self._in_flight[gone]
+        self._in_flight.keep_only(windows)
         sent: list[int] = []
         for queue, window in windows.items():
             sent.extend(self._fill(queue, window))
         return sent
 
     def _fill(self, queue: str, window: int) -> list[int]:
+        def seed(conn: Connection) -> list[dict[str, Any]]:
+            return run_all(conn, q.IN_FLIGHT_IN_QUEUE, {"queue": queue})
+
         with transaction(self.engine) as conn:
-            known = self._in_flight.get(queue)
-            rows: list[dict[str, Any]] = []
-            if known is None:
-                rows = run_all(conn, q.IN_FLIGHT_IN_QUEUE, {"queue": queue})
-            elif known:
-                rows = run_all(conn, q.STILL_IN_FLIGHT, {"ids": list(known)})
-            flying = {r["id"]: r["tenant_id"] for r in rows}
-            self._in_flight[queue] = flying
+            flying = self._in_flight.current(conn, queue, seed)
             free = window - len(flying)
             if free <= 0:
                 return []
@@ -75,6 +72,7 @@ class FairFill:
                 {"queue": queue, "free": free, "flying_tenants": list(flying.values())},
             )
         tenants = {r["id"]: r.pop("tenant_id") for r in picked}
-        published = publish_jobs(self.engine, self.publisher, [DispatchRef(**r) for r in picked])
-        flying.update((job_id, tenants[job_id]) for job_id in published)
+        refs = [DispatchRef(**r) for r in picked]
+        published = publish_jobs(self.engine, self.publisher, refs, chunk_size=self.chunk_size)
+        self._in_flight.add(queue, {job_id: tenants[job_id] for job_id in published})
         return published

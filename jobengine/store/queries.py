@@ -438,6 +438,7 @@ CROSS JOIN LATERAL (
     ORDER BY priority DESC, id
     LIMIT greatest(slots.free, 0)
 ) AS j
+WHERE l.queue NOT IN (SELECT queue FROM fair_queues)  -- the fair fill publishes those
 ORDER BY j.priority DESC, j.id
 """
 

@@ -79,19 +79,22 @@ TENANTS_OF_JOBS = """
 SELECT DISTINCT tenant_id FROM jobs WHERE id = ANY(%(ids)s::bigint[])
 """
 
-TENANT_ADMISSIONS = """
--- name: tenant_admissions  (pk_tenant_quotas, ix_jobs_tenant_status_id)
+CAP_ADMISSIONS = """
+-- name: cap_admissions  (pk_tenant_quotas, ix_jobs_tenant_status_id)
 -- For each capped tenant, due scheduled jobs without a message (outside fair-shared queues,
--- which the fair fill serves), as many as its free slots: the cap less its claimed or
--- running jobs and those published and not yet claimed; oldest first.
-SELECT j.id, j.type, j.queue, j.priority, j.attempt, j.time_limit_seconds
+-- which the fair fill serves), as many as its free slots: the cap less its claimed or running
+-- jobs and its messages in flight (the caller's count of what it published), oldest first.
+SELECT j.id, q.tenant_id, j.type, j.queue, j.priority, j.attempt, j.time_limit_seconds
 FROM tenant_quotas AS q
+LEFT JOIN (
+    SELECT f.tenant_id, count(*) AS n
+    FROM unnest(%(flying_tenants)s::text[]) AS f(tenant_id)
+    GROUP BY f.tenant_id
+) AS flying ON flying.tenant_id = q.tenant_id
 CROSS JOIN LATERAL (
-    SELECT q.max_running
+    SELECT q.max_running - coalesce(flying.n, 0)
            - (SELECT count(*) FROM jobs WHERE tenant_id = q.tenant_id
-                AND status IN ('claimed', 'running'))
-           - (SELECT count(*) FROM jobs WHERE tenant_id = q.tenant_id AND status = 'scheduled'
-                AND dispatched_at IS NOT NULL) AS free
+                AND status IN ('claimed', 'running')) AS free
 ) AS slots
 CROSS JOIN LATERAL (
     SELECT id, type, queue, priority, attempt, time_limit_seconds FROM jobs
@@ -103,6 +106,20 @@ CROSS JOIN LATERAL (
 ) AS j
 WHERE q.max_running IS NOT NULL
 ORDER BY j.priority DESC, j.id
+"""
+
+ANY_CAP = """
+-- name: any_cap  (pk_tenant_quotas)
+SELECT 1 FROM tenant_quotas WHERE max_running IS NOT NULL LIMIT 1
+"""
+
+CAPPED_IN_FLIGHT = """
+-- name: capped_in_flight  (ix_jobs_tenant_status_id: each capped tenant's scheduled jobs)
+-- The admissions' starting point when they take over (a new leader): capped tenants'
+-- messages in the broker. Later runs follow these ids by primary key instead.
+SELECT j.id, j.tenant_id FROM tenant_quotas AS q
+JOIN jobs AS j ON j.tenant_id = q.tenant_id
+WHERE q.max_running IS NOT NULL AND j.status = 'scheduled' AND j.dispatched_at IS NOT NULL
 """
 
 ALL_FAIR_QUEUES = """

@@ -84,7 +84,9 @@ def test_quota_cap_and_admission_statements_never_scan_jobs(filled: Engine) -> N
         (q.LEASED_OF_JOBS_TENANTS, {"ids": ids, "capped": ["big"]}),
         (q.TENANTS_OF_JOBS, {"ids": ids}),
         (q.STILL_IN_FLIGHT, {"ids": ids}),
-        (q.TENANT_ADMISSIONS, {}),
+        (q.CAP_ADMISSIONS, {"flying_tenants": ["big"]}),
+        (q.CAPPED_IN_FLIGHT, {}),
+        (q.ANY_CAP, {}),
     ):
         plan = explain(filled, sql, params)
         assert ("Seq Scan", "jobs") not in node_types(plan), sql
