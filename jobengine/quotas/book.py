@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from jobengine.errors import ValidationError
 from jobengine.store import quotas_queries as q
@@ -162,18 +163,15 @@ class Book:
         return queue in self.fair or self.capped(tenant_id)
 
 
-_books: dict[str, Book] = {}
+_books: weakref.WeakKeyDictionary[Engine, Book] = weakref.WeakKeyDictionary()
+"""One copy per engine (so per database); a disposed engine's copy goes with it."""
 _lock = threading.Lock()
 
 
-def _database_of(conn: Connection) -> str:
-    return conn.engine.url.render_as_string(hide_password=True)
-
-
 def book(conn: Connection, *, clock: float | None = None) -> Book:
-    """This process's copy for ``conn``'s database, re-read through ``conn`` once stale."""
+    """This process's copy for ``conn``'s engine, re-read through ``conn`` once stale."""
     now = time.monotonic() if clock is None else clock
-    key = _database_of(conn)
+    key = conn.engine
     with _lock:
         cached = _books.get(key)
     if cached is not None and now - cached.read_at < REFRESH_SECONDS:
