@@ -12,8 +12,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from jobengine.dispatch import Publisher, publish_jobs
-from jobengine.maintenance.leadership import Leadership
-from jobengine.quotas.in_flight import InFlight
+from jobengine.quotas.in_flight import InFlight, Leading
 from jobengine.store import quotas_queries as q
 from jobengine.store.database import run_all, transaction
 from jobengine.store.jobs_repository import DispatchRef
@@ -26,7 +25,7 @@ def _seed(conn: Connection) -> list[dict[str, object]]:
 
 
 class CapAdmissions:
-    def __init__(self, engine: Engine, publisher: Publisher, leadership: Leadership) -> None:
+    def __init__(self, engine: Engine, publisher: Publisher, leadership: Leading) -> None:
         self.engine = engine
         self.publisher = publisher
         self.leadership = leadership

@@ -22,9 +22,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from jobengine.dispatch import Publisher, publish_jobs
-from jobengine.maintenance.leadership import Leadership
 from jobengine.quotas.book import QuotaRepository
-from jobengine.quotas.in_flight import InFlight
+from jobengine.quotas.in_flight import InFlight, Leading
 from jobengine.store import quotas_queries as q
 from jobengine.store.database import run_all, transaction
 from jobengine.store.jobs_repository import DispatchRef
@@ -34,7 +33,7 @@ FILL_SECONDS = 0.02
 
 class FairFill:
     def __init__(
-        self, engine: Engine, publisher: Publisher, leadership: Leadership, *, chunk_size: int = 1
+        self, engine: Engine, publisher: Publisher, leadership: Leading, *, chunk_size: int = 1
     ) -> None:
         self.engine = engine
         self.publisher = publisher

@@ -10,7 +10,7 @@ over (a new leader's term), since messages a former leader published are not in 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
@@ -18,6 +18,14 @@ from jobengine.store import quotas_queries as q
 from jobengine.store.database import run_all
 
 Seed = Callable[[Connection], list[dict[str, Any]]]
+
+
+class Leading(Protocol):
+    """What these leader-side services ask of leadership: the term they act in
+    (``jobengine.maintenance.leadership.Leadership``)."""
+
+    @property
+    def term(self) -> int | None: ...
 
 
 class InFlight:
