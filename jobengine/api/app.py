@@ -47,6 +47,7 @@ ROUTERS: list[APIRouter] = [
     routes_workers.router,
     routes_types.router,
     routes_quotas.router,
+    routes_quotas.tenant_router,
 ]
 """Every router the API serves."""
 

@@ -1,6 +1,8 @@
 """``/api/v1/quotas`` and ``/api/v1/fair-queues``: tenant quotas and caps, fair-shared queues.
 
-Admin keys only: a quota is what an operator grants a tenant, not what the tenant chooses.
+Admin keys only (``router``), but for one read: a quota is what an operator grants a tenant,
+not what the tenant chooses; a tenant's own key with ``jobs:read`` may read its own quota and
+usage (``tenant_router``).
 Each read shows the usage beside the limit (jobs queued, running, waiting for the leader to
 publish them), so "why is my job not running?" has its answer here. Changes apply fleet-wide
 within seconds (every process re-reads them every two).
@@ -14,8 +16,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import Field
 
-from jobengine.api.auth import require
-from jobengine.api.keys import ADMIN
+from jobengine.api.auth import acting_tenant, require
+from jobengine.api.keys import ADMIN, JOBS_READ, ApiKey
 from jobengine.api.schemas import ERROR_RESPONSES, ApiModel, RequestModel
 from jobengine.api.state import api_state
 from jobengine.quotas.book import FairQueueUsage, Quota, QuotaRepository, QuotaUsage
@@ -28,6 +30,8 @@ router = APIRouter(
     responses=ERROR_RESPONSES,
     dependencies=[Depends(require(ADMIN))],
 )
+
+tenant_router = APIRouter(prefix="/api/v1", tags=["quotas"], responses=ERROR_RESPONSES)
 
 TenantId = Annotated[str, Path(min_length=1, max_length=200, description="The tenant.")]
 QueueName = Annotated[str, Path(min_length=1, max_length=200, description="The queue.")]
@@ -148,3 +152,17 @@ def delete_fair_queue(request: Request, queue: QueueName) -> Response:
         if not QuotaRepository(conn).delete_fair_queue(queue):
             raise QuotaNotFound(f"queue {queue!r} is not fair-shared")
     return Response(status_code=204)
+
+
+@tenant_router.get(
+    "/quotas/{tenant_id}", response_model=QuotaOut, summary="A tenant's quota and usage"
+)
+def get_quota(
+    request: Request, tenant_id: TenantId, key: Annotated[ApiKey, Depends(require(JOBS_READ))]
+) -> QuotaOut:
+    tenant = acting_tenant(key, tenant_id)
+    with transaction(api_state(request).engine) as conn:
+        found = [u for u in QuotaRepository(conn).usage() if u.quota.tenant_id == tenant]
+    if not found:
+        raise QuotaNotFound(f"tenant {tenant!r} has no quota")
+    return QuotaOut.of(found[0])

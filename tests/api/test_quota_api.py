@@ -75,6 +75,8 @@ def test_quotas_are_managed_by_admin_keys_only_and_shown_with_their_usage(
     client: httpx.Client, admin: httpx.Client
 ) -> None:
     assert client.get("/api/v1/quotas").status_code == 403
+    none_yet = client.get("/api/v1/quotas/acme")
+    assert (none_yet.status_code, none_yet.json()["code"]) == (404, "QUOTA_NOT_FOUND")
     assert client.put("/api/v1/quotas/acme", json={"maxQueued": 1}).status_code == 403
     bad = admin.put("/api/v1/quotas/acme", json={"maxRunning": 0})
     assert (bad.status_code, bad.json()["code"]) == (422, "VALIDATION_ERROR")
@@ -83,6 +85,8 @@ def test_quotas_are_managed_by_admin_keys_only_and_shown_with_their_usage(
     assert set_.status_code == 200, set_.text
     client.post("/api/v1/jobs", json={"type": "noop", "projectId": "p"})
     [row] = admin.get("/api/v1/quotas").json()["items"]
+    assert client.get("/api/v1/quotas/acme").json() == row  # the tenant's own, with jobs:read
+    assert client.get("/api/v1/quotas/ops").status_code == 403  # never another tenant's
     assert {k: v for k, v in row.items() if k != "updatedAt"} == {
         "tenantId": "acme",
         "maxQueued": 10,
