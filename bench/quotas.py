@@ -8,7 +8,10 @@
   on with windows of 8, 32 and 100 jobs in flight (the leader fills it every 20 ms; a
   window of two chunks or more goes out in chunks, ``JOBENGINE_DISPATCH_CHUNK_SIZE``).
 
-Prints figures, never passes or fails. Usage: python bench/quotas.py [--jobs N]
+Prints figures, never passes or fails; the ratios are fair-on against fair-off with one job
+per message (what the fill publishes in a window under two chunks).
+Usage: python bench/quotas.py [--jobs N] [--submissions N] [--small-backlog N]
+[--large-backlog N]
 """
 
 from __future__ import annotations
@@ -34,15 +37,13 @@ from jobengine.store import migrate
 from jobengine.store.database import make_engine, transaction
 from jobengine.submission import submit
 
-SUBMISSIONS = 2_000
 
-
-def submit_us(engine: Engine, tenant: str) -> float:
+def submit_us(engine: Engine, tenant: str, submissions: int) -> float:
     started = time.perf_counter()
-    for _ in range(SUBMISSIONS):
+    for _ in range(submissions):
         with transaction(engine) as conn:
             submit(conn, NewJob(type="noop", tenant_id=tenant))
-    return (time.perf_counter() - started) * 1e6 / SUBMISSIONS
+    return (time.perf_counter() - started) * 1e6 / submissions
 
 
 def backlog(engine: Engine, tenant: str, n: int) -> None:
@@ -59,7 +60,7 @@ def backlog(engine: Engine, tenant: str, n: int) -> None:
         conn.execute(text("VACUUM ANALYZE jobs"))
 
 
-def submission_costs(url: str) -> dict[str, float]:
+def submission_costs(url: str, submissions: int, backlogs: tuple[int, int]) -> dict[str, float]:
     engine = make_engine(url)
     try:
         migrate.upgrade(engine)
@@ -67,17 +68,19 @@ def submission_costs(url: str) -> dict[str, float]:
             conn.execute(text("TRUNCATE jobs, job_history, job_events CASCADE"))
             for tenant in ("q5k", "q100k"):
                 QuotaRepository(conn).set(Quota(tenant, max_queued=10_000_000))
-        backlog(engine, "q5k", 5_000)
-        backlog(engine, "q100k", 100_000)
-        submit_us(engine, "warm")
+        backlog(engine, "q5k", backlogs[0])
+        backlog(engine, "q100k", backlogs[1])
+        submit_us(engine, "warm", submissions)
+        free = submit_us(engine, "free", submissions)
         figures = {
-            "submit_us_no_quota": submit_us(engine, "free"),
-            "submit_us_quota_5k_queued": submit_us(engine, "q5k"),
-            "submit_us_quota_100k_queued": submit_us(engine, "q100k"),
+            "submit_us_no_quota": free,
+            "submit_us_quota_5k_queued": submit_us(engine, "q5k", submissions),
+            "submit_us_quota_100k_queued": submit_us(engine, "q100k", submissions),
         }
+        figures["quota_100k_submit_ratio"] = figures["submit_us_quota_100k_queued"] / free
         with transaction(engine) as conn:
             conn.execute(text("TRUNCATE jobs, job_history, job_events, tenant_quotas CASCADE"))
-        return {k: round(v, 1) for k, v in figures.items()}
+        return {k: round(v, 3 if k.endswith("ratio") else 1) for k, v in figures.items()}
     finally:
         engine.dispose()
 
@@ -101,8 +104,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5_000)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument(
-        "--no-submissions", dest="submissions", action="store_false", help="throughput only"
+        "--submissions", type=int, default=2_000, help="per measured tenant; 0: throughput only"
     )
+    parser.add_argument("--small-backlog", type=int, default=5_000)
+    parser.add_argument("--large-backlog", type=int, default=100_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="jobengine-bench-") as tmp:
         root = Path(tmp)
@@ -112,7 +117,11 @@ def main() -> None:
         broker = EmbeddedRedis(root / "redis")
         broker_url = broker.start()
         try:
-            costs = submission_costs(url) if args.submissions else {}
+            costs = (
+                submission_costs(url, args.submissions, (args.small_backlog, args.large_backlog))
+                if args.submissions
+                else {}
+            )
             for name, us in costs.items():
                 print(f"{name}: {us:,.1f} µs")
             env = worker_env(url, broker_url, 1, False)
@@ -142,11 +151,17 @@ def main() -> None:
                     rates[f"{name}_jobs_per_s"] = round(figures.jobs_per_s, 1)
             finally:
                 stop(reaper)
+            off = rates["fair_off_one_per_message_jobs_per_s"]
+            ratios = {
+                f"{name}_ratio": round(rates[f"{name}_jobs_per_s"] / off, 3)
+                for name in ("fair_on_window_8", "fair_on_window_32")
+            }
             print(
                 json.dumps(
                     {"bench": "quotas", "jobs": args.jobs, "concurrency": args.concurrency}
                     | costs
                     | rates
+                    | ratios
                 )
             )
         finally:
