@@ -34,6 +34,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/transitions.py
 	$(BIN)/python bench/round_trips.py
+	$(BIN)/python bench/dag.py
 
 # jobengine against bare Celery, Procrastinate and PgQueuer (README: Benchmarks); options in
 # PEERS_ARGS, e.g. make bench-peers PEERS_ARGS='--jobs 2000 --rounds 2'.

@@ -10,6 +10,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -76,6 +77,24 @@ class Settings(BaseSettings):
     )
     max_payload_bytes: int = Field(
         default=256 * 1024, gt=0, description="Largest accepted job payload, as compact JSON."
+    )
+    result_max_bytes: int = Field(
+        default=1024 * 1024,
+        gt=0,
+        description="Largest handler result kept on a job, as compact JSON; a larger one fails "
+        "the attempt for good (RESULT_TOO_LARGE): attach big outputs as artifacts instead.",
+    )
+    artifacts_url: str | None = Field(
+        default=None,
+        description="Where artifacts' bytes live: file:///path or "
+        "s3://bucket/prefix?endpoint_url=http://host:9000&region=us-east-1 (credentials from "
+        "boto3's usual sources). Unset: the folder artifacts/ under data_dir.",
+    )
+    artifact_max_bytes: int = Field(
+        default=100 * 1024 * 1024,
+        gt=0,
+        description="Largest artifact a handler may attach; a larger one is refused while it "
+        "streams, and nothing of it is kept.",
     )
     redispatch_after_seconds: float = Field(
         default=300.0,
@@ -168,6 +187,22 @@ class Settings(BaseSettings):
         if value.lstrip().startswith("["):
             return json.loads(value)
         return [name.strip() for name in value.split(",") if name.strip()]
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _artifacts_storage(cls, value: str | None) -> str | None:
+        """Checked here, so a process refuses a bad URL at start, not at its first artifact."""
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        local = parts.scheme == "file" and parts.netloc in ("", "localhost")
+        if (local and parts.path.startswith("/")) or (parts.scheme == "s3" and parts.netloc):
+            return value
+        raise ValueError(
+            "JOBENGINE_ARTIFACTS_URL must be file:///absolute/path (a local folder, three "
+            "slashes) or s3://bucket/prefix (an S3-compatible store, optionally "
+            "?endpoint_url=http://host:9000&region=...)"
+        )
 
     @model_validator(mode="after")
     def _eta_fits_visibility(self) -> Settings:

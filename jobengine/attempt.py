@@ -12,7 +12,6 @@ attempt's ``Ran`` back into Celery's own terms (a result, ``Retry``, the handler
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,6 +19,9 @@ from typing import Any
 
 import structlog
 
+from jobengine.artifacts.attach import Attacher, Data
+from jobengine.artifacts.errors import AttachRefused
+from jobengine.artifacts.model import Artifact
 from jobengine.completer import Completer
 from jobengine.context import JobContext
 from jobengine.dispatch import Publisher, adopted_identity, is_chunk, parse_task_id
@@ -27,10 +29,12 @@ from jobengine.domain.job import Job
 from jobengine.domain.status import JobStatus
 from jobengine.errors import JobEngineError, PayloadInvalid
 from jobengine.execution import Claim, Executor, describe_error
-from jobengine.failures import NonRetryableError, PoisonMessage
+from jobengine.failures import PoisonMessage
 from jobengine.lease import LeaseKeeper
 from jobengine.outcomes import Completed, HandedBack, Outcome, Retry
 from jobengine.producer import dispatch_ref
+from jobengine.results import DEFAULT_RESULT_MAX_BYTES, checked_result
+from jobengine.runs.service import parent_results
 
 log = structlog.get_logger("jobengine.attempt")
 
@@ -71,14 +75,6 @@ class Ran:
     """The outcome could not be written because the store could not be reached."""
 
 
-def checked_result(value: Any) -> Any:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise NonRetryableError(f"handler returned a result that is not JSON: {exc}") from exc
-    return value
-
-
 def countdown_of(job: Job) -> float:
     """Seconds until a retried job is due, from the ``not_before`` its retry recorded."""
     if job.not_before is None:
@@ -97,6 +93,8 @@ class Attempts:
         *,
         eta_limit_seconds: float,
         completer: Completer | None = None,
+        result_max_bytes: int = DEFAULT_RESULT_MAX_BYTES,
+        attacher: Attacher | None = None,
     ) -> None:
         self.executor = executor
         self.keeper = keeper
@@ -105,6 +103,10 @@ class Attempts:
         self.completer = completer
         """Completions go through it, batched, when given; without one each is written
         at once (one statement per completion)."""
+        self.result_max_bytes = result_max_bytes
+        """A handler's result over this, as JSON, fails its attempt (``jobengine.results``)."""
+        self.attacher = attacher
+        """Stores what handlers attach; without one ``ctx.attach`` refuses."""
 
     def claim(self, delivery: Delivery) -> list[Claim]:
         """The jobs this message may run, leased and held; empty means run nothing.
@@ -173,8 +175,9 @@ class Attempts:
             project_id=project_id,
         )
 
-    def context(self, claim: Claim) -> JobContext:
-        """The handler's view of its job; a payload its type's model cannot decode is poison."""
+    def context(self, claim: Claim, publisher: Publisher | None = None) -> JobContext:
+        """The handler's view of its job; a payload its type's model cannot decode is poison.
+        Jobs it spawns into its run are published through ``publisher``."""
         try:
             data = self.executor.types.get(claim.job.type).decode_payload(claim.job.payload)
         except PayloadInvalid as exc:
@@ -188,6 +191,30 @@ class Attempts:
             lease_token=claim.token,
             _report=partial(self.executor.report_progress, claim),
             _still_held=partial(self.keeper.still_held, claim.job_id),
+            _spawn=partial(self.executor.spawn, claim, publisher=publisher),
+            _attach=None if self.attacher is None else partial(self._attach, claim),
+            _parents=partial(self._parent_results, claim),
+        )
+
+    def _parent_results(self, claim: Claim) -> dict[str, Any]:
+        """Read when the handler first asks: a job outside a run has no parents to read."""
+        if claim.job.run_id is None:
+            return {}
+        with self.executor.connection.use() as conn:
+            return parent_results(conn, claim.job_id)
+
+    def _attach(self, claim: Claim, name: str, data: Data, content_type: str | None) -> Artifact:
+        """Refused before any byte is stored once the heartbeat has seen the lease lost; the
+        fence of the row decides in every other case."""
+        assert self.attacher is not None
+        if not self.keeper.still_held(claim.job_id):
+            raise AttachRefused(claim.job_id, claim.token, name)
+        return self.attacher.attach(
+            job_id=claim.job_id,
+            lease_token=claim.token,
+            name=name,
+            data=data,
+            content_type=content_type,
         )
 
     def run(self, claim: Claim, handler: Handler, publisher: Publisher) -> Ran:
@@ -195,7 +222,9 @@ class Attempts:
         error: BaseException | None = None
         try:
             try:
-                outcome: Outcome = Completed(checked_result(handler(self.context(claim))))
+                context = self.context(claim, publisher)
+                result = checked_result(handler(context), self.result_max_bytes)
+                outcome: Outcome = Completed(result)
             except Exception as exc:
                 error = exc
                 outcome = self.executor.decide(claim, exc, describe_error(exc))
@@ -259,10 +288,10 @@ class Attempts:
         publisher: Publisher | None,
     ) -> Ran:
         if isinstance(outcome, Completed) and self.completer is not None:
-            self.completer.add(claim, outcome.result)
+            self.completer.add(claim, outcome.result, publisher)
             return Ran(outcome=outcome, error=error, job=None, recorded=False)
         try:
-            job = self.executor.record(claim, outcome)
+            job = self.executor.record(claim, outcome, publisher)
         except JobEngineError as exc:
             if isinstance(outcome, HandedBack):
                 raise

@@ -29,6 +29,7 @@ from typer.core import TyperGroup
 
 from config.logging import configure_logging
 from jobengine.cli_common import (
+    BrokerRevoker,
     JsonOption,
     cli_actor,
     job_dict,
@@ -43,6 +44,7 @@ from jobengine.cli_dlq import dlq_app
 from jobengine.cli_jobs import jobs_app
 from jobengine.cli_keys import keys_app
 from jobengine.cli_quotas import quotas_app
+from jobengine.cli_runs import runs_app
 from jobengine.cli_types import types_app
 from jobengine.cli_workers import workers_app
 from jobengine.domain.status import FINAL_STATES, JobStatus
@@ -99,6 +101,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Migrate the job store's schema;
 app.add_typer(db_app, name="db")
 db_app.command("prune")(db_prune)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(runs_app, name="runs")
 app.add_typer(dlq_app, name="dlq")
 queues_app = typer.Typer(no_args_is_help=True, help="Per-queue concurrency limits.")
 app.add_typer(queues_app, name="queues")
@@ -308,23 +311,10 @@ def jobs_cancel(
 ) -> None:
     """Cancel a job; a running one's task is revoked with termination. Safe to run twice."""
     from jobengine.cancellation import cancel_job
-    from jobengine.fleet import publisher_app
-    from jobengine.services import resolve_broker_url
 
-    settings = settings_of(ctx)
-
-    class BrokerRevoker:
-        """Reaches the broker only when a running job's task must be stopped."""
-
-        def revoke(self, task_id: str, *, terminate: bool = False, signal: str = "SIGTERM") -> None:
-            broker_url, _ = resolve_broker_url(settings)
-            control = publisher_app(settings, broker_url).control
-            control.revoke(task_id, terminate=terminate, signal=signal)
-
+    revoker = BrokerRevoker(settings_of(ctx))
     with store(ctx) as engine:
-        outcome = cancel_job(
-            engine, job_id, actor=cli_actor(), reason=reason, revoker=BrokerRevoker()
-        )
+        outcome = cancel_job(engine, job_id, actor=cli_actor(), reason=reason, revoker=revoker)
     if as_json:
         typer.echo(
             json.dumps(

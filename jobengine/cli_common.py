@@ -253,3 +253,19 @@ def dispatch_note(publisher: RecordingPublisher | None, what: str) -> str:
         else f"broker unreachable: {publisher.error}"
     )
     return f"{what} not published ({why}); the leader will publish it"
+
+
+class BrokerRevoker:
+    """Reaches the broker only when a running job's task must be stopped, so a cancel of jobs
+    that were not running needs no broker at all."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def revoke(self, task_id: str, *, terminate: bool = False, signal: str = "SIGTERM") -> None:
+        from jobengine.fleet import publisher_app
+        from jobengine.services import resolve_broker_url
+
+        broker_url, _ = resolve_broker_url(self._settings)
+        control = publisher_app(self._settings, broker_url).control
+        control.revoke(task_id, terminate=terminate, signal=signal)

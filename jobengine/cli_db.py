@@ -13,7 +13,16 @@ from typing import Annotated
 
 import typer
 
-from jobengine.cli_common import JsonOption, emit_json, note, parse_duration, store, when
+from jobengine.artifacts.storage import storage_from_url
+from jobengine.cli_common import (
+    JsonOption,
+    emit_json,
+    note,
+    parse_duration,
+    settings_of,
+    store,
+    when,
+)
 from jobengine.errors import ValidationError
 from jobengine.store.retention import TABLES, prune
 
@@ -62,12 +71,20 @@ def db_prune(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete final jobs older than --older-than with their history and events, outbox events
-    already counted, and replayed or discarded dead letters. Counters are kept; jobs that are
-    not final and open dead letters are never touched."""
+    """Delete final jobs older than --older-than with their history, events and artifacts
+    (rows first, then their bytes), outbox events already counted, and replayed or discarded
+    dead letters. Counters are kept; jobs that are not final and open dead letters are never
+    touched."""
     before = datetime.now(UTC) - parse_duration("--older-than", older_than)
     with store(ctx) as engine:
-        report = prune(engine, before=before, batch=batch, dry_run=dry_run)
+        settings = settings_of(ctx)
+        report = prune(
+            engine,
+            before=before,
+            batch=batch,
+            dry_run=dry_run,
+            artifacts=storage_from_url(settings.artifacts_url, settings.data_dir),
+        )
     if as_json:
         emit_json(
             {
@@ -75,6 +92,7 @@ def db_prune(
                 "dry_run": dry_run,
                 "removed": report.removed,
                 "batches": report.batches,
+                "artifacts": report.artifacts,
             }
         )
         return
@@ -82,5 +100,7 @@ def db_prune(
     note(f"older than {when(before)}, in {report.batches} batch(es) of up to {batch} rows")
     for table in TABLES:
         typer.echo(f"{verb} {report.removed[table]:>10} {table}")
+    if report.artifacts:
+        note(f"{verb} {report.artifacts} artifact(s) of those jobs, with their bytes")
     if dry_run:
         note("dry run: nothing removed")

@@ -1,17 +1,23 @@
-"""``jobengine jobs``: submit, list, retry and trace jobs (``get``, ``cancel`` and ``stuck`` are
-registered on the same group in ``cli.py``).
+"""``jobengine jobs``: submit, list, retry and trace jobs, list and fetch their artifacts (``get``,
+``cancel`` and ``stuck`` are registered on the same group in ``cli.py``).
 
 Exit codes as for every command: 0 done or already done, 1 an error, 2 bad usage.
 """
 
 from __future__ import annotations
 
+import hashlib
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich import box
 from rich.table import Table
 
+from jobengine.api.schemas_artifacts import ArtifactOut
+from jobengine.artifacts.errors import ArtifactBytesMismatch, ArtifactNotFound
+from jobengine.artifacts.storage import storage_from_url
 from jobengine.cli_common import (
     JsonOption,
     broker_publisher,
@@ -20,6 +26,7 @@ from jobengine.cli_common import (
     emit_json,
     job_dict,
     job_types,
+    note,
     parse_choices,
     parse_json,
     parse_time,
@@ -35,6 +42,7 @@ from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.errors import ValidationError
 from jobengine.producer import submit_jobs
+from jobengine.store.artifacts_repository import ArtifactsRepository
 from jobengine.store.database import transaction
 from jobengine.store.history_repository import JobHistoryRepository
 from jobengine.store.jobs_repository import JobFilter, JobsRepository
@@ -236,3 +244,79 @@ def jobs_history(
             shorten(error.get("message"), 60) if isinstance(error, dict) else "",
         )
     table_console().print(table)
+
+
+# ---- artifacts (issue 13) ----
+
+
+@jobs_app.command("artifacts")
+def jobs_artifacts(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(help="The job's id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """The files and blobs the job's handler attached, by name."""
+    with store(ctx) as engine, transaction(engine) as conn:
+        JobsRepository(conn).get(job_id)
+        found = ArtifactsRepository(conn).of_job(job_id)
+    if as_json:
+        items = [ArtifactOut.of(a).model_dump(mode="json", by_alias=True) for a in found]
+        emit_json({"items": items})
+        return
+    if not found:
+        typer.echo(f"job {job_id} has no artifacts")
+        return
+    table = Table(box=box.SIMPLE_HEAD, title=f"job {job_id}: {len(found)} artifact(s)")
+    for name in ("name", "content type", "bytes", "sha256", "attached"):
+        table.add_column(name, overflow="fold")
+    for a in found:
+        table.add_row(a.name, a.content_type, str(a.size_bytes), a.sha256, when(a.created_at))
+    table_console().print(table)
+
+
+@jobs_app.command("artifact")
+def jobs_artifact(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(help="The job's id.")],
+    name: Annotated[str, typer.Argument(help="The artifact's name (see `jobs artifacts`).")],
+    output: Annotated[
+        str | None,
+        typer.Option("-o", "--output", help="Write it here ('-': stdout); default ./NAME."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite the output file if it exists.")] = False,
+) -> None:
+    """Fetch one artifact's bytes from the artifacts storage."""
+    target = None if output == "-" else Path(output or name)
+    if target is not None and target.exists() and not force:
+        raise ValidationError(
+            f"{target} exists; nothing was written",
+            hint="Give another path with -o, or --force to overwrite it.",
+        )
+    with store(ctx) as engine, transaction(engine) as conn:
+        JobsRepository(conn).get(job_id)
+        artifact = ArtifactsRepository(conn).get(job_id, name)
+    if artifact is None:
+        raise ArtifactNotFound(job_id, name)
+    settings = settings_of(ctx)
+    chunks = storage_from_url(settings.artifacts_url, settings.data_dir).open(artifact.storage_key)
+    if target is None:
+        for chunk in chunks:
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        return
+    partial = target.with_name(f"{target.name}.partial")
+    digest = hashlib.sha256()
+    try:
+        with partial.open("wb") as out:
+            for chunk in chunks:
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != artifact.sha256:
+            raise ArtifactBytesMismatch(
+                f"the stored bytes of {name!r} have sha256 {digest.hexdigest()}, not the "
+                f"{artifact.sha256} recorded when it was attached; nothing was written"
+            )
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    note(f"wrote {artifact.size_bytes} bytes to {target} (sha256 {artifact.sha256})")

@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from jobengine.dispatch import Publisher
 from jobengine.errors import JobEngineError
 from jobengine.execution import Claim, Executor
 
@@ -42,6 +43,8 @@ class Done:
     claim: Claim
     result: Any
     at: float
+    publisher: Publisher | None = None
+    """Publishes the run's children this completion releases, once it is written."""
 
 
 class Completer:
@@ -69,10 +72,12 @@ class Completer:
         """Whether the last batch could not be written because the store was away; a chunk
         stops running its jobs then, since their completions could not be written either."""
 
-    def add(self, claim: Claim, result: Any) -> None:
+    def add(self, claim: Claim, result: Any, publisher: Publisher | None = None) -> None:
         """Buffer a completion; a full buffer is written at once, in the caller's thread."""
         with self._wake:
-            self._buffer.append(Done(claim=claim, result=result, at=self._clock()))
+            self._buffer.append(
+                Done(claim=claim, result=result, at=self._clock(), publisher=publisher)
+            )
             full = len(self._buffer) >= self.max_batch
             self._wake.notify()
         if full:
@@ -81,10 +86,13 @@ class Completer:
             self._ensure_thread()
 
     def take(self) -> list[tuple[Claim, Any]]:
-        """Hand every buffered completion to a caller who writes them with its own statement
-        (``Executor.claim``'s ``completing``); it gives back what it could not write."""
+        """Hand every buffered completion of a job outside any run to a caller who writes
+        them with its own statement (``Executor.claim``'s ``completing``); it gives back what
+        it could not write. A run's completions stay for the flush, which settles their run
+        in their own transaction and publishes the children they release."""
         with self._wake:
-            batch, self._buffer = self._buffer, []
+            batch = [d for d in self._buffer if d.claim.job.run_id is None]
+            self._buffer = [d for d in self._buffer if d.claim.job.run_id is not None]
         return [(d.claim, d.result) for d in batch]
 
     def give_back(self, completions: list[tuple[Claim, Any]]) -> None:
@@ -114,8 +122,11 @@ class Completer:
                 batch, self._buffer = self._buffer, []
             if not batch:
                 return 0
+            publisher = next((d.publisher for d in batch if d.publisher is not None), None)
             try:
-                written = self.executor.complete_many([(d.claim, d.result) for d in batch])
+                written = self.executor.complete_many(
+                    [(d.claim, d.result) for d in batch], publisher
+                )
             except JobEngineError as exc:
                 self.store_unreachable = exc.retryable
                 log.error(

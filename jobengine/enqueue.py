@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
@@ -27,11 +28,13 @@ from sqlalchemy.orm import Session
 from config.settings import get_settings
 from jobengine.dispatch import Publisher, publish_jobs
 from jobengine.domain.job import Job, JSONValue, NewJob
+from jobengine.domain.run import Run, RunSpec
 from jobengine.domain.status import JobStatus
 from jobengine.job_types import JobTypes
 from jobengine.quotas.book import book
+from jobengine.runs.service import submit_run_created
 from jobengine.store.jobs_repository import DispatchRef
-from jobengine.submission import submit, submit_many
+from jobengine.submission import submit, submit_many, validate
 
 ENQUEUE_ACTOR = "enqueue"
 
@@ -127,6 +130,29 @@ def enqueue_many(
     )
     _remember(session_or_connection, conn, [job for job, created in stored if created])
     return [job for job, _ in stored]
+
+
+def enqueue_run(
+    session_or_connection: Session | Connection,
+    spec: RunSpec,
+    *,
+    types: JobTypes | None = None,
+) -> tuple[Run, list[Job]]:
+    """Add a run (its jobs and edges) to the caller's open transaction, as ``enqueue`` adds a
+    job: planned and validated before anything is written, committed or rolled back with the
+    caller's rows; its roots are published by ``dispatch_after_commit`` or the leader."""
+    conn = _connection(session_or_connection)
+    validate_job = None
+    if types is not None:
+        validate_job = partial(
+            validate, max_payload_bytes=get_settings().max_payload_bytes, types=types
+        )
+    run, jobs, created = submit_run_created(
+        conn, spec, actor=ENQUEUE_ACTOR, validate_job=validate_job
+    )
+    if created:
+        _remember(session_or_connection, conn, jobs)
+    return run, jobs
 
 
 def dispatch_after_commit(

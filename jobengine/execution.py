@@ -14,7 +14,6 @@ import traceback as tb
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -22,8 +21,10 @@ from sqlalchemy import Connection, Engine
 
 from jobengine import guard
 from jobengine.cancellation import Cancelled, cancel_job
+from jobengine.dispatch import Publisher, chunked
 from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.job import Job, NewJob
+from jobengine.domain.run import RunJobSpec
 from jobengine.domain.status import JobStatus
 from jobengine.errors import (
     JobEngineError,
@@ -38,9 +39,16 @@ from jobengine.job_types import registry as default_registry
 from jobengine.outcomes import Completed, Failed, HandedBack, Outcome, Retry
 from jobengine.quotas.caps import capped_tenants, within_caps
 from jobengine.retry_policy import RetryPolicy, error_names
+from jobengine.runs.service import default_validator
+from jobengine.runs.spawn import spawn as spawn_into_run
 from jobengine.store import queries, quotas_queries
 from jobengine.store.database import TRANSIENT, SharedConnection, retrying, run_all
-from jobengine.store.jobs_repository import JobsRepository, LeaseRepository, QueueLimitRepository
+from jobengine.store.jobs_repository import (
+    DispatchRef,
+    JobsRepository,
+    LeaseRepository,
+    QueueLimitRepository,
+)
 
 log = structlog.get_logger("jobengine.execution")
 
@@ -78,6 +86,14 @@ class Claim:
         return self.job.attempt
 
 
+def held_of(done: Sequence[tuple[Claim, Any]]) -> list[guard.Held]:
+    """Completions as the guard takes them; each claim says whether its job is in a run."""
+    return [
+        guard.Held(claim.job_id, claim.token, result, in_run=claim.job.run_id is not None)
+        for claim, result in done
+    ]
+
+
 TIMEOUT_ERRORS = ("SoftTimeLimitExceeded", "TimeLimitExceeded")
 """Celery's time-limit errors (soft: the handler was told; hard: its process was killed)."""
 
@@ -112,8 +128,11 @@ class Executor:
         types: JobTypes = default_registry,
         connection: SharedConnection | None = None,
         claim_patience_seconds: float = CLAIM_PATIENCE_SECONDS,
+        release_chunk_size: int = 20,
     ) -> None:
         self.engine = engine
+        self.release_chunk_size = release_chunk_size
+        """Messages for a run's released children go out in chunks of this many (a fan-out)."""
         self.connection = connection or SharedConnection(engine)
         self.lease_ttl_seconds = lease_ttl_seconds
         self.write_deadline_seconds = min(MAX_WRITE_DEADLINE_SECONDS, lease_ttl_seconds / 2)
@@ -258,9 +277,10 @@ class Executor:
         unreachable for ``claim_patience_seconds`` raises ``StoreUnavailable``: the caller
         must then keep the message, since nothing was decided.
 
-        ``completing`` are completions this process buffered (``jobengine.completer``); they
-        are written with the claim, in its round trip and transaction, and stay written when
-        the claim is refused. If the call raises, none of them was written.
+        ``completing`` are completions this process buffered (``jobengine.completer``), of
+        jobs outside any run; they are written with the claim, in its round trip and
+        transaction, and stay written when the claim is refused. If the call raises, none of
+        them was written.
         """
 
         def attempt(repeated: bool) -> Claim | None:
@@ -292,7 +312,7 @@ class Executor:
         with self.connection.use() as conn:
             together = guard.finish_many_then_transition(
                 conn,
-                [guard.Held(claim.job_id, claim.token, result) for claim, result in completing],
+                held_of(completing),
                 Step(JobStatus.COMPLETED, COMPLETED_REASON),
                 job_id,
                 [Step(JobStatus.CLAIMED), Step(JobStatus.RUNNING)],
@@ -506,43 +526,65 @@ class Executor:
             error=error, dead_letter_reason=decision.dead_letter or DeadLetterReason.NON_RETRYABLE
         )
 
-    def record(self, claim: Claim, outcome: Outcome) -> Job | None:
+    def record(
+        self, claim: Claim, outcome: Outcome, publisher: Publisher | None = None
+    ) -> Job | None:
         """The one store call of ``outcome`` (see ``jobengine.outcomes``); the job as written,
-        or None when the fence refused it (the lease was lost, or the job moved on)."""
+        or None when the fence refused it (the lease was lost, or the job moved on). A run's
+        children the outcome released are published through ``publisher`` after commit."""
         match outcome:
             case Completed(result=result):
-                return self.complete(claim, result)
+                return self.complete(claim, result, publisher)
             case Retry():
                 return self.record_retry(claim, outcome)
             case Failed(error=error, dead_letter_reason=reason):
-                return self.record_failure(claim, error, reason)
+                return self.record_failure(claim, error, reason, publisher)
             case HandedBack(reason=reason):
                 return self.give_back(claim, reason)
 
-    def complete(self, claim: Claim, result: Any) -> Job | None:
-        return self._finish(claim, [Step(JobStatus.COMPLETED, COMPLETED_REASON)], result=result)
+    def complete(self, claim: Claim, result: Any, publisher: Publisher | None = None) -> Job | None:
+        return self._finish(
+            claim,
+            [Step(JobStatus.COMPLETED, COMPLETED_REASON)],
+            result=result,
+            publisher=publisher,
+        )
 
-    def complete_many(self, done: Sequence[tuple[Claim, Any]]) -> dict[int, Job | None]:
+    def complete_many(
+        self, done: Sequence[tuple[Claim, Any]], publisher: Publisher | None = None
+    ) -> dict[int, Job | None]:
         """``running → completed`` for many held jobs in one fenced statement (the batch of
         ``jobengine.completer``), retried like any outcome; each job maps to the job as written,
         or None when its fence refused it (its lease was lost, it was cancelled)."""
         if not done:
             return {}
-        return self._retried(
-            partial(self._complete_many_once, done),
-            what="outcome:completed_many",
-            deadline=self.write_deadline_seconds,
+        released: list[Job] = []
+
+        def once(repeated: bool) -> dict[int, Job | None]:
+            released.clear()
+            return self._complete_many_once(done, repeated, released)
+
+        written = self._retried(
+            once, what="outcome:completed_many", deadline=self.write_deadline_seconds
         )
+        self.publish_released(released, publisher)
+        return written
 
     def _complete_many_once(
-        self, done: Sequence[tuple[Claim, Any]], repeated: bool
+        self,
+        done: Sequence[tuple[Claim, Any]],
+        repeated: bool,
+        released: list[Job] | None = None,
     ) -> dict[int, Job | None]:
         if not done:
             return {}
-        held = [guard.Held(claim.job_id, claim.token, result) for claim, result in done]
         with self.connection.use() as conn:
             moved = guard.finish_many(
-                conn, held, Step(JobStatus.COMPLETED, COMPLETED_REASON), actor=done[0][0].owner
+                conn,
+                held_of(done),
+                Step(JobStatus.COMPLETED, COMPLETED_REASON),
+                actor=done[0][0].owner,
+                released=released,
             )
         return self._completions_written({c.job_id: c for c, _ in done}, moved, repeated)
 
@@ -581,7 +623,11 @@ class Executor:
         )
 
     def record_failure(
-        self, claim: Claim, error: dict[str, Any], dead_letter: DeadLetterReason
+        self,
+        claim: Claim,
+        error: dict[str, Any],
+        dead_letter: DeadLetterReason,
+        publisher: Publisher | None = None,
     ) -> Job | None:
         """``running → failed`` for good: the same statement writes the dead letter."""
         return self._finish(
@@ -589,6 +635,7 @@ class Executor:
             [Step(JobStatus.FAILED, error.get("code"))],
             error=error,
             dead_letter_reason=dead_letter,
+            publisher=publisher,
         )
 
     def give_back(self, claim: Claim, reason: str) -> Job | None:
@@ -649,11 +696,74 @@ class Executor:
         with self.connection.use() as conn:
             return LeaseRepository(conn).record_progress(claim.job_id, claim.token, progress)
 
-    def _finish(self, claim: Claim, steps: list[Step], **kwargs: Any) -> Job | None:
+    def spawn(self, claim: Claim, job: RunJobSpec, publisher: Publisher | None = None) -> int:
+        """Add ``job`` to the run of the job ``claim`` holds (``runs.spawn``), in one
+        transaction under its lease, retried like an outcome; published after commit."""
+
+        def once(repeated: bool) -> tuple[Job, bool]:
+            with self.connection.transaction() as conn:
+                return spawn_into_run(
+                    conn,
+                    claim.job_id,
+                    claim.token,
+                    job,
+                    actor=claim.owner,
+                    validate_job=default_validator(conn),
+                )
+
+        spawned, created = self._retried(once, what="spawn", deadline=self.write_deadline_seconds)
+        if created and spawned.status is JobStatus.SCHEDULED:
+            self.publish_released([spawned], publisher)
+        return spawned.id
+
+    def publish_released(self, released: Sequence[Job], publisher: Publisher | None) -> None:
+        """Publish a run's children that a committed outcome released, then mark them handed
+        to the broker on this process's connection. Without a publisher, or when the broker
+        fails, they wait unmarked and the leader's dispatcher publishes them."""
+        if not released or publisher is None:
+            return
+        refs = [
+            DispatchRef(
+                id=job.id,
+                type=job.type,
+                queue=job.queue,
+                priority=job.priority,
+                attempt=job.attempt,
+                time_limit_seconds=job.time_limit_seconds,
+            )
+            for job in released
+        ]
+        sent: list[int] = []
+        try:
+            for group in chunked(refs, self.release_chunk_size):
+                if len(group) == 1:
+                    publisher.publish(group[0])
+                else:
+                    publisher.publish_chunk(group)
+                sent.extend(ref.id for ref in group)
+        except Exception as exc:  # any broker failure: the leader publishes the rest
+            log.warning("released_publish_failed", jobs=len(refs) - len(sent), error=str(exc))
+        if not sent:
+            return
+        try:
+            with self.connection.use() as conn:
+                LeaseRepository(conn).mark_dispatched(sent)
+        except JobEngineError as exc:
+            log.warning("released_dispatch_not_marked", jobs=len(sent), error=str(exc))
+
+    def _finish(
+        self,
+        claim: Claim,
+        steps: list[Step],
+        publisher: Publisher | None = None,
+        **kwargs: Any,
+    ) -> Job | None:
         """A fenced move of a job this worker holds, retried after transient errors."""
         target = steps[-1].to
+        released: list[Job] = []
 
         def once(repeated: bool) -> Job | None:
+            released.clear()
             try:
                 with self.connection.use() as conn:
                     return guard.transition(
@@ -662,6 +772,8 @@ class Executor:
                         steps,
                         actor=claim.owner,
                         lease_token=claim.token,
+                        released=released,
+                        in_run=claim.job.run_id is not None,
                         **kwargs,
                     ).job
             except TransitionRefused as exc:
@@ -678,7 +790,7 @@ class Executor:
                 return None
 
         try:
-            return self._retried(
+            job = self._retried(
                 once, what=f"outcome:{target.value}", deadline=self.write_deadline_seconds
             )
         except JobEngineError as exc:
@@ -692,6 +804,8 @@ class Executor:
                 transient=isinstance(exc, TRANSIENT),
             )
             raise
+        self.publish_released(released, publisher)
+        return job
 
     def _already_written(self, claim: Claim, target: JobStatus) -> Job | None:
         """The job, if an earlier try of this write committed before its answer was lost:

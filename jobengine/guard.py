@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import psycopg
+from psycopg import pq
 from sqlalchemy import Connection
 
 from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.job import Job, NewJob
-from jobengine.domain.status import JobStatus
+from jobengine.domain.status import FINAL_STATES, JobStatus
 from jobengine.domain.transitions import allowed_sources, is_allowed
 from jobengine.errors import (
     InvalidTransition,
@@ -30,6 +33,7 @@ from jobengine.errors import (
     StaleLease,
     TransitionRefused,
 )
+from jobengine.runs import promotion
 from jobengine.store import queries
 from jobengine.store.database import run_all, run_pipelined, run_statement
 from jobengine.store.rows import born_job, job_from_row
@@ -159,6 +163,8 @@ def transition(
     not_before: datetime | None = None,
     details: Mapping[str, Any] | None = None,
     dead_letter_reason: DeadLetterReason | None = None,
+    released: list[Job] | None = None,
+    in_run: bool | None = None,
 ) -> TransitionResult:
     """Move one job along ``path`` (one state, or several steps taken atomically).
 
@@ -166,7 +172,10 @@ def transition(
     and gets ``StaleLease``. ``require_lease_expired`` lets the reaper rescue only a lease that
     no heartbeat has extended since it looked; ``require_due`` refuses to claim a job whose
     ``not_before`` lies ahead. A path ending in ``failed`` dead-letters the job in the same
-    statement, for ``dead_letter_reason``.
+    statement, for ``dead_letter_reason``. A job of a run settles its run and children in the
+    same transaction (``_settle``); children it released are appended to ``released``, whose
+    caller promises to publish them after commit. ``in_run`` is what the caller knows of
+    that (see ``_atomic``).
     """
     move = _move(
         job_id,
@@ -183,7 +192,11 @@ def transition(
         details=details,
         dead_letter_reason=dead_letter_reason,
     )
-    return move.read(run_statement(conn, move.sql, move.params))
+    with _atomic(conn, move.steps, in_run):
+        row = run_statement(conn, move.sql, move.params)
+        if row is not None and row["id"] is not None:
+            _settle(conn, [row], released)
+    return move.read(row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +334,8 @@ def transition_many(
     lease_owner: str | None = None,
     lease_ttl_seconds: float = 30.0,
     require_due: bool = False,
+    details: Mapping[str, Any] | None = None,
+    released: list[Job] | None = None,
 ) -> list[Job]:
     """Move every job of ``job_ids`` that may take ``path``, in one statement; returns those
     moved, by id. The others are left as they are and not reported: a worker claiming a chunk
@@ -331,12 +346,42 @@ def transition_many(
     if not job_ids:
         return []
     steps = _path(path)
+    with _atomic(conn, steps, None):
+        rows = _move_many(
+            conn,
+            job_ids,
+            steps,
+            actor=actor,
+            lease_owner=lease_owner,
+            lease_ttl_seconds=lease_ttl_seconds,
+            require_due=require_due,
+            details=details,
+        )
+        _settle(conn, rows, released)
+    return [job_from_row(row) for row in rows]
+
+
+def _move_many(
+    conn: Connection,
+    job_ids: Sequence[int],
+    steps: Sequence[Step],
+    *,
+    actor: str,
+    lease_owner: str | None = None,
+    lease_ttl_seconds: float = 30.0,
+    require_due: bool = False,
+    details: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     params = _move_params(
-        steps, actor=actor, lease_owner=lease_owner, lease_ttl_seconds=lease_ttl_seconds
+        steps,
+        actor=actor,
+        lease_owner=lease_owner,
+        lease_ttl_seconds=lease_ttl_seconds,
+        details=details,
     )
     params["job_ids"] = sorted(set(job_ids))
     sql = _statement(tuple(s.to for s in steps), False, False, require_due, True)
-    return [job_from_row(row) for row in run_all(conn, sql, params)]
+    return run_all(conn, sql, params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +391,9 @@ class Held:
     job_id: int
     token: int
     result: Any = None
+    in_run: bool | None = None
+    """Whether the job belongs to a run (its claim says; None: not known). A run's job
+    settles its run when it finishes, in the same transaction (``_settle``)."""
 
 
 def finish_many(
@@ -354,15 +402,21 @@ def finish_many(
     path: Step | Sequence[Step],
     *,
     actor: str,
+    released: list[Job] | None = None,
 ) -> list[Job]:
     """Move many held jobs along ``path`` in one statement, each fenced by its own token and
     given its own result; returns those moved, by id. A job missing from the answer lost its
-    lease or moved on: its fence refused it, as ``transition`` would have one by one.
+    lease or moved on: its fence refused it, as ``transition`` would have one by one. Jobs
+    of runs settle as ``transition``'s do, their released children appended to ``released``.
     """
     if not held:
         return []
     sql, params = _finish_many_statement(held, path, actor=actor)
-    return [job_from_row(row) for row in run_all(conn, sql, params)]
+    in_run = None if any(h.in_run is None for h in held) else any(h.in_run for h in held)
+    with _atomic(conn, _path(path), in_run):
+        rows = run_all(conn, sql, params)
+        _settle(conn, rows, released)
+    return [job_from_row(row) for row in rows]
 
 
 def _finish_many_statement(
@@ -410,8 +464,12 @@ def finish_many_then_transition(
     transaction (a pipeline, committed at its sync).
 
     A worker process writes the completions it has buffered with its next claim: one
-    commit instead of two, and no wait for a flush to free the process's connection.
+    commit instead of two, and no wait for a flush to free the process's connection. Only
+    jobs known to be outside any run (``Held.in_run`` False) ride along: a run's job settles
+    its run in the transaction that finishes it, which a pipeline cannot wait for.
     """
+    if any(h.in_run is not False for h in held):
+        raise ValueError("finish_many_then_transition takes only jobs outside any run")
     finish_sql, finish_params = _finish_many_statement(held, finish_path, actor=actor)
     one = _move(
         job_id,
@@ -428,3 +486,60 @@ def finish_many_then_transition(
         return Together(jobs, one.read(answer[0] if answer else None), None)
     except (JobNotFound, TransitionRefused) as refused:
         return Together(jobs, None, refused)
+
+
+# ---- runs: the settling of a run's jobs, in the transaction that moved them ----------------
+
+
+def _may_settle(steps: Sequence[Step]) -> bool:
+    """Whether a path can finalize a job, or bring one back from a final state (a replay):
+    the moves after which a run's counts and children change."""
+    return steps[-1].to in FINAL_STATES or (
+        len(steps) == 1 and steps[0].to in (JobStatus.PENDING, JobStatus.SCHEDULED)
+    )
+
+
+@contextmanager
+def _atomic(conn: Connection, steps: Sequence[Step], in_run: bool | None) -> Iterator[None]:
+    """A move that may settle a run, with its settling, in one transaction.
+
+    The caller's transaction when there is one; on a connection in autocommit (a worker's
+    ``SharedConnection``) a BEGIN … COMMIT of its own around them, so a run's children are
+    never left counting a parent whose final state committed without them. A caller that
+    knows none of its jobs is in a run (``in_run=False``: a worker read it in its claim, and
+    a job never changes run) spares the two round trips: the move stays one statement.
+    """
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    idle = driver.info.transaction_status == pq.TransactionStatus.IDLE
+    if in_run is not False and _may_settle(steps) and driver.autocommit and idle:
+        with driver.transaction():
+            yield
+    else:
+        yield
+
+
+def _settle(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], released: list[Job] | None
+) -> None:
+    """Settle the runs and children of the moved ``rows`` (``runs.promotion``), one
+    generation a round: the children a round cancels or brings back settle in the next, so a
+    cancellation reaches every descendant its rule dooms, in one statement per generation
+    and parent, and never by recursion however deep the run."""
+    wave: Sequence[Mapping[str, Any]] = rows
+    while wave:
+        moves = promotion.settle(conn, wave)
+        keys = {r["id"]: r.get("run_key") for r in wave}
+        following: list[dict[str, Any]] = []
+        for move in moves:
+            moved = _move_many(
+                conn,
+                move.job_ids,
+                [Step(move.to, move.reason)],
+                actor=SYSTEM_ACTOR,
+                details=move.details(keys.get(move.parent_id)),
+            )
+            following.extend(moved)
+            if released is not None and move.to is JobStatus.SCHEDULED:
+                released.extend(job_from_row(row) for row in moved)
+        wave = following

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import cache
 
 from config.settings import Settings, get_settings
+from jobengine.artifacts.attach import Attacher
+from jobengine.artifacts.storage import storage_from_url
 from jobengine.attempt import Attempts
 from jobengine.completer import Completer
 from jobengine.execution import Executor
@@ -78,6 +80,13 @@ def _runtime_for(pid: int) -> Runtime:
             owner,
             eta_limit_seconds=settings.eta_limit_seconds,
             completer=completer,
+            result_max_bytes=settings.result_max_bytes,
+            attacher=Attacher(
+                storage_from_url(settings.artifacts_url, settings.data_dir),
+                connection,
+                max_bytes=settings.artifact_max_bytes,
+                write_deadline_seconds=executor.write_deadline_seconds,
+            ),
         ),
         completer=completer,
         deferral=ClaimDeferral(min(MAX_BACKOFF_SECONDS, settings.lease_ttl_seconds)),

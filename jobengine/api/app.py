@@ -21,16 +21,19 @@ from config.settings import Settings
 from jobengine.api import (
     errors,
     metrics,
+    routes_artifacts,
     routes_dlq,
     routes_health,
     routes_jobs,
     routes_quotas,
+    routes_runs,
     routes_streams,
     routes_types,
     routes_workers,
 )
 from jobengine.api.body_limit import BodyLimit
 from jobengine.api.state import ApiState
+from jobengine.artifacts.storage import ArtifactStorage, storage_from_url
 from jobengine.cancellation import TaskRevoker
 from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher
@@ -42,19 +45,21 @@ ROUTERS: list[APIRouter] = [
     routes_health.router,
     metrics.router,
     routes_jobs.router,
+    routes_runs.router,
     routes_streams.router,
     routes_dlq.router,
     routes_workers.router,
     routes_types.router,
     routes_quotas.router,
     routes_quotas.tenant_router,
+    routes_artifacts.router,
 ]
 """Every router the API serves."""
 
 DESCRIPTION = """\
-Submit, follow and cancel jobs. Every request but `/healthz`, `/readyz`, `/metrics` and
-`/openapi.json` needs `Authorization: Bearer je_<prefix>_<secret>` (`jobengine keys create`).
-Every error is `{"code", "message", "hint", "retryable"}`.
+Submit, follow and cancel jobs and runs (workflows of jobs). Every request but `/healthz`,
+`/readyz`, `/metrics` and `/openapi.json` needs `Authorization: Bearer je_<prefix>_<secret>`
+(`jobengine keys create`). Every error is `{"code", "message", "hint", "retryable"}`.
 """
 
 
@@ -86,7 +91,9 @@ def create_app(
     publisher: Publisher,
     revoker: TaskRevoker | None,
     broker_check: Callable[[], None],
+    artifacts: ArtifactStorage | None = None,
 ) -> FastAPI:
+    """``artifacts`` defaults to the storage ``JOBENGINE_ARTIFACTS_URL`` names."""
     app = FastAPI(
         title="jobengine",
         version="1",
@@ -102,6 +109,7 @@ def create_app(
         broker_check=broker_check,
         metrics=metrics.make_registry(engine, settings.worker_ttl_seconds),
         types=Catalogue(engine),
+        artifacts=artifacts or storage_from_url(settings.artifacts_url, settings.data_dir),
     )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)

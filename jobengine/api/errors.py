@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from jobengine.artifacts.errors import ArtifactNotFound, ArtifactStorageUnavailable
 from jobengine.cancellation import JobAlreadyFinal
 from jobengine.dead_letters import (
     DeadLetterDiscarded,
@@ -34,6 +35,7 @@ from jobengine.errors import (
     ValidationError,
 )
 from jobengine.quotas.errors import QuotaExceeded, QuotaNotFound
+from jobengine.runs.errors import RunAlreadyFinal, RunNotFound
 
 log = structlog.get_logger("jobengine.api")
 
@@ -67,6 +69,10 @@ STATUS_BY_ERROR: tuple[tuple[type[JobEngineError], int], ...] = (
     (PayloadTooLarge, 413),
     (ValidationError, 422),
     (JobNotFound, 404),
+    (ArtifactNotFound, 404),
+    (RunNotFound, 404),
+    (RunAlreadyFinal, 409),
+    (ArtifactStorageUnavailable, 503),
     (DuplicateIdempotencyKey, 409),
     (JobAlreadyFinal, 409),
     (DeadLetterNotFound, 404),

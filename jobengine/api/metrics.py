@@ -5,7 +5,8 @@ in this process: several API processes behind one balancer then report the same 
 restart loses nothing. Nothing a scrape reads grows with history: transitions, lease expiries
 and retries are totals folded from the outbox (a scrape first folds what arrived since the
 leader's last fold, a page at most), live states are counted through partial indexes and final
-states come from the totals (see ``store.metrics_repository``). Transition latency is the one
+states come from the totals (see ``store.metrics_repository``). Runs by status are counted
+from ``runs``: one row per run kept, however many jobs each holds. Transition latency is the one
 figure measured here: a histogram of the guard calls this process makes (submissions and
 cancellations), per process as latency naturally is.
 
@@ -82,6 +83,7 @@ class EngineCollector(Collector):
             "How long the oldest due job of a type no live worker handles has waited.",
             labels=["type"],
         )
+        runs = GaugeMetricFamily("jobengine_runs", "Runs by status.", labels=["status"])
         fold_page(self._engine)
         with transaction(self._engine) as conn:
             registry = WorkersRepository(conn)
@@ -92,6 +94,7 @@ class EngineCollector(Collector):
             totals = figures.totals()
             queue_rows = run_all(conn, queries.METRICS_QUEUE_DEPTH, {})
             dead_counts = DeadLetterRepository(conn).counts()
+            run_counts = figures.runs()
         by_state.update(totals.final_jobs())
         for status in JobStatus:
             jobs.add_metric([status.value], by_state.get(status, 0))
@@ -112,7 +115,9 @@ class EngineCollector(Collector):
         for t in waiting:
             unhandled.add_metric([t.type], t.waiting)
             unhandled_age.add_metric([t.type], t.oldest_waiting_seconds)
-        yield from (jobs, depth, transitions, lease_expiries, retries, dead)
+        for run_status, n in run_counts.items():
+            runs.add_metric([run_status.value], n)
+        yield from (jobs, depth, transitions, lease_expiries, retries, dead, runs)
         yield from (workers, unhandled, unhandled_age)
 
 

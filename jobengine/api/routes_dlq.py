@@ -18,9 +18,10 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from pydantic import AwareDatetime
 
 from jobengine.api.auth import acting_tenant, check_scope, require, sees_tracebacks, visible
+from jobengine.api.cursors import decode_cursor, encode_cursor
 from jobengine.api.errors import ApiError
 from jobengine.api.keys import ADMIN, DLQ_REPLAY, JOBS_COMMAND, JOBS_READ, JOBS_WRITE, ApiKey
-from jobengine.api.routes_jobs import JobId, actor, decode_cursor, encode_cursor
+from jobengine.api.routes_jobs import JobId, actor
 from jobengine.api.schemas import ERROR_RESPONSES, ErrorOut, JobOut, Name
 from jobengine.api.schemas_dlq import (
     BulkReplayIn,

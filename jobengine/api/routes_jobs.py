@@ -6,11 +6,8 @@ synchronous SQLAlchemy; each request is one transaction, committed before anythi
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -18,6 +15,7 @@ from pydantic import AwareDatetime
 
 from jobengine.api import metrics
 from jobengine.api.auth import acting_tenant, check_scope, require, sees_tracebacks, visible
+from jobengine.api.cursors import decode_cursor, encode_cursor
 from jobengine.api.keys import JOBS_COMMAND, JOBS_READ, JOBS_WRITE, ApiKey
 from jobengine.api.schemas import (
     ERROR_RESPONSES,
@@ -37,7 +35,6 @@ from jobengine.cancellation import cancel_job
 from jobengine.dispatch import publish_jobs
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import JobStatus
-from jobengine.errors import ValidationError
 from jobengine.producer import dispatch_ref
 from jobengine.store.database import transaction
 from jobengine.store.history_repository import JobHistoryRepository
@@ -56,27 +53,6 @@ TenantHeader = Annotated[
         description="The tenant the jobs belong to; must be the key's own unless it is admin.",
     ),
 ]
-_CURSOR = re.compile(r"^j1:(\d{1,19})$")
-
-
-class BadCursor(ValidationError):
-    code = "BAD_CURSOR"
-    hint = "Pass back the nextCursor of a previous page unchanged, or leave cursor out."
-
-
-def encode_cursor(after_id: int) -> str:
-    return base64.urlsafe_b64encode(f"j1:{after_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        text = ""
-    match = _CURSOR.match(text)
-    if match is None or int(match.group(1)) > 2**63 - 1:
-        raise BadCursor(f"cursor {cursor[:40]!r} is not one this API returned")
-    return int(match.group(1))
 
 
 def actor(key: ApiKey) -> str:
@@ -99,12 +75,12 @@ def new_job(body: JobCreate, tenant: str, idempotency_key: str | None) -> NewJob
     )
 
 
-def refuse_command_types(state: ApiState, key: ApiKey, jobs: Sequence[NewJob]) -> None:
+def refuse_command_types(state: ApiState, key: ApiKey, types: Iterable[str]) -> None:
     """Types that run commands on the workers need the installation's opt-in and, then, the
     key's ``jobs:command`` scope; the opt-in is checked first, so an installation without it
     answers the same whatever the key. Nothing has been written yet."""
-    for new in jobs:
-        spec = state.types.get(new.type)
+    for name in types:
+        spec = state.types.get(name)
         if spec.runs_commands:
             refuse_disabled_command_type(spec, state.settings.command_types_enabled)
             check_scope(
@@ -120,7 +96,7 @@ def store_and_publish(
     A failed publish is not the client's problem: the jobs are committed and the leading
     reaper publishes undispatched jobs.
     """
-    refuse_command_types(state, key, jobs)
+    refuse_command_types(state, key, [new.type for new in jobs])
     settings = state.settings
     started = time.perf_counter()
     with transaction(state.engine) as conn:

@@ -34,6 +34,13 @@ def _nul_free(value: Any, depth: int = 0) -> bool:
     return True
 
 
+def payload_storable(value: Any) -> Any:
+    """A payload validator's check, shared by every request model that carries a payload."""
+    if not _nul_free(value):
+        raise ValueError("must not contain NUL characters (Postgres cannot store them)")
+    return value
+
+
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul)]
 QueueName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
 IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(no_nul)]
@@ -106,9 +113,7 @@ class JobCreate(RequestModel):
     @field_validator("payload")
     @classmethod
     def _payload_storable(cls, value: Any) -> Any:
-        if not _nul_free(value):
-            raise ValueError("must not contain NUL characters (Postgres cannot store them)")
-        return value
+        return payload_storable(value)
 
 
 class BatchJobCreate(JobCreate):

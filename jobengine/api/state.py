@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from starlette.requests import HTTPConnection
 
 from config.settings import Settings
+from jobengine.artifacts.storage import ArtifactStorage
 from jobengine.cancellation import TaskRevoker
 from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher
@@ -28,6 +29,8 @@ class ApiState:
     metrics: CollectorRegistry
     types: Catalogue
     """The fleet's job types: what submissions are judged by, never handler code."""
+    artifacts: ArtifactStorage
+    """Where artifacts' bytes are read from for downloads."""
 
 
 def api_state(connection: HTTPConnection) -> ApiState:

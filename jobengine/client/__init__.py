@@ -6,12 +6,15 @@ from jobengine.client._base import RetryConfig
 from jobengine.client._errors import (
     ApiError,
     ClientError,
+    DownloadCorrupt,
     QuotaExceeded,
     TransportError,
     WaitTimeout,
 )
 from jobengine.client._models import (
     FINAL_STATES,
+    Artifact,
+    Downloaded,
     HistoryEntry,
     Job,
     JobEvent,
@@ -20,13 +23,28 @@ from jobengine.client._models import (
     JobStatus,
     JobType,
 )
+from jobengine.client._runs import (
+    Run,
+    RunDetail,
+    RunEdge,
+    RunEvent,
+    RunJob,
+    RunJobRequest,
+    RunPage,
+    RunRequest,
+)
 from jobengine.client._sync import JobEngineClient
+from jobengine.domain.run import TriggerRule
+from jobengine.domain.status import RunStatus
 
 __all__ = [
     "FINAL_STATES",
     "ApiError",
+    "Artifact",
     "AsyncJobEngineClient",
     "ClientError",
+    "DownloadCorrupt",
+    "Downloaded",
     "HistoryEntry",
     "Job",
     "JobEngineClient",
@@ -37,6 +55,16 @@ __all__ = [
     "JobType",
     "QuotaExceeded",
     "RetryConfig",
+    "Run",
+    "RunDetail",
+    "RunEdge",
+    "RunEvent",
+    "RunJob",
+    "RunJobRequest",
+    "RunPage",
+    "RunRequest",
+    "RunStatus",
     "TransportError",
+    "TriggerRule",
     "WaitTimeout",
 ]

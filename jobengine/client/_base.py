@@ -7,6 +7,8 @@ what they retry, or how they read a stream.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import random
 import uuid
 from collections.abc import Mapping, Sequence
@@ -17,8 +19,17 @@ from urllib.parse import quote
 
 import httpx
 
-from jobengine.client._errors import ApiError
-from jobengine.client._models import Job, JobEvent, JobPage, JobRequest, JobStatus, JobType
+from jobengine.client._errors import ApiError, DownloadCorrupt, TransportError
+from jobengine.client._models import (
+    Artifact,
+    Downloaded,
+    Job,
+    JobEvent,
+    JobPage,
+    JobRequest,
+    JobStatus,
+    JobType,
+)
 from jobengine.domain.events import EventEnvelope
 
 API_PREFIX = "/api/v1"
@@ -216,3 +227,76 @@ class Follow:
     timeout: float | None
     failures: int = 0
     final: Job | None = None
+
+
+# ---- artifacts (issue 13) ----
+
+
+def artifacts_path(job_id: int, name: str | None = None) -> str:
+    suffix = "/artifacts" if name is None else f"/artifacts/{quote(name, safe='')}"
+    return job_path(job_id, suffix)
+
+
+def run_artifacts_path(run_id: int) -> str:
+    return f"/runs/{int(run_id)}/artifacts"
+
+
+def parse_artifacts(body: Mapping[str, Any]) -> list[Artifact]:
+    return [Artifact.from_json(item) for item in body["items"]]
+
+
+def download_retryable(exc: ApiError | TransportError) -> bool:
+    """A download to a path starts again from nothing, so it is repeated like a GET."""
+    return isinstance(exc, TransportError) or exc.retryable
+
+
+def partial_path(to: str | os.PathLike[str]) -> str:
+    """Where a download to ``to`` is written until its sha256 is checked."""
+    return f"{os.fspath(to)}.partial"
+
+
+@dataclass(slots=True)
+class Received:
+    """A download as it arrives: counted and hashed, checked against what the server sent."""
+
+    job_id: int
+    name: str
+    etag: str
+    content_type: str
+    expected_size: int | None
+    size_bytes: int = 0
+    _hash: Any = field(default_factory=hashlib.sha256)
+
+    @classmethod
+    def of(cls, job_id: int, name: str, response: httpx.Response) -> Received:
+        length = response.headers.get("content-length")
+        return cls(
+            job_id=job_id,
+            name=name,
+            etag=response.headers.get("etag", "").strip('"'),
+            content_type=response.headers.get("content-type", "application/octet-stream"),
+            expected_size=int(length) if length is not None else None,
+        )
+
+    def add(self, chunk: bytes) -> bytes:
+        self.size_bytes += len(chunk)
+        self._hash.update(chunk)
+        return chunk
+
+    def checked(self, path: str | None) -> Downloaded:
+        """What was received, or ``DownloadCorrupt`` when its size or sha256 disagree with
+        the server's ``Content-Length`` and ``ETag``."""
+        digest = self._hash.hexdigest()
+        if self.expected_size is not None and self.size_bytes != self.expected_size:
+            raise DownloadCorrupt(
+                self.job_id, self.name, f"got {self.size_bytes} of {self.expected_size} bytes"
+            )
+        if self.etag and digest != self.etag:
+            raise DownloadCorrupt(self.job_id, self.name, f"sha256 {digest} is not {self.etag}")
+        return Downloaded(
+            name=self.name,
+            content_type=self.content_type,
+            size_bytes=self.size_bytes,
+            sha256=digest,
+            path=path,
+        )

@@ -65,3 +65,13 @@ class WaitTimeout(ClientError, TimeoutError):
         super().__init__(f"job {job_id} did not reach a final state within {timeout}s")
         self.job_id = job_id
         self.timeout = timeout
+
+
+class DownloadCorrupt(ClientError):
+    """A downloaded artifact's bytes do not match the size or sha256 the server recorded;
+    nothing was left at the destination path."""
+
+    def __init__(self, job_id: int, name: str, problem: str) -> None:
+        super().__init__(f"artifact {name!r} of job {job_id}: {problem}; download it again")
+        self.job_id = job_id
+        self.name = name

@@ -16,6 +16,8 @@ from jobengine.domain.status import FINAL_STATES, JobStatus
 
 __all__ = [
     "FINAL_STATES",
+    "Artifact",
+    "Downloaded",
     "HistoryEntry",
     "Job",
     "JobEvent",
@@ -211,3 +213,45 @@ class JobType:
             declared_by=data["declaredBy"],
             updated_at=_time(data.get("updatedAt")),
         )
+
+
+# ---- artifacts (issue 13) ----
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """A file or blob a handler attached to its job; ``sha256`` is also its download's ETag."""
+
+    job_id: int
+    run_id: int | None
+    name: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Artifact:
+        created = _time(data["createdAt"])
+        assert created is not None
+        return cls(
+            job_id=int(data["jobId"]),
+            run_id=data.get("runId"),
+            name=data["name"],
+            content_type=data["contentType"],
+            size_bytes=int(data["sizeBytes"]),
+            sha256=data["sha256"],
+            created_at=created,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    """An artifact as received, its size and sha256 checked against the server's."""
+
+    name: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    path: str | None
+    """Where it was written; None when it went to a stream the caller gave."""

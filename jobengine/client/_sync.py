@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import structlog
 
-from jobengine.client import _base
+from jobengine.client import _base, _runs
 from jobengine.client._base import Call, Follow, RetryConfig
-from jobengine.client._errors import TransportError, WaitTimeout
+from jobengine.client._errors import ApiError, TransportError, WaitTimeout
 from jobengine.client._models import (
+    Artifact,
+    Downloaded,
     HistoryEntry,
     Job,
     JobEvent,
@@ -23,6 +27,8 @@ from jobengine.client._models import (
     JobStatus,
     JobType,
 )
+from jobengine.client._runs import Run, RunDetail, RunEvent, RunJobRequest, RunPage, RunRequest
+from jobengine.domain.status import RunStatus
 
 log = structlog.get_logger("jobengine.client")
 
@@ -262,6 +268,61 @@ class JobEngineClient:
         remaining = self._remaining(follow)
         time.sleep(seconds if remaining is None else min(seconds, remaining))
 
+    # ---- artifacts (issue 13) ----
+
+    def list_artifacts(self, job_id: int) -> list[Artifact]:
+        """The job's artifacts, by name."""
+        call = Call("GET", _base.artifacts_path(job_id), repeatable=True)
+        return _base.parse_artifacts(self._json(call))
+
+    def list_run_artifacts(self, run_id: int) -> list[Artifact]:
+        """Every artifact of the run's jobs, in the order they were attached."""
+        call = Call("GET", _base.run_artifacts_path(run_id), repeatable=True)
+        return _base.parse_artifacts(self._json(call))
+
+    def download_artifact(
+        self, job_id: int, name: str, *, to: str | os.PathLike[str] | BinaryIO
+    ) -> Downloaded:
+        """Stream one artifact to ``to`` and check its size and sha256 against the server's.
+
+        To a path, it is written beside it (``.partial``) and renamed into place once checked,
+        so the path never holds part of it, and a broken download is tried again like a GET;
+        to an open binary stream it is sent once. ``DownloadCorrupt`` when the bytes disagree.
+        """
+        if not isinstance(to, str | os.PathLike):
+            return self._download(job_id, name, to, None)
+        path = os.fspath(to)
+        partial = _base.partial_path(path)
+        failures = 0
+        while True:
+            try:
+                with open(partial, "wb") as out:
+                    got = self._download(job_id, name, out, path)
+                os.replace(partial, path)
+                return got
+            except (ApiError, TransportError) as exc:
+                failures += 1
+                if not _base.download_retryable(exc) or failures >= self._retry.attempts:
+                    raise
+                time.sleep(self._retry.delay(failures))
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(partial)
+
+    def _download(self, job_id: int, name: str, out: BinaryIO, path: str | None) -> Downloaded:
+        where = _base.artifacts_path(job_id, name)
+        try:
+            with self._http.stream("GET", where) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _base.error_of(response)
+                received = _base.Received.of(job_id, name, response)
+                for chunk in response.iter_bytes():
+                    out.write(received.add(chunk))
+        except httpx.TransportError as exc:
+            raise TransportError(f"GET {where}: {exc}") from exc
+        return received.checked(path)
+
     def _json(self, call: Call) -> Any:
         return self._send(call).json()
 
@@ -288,3 +349,111 @@ class JobEngineClient:
                 raise error
             log.debug("client_retry", method=call.method, path=call.path, code=error.code)
             time.sleep(self._retry.delay(failures, response.headers.get("retry-after")))
+
+    # ---- runs: workflows of jobs and the edges between them -----------------------------
+
+    def create_run(
+        self,
+        name: str,
+        jobs: Sequence[RunJobRequest],
+        edges: Sequence[tuple[str, str]] = (),
+        *,
+        project_id: str,
+        idempotency_key: str | None = None,
+    ) -> RunDetail:
+        """Submit a run; ``edges`` are ``(parent key, child key)``. Keyed like ``create``, so a
+        lost response is retried without submitting the run twice."""
+        request = RunRequest(name, project_id, jobs, edges, idempotency_key)
+        return RunDetail.from_json(self._json(_runs.create_run_call(request)))
+
+    def get_run(self, run_id: int) -> RunDetail:
+        call = Call("GET", _runs.run_path(run_id), repeatable=True)
+        return RunDetail.from_json(self._json(call))
+
+    def list_runs_page(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        project_id: str | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> RunPage:
+        params = _runs.list_runs_params(
+            status=status, project_id=project_id, name=name, limit=limit, cursor=cursor
+        )
+        return _runs.parse_run_page(
+            self._json(Call("GET", "/runs", params=params, repeatable=True))
+        )
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        project_id: str | None = None,
+        name: str | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[Run]:
+        """Every matching run, page after page, fetched as the iteration reaches it."""
+        cursor: str | None = None
+        while True:
+            page = self.list_runs_page(
+                status=status, project_id=project_id, name=name, limit=page_size, cursor=cursor
+            )
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel_run(self, run_id: int) -> RunDetail:
+        """Cancel every job of the run that is not final; repeating it changes nothing, so it
+        is retried like a GET."""
+        call = Call("POST", _runs.run_path(run_id, "/cancel"), repeatable=True)
+        return RunDetail.from_json(self._json(call))
+
+    def stream_run_events(
+        self, run_id: int, *, last_event_id: str | None = None
+    ) -> Iterator[RunEvent]:
+        """The run's events (its jobs' transitions and progress, its status changes) from
+        ``last_event_id`` (from its first without one) until the run is final, reconnecting
+        with ``Last-Event-ID`` when the connection drops."""
+        failures = 0
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_event_id:
+                headers["Last-Event-ID"] = last_event_id
+            decoder = _base.SSEDecoder()
+            try:
+                with self._http.stream(
+                    "GET",
+                    _runs.run_path(run_id, "/events"),
+                    headers=headers,
+                    timeout=_base.stream_timeout(self._http.timeout, None),
+                ) as response:
+                    if not response.is_success:
+                        response.read()
+                        error = _base.error_of(response)
+                        failures += 1
+                        if not error.retryable or failures >= self._retry.attempts:
+                            raise error
+                        time.sleep(self._retry.delay(failures, response.headers.get("retry-after")))
+                        continue
+                    for line in response.iter_lines():
+                        message = decoder.feed(line)
+                        if message is None:
+                            continue
+                        event = _runs.run_event(message)
+                        last_event_id, failures = event.id, 0
+                        yield event
+            except httpx.ReadTimeout:
+                continue  # an idle stream: reconnect from the last event
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures >= self._retry.attempts:
+                    raise TransportError(f"event stream of run {run_id}: {exc}") from exc
+                log.debug("client_stream_reconnect", run_id=run_id, error=str(exc))
+                time.sleep(self._retry.delay(failures))
+                continue
+            if self.get_run(run_id).run.is_final:
+                return
+            time.sleep(decoder.retry_seconds or self._retry.delay(1))

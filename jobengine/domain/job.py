@@ -41,6 +41,12 @@ class Job:
     time_limit_seconds: float | None = None
     budget_start_attempt: int = 0
     """Attempts spent before the current retry budget began (a replay may grant a fresh one)."""
+    run_id: int | None = None
+    """The run (DAG workflow) the job belongs to, if any; ``run_key`` names it there."""
+    run_key: str | None = None
+    trigger_rule: str | None = None
+    """For a job of a run: what its parents' outcomes must be to release it
+    (``domain.run.TriggerRule``)."""
 
     @property
     def budget_attempt(self) -> int:

@@ -33,6 +33,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(S, X, "a user or an upstream failure cancelled it"),
     Transition(CL, X, "a user or an upstream failure cancelled it"),
     Transition(R, X, "a user or an upstream failure cancelled it"),
+    Transition(X, P, "an upstream job it was cancelled for was replayed"),
 )
 
 _ALLOWED: frozenset[tuple[JobStatus, JobStatus]] = frozenset(
@@ -41,7 +42,9 @@ _ALLOWED: frozenset[tuple[JobStatus, JobStatus]] = frozenset(
 
 BIRTH_STATES: tuple[JobStatus, ...] = (P, S)
 """A job is born ``scheduled`` when nothing holds it, ``pending`` when something does (a start
-time, its parents in a run); its history starts with one row from nothing to that state."""
+time, its parents in a run); its history starts with one row from nothing to that state. The
+only way back to ``pending`` later is a run's child brought back by the replay of the parent
+it was cancelled for (``cancelled → pending``)."""
 
 
 def is_allowed(source: JobStatus, target: JobStatus) -> bool:

@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy import Connection, Engine
 
 from config.settings import Settings
+from jobengine.artifacts.storage import ArtifactStorage, storage_from_url
 from jobengine.maintenance.leadership import Leadership
 from jobengine.store.metrics_repository import fold_all
 from jobengine.store.retention import prune
@@ -35,6 +36,8 @@ class RetentionPolicy:
     """None: never prune (folding still runs)."""
     prune_interval_seconds: float = 600.0
     batch_size: int = 5000
+    artifacts: ArtifactStorage | None = None
+    """Where the pruned jobs' artifacts' bytes are deleted from."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetentionPolicy:
@@ -42,6 +45,7 @@ class RetentionPolicy:
             prune_after_seconds=settings.prune_after_seconds,
             prune_interval_seconds=settings.prune_interval_seconds,
             batch_size=settings.prune_batch_size,
+            artifacts=storage_from_url(settings.artifacts_url, settings.data_dir),
         )
 
 
@@ -72,9 +76,15 @@ class Retention:
             before=datetime.now(UTC) - timedelta(seconds=after),
             batch=self.policy.batch_size,
             each_batch=self._fenced,
+            artifacts=self.policy.artifacts,
         )
         if any(report.removed.values()):
-            log.info("pruned", before=report.before.isoformat(), **report.removed)
+            log.info(
+                "pruned",
+                before=report.before.isoformat(),
+                artifacts=report.artifacts,
+                **report.removed,
+            )
 
     def _fenced(self, conn: Connection) -> None:
         self.leadership.ensure()

@@ -23,8 +23,11 @@ LIMIT %(limit)s
 
 DUE_PENDING_AFTER = """
 -- name: due_pending_after  (ix_jobs_pending_not_before)
+-- A run's child is due only once it waits for no parent: its last parent's transaction
+-- released or cancelled it when it could, and left it here only for its not_before.
 SELECT id FROM jobs
 WHERE status = 'pending' AND not_before IS NOT NULL AND not_before <= now() AND id > %(after)s
+  AND parents_waiting = 0
 ORDER BY id
 LIMIT %(limit)s
 """

@@ -11,7 +11,8 @@ scrape folds what arrived since, a page at most.
 
 Jobs by state: the live states are counted through their partial indexes (their number is
 bounded by the backlog, not by history); a final state is its entries minus its exits minus
-the jobs retention deleted from it, all three read from small tables.
+the jobs retention deleted from it, all three read from small tables. Runs by status are
+counted from ``runs``, one row per run, however many jobs each holds.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
 
-from jobengine.domain.status import FINAL_STATES, JobStatus
+from jobengine.domain.status import FINAL_STATES, JobStatus, RunStatus
 from jobengine.errors import StoreError
 from jobengine.store.database import run_all, run_statement, transaction
 
@@ -92,6 +93,12 @@ UNION ALL
 SELECT status::text, count(*) FROM jobs WHERE status IN ('claimed', 'running') GROUP BY status
 """
 
+RUNS_BY_STATUS = """
+-- name: runs_by_status  (ix_runs_tenant_id_status_id, index-only)
+-- One row per run, never per job: a run of 10,000 jobs counts once.
+SELECT status::text AS status, count(*) AS n FROM runs GROUP BY status
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class StepTotal:
@@ -154,6 +161,10 @@ class MetricsRepository:
         ]
         pruned = {r["status"]: int(r["n"]) for r in run_all(self._conn, PRUNED, {})}
         return Totals(steps, pruned)
+
+    def runs(self) -> dict[RunStatus, int]:
+        counted = {r["status"]: int(r["n"]) for r in run_all(self._conn, RUNS_BY_STATUS, {})}
+        return {status: counted.get(status.value, 0) for status in RunStatus}
 
     def live_jobs(self) -> dict[JobStatus, int]:
         counted = {r["status"]: int(r["n"]) for r in run_all(self._conn, LIVE_JOBS, {})}

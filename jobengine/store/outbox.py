@@ -68,7 +68,8 @@ class StreamScope:
     tenant_id: str | None = None
 
 
-def _envelope(row: dict[str, Any]) -> EventEnvelope:
+def envelope_of(row: dict[str, Any]) -> EventEnvelope:
+    """An outbox row as the envelope streams carry."""
     event: TimelineEvent | ProgressEvent = (
         TimelineEvent.model_validate(row["data"])
         if row["type"] == "job.transition"
@@ -101,7 +102,7 @@ class OutboxReader:
         else:
             sql = queries.OUTBOX_ALL
         return [
-            StreamEvent(Position(r["txid"], r["id"]), r["job_id"], _envelope(r))
+            StreamEvent(Position(r["txid"], r["id"]), r["job_id"], envelope_of(r))
             for r in run_all(self._conn, sql, params)
         ]
 

@@ -16,6 +16,9 @@ LEASE_CLEARED = {"lease_owner": "NULL", "lease_expires_at": "NULL"}
 LEASE_EXTENDED = "now() + make_interval(secs => %(lease_ttl)s)"
 
 EFFECTS: dict[JobStatus, dict[str, str]] = {
+    # A run's child cancelled for an upstream failure, back to waiting when that upstream job
+    # is replayed (``runs.promotion``): no longer final.
+    JobStatus.PENDING: {"completed_at": "NULL"},
     JobStatus.SCHEDULED: {
         # A job handed back before its handler ran (claimed, or started with its chunk) gets
         # its attempt back: the claim counted one that never ran. Only a direct move does; a
@@ -54,13 +57,14 @@ EFFECTS: dict[JobStatus, dict[str, str]] = {
         **LEASE_CLEARED,
     },
 }
-"""Columns each target state sets. ``pending`` is only ever entered at creation."""
+"""Columns each target state sets. ``pending`` is entered at creation, and by a run's child
+brought back by a replay (``cancelled → pending``)."""
 
 JOB_COLUMNS = (
     "id, tenant_id, project_id, type, queue, priority, payload, status, attempt, retry_policy, "
     "not_before, lease_owner, lease_token, lease_expires_at, idempotency_key, result, "
     "last_error, progress, created_at, updated_at, scheduled_at, started_at, completed_at, "
-    "dispatched_at, time_limit_seconds, budget_start_attempt"
+    "dispatched_at, time_limit_seconds, budget_start_attempt, run_id, run_key, trigger_rule"
 )
 
 FENCE_TOKEN = "\n      AND locked.lease_token = %(lease_token)s"

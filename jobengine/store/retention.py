@@ -13,6 +13,11 @@ an index in key order so no batch reads or locks for long:
    in, so that state's gauge stays right (``store.metrics_repository``). A non-final job is
    never touched: the batch locks its jobs and deletes only rows still final.
 
+The artifacts of the jobs a batch deletes go in the same statement; their bytes are deleted
+from the artifacts storage only **after that batch's transaction has committed**, one key at a
+time and idempotently. A crash or a storage error in between leaves at worst an orphan blob
+(logged, ``artifact_bytes_not_deleted``), never a row that points at bytes already gone.
+
 The transition totals are untouched: counters survive retention. A dry run runs the same
 statements with their deletes switched off and moves past each batch by key instead, so it
 reports what a real run would remove, table by table.
@@ -25,10 +30,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import Connection, Engine
 
+from jobengine.artifacts.storage import ArtifactStorage
 from jobengine.store.database import run_statement, transaction
 from jobengine.store.metrics_repository import fold_all
+
+log = structlog.get_logger("jobengine.retention")
 
 TABLES = ("jobs", "job_history", "job_events", "dead_letters")
 """What a prune reports, in this order (``dead_letter_replays`` go with their dead letters)."""
@@ -93,7 +102,7 @@ _DEALT_WITH = """d.status IN ('replayed', 'discarded')
 
 PRUNE_JOBS = f"""
 -- name: prune_jobs  (ix_jobs_final_completed_at; ix_job_history_job_id_id,
---                    ix_job_events_job_id_id, uq_dead_letters_job_id per job)
+--                    ix_job_events_job_id_id, uq_dead_letters_job_id, uq_artifacts_job_id per job)
 -- Final jobs oldest first, locked (a job another transaction holds is left for next time),
 -- with their rows in the other tables. A dry run counts instead, leaving out the events and
 -- dead letters the earlier steps counted (a real run has deleted those already).
@@ -125,6 +134,11 @@ letters_gone AS (
     WHERE NOT %(dry_run)s AND d.job_id = doomed.id
     RETURNING d.id
 ),
+artifacts_gone AS (
+    DELETE FROM artifacts AS a USING doomed
+    WHERE NOT %(dry_run)s AND a.job_id = doomed.id
+    RETURNING a.storage_key
+),
 jobs_gone AS (
     DELETE FROM jobs AS j USING doomed
     WHERE NOT %(dry_run)s AND j.id = doomed.id
@@ -151,6 +165,9 @@ SELECT (SELECT count(*) FROM doomed) AS found,
             THEN (SELECT count(*) FROM dead_letters AS d JOIN doomed ON d.job_id = doomed.id
                   WHERE NOT ({_DEALT_WITH}))
             ELSE (SELECT count(*) FROM letters_gone) END AS dead_letters,
+       CASE WHEN %(dry_run)s
+            THEN ARRAY(SELECT a.storage_key FROM artifacts AS a JOIN doomed ON a.job_id = doomed.id)
+            ELSE ARRAY(SELECT storage_key FROM artifacts_gone) END AS artifact_keys,
        last.completed_at AS after_at, last.id AS after_id
 FROM (SELECT 1) AS one
 LEFT JOIN (SELECT completed_at, id FROM doomed
@@ -170,6 +187,9 @@ class PruneReport:
     removed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
     """Rows deleted per table (in a dry run: that a real run would delete)."""
     batches: int = 0
+    artifacts: int = 0
+    """Artifacts of the deleted jobs (in a dry run: that would go); their bytes are deleted
+    after each batch commits."""
 
 
 Batch = Callable[[Connection], None]
@@ -187,8 +207,10 @@ def prune(
     batch: int,
     dry_run: bool = False,
     each_batch: Batch = _no_check,
+    artifacts: ArtifactStorage | None = None,
 ) -> PruneReport:
-    """Delete (or, in a dry run, count) what retention removes before ``before``.
+    """Delete (or, in a dry run, count) what retention removes before ``before``, and the
+    bytes of the deleted jobs' artifacts from ``artifacts`` (left, and logged, without one).
 
     Folds the outbox first, so every event old enough to go is counted before it can go.
     """
@@ -222,6 +244,10 @@ def prune(
     while True:
         params = {**base, **position, **walked, **after}
         row = _batch(engine, PRUNE_JOBS, params, report, each_batch)
+        keys = list(row["artifact_keys"])
+        report.artifacts += len(keys)
+        if not dry_run:
+            _delete_bytes(artifacts, keys)
         if row["found"] < batch:
             break
         after = {"after_at": row["after_at"], "after_id": row["after_id"]}
@@ -239,3 +265,18 @@ def _batch(
         report.removed[table] += int(row.get(table) or 0)
     report.batches += 1
     return row
+
+
+def _delete_bytes(storage: ArtifactStorage | None, keys: list[str]) -> None:
+    """The bytes of artifacts whose rows have just been committed away, key by key: one that
+    cannot be deleted stays an orphan blob, logged, and the others still go."""
+    if not keys:
+        return
+    if storage is None:
+        log.warning("artifact_bytes_left", keys=len(keys), reason="no artifacts storage given")
+        return
+    for key in keys:
+        try:
+            storage.delete(key)
+        except Exception as exc:
+            log.warning("artifact_bytes_not_deleted", storage_key=key, error=str(exc))

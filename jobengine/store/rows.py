@@ -37,6 +37,9 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         dispatched_at=row.get("dispatched_at"),
         time_limit_seconds=row.get("time_limit_seconds"),
         budget_start_attempt=row.get("budget_start_attempt", 0),
+        run_id=row.get("run_id"),
+        run_key=row.get("run_key"),
+        trigger_rule=row.get("trigger_rule"),
     )
 
 

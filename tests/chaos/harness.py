@@ -165,22 +165,24 @@ def run_scenario(
     fault: Callable[[], AbstractContextManager[None]],
     *,
     capacity_left: float = 1.0,
+    jobs: Callable[[ChaosFleet], list[int]] | None = None,
 ) -> Outcome:
-    """Submit ``JOBS`` jobs, let a tenth finish, inject ``fault`` (its ``__enter__`` returns at
-    the fault's end, its ``__exit__`` runs once every job is final or the deadline passed),
-    then read the figures. Prints them as one JSON line and keeps them for the summary.
+    """Submit ``JOBS`` jobs (or what ``jobs`` submits: their ids), let a tenth finish, inject
+    ``fault`` (its ``__enter__`` returns at the fault's end, its ``__exit__`` runs once every
+    job is final or the deadline passed), then read the figures. Prints them as one JSON line
+    and keeps them for the summary.
 
     ``capacity_left`` is the share of the fleet's worker processes that can still work after
     the fault's end (a worker that stays cut off until the end is not there to drain the
     backlog): the bound's drain term is the pre-fault drain time divided by it."""
     started = time.monotonic()
-    ids = submit(fleet, JOBS)
+    ids = submit(fleet, JOBS) if jobs is None else jobs(fleet)
     [open_before] = wait_until(
-        lambda: (n := _open_jobs(fleet.engine)) is not None and n <= JOBS * 0.9 and [n],
+        lambda: (n := _open_jobs(fleet.engine)) is not None and n <= len(ids) * 0.9 and [n],
         120,
         "a tenth of the jobs final",
     )
-    rate = (JOBS - open_before) / (time.monotonic() - started)
+    rate = (len(ids) - open_before) / (time.monotonic() - started)
     recovered: float | None = None
     with fault():
         fault_end = time.monotonic()
@@ -192,7 +194,7 @@ def run_scenario(
             hold(0.1)
     # The issue's bound, the stated slack, and the time this fleet needed before the fault to
     # finish as many jobs as were still open at the fault's end, at the capacity it has left.
-    drain = (JOBS if left is None else left) / max(rate * capacity_left, 1.0)
+    drain = (len(ids) if left is None else left) / max(rate * capacity_left, 1.0)
     bound = 2 * LEASE_TTL_S + REAPER_INTERVAL_S + SLACK_S + drain
     figures, evidence = measure(fleet.engine, fleet.ledger, scenario, ids, recovered)
     evidence.update(exited=fleet.exited(), bound_s=round(bound, 1))

@@ -1,0 +1,1 @@
+"""Runs (DAG workflows): planned before anything is written, promoted where parents finish."""
