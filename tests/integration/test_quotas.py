@@ -14,10 +14,12 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from jobengine.domain.job import NewJob
+from jobengine.domain.run import RunJobSpec, RunSpec
 from jobengine.enqueue import enqueue, enqueue_many
 from jobengine.producer import submit_jobs
 from jobengine.quotas.book import REFRESH_SECONDS, Quota, QuotaRepository
 from jobengine.quotas.errors import QuotaExceeded
+from jobengine.runs.service import submit_run
 from jobengine.store.database import make_engine, transaction
 from jobengine.submission import submit, submit_many
 from tests.api.conftest import RecordingPublisher
@@ -171,3 +173,22 @@ def test_a_capped_tenants_jobs_and_a_fair_queues_jobs_are_left_for_the_leader_to
             jobs[2].id: True,
             jobs[3].id: False,
         }
+
+
+def test_a_run_whose_jobs_would_pass_the_quota_writes_neither_the_run_nor_its_jobs(
+    engine: Engine,
+) -> None:
+    set_quota(engine, "acme", max_queued=2)
+    spec = RunSpec(
+        tenant_id="acme",
+        project_id="etl",
+        name="three",
+        jobs=tuple(RunJobSpec(key=k, type="noop") for k in "abc"),
+        edges=(("a", "b"), ("b", "c")),
+    )
+    with pytest.raises(QuotaExceeded) as refused, transaction(engine) as conn:
+        submit_run(conn, spec, actor="test")
+    assert (refused.value.queued, refused.value.adding) == (0, 3)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM runs")).scalar_one() == 0
+        assert row_counts(conn) == (0, 0, 0)
