@@ -31,6 +31,7 @@ from jobengine.domain.job import Job, JSONValue, NewJob
 from jobengine.domain.run import Run, RunSpec
 from jobengine.domain.status import JobStatus
 from jobengine.job_types import JobTypes
+from jobengine.quotas.book import book
 from jobengine.runs.service import submit_run_created
 from jobengine.store.jobs_repository import DispatchRef
 from jobengine.submission import submit, submit_many, validate
@@ -107,7 +108,7 @@ def enqueue(
         actor=ENQUEUE_ACTOR,
     )
     if created:
-        _remember(session_or_connection, [job])
+        _remember(session_or_connection, conn, [job])
     return job
 
 
@@ -127,7 +128,7 @@ def enqueue_many(
         types=types,
         actor=ENQUEUE_ACTOR,
     )
-    _remember(session_or_connection, [job for job, created in stored if created])
+    _remember(session_or_connection, conn, [job for job, created in stored if created])
     return [job for job, _ in stored]
 
 
@@ -150,7 +151,7 @@ def enqueue_run(
         conn, spec, actor=ENQUEUE_ACTOR, validate_job=validate_job
     )
     if created:
-        _remember(session_or_connection, jobs)
+        _remember(session_or_connection, conn, jobs)
     return run, jobs
 
 
@@ -177,8 +178,11 @@ def dispatch_after_commit(
         event.listen(session, "after_rollback", _forget_enqueued)
 
 
-def _remember(target: Session | Connection, jobs: Sequence[Job]) -> None:
+def _remember(target: Session | Connection, conn: Connection, jobs: Sequence[Job]) -> None:
+    """Note the jobs to publish after commit; those the leader publishes (a fair-shared
+    queue, a capped tenant: ``jobengine.quotas``) are left to it."""
     if isinstance(target, Session) and _DISPATCH_KEY in target.info:
+        quotas = book(conn)
         target.info.setdefault(_PENDING_KEY, []).extend(
             DispatchRef(
                 id=job.id,
@@ -189,7 +193,7 @@ def _remember(target: Session | Connection, jobs: Sequence[Job]) -> None:
                 time_limit_seconds=job.time_limit_seconds,
             )
             for job in jobs
-            if job.status is JobStatus.SCHEDULED
+            if job.status is JobStatus.SCHEDULED and not quotas.held_back(job.tenant_id, job.queue)
         )
 
 

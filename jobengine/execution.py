@@ -37,10 +37,11 @@ from jobengine.guard import Step
 from jobengine.job_types import JobTypes
 from jobengine.job_types import registry as default_registry
 from jobengine.outcomes import Completed, Failed, HandedBack, Outcome, Retry
+from jobengine.quotas.caps import capped_tenants, within_caps
 from jobengine.retry_policy import RetryPolicy, error_names
 from jobengine.runs.service import default_validator
 from jobengine.runs.spawn import spawn as spawn_into_run
-from jobengine.store import queries
+from jobengine.store import queries, quotas_queries
 from jobengine.store.database import TRANSIENT, SharedConnection, retrying, run_all
 from jobengine.store.jobs_repository import (
     DispatchRef,
@@ -142,6 +143,7 @@ class Executor:
         """Set when a claim gave up on the store, cleared by the next one that reaches it."""
         self.types = types
         self._limits: dict[str, int] = {}
+        self._capped_tenants: set[str] = set()
         self._limits_read_at = float("-inf")
 
     # ---- retries -------------------------------------------------------------------------
@@ -178,6 +180,7 @@ class Executor:
         if now - self._limits_read_at > LIMITS_REFRESH_SECONDS:
             with self.connection.use() as conn:
                 self._limits = QueueLimitRepository(conn).all()
+                self._capped_tenants = capped_tenants(conn)
             self._limits_read_at = now
 
     def queue_is_limited(self, queue: str | None) -> bool:
@@ -202,17 +205,44 @@ class Executor:
         limited = [r["queue"] for r in rows if r["queue"] in self._limits]
         return limited[0] if limited else None
 
+    def _tenant_capped(self, job_ids: list[int]) -> bool:
+        """Whether a job of ``job_ids`` belongs to a tenant with a cap (``jobengine.quotas``):
+        nothing but the cached set while no tenant has one, else a primary-key read."""
+        self._refresh_limits()
+        if not self._capped_tenants:
+            return False
+        with self.connection.use() as conn:
+            rows = run_all(conn, quotas_queries.TENANTS_OF_JOBS, {"ids": job_ids})
+        return any(r["tenant_id"] in self._capped_tenants for r in rows)
+
     def _claim_within_limit(
-        self, job_ids: list[int], owner: str, queue: str, *, chunk: bool
+        self, job_ids: list[int], owner: str, queue: str | None, *, chunk: bool
     ) -> list[Job]:
-        """Claim under the queue's limit: lock its limit row, count (a new statement, so it
-        sees every claim committed before ours), claim at most the free slots. Jobs left over
-        lose their dispatch mark; the leader publishes them when a slot frees."""
+        """Claim under the queue's limit and the tenants' caps: lock the limit row, count (a
+        new statement, so it sees every claim committed before ours), claim at most the free
+        slots; then the same for each capped tenant's row. Jobs left over lose their dispatch
+        mark; the leader publishes them when a slot frees."""
         with self.connection.transaction() as conn:
-            limits = QueueLimitRepository(conn)
-            max_running = limits.lock(queue)
-            free = len(job_ids) if max_running is None else max_running - limits.leased(queue)
-            take, leave = job_ids[: max(free, 0)], job_ids[max(free, 0) :]
+            take = job_ids
+            if queue is not None:
+                limits = QueueLimitRepository(conn)
+                max_running = limits.lock(queue)
+                free = len(job_ids) if max_running is None else max_running - limits.leased(queue)
+                take = job_ids[: max(free, 0)]
+                if len(take) < len(job_ids):
+                    over = job_ids[len(take) :]
+                    log.info("claim_deferred_by_queue_limit", queue=queue, jobs=over)
+            capped = take and self._capped_tenants
+            take, deferred = within_caps(conn, take) if capped else (take, [])
+            leave = [job_id for job_id in job_ids if job_id not in set(take)]
+            for kept in deferred:
+                log.info(
+                    "claim_deferred_by_tenant_cap",
+                    tenant_id=kept.tenant_id,
+                    max_running=kept.max_running,
+                    running=kept.running,
+                    jobs=kept.job_ids,
+                )
             claimed: list[Job] = []
             if take and chunk:
                 claimed = self._claim_many(conn, take, owner)
@@ -220,7 +250,6 @@ class Executor:
                 claimed = [self._claim_and_start(conn, take[0], owner)]
             if leave:
                 LeaseRepository(conn).clear_dispatched(leave)
-                log.info("claim_deferred_by_queue_limit", queue=queue, jobs=leave)
         return claimed
 
     def policy_for(self, job_type: str, override: dict[str, Any] | None) -> RetryPolicy:
@@ -257,7 +286,7 @@ class Executor:
         def attempt(repeated: bool) -> Claim | None:
             limited = self._limited_queue_of([job_id], queue)
             try:
-                if limited is not None:
+                if limited is not None or self._tenant_capped([job_id]):
                     self._complete_many_once(completing, repeated)
                     within = self._claim_within_limit([job_id], owner, limited, chunk=False)
                     return Claim(job=within[0], owner=owner) if within else None
@@ -357,7 +386,7 @@ class Executor:
 
         def attempt(repeated: bool) -> list[Claim]:
             limited = self._limited_queue_of(ids, queue)
-            if limited is not None:
+            if limited is not None or self._tenant_capped(ids):
                 jobs = self._claim_within_limit(ids, owner, limited, chunk=True)
             else:
                 with self.connection.use() as conn:

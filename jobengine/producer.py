@@ -58,7 +58,7 @@ def submit_jobs(
     fresh = [
         dispatch_ref(job)
         for job, created in stored
-        if created and job.status is JobStatus.SCHEDULED
+        if created and job.status is JobStatus.SCHEDULED and job.dispatched_at is not None
     ]
     publish_jobs(engine, publisher, fresh, premarked=True, chunk_size=chunk_size)
     return [job for job, _ in stored]

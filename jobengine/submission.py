@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -27,6 +27,7 @@ from jobengine.errors import (
 )
 from jobengine.job_types import JobTypes, JobTypeSpec
 from jobengine.limits.admission import admit, slots_wanted
+from jobengine.quotas.admission import check_quotas, held_back
 from jobengine.retry_policy import RetryPolicy
 from jobengine.store.jobs_repository import JobsRepository
 
@@ -159,6 +160,12 @@ def submit(
         sealed=sealed,
         commands_enabled=commands_enabled,
     )
+    check_quotas(conn, [new])
+    [held] = held_back(conn, [new])
+    return _store_one(conn, new, actor=actor, dispatching=dispatching and not held)
+
+
+def _store_one(conn: Connection, new: NewJob, *, actor: str, dispatching: bool) -> tuple[Job, bool]:
     fingerprint = request_hash(new) if new.idempotency_key else None
     created = guard.create_job(
         conn,
@@ -196,8 +203,9 @@ def submit_many(
     sealed: bool | None = None,
     commands_enabled: bool | None = None,
 ) -> list[tuple[Job, bool]]:
-    """``submit`` for a batch, in order: every job is validated before any is written, and
-    those without idempotency keys are stored in one statement."""
+    """``submit`` for a batch, in order: every job is validated and the batch's quotas
+    checked before any is written (all or nothing), and those without idempotency keys are
+    stored in one statement (two when some go to the leader to publish)."""
     types = types if types is not None else catalogue_of(conn)
     checked = [
         validate(
@@ -209,34 +217,31 @@ def submit_many(
         )
         for new in jobs
     ]
-    births = admit(conn, [new for new in checked if not new.idempotency_key])
-    held = any(birth.details for birth in births)
-    created = iter(
-        guard.create_jobs(
-            conn,
-            [birth.new for birth in births],
-            actor=actor,
-            dispatching=dispatching,
-            births=[(b.reason, b.details) for b in births] if held else None,
-        )
-        if births
-        else []
-    )
-    stored: list[tuple[Job, bool]] = []
-    for new in checked:
-        if new.idempotency_key:
-            stored.append(
-                submit(
-                    conn,
-                    new,
-                    max_payload_bytes=max_payload_bytes,
-                    types=types,
-                    actor=actor,
-                    dispatching=dispatching,
-                    sealed=sealed,
-                    commands_enabled=commands_enabled,
-                )
+    check_quotas(conn, checked)
+    held = held_back(conn, checked)
+    plain = [(new, h) for new, h in zip(checked, held, strict=True) if not new.idempotency_key]
+    # Jobs the leader publishes (fair-shared queue, capped tenant) go in without the mark;
+    # each group takes its rate-limit slots before it is written.
+    created: dict[bool, Iterator[Job]] = {}
+    for h in (False, True):
+        births = admit(conn, [new for new, g in plain if g is h])
+        slotted = any(birth.details for birth in births)
+        written = (
+            guard.create_jobs(
+                conn,
+                [birth.new for birth in births],
+                actor=actor,
+                dispatching=dispatching and not h,
+                births=[(b.reason, b.details) for b in births] if slotted else None,
             )
+            if births
+            else []
+        )
+        created[h] = iter(written)
+    stored: list[tuple[Job, bool]] = []
+    for new, h in zip(checked, held, strict=True):
+        if new.idempotency_key:
+            stored.append(_store_one(conn, new, actor=actor, dispatching=dispatching and not h))
         else:
-            stored.append((next(created), True))
+            stored.append((next(created[h]), True))
     return stored

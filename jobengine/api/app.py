@@ -26,6 +26,7 @@ from jobengine.api import (
     routes_health,
     routes_jobs,
     routes_limits,
+    routes_quotas,
     routes_runs,
     routes_streams,
     routes_types,
@@ -51,6 +52,8 @@ ROUTERS: list[APIRouter] = [
     routes_workers.router,
     routes_types.router,
     routes_limits.router,
+    routes_quotas.router,
+    routes_quotas.tenant_router,
     routes_artifacts.router,
 ]
 """Every router the API serves."""

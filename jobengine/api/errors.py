@@ -34,6 +34,7 @@ from jobengine.errors import (
     TransitionRefused,
     ValidationError,
 )
+from jobengine.quotas.errors import QuotaExceeded, QuotaNotFound
 from jobengine.runs.errors import RunAlreadyFinal, RunNotFound
 
 log = structlog.get_logger("jobengine.api")
@@ -63,6 +64,8 @@ class ServiceNotReady(ApiError):
 
 
 STATUS_BY_ERROR: tuple[tuple[type[JobEngineError], int], ...] = (
+    (QuotaExceeded, 429),
+    (QuotaNotFound, 404),
     (PayloadTooLarge, 413),
     (ValidationError, 422),
     (JobNotFound, 404),
@@ -134,6 +137,8 @@ async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
     if status_for(exc) >= 500:
         log.warning("api.error", path=request.url.path, code=exc.code, error=exc.message)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    if isinstance(exc, QuotaExceeded):
+        headers = {"Retry-After": str(exc.retry_after_seconds)}
     return error_response(exc, headers)
 
 

@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 from jobengine.api.state import api_state
 from jobengine.domain.status import JobStatus
 from jobengine.limits.metrics import RateLimitCollector
+from jobengine.quotas.metrics import QuotaCollector
 from jobengine.store import queries
 from jobengine.store.database import run_all, transaction
 from jobengine.store.dead_letter_repository import DeadLetterRepository
@@ -126,6 +127,7 @@ def make_registry(engine: Engine, worker_ttl_seconds: float) -> CollectorRegistr
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(engine, worker_ttl_seconds))
     registry.register(RateLimitCollector(engine))
+    registry.register(QuotaCollector(engine))
     registry.register(GUARD_SECONDS)
     return registry
 

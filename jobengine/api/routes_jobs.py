@@ -114,7 +114,7 @@ def store_and_publish(
     fresh = [
         dispatch_ref(job)
         for job, created in stored
-        if created and job.status is JobStatus.SCHEDULED
+        if created and job.status is JobStatus.SCHEDULED and job.dispatched_at is not None
     ]
     publish_jobs(
         state.engine,

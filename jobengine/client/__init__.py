@@ -7,6 +7,7 @@ from jobengine.client._errors import (
     ApiError,
     ClientError,
     DownloadCorrupt,
+    QuotaExceeded,
     TransportError,
     WaitTimeout,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "JobRequest",
     "JobStatus",
     "JobType",
+    "QuotaExceeded",
     "RateLimit",
     "RetryConfig",
     "Run",

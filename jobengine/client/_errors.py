@@ -31,7 +31,8 @@ class ApiError(ClientError):
     def from_response(cls, status: int, body: Any, text: str) -> ApiError:
         """Build from the envelope; a body that is not one (a proxy's page) keeps its text."""
         if isinstance(body, Mapping) and isinstance(body.get("code"), str):
-            return cls(
+            named = QuotaExceeded if body["code"] == QuotaExceeded.CODE else cls
+            return named(
                 status=status,
                 code=body["code"],
                 message=str(body.get("message", "")),
@@ -39,6 +40,14 @@ class ApiError(ClientError):
                 retryable=bool(body.get("retryable", False)),
             )
         return cls(status=status, code=f"HTTP_{status}", message=text[:500] or "no body")
+
+
+class QuotaExceeded(ApiError):
+    """429 ``QUOTA_EXCEEDED``: the tenant's quota of queued jobs is full and nothing was
+    written. Retryable: the client has already waited the server's ``Retry-After`` between
+    its own tries; try again later, or submit fewer jobs at once."""
+
+    CODE = "QUOTA_EXCEEDED"
 
 
 class TransportError(ClientError):

@@ -1,8 +1,9 @@
 """The dispatcher: gets a message into the broker for every scheduled job that needs one.
 
-Three sweeps, each paged and each checking leadership first: jobs never published (a producer's
-publish failed, a deferred retry came due, the broker lost them), jobs of limited queues
-admitted because a slot is free, and jobs published long ago and never claimed (a lost
+Four sweeps, each paged and each checking leadership first: jobs never published (a
+producer's publish failed, a deferred retry came due, the broker lost them), jobs of limited
+queues and capped tenants admitted because a slot is free, the fair-shared queues' windows
+filled (``jobengine.quotas.fair``), and jobs published long ago and never claimed (a lost
 message). Publishing twice is harmless, the claim decides; a failing publish stops the sweep
 (the broker is likely away) and the jobs stay unmarked for the next tick.
 """
@@ -16,6 +17,8 @@ from sqlalchemy import Engine
 from jobengine.dispatch import Publisher, publish_jobs
 from jobengine.maintenance.leadership import Leadership
 from jobengine.maintenance.report import TickReport
+from jobengine.quotas.cap_admissions import CapAdmissions
+from jobengine.quotas.fair import FairFill
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import DispatchRef, LeaseRepository, QueueLimitRepository
 
@@ -41,6 +44,8 @@ class Dispatcher:
         self.grace_seconds = grace_seconds
         self.redispatch_after_seconds = redispatch_after_seconds
         self.chunk_size = chunk_size
+        self.fair = FairFill(engine, publisher, leadership, chunk_size=chunk_size)
+        self.caps = CapAdmissions(engine, publisher, leadership)
 
     def run(self, report: TickReport) -> None:
         report.dispatched.extend(
@@ -50,6 +55,10 @@ class Dispatcher:
         with transaction(self.engine) as conn:
             admissions = QueueLimitRepository(conn).admissions()
         report.admitted.extend(publish_jobs(self.engine, self.publisher, admissions))
+        self.leadership.ensure()
+        report.admitted.extend(self.caps.run())
+        self.leadership.ensure()
+        report.admitted.extend(self.fair.run())
         report.redispatched.extend(
             self._sweep(
                 lambda repo: repo.lost_dispatches(self.redispatch_after_seconds, PAGE),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 
 import redis
 import structlog
@@ -24,6 +25,7 @@ from jobengine.maintenance.promoter import Promoter
 from jobengine.maintenance.report import SetAside, TickReport
 from jobengine.maintenance.rescuer import Rescuer
 from jobengine.maintenance.retention import Retention, RetentionPolicy
+from jobengine.quotas.fair import FILL_SECONDS
 from jobengine.store.backoff import Backoff
 
 log = structlog.get_logger("jobengine.reaper")
@@ -126,9 +128,30 @@ class Reaper:
                     stop.wait(wait)
                     continue
                 backoff.reset()
-                stop.wait(_wait(report, interval_seconds))
+                self._between_ticks(stop, _wait(report, interval_seconds))
         finally:
             self.leadership.release()
+
+    def _between_ticks(self, stop: threading.Event, interval_seconds: float) -> None:
+        """Wait for the next tick; while leading with a fair-shared queue or a capped tenant,
+        refill windows and admit into freed slots every ``FILL_SECONDS`` meanwhile (a fair
+        queue's throughput is a window per fill). A failing run only ends these until the
+        next tick, which reports what is wrong."""
+        deadline = time.monotonic() + interval_seconds
+        quick = (self.dispatcher.fair, self.dispatcher.caps)
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            due = [service for service in quick if service.active]
+            if not (due and self.leadership.leading()):
+                stop.wait(left)
+                return
+            try:
+                for service in due:
+                    service.run()
+            except Exception as exc:  # the tick that follows retries and reports
+                log.warning("quick_dispatch_failed", reaper=self.name, error=_first_line(exc))
+                stop.wait(left)
+                return
+            stop.wait(min(left, FILL_SECONDS))
 
 
 def _wait(report: TickReport, interval_seconds: float) -> float:

@@ -23,6 +23,7 @@ from jobengine.domain.job import Job, NewJob
 from jobengine.domain.run import Run, RunGraph, RunJobSpec, RunSpec, TriggerRule
 from jobengine.domain.status import JobStatus, RunStatus
 from jobengine.errors import DuplicateIdempotencyKey, ValidationError
+from jobengine.quotas.admission import check_quotas
 from jobengine.runs import planner, promotion
 from jobengine.runs.errors import RunAlreadyFinal, RunNotFound
 from jobengine.store import run_queries
@@ -175,6 +176,7 @@ def submit_run_created(
         raise ValidationError("a run needs a name", hint="Name the run, e.g. 'nightly-etl'.")
     check = validate_job or default_validator(conn)
     checked = [check(new_job(spec.tenant_id, spec.project_id, job)) for job in spec.jobs]
+    check_quotas(conn, checked)  # a run's jobs count against its tenant's quota, all or none
     fingerprint = request_hash(spec) if spec.idempotency_key else None
     row = run_statement(
         conn,

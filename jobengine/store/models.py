@@ -178,6 +178,14 @@ class JobRow(Base):
         Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
         Index("ix_jobs_tenant_status_id", "tenant_id", "status", "id"),
         Index(
+            "ix_jobs_fair_undispatched",
+            "queue",
+            "tenant_id",
+            text("priority DESC"),
+            "id",
+            postgresql_where=text("status = 'scheduled' AND dispatched_at IS NULL"),
+        ),
+        Index(
             "uq_jobs_tenant_idempotency_key",
             "tenant_id",
             "idempotency_key",
@@ -387,6 +395,39 @@ class RateLimitBucketRow(Base):
     )
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     tat: Mapped[datetime] = mapped_column(TS, nullable=False, index=True)
+
+
+class TenantQuotaRow(Base):
+    """A tenant's quota (``max_queued``: pending + scheduled, checked at submission), its
+    concurrency cap (``max_running``: claimed + running, checked at claim) and its weight in
+    fair-shared queues; NULL means no limit of that kind."""
+
+    __tablename__ = "tenant_quotas"
+
+    tenant_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    max_queued: Mapped[int | None] = mapped_column(Integer)
+    max_running: Mapped[int | None] = mapped_column(Integer)
+    weight: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("max_queued >= 0", name="max_queued_not_negative"),
+        CheckConstraint("max_running > 0", name="max_running_positive"),
+        CheckConstraint("weight > 0", name="weight_positive"),
+    )
+
+
+class FairQueueRow(Base):
+    """A queue whose jobs the leader publishes round-robin across tenants, at most
+    ``max_in_flight`` of them in the broker at once (``jobengine.quotas.fair``)."""
+
+    __tablename__ = "fair_queues"
+
+    queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    max_in_flight: Mapped[int] = mapped_column(Integer, nullable=False, server_default="8")
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+    __table_args__ = (CheckConstraint("max_in_flight > 0", name="max_in_flight_positive"),)
 
 
 class ApiKeyRow(Base):

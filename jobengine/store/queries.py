@@ -408,6 +408,10 @@ WHERE status = 'scheduled' AND dispatched_at IS NULL
   AND (not_before IS NULL OR not_before <= now())
   AND scheduled_at <= now() - make_interval(secs => %(grace)s)
   AND queue NOT IN (SELECT queue FROM queue_limits)
+  -- Published by their own sweeps instead (``jobengine.quotas``): fair-shared queues by the
+  -- fair fill, capped tenants by their admissions.
+  AND queue NOT IN (SELECT queue FROM fair_queues)
+  AND tenant_id NOT IN (SELECT tenant_id FROM tenant_quotas WHERE max_running IS NOT NULL)
 ORDER BY id
 LIMIT %(limit)s
 """
@@ -473,6 +477,7 @@ CROSS JOIN LATERAL (
     ORDER BY priority DESC, id
     LIMIT greatest(slots.free, 0)
 ) AS j
+WHERE l.queue NOT IN (SELECT queue FROM fair_queues)  -- the fair fill publishes those
 ORDER BY j.priority DESC, j.id
 """
 
