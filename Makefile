@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/round_trips.py
 	$(BIN)/python bench/limits.py
 	$(BIN)/python bench/dag.py
+	$(BIN)/python bench/quotas.py
 
 # jobengine against bare Celery, Procrastinate and PgQueuer (README: Benchmarks); options in
 # PEERS_ARGS, e.g. make bench-peers PEERS_ARGS='--jobs 2000 --rounds 2'.
