@@ -140,19 +140,11 @@ class Attempts:
                 return []
             return self.executor.claim_chunk(ids, self.owner)
         parsed = parse_task_id(delivery.task_id)
-        claim = self._claim_one(parsed[0]) if parsed is not None else self._adopt(delivery)
+        if parsed is not None:
+            claim = self.executor.claim(parsed[0], self.owner)
+        else:
+            claim = self._adopt(delivery)
         return [] if claim is None else [claim]
-
-    def _claim_one(self, job_id: int) -> Claim | None:
-        """The claim carries the completions buffered since the last write: one round trip
-        and one commit for both, where a flush of its own would cost another of each."""
-        completing = self.completer.take() if self.completer is not None else []
-        try:
-            return self.executor.claim(job_id, self.owner, completing=completing)
-        except BaseException:
-            if self.completer is not None:
-                self.completer.give_back(completing)
-            raise
 
     def _adopt(self, delivery: Delivery) -> Claim | None:
         """A plain Celery message becomes a job of the tenant and project its headers name; a

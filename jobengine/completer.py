@@ -85,27 +85,6 @@ class Completer:
         else:
             self._ensure_thread()
 
-    def take(self) -> list[tuple[Claim, Any]]:
-        """Hand every buffered completion of a job outside any run to a caller who writes
-        them with its own statement (``Executor.claim``'s ``completing``); it gives back what
-        it could not write. A run's completions stay for the flush, which settles their run
-        in their own transaction and publishes the children they release."""
-        with self._wake:
-            batch = [d for d in self._buffer if d.claim.job.run_id is None]
-            self._buffer = [d for d in self._buffer if d.claim.job.run_id is not None]
-        return [(d.claim, d.result) for d in batch]
-
-    def give_back(self, completions: list[tuple[Claim, Any]]) -> None:
-        """Completions ``take`` handed out and their writer could not write: buffered again
-        and due at once, so the flush thread writes them (or gives up on them) next."""
-        if not completions:
-            return
-        due = self._clock() - self.flush_after_seconds
-        with self._wake:
-            self._buffer[:0] = [Done(claim=c, result=r, at=due) for c, r in completions]
-            self._wake.notify()
-        self._ensure_thread()
-
     def pending(self) -> int:
         with self._wake:
             return len(self._buffer)

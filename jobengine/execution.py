@@ -261,14 +261,7 @@ class Executor:
 
     # ---- claims ----------------------------------------------------------------------------
 
-    def claim(
-        self,
-        job_id: int,
-        owner: str,
-        queue: str | None = None,
-        *,
-        completing: Sequence[tuple[Claim, Any]] = (),
-    ) -> Claim | None:
+    def claim(self, job_id: int, owner: str, queue: str | None = None) -> Claim | None:
         """Take the lease and start: ``scheduled → claimed → running`` in one statement.
 
         None means this message must run nothing: the job is final, cancelled, leased by a
@@ -276,22 +269,14 @@ class Executor:
         refused claim is the normal fate of a duplicate message. A store that stays
         unreachable for ``claim_patience_seconds`` raises ``StoreUnavailable``: the caller
         must then keep the message, since nothing was decided.
-
-        ``completing`` are completions this process buffered (``jobengine.completer``), of
-        jobs outside any run; they are written with the claim, in its round trip and
-        transaction, and stay written when the claim is refused. If the call raises, none of
-        them was written.
         """
 
         def attempt(repeated: bool) -> Claim | None:
             limited = self._limited_queue_of([job_id], queue)
             try:
                 if limited is not None or self._tenant_capped([job_id]):
-                    self._complete_many_once(completing, repeated)
                     within = self._claim_within_limit([job_id], owner, limited, chunk=False)
                     return Claim(job=within[0], owner=owner) if within else None
-                if completing:
-                    return self._complete_and_claim(completing, job_id, owner, repeated)
                 with self.connection.use() as conn:
                     return Claim(job=self._claim_and_start(conn, job_id, owner), owner=owner)
             except (TransitionRefused, JobNotFound) as exc:
@@ -302,30 +287,6 @@ class Executor:
                 return None
 
         return self._claim_retried(attempt, what="claim")
-
-    def _complete_and_claim(
-        self, completing: Sequence[tuple[Claim, Any]], job_id: int, owner: str, repeated: bool
-    ) -> Claim:
-        """The buffered completions and the claim, in one pipeline (``guard``'s
-        ``finish_many_then_transition``); a refused claim is raised once they are read."""
-        claims = {claim.job_id: claim for claim, _ in completing}
-        with self.connection.use() as conn:
-            together = guard.finish_many_then_transition(
-                conn,
-                held_of(completing),
-                Step(JobStatus.COMPLETED, COMPLETED_REASON),
-                job_id,
-                [Step(JobStatus.CLAIMED), Step(JobStatus.RUNNING)],
-                actor=owner,
-                lease_owner=owner,
-                lease_ttl_seconds=self.lease_ttl_seconds,
-                require_due=True,
-            )
-        self._completions_written(claims, together.finished, repeated)
-        if together.refused is not None:
-            raise together.refused
-        assert together.moved is not None
-        return Claim(job=together.moved.job, owner=owner)
 
     def _own_earlier_claims(
         self, job_ids: list[int], owner: str, status: JobStatus, repeated: bool

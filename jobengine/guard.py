@@ -31,11 +31,10 @@ from jobengine.errors import (
     LeaseNotExpired,
     NotDue,
     StaleLease,
-    TransitionRefused,
 )
 from jobengine.runs import promotion
 from jobengine.store import limits_queries, queries
-from jobengine.store.database import run_all, run_pipelined, run_statement
+from jobengine.store.database import run_all, run_statement
 from jobengine.store.rows import born_job, job_from_row
 
 SYSTEM_ACTOR = "system"
@@ -457,56 +456,6 @@ def _finish_many_statement(
         held_results=[_json(h.result) for h in ordered],
     )
     return _statement(tuple(s.to for s in steps), True, False, False, held=True), params
-
-
-@dataclass(frozen=True, slots=True)
-class Together:
-    """What ``finish_many_then_transition`` wrote: the held jobs it finished, and the one
-    job's move, or why that move lost (a refusal does not undo the finished ones)."""
-
-    finished: list[Job]
-    moved: TransitionResult | None
-    refused: JobNotFound | TransitionRefused | None
-
-
-def finish_many_then_transition(
-    conn: Connection,
-    held: Sequence[Held],
-    finish_path: Step | Sequence[Step],
-    job_id: int,
-    path: Step | Sequence[Step],
-    *,
-    actor: str,
-    lease_token: int | None = None,
-    require_due: bool = False,
-    **move: Any,
-) -> Together:
-    """``finish_many`` and then ``transition`` of one more job, in one round trip and one
-    transaction (a pipeline, committed at its sync).
-
-    A worker process writes the completions it has buffered with its next claim: one
-    commit instead of two, and no wait for a flush to free the process's connection. Only
-    jobs known to be outside any run (``Held.in_run`` False) ride along: a run's job settles
-    its run in the transaction that finishes it, which a pipeline cannot wait for.
-    """
-    if any(h.in_run is not False for h in held):
-        raise ValueError("finish_many_then_transition takes only jobs outside any run")
-    finish_sql, finish_params = _finish_many_statement(held, finish_path, actor=actor)
-    one = _move(
-        job_id,
-        path,
-        actor=actor,
-        lease_token=lease_token,
-        require_lease_expired=False,
-        require_due=require_due,
-        **move,
-    )
-    finished, answer = run_pipelined(conn, [(finish_sql, finish_params), (one.sql, one.params)])
-    jobs = [job_from_row(row) for row in finished]
-    try:
-        return Together(jobs, one.read(answer[0] if answer else None), None)
-    except (JobNotFound, TransitionRefused) as refused:
-        return Together(jobs, None, refused)
 
 
 # ---- runs: the settling of a run's jobs, in the transaction that moved them ----------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -220,25 +220,6 @@ def _driver(conn: Connection) -> Iterator[psycopg.Connection[Any]]:
         if is_disconnect(mapped):
             conn.invalidate()
         raise mapped from exc
-
-
-def run_pipelined(
-    conn: Connection, statements: Sequence[tuple[str, Mapping[str, Any]]]
-) -> list[list[dict[str, Any]]]:
-    """``run_all`` of several statements in one round trip; each one's rows, in order.
-
-    Sent as one pipeline and synced once, they run in one transaction: on an autocommit
-    connection the statements before a sync form one implicit transaction, committed at it,
-    and an error in any rolls all of them back. Inside an open transaction they join it.
-    """
-    with _driver(conn) as driver:
-        cursors = []
-        with driver.pipeline():
-            for sql, params in statements:
-                cur = driver.cursor(row_factory=dict_row)
-                cur.execute(sql, params, prepare=True)
-                cursors.append(cur)
-        return [_rows(cur) for cur in cursors]
 
 
 def run_statement(conn: Connection, sql: str, params: Mapping[str, Any]) -> dict[str, Any] | None:

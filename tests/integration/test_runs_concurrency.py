@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import Engine, text
 
 from jobengine import guard
-from jobengine.completer import Completer
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.run import RunJobSpec, RunSpec
 from jobengine.domain.status import JobStatus, RunStatus
@@ -180,30 +179,3 @@ def test_a_released_child_waits_for_its_not_before_and_the_promoter_takes_it_whe
             {"j": jobs["b"].id},
         )
     assert due(engine) == [jobs["b"].id]
-
-
-def test_a_claim_carries_only_completions_outside_runs_and_the_flush_settles_a_runs_own(
-    engine: Engine, executor: Executor
-) -> None:
-    run, jobs = submit_run(engine, spec_of((("a", "b"),)))
-    with transaction(engine) as conn:
-        flat, _ = submit(conn, NewJob(type="noop"))
-        other, _ = submit(conn, NewJob(type="noop"))
-    completer = Completer(executor, flush_after_seconds=60, max_batch=100)
-    completer.add(claim(executor, jobs["a"]), {"from": "a"})
-    completer.add(claim(executor, flat), None)
-    taken = completer.take()
-    assert [c.job_id for c, _ in taken] == [flat.id] and completer.pending() == 1
-    assert executor.claim(other.id, "test-worker", completing=taken) is not None
-    assert statuses(engine, run.id)["a"] is JobStatus.RUNNING
-    with executor.connection.use() as conn, pytest.raises(ValueError, match="outside any run"):
-        guard.finish_many_then_transition(
-            conn,
-            [guard.Held(jobs["a"].id, 1)],
-            Step(JobStatus.COMPLETED),
-            other.id,
-            Step(JobStatus.CANCELLED),
-            actor="t",
-        )
-    assert completer.flush() == 1
-    assert statuses(engine, run.id) == {"a": JobStatus.COMPLETED, "b": JobStatus.SCHEDULED}
