@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import traceback as tb
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -37,18 +37,14 @@ from jobengine.guard import Step
 from jobengine.job_types import JobTypes
 from jobengine.job_types import registry as default_registry
 from jobengine.outcomes import Completed, Failed, HandedBack, Outcome, Retry
+from jobengine.producer import dispatch_ref
 from jobengine.quotas.caps import capped_tenants, within_caps
 from jobengine.retry_policy import RetryPolicy, error_names
 from jobengine.runs.service import default_validator
 from jobengine.runs.spawn import spawn as spawn_into_run
 from jobengine.store import queries, quotas_queries
 from jobengine.store.database import TRANSIENT, SharedConnection, retrying, run_all
-from jobengine.store.jobs_repository import (
-    DispatchRef,
-    JobsRepository,
-    LeaseRepository,
-    QueueLimitRepository,
-)
+from jobengine.store.jobs_repository import JobsRepository, LeaseRepository, QueueLimitRepository
 
 log = structlog.get_logger("jobengine.execution")
 
@@ -519,54 +515,40 @@ class Executor:
         or None when its fence refused it (its lease was lost, it was cancelled)."""
         if not done:
             return {}
+        claims = {claim.job_id: claim for claim, _ in done}
         released: list[Job] = []
 
         def once(repeated: bool) -> dict[int, Job | None]:
             released.clear()
-            return self._complete_many_once(done, repeated, released)
+            with self.connection.use() as conn:
+                moved = guard.finish_many(
+                    conn,
+                    held_of(done),
+                    Step(JobStatus.COMPLETED, COMPLETED_REASON),
+                    actor=done[0][0].owner,
+                    released=released,
+                )
+            written: dict[int, Job | None] = dict.fromkeys(claims)
+            written.update({job.id: job for job in moved})
+            for job_id in [i for i, job in written.items() if job is None]:
+                found = (
+                    self._already_written(claims[job_id], JobStatus.COMPLETED) if repeated else None
+                )
+                written[job_id] = found
+                if found is None:
+                    log.warning(
+                        "outcome_refused",
+                        job_id=job_id,
+                        attempt=claims[job_id].attempt,
+                        status=JobStatus.COMPLETED.value,
+                        reason="the lease was lost or the job moved on",
+                    )
+            return written
 
         written = self._retried(
             once, what="outcome:completed_many", deadline=self.write_deadline_seconds
         )
         self.publish_released(released, publisher)
-        return written
-
-    def _complete_many_once(
-        self,
-        done: Sequence[tuple[Claim, Any]],
-        repeated: bool,
-        released: list[Job] | None = None,
-    ) -> dict[int, Job | None]:
-        if not done:
-            return {}
-        with self.connection.use() as conn:
-            moved = guard.finish_many(
-                conn,
-                held_of(done),
-                Step(JobStatus.COMPLETED, COMPLETED_REASON),
-                actor=done[0][0].owner,
-                released=released,
-            )
-        return self._completions_written({c.job_id: c for c, _ in done}, moved, repeated)
-
-    def _completions_written(
-        self, claims: Mapping[int, Claim], moved: Sequence[Job], repeated: bool
-    ) -> dict[int, Job | None]:
-        """Each completion's job as written, or None where its fence refused it (logged);
-        after a retry, one the lost answer of an earlier try wrote counts as written."""
-        written: dict[int, Job | None] = dict.fromkeys(claims)
-        written.update({job.id: job for job in moved})
-        for job_id in [i for i, job in written.items() if job is None]:
-            found = self._already_written(claims[job_id], JobStatus.COMPLETED) if repeated else None
-            written[job_id] = found
-            if found is None:
-                log.warning(
-                    "outcome_refused",
-                    job_id=job_id,
-                    attempt=claims[job_id].attempt,
-                    status=JobStatus.COMPLETED.value,
-                    reason="the lease was lost or the job moved on",
-                )
         return written
 
     def record_retry(self, claim: Claim, outcome: Retry) -> Job | None:
@@ -683,17 +665,7 @@ class Executor:
         fails, they wait unmarked and the leader's dispatcher publishes them."""
         if not released or publisher is None:
             return
-        refs = [
-            DispatchRef(
-                id=job.id,
-                type=job.type,
-                queue=job.queue,
-                priority=job.priority,
-                attempt=job.attempt,
-                time_limit_seconds=job.time_limit_seconds,
-            )
-            for job in released
-        ]
+        refs = [dispatch_ref(job) for job in released]
         sent: list[int] = []
         try:
             for group in chunked(refs, self.release_chunk_size):

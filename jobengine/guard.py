@@ -176,13 +176,11 @@ def transition(
     caller promises to publish them after commit. ``in_run`` is what the caller knows of
     that (see ``_atomic``).
     """
-    move = _move(
-        job_id,
-        Step(path, reason) if isinstance(path, JobStatus) else path,
+    steps = _path(Step(path, reason) if isinstance(path, JobStatus) else path)
+    params = _move_params(
+        steps,
         actor=actor,
         lease_token=lease_token,
-        require_lease_expired=require_lease_expired,
-        require_due=require_due,
         lease_owner=lease_owner,
         lease_ttl_seconds=lease_ttl_seconds,
         result=result,
@@ -191,56 +189,26 @@ def transition(
         details=details,
         dead_letter_reason=dead_letter_reason,
     )
-    with _atomic(conn, move.steps, in_run):
-        row = run_statement(conn, move.sql, move.params)
-        if row is not None and row["id"] is not None:
-            _settle(conn, [row], released)
-    return move.read(row)
-
-
-@dataclass(frozen=True, slots=True)
-class _Move:
-    """One job's transition statement, and how to read its answer."""
-
-    job_id: int
-    steps: tuple[Step, ...]
-    sql: str
-    params: dict[str, Any]
-    lease_token: int | None
-    require_lease_expired: bool
-
-    def read(self, row: Mapping[str, Any] | None) -> TransitionResult:
-        """The move made, or the typed reason it lost (raised)."""
-        if row is None:
-            raise JobNotFound(self.job_id)
-        if row["id"] is None:
-            current = JobStatus(row["current_status"])
-            if current not in allowed_sources(self.steps[0].to):
-                raise InvalidTransition(self.job_id, current.value, self.steps[0].to.value)
-            if self.lease_token is not None and row["current_token"] != self.lease_token:
-                raise StaleLease(self.job_id, self.lease_token, row["current_token"])
-            if self.require_lease_expired:
-                raise LeaseNotExpired(self.job_id)
-            raise NotDue(self.job_id)
-        return TransitionResult(job=job_from_row(row), from_status=JobStatus(row["from_status"]))
-
-
-def _move(
-    job_id: int,
-    path: Step | Sequence[Step],
-    *,
-    lease_token: int | None,
-    require_lease_expired: bool,
-    require_due: bool,
-    **move: Any,
-) -> _Move:
-    steps = _path(path)
-    params = _move_params(steps, lease_token=lease_token, **move)
     params["job_id"] = job_id
     sql = _statement(
         tuple(s.to for s in steps), lease_token is not None, require_lease_expired, require_due
     )
-    return _Move(job_id, steps, sql, params, lease_token, require_lease_expired)
+    with _atomic(conn, steps, in_run):
+        row = run_statement(conn, sql, params)
+        if row is not None and row["id"] is not None:
+            _settle(conn, [row], released)
+    if row is None:
+        raise JobNotFound(job_id)
+    if row["id"] is None:
+        current = JobStatus(row["current_status"])
+        if current not in allowed_sources(steps[0].to):
+            raise InvalidTransition(job_id, current.value, steps[0].to.value)
+        if lease_token is not None and row["current_token"] != lease_token:
+            raise StaleLease(job_id, lease_token, row["current_token"])
+        if require_lease_expired:
+            raise LeaseNotExpired(job_id)
+        raise NotDue(job_id)
+    return TransitionResult(job=job_from_row(row), from_status=JobStatus(row["from_status"]))
 
 
 def _birth_status(new: NewJob) -> JobStatus:
@@ -431,17 +399,6 @@ def finish_many(
     """
     if not held:
         return []
-    sql, params = _finish_many_statement(held, path, actor=actor)
-    in_run = None if any(h.in_run is None for h in held) else any(h.in_run for h in held)
-    with _atomic(conn, _path(path), in_run):
-        rows = run_all(conn, sql, params)
-        _settle(conn, rows, released)
-    return [job_from_row(row) for row in rows]
-
-
-def _finish_many_statement(
-    held: Sequence[Held], path: Step | Sequence[Step], *, actor: str
-) -> tuple[str, dict[str, Any]]:
     steps = _path(path)
     if any(s.to in (JobStatus.CLAIMED, JobStatus.FAILED) for s in steps):
         raise ValueError("finish_many takes no claims or failures: each needs its own call")
@@ -455,7 +412,12 @@ def _finish_many_statement(
         held_tokens=[h.token for h in ordered],
         held_results=[_json(h.result) for h in ordered],
     )
-    return _statement(tuple(s.to for s in steps), True, False, False, held=True), params
+    sql = _statement(tuple(s.to for s in steps), True, False, False, held=True)
+    in_run = None if any(h.in_run is None for h in held) else any(h.in_run for h in held)
+    with _atomic(conn, steps, in_run):
+        rows = run_all(conn, sql, params)
+        _settle(conn, rows, released)
+    return [job_from_row(row) for row in rows]
 
 
 # ---- runs: the settling of a run's jobs, in the transaction that moved them ----------------

@@ -190,9 +190,19 @@ def run_all(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[dict[
     their own rows once the table fills, on statistics of an empty table too
     (``tests/integration/test_plans_use_indexes.py``).
     """
-    with _driver(conn) as driver, driver.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql, params, prepare=True)
-        return _rows(cur)
+    try:
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        with driver.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql, params, prepare=True)
+            return _rows(cur)
+    except (psycopg.Error, DBAPIError, PendingRollbackError) as exc:
+        mapped = store_error_for(exc)
+        if mapped is None:
+            raise
+        if is_disconnect(mapped):
+            conn.invalidate()
+        raise mapped from exc
 
 
 def _rows(cur: psycopg.Cursor[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -203,23 +213,6 @@ def _rows(cur: psycopg.Cursor[dict[str, Any]]) -> list[dict[str, Any]]:
     if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
         return []
     return cur.fetchall()
-
-
-@contextmanager
-def _driver(conn: Connection) -> Iterator[psycopg.Connection[Any]]:
-    """The psycopg connection beneath ``conn``; its errors come out as the store's, and a
-    lost connection is invalidated so its pool never lends it again."""
-    try:
-        driver = conn.connection.driver_connection
-        assert isinstance(driver, psycopg.Connection)
-        yield driver
-    except (psycopg.Error, DBAPIError, PendingRollbackError) as exc:
-        mapped = store_error_for(exc)
-        if mapped is None:
-            raise
-        if is_disconnect(mapped):
-            conn.invalidate()
-        raise mapped from exc
 
 
 def run_statement(conn: Connection, sql: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
