@@ -41,6 +41,7 @@ from jobengine.cli_common import (
 )
 from jobengine.cli_db import db_prune
 from jobengine.cli_dlq import dlq_app
+from jobengine.cli_health import health_app
 from jobengine.cli_jobs import jobs_app
 from jobengine.cli_keys import keys_app
 from jobengine.cli_limits import limits_app
@@ -111,6 +112,7 @@ app.add_typer(workers_app, name="workers")
 app.add_typer(types_app, name="types")
 app.add_typer(limits_app, name="limits")
 app.add_typer(quotas_app, name="quotas")
+app.add_typer(health_app, name="health")
 
 
 @app.callback()
