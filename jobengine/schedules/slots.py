@@ -36,9 +36,10 @@ from jobengine.schedules.errors import InvalidCadence
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
 _MICROSECOND = timedelta(microseconds=1)
-_FOLD_HORIZON = timedelta(days=1)
-"""How far ahead of a range's start a fall-back can still repeat wall-clock times from before it:
-no zone repeats more than a day."""
+_HORIZON = timedelta(days=1)
+"""No zone skips or repeats more than a day of wall-clock time. So the wall-clock times whose
+slots lie at or after an instant begin at most that far before its own: a fall-back ahead
+repeats times from before it, and a gap just behind sends its skipped times to its end."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def _slots_from(cadence: Cadence, start: datetime) -> Iterator[datetime]:
             slot += step
     assert cadence.cron is not None
     tz = _zone(cadence.zone)
-    offset = min(_offset(start, tz), _offset(start + _FOLD_HORIZON, tz))
+    offset = min(_offset(start + shift, tz) for shift in (-_HORIZON, timedelta(), _HORIZON))
     walls = _wall_times(cadence.cron, (start + offset).replace(tzinfo=None))
     instants = _elapsed(walls, tz) if cadence.by_elapsed_time else _wall_clock(walls, tz)
     for slot in instants:
