@@ -179,6 +179,8 @@ def test_an_expression_that_stops_matching_ends_its_slots() -> None:
         ({"cron": "0 0 30 2 *", "interval_seconds": None}, "cron"),
         ({"cron": "0 2 * * *", "interval_seconds": None, "zone": "Mars/Olympus_Mons"}, "zone"),
         ({"cron": "0 2 * * *", "interval_seconds": None, "zone": "../../etc/passwd"}, "zone"),
+        ({"cron": "0 2 * * *", "interval_seconds": None, "zone": "localtime"}, "zone"),
+        ({"cron": None, "interval_seconds": 400 * 86_400}, "intervalSeconds"),
         ({"cron": "0 2 * * *", "interval_seconds": 60}, "cron"),
         ({"cron": None, "interval_seconds": None}, "cron"),
         ({"cron": None, "interval_seconds": 0}, "intervalSeconds"),
