@@ -20,6 +20,7 @@ from jobengine.schedules.slots import EPOCH, Cadence
 
 NAME_MAX = 200
 JITTER_MAX_SECONDS = 86_400
+CATCH_UP_MAX_SECONDS = 366 * 86_400
 DEFAULT_CATCH_UP_SECONDS = 300
 """Slots later than this when the leader sees them are recorded as missed, not fired: a
 leader failover (about one lease TTL) or a restart loses nothing, and a week of downtime does
@@ -163,12 +164,12 @@ def check(spec: ScheduleSpec) -> None:
             f"{spec.jitter_seconds} is out of range",
             hint=f"Give 0 (no jitter) to {JITTER_MAX_SECONDS} seconds.",
         )
-    if spec.catch_up_seconds <= 0:
+    if not 0 < spec.catch_up_seconds <= CATCH_UP_MAX_SECONDS:
         raise InvalidSchedule(
             "catchUpSeconds",
-            f"{spec.catch_up_seconds} is not positive",
-            hint="Give how late a slot may still fire, in seconds (default "
-            f"{DEFAULT_CATCH_UP_SECONDS}).",
+            f"{spec.catch_up_seconds} is out of range",
+            hint=f"Give how late a slot may still fire, 1 to {CATCH_UP_MAX_SECONDS} seconds"
+            f" (default {DEFAULT_CATCH_UP_SECONDS}).",
         )
 
 

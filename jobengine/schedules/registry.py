@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 
 from config.settings import get_settings
 from jobengine.catalogue import catalogue_of
@@ -84,7 +85,13 @@ def update(
     spec = _checked(conn, replace(spec, tenant_id=current.spec.tenant_id), now)
     after = max(now, current.last_slot_at) if current.last_slot_at else now
     params = _params(spec, first_slot(spec, after)) | {"id": schedule_id}
-    row = conn.exec_driver_sql(q.UPDATE_SCHEDULE, params).mappings().one()
+    try:
+        with conn.begin_nested():
+            row = conn.exec_driver_sql(q.UPDATE_SCHEDULE, params).mappings().one()
+    except IntegrityError as exc:
+        if "uq_schedules_tenant_id" not in str(exc.orig):
+            raise
+        raise ScheduleNameTaken(spec.tenant_id, spec.project_id, spec.name) from None
     return schedule_from_row(row)
 
 
