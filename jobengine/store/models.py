@@ -716,7 +716,6 @@ class ScheduleRow(Base):
             "id",
             postgresql_where=text("NOT paused AND buffered_slot_at IS NOT NULL"),
         ),
-        Index("ix_schedules_tenant_id_id", "tenant_id", "id"),
     )
 
 

@@ -55,7 +55,7 @@ SELECT * FROM schedules WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
 """
 
 LIST_TENANT_SCHEDULES = """
--- name: list_tenant_schedules  (ix_schedules_tenant_id_id)
+-- name: list_tenant_schedules  (uq_schedules_tenant_id: its first column)
 SELECT * FROM schedules
 WHERE tenant_id = %(tenant_id)s AND id > %(after)s
 ORDER BY id LIMIT %(limit)s

@@ -84,7 +84,6 @@ def upgrade() -> None:
         ["id"],
         postgresql_where=sa.text("NOT paused AND buffered_slot_at IS NOT NULL"),
     )
-    op.create_index("ix_schedules_tenant_id_id", "schedules", ["tenant_id", "id"])
     op.create_table(
         "schedule_slots",
         sa.Column("schedule_id", sa.BigInteger(), nullable=False),
@@ -113,7 +112,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("schedule_slots")
-    op.drop_index("ix_schedules_tenant_id_id", table_name="schedules")
     op.drop_index("ix_schedules_buffered", table_name="schedules")
     op.drop_index("ix_schedules_due", table_name="schedules")
     op.drop_table("schedules")
