@@ -64,15 +64,21 @@ class Scheduler:
         with transaction(self.engine) as conn:
             due = [r[0] for r in conn.exec_driver_sql(q.DUE_SCHEDULES, {"now": now, "limit": PAGE})]
             buffered = [r[0] for r in conn.exec_driver_sql(q.BUFFERED_SCHEDULES, {"limit": PAGE})]
+        behind = len(due) == PAGE
         for schedule_id in dict.fromkeys(due + buffered):
             if not self.set_aside.holds(schedule_id):
-                self._one(schedule_id, now, report)
+                behind = self._one(schedule_id, now, report) or behind
+        if behind:
+            report.next_slot_in_seconds = 0.0
+            return
         with transaction(self.engine) as conn:
             upcoming: datetime | None = conn.exec_driver_sql(q.NEXT_SLOT).scalar_one()
-        if upcoming is not None:
+        # A slot due at ``now`` still undecided belongs to a schedule set aside: no hurry.
+        if upcoming is not None and upcoming > now:
             report.next_slot_in_seconds = max(0.0, (upcoming - self.clock()).total_seconds())
 
-    def _one(self, schedule_id: int, now: datetime, report: TickReport) -> None:
+    def _one(self, schedule_id: int, now: datetime, report: TickReport) -> bool:
+        """Decide one schedule; True when it has slots due beyond this tick's bound."""
         self.leadership.ensure()
         try:
             decided = retrying(lambda: self._decide(schedule_id, now), what="schedule", attempts=3)
@@ -82,7 +88,7 @@ class Scheduler:
             if is_transient(exc):
                 raise
             self.set_aside.add("scheduler", schedule_id, exc, report)
-            return
+            return False
         report.fired.extend(job.id for job in decided.jobs)
         report.slots_skipped += decided.skipped
         fresh = [
@@ -91,6 +97,7 @@ class Scheduler:
             if job.status is JobStatus.SCHEDULED and job.dispatched_at is not None
         ]
         publish_jobs(self.engine, self.publisher, fresh, premarked=True)
+        return decided.behind
 
     def _decide(self, schedule_id: int, now: datetime) -> Decided:
         with transaction(self.engine) as conn:

@@ -241,6 +241,7 @@ def test_a_crash_mid_tick_leaves_nothing_and_the_next_tick_fires_each_slot_once(
     clock.advance(4 * MINUTE)
     report = reaper(engine, "reaper-a", clock).tick()
     assert report.set_aside == [schedule_id]
+    assert report.next_slot_in_seconds is None  # a schedule set aside does not spin the loop
     assert slot_jobs(engine, schedule_id) == []
     assert decisions(engine, schedule_id) == []
     monkeypatch.setattr(firing, "submit", real_submit)
@@ -409,8 +410,10 @@ def test_a_schedule_far_behind_catches_up_over_several_bounded_ticks(engine: Eng
     schedule_id = create(engine, spec(overlap=Overlap.ALLOW, catch_up_seconds=86_400), clock.now)
     clock.advance(500 * MINUTE)
     ticking = reaper(engine, "reaper-a", clock)
-    fired = [len(ticking.tick().fired) for _ in range(4)]
-    assert fired == [firing.SLOTS_PER_TICK, firing.SLOTS_PER_TICK, 100, 0]
+    reports = [ticking.tick() for _ in range(4)]
+    assert [len(r.fired) for r in reports] == [firing.SLOTS_PER_TICK, firing.SLOTS_PER_TICK, 100, 0]
+    assert [r.next_slot_in_seconds for r in reports[:2]] == [0.0, 0.0]  # behind: tick again soon
+    assert reports[2].next_slot_in_seconds == 30.0  # caught up: wake for the next slot
     assert len(slot_jobs(engine, schedule_id)) == 500
 
 
