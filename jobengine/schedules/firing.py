@@ -101,7 +101,7 @@ def decide_due(
     schedule = schedule_from_row(row)
     spec = schedule.spec
     final: bool = conn.exec_driver_sql(q.JOB_IS_FINAL, {"id": schedule.last_job_id}).scalar_one()
-    decider = _Decider(conn, schedule, actor=actor, last_final=bool(final))
+    decider = _Decider(conn, schedule, actor=actor, last_final=final)
     if schedule.buffered_slot_at is not None and decider.last_final:
         outcome, reason, job_id = decider.fire(schedule.buffered_slot_at)
         settled = {"outcome": outcome.value, "reason": reason, "job_id": job_id}
