@@ -4,7 +4,7 @@ Each tick reads the schedules whose next slot has come (by the injected clock: t
 it) and those holding a buffered slot, and decides each in its own transaction, fenced by
 the leadership row (``schedules.firing`` says how a slot is decided exactly once). The jobs
 are published after commit, as a producer's are; should the publish fail, the dispatcher's
-sweep publishes them later. At most ``SLOTS_PER_TICK`` slots per schedule and ``PAGE``
+sweep publishes them later. At most ``firing.SLOTS_PER_TICK`` slots per schedule and ``PAGE``
 schedules per tick, so promotion and rescue keep their cadence; it reports when the next
 slot comes, so the loop wakes for it rather than at its interval.
 
@@ -25,7 +25,7 @@ from jobengine.domain.status import JobStatus
 from jobengine.maintenance.leadership import Leadership, LeadershipLost
 from jobengine.maintenance.report import SetAside, TickReport
 from jobengine.producer import dispatch_ref
-from jobengine.schedules.firing import SLOTS_PER_TICK, Decided, decide_due
+from jobengine.schedules.firing import Decided, decide_due
 from jobengine.store import schedule_queries as q
 from jobengine.store.backoff import is_transient
 from jobengine.store.database import retrying, transaction
@@ -48,7 +48,6 @@ class Scheduler:
         *,
         actor: str,
         clock: Callable[[], datetime] = utc_now,
-        slots_per_tick: int = SLOTS_PER_TICK,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
@@ -56,7 +55,6 @@ class Scheduler:
         self.set_aside = SetAside()
         self.actor = actor
         self.clock = clock
-        self.slots_per_tick = slots_per_tick
 
     def run(self, report: TickReport) -> None:
         now = self.clock()
@@ -102,4 +100,4 @@ class Scheduler:
     def _decide(self, schedule_id: int, now: datetime) -> Decided:
         with transaction(self.engine) as conn:
             self.leadership.fence(conn)
-            return decide_due(conn, schedule_id, now, actor=self.actor, limit=self.slots_per_tick)
+            return decide_due(conn, schedule_id, now, actor=self.actor)
