@@ -48,6 +48,8 @@ class Decided:
 
     jobs: list[Job] = field(default_factory=list)
     skipped: int = 0
+    slots: int = 0
+    """Slots decided (fired, skipped or buffered), the buffered one fired included."""
     behind: bool = False
     """Slots are still due after this call's ``limit``: the next tick should come soon."""
 
@@ -110,12 +112,14 @@ def decide_due(
             settled | {"schedule_id": schedule.id, "slot_at": schedule.buffered_slot_at},
         )
         decider.buffered = None
+        decider.decided.slots += 1
     due: list[datetime] = []
     if schedule.next_slot_at is not None and schedule.next_slot_at <= now:
         end = now + _JUST if spec.end_at is None else min(now + _JUST, spec.end_at)
         due = list(islice(slots_between(spec.cadence, schedule.next_slot_at, end), limit + 1))
         decider.decided.behind = len(due) > limit
         due = due[:limit]
+        decider.decided.slots += len(due)
     late = now - timedelta(seconds=spec.catch_up_seconds)
     rows = []
     for slot in due:

@@ -22,7 +22,7 @@ from jobengine.execution import Executor
 from jobengine.guard import Step
 from jobengine.maintenance import Leadership, Reaper
 from jobengine.maintenance.report import TickReport
-from jobengine.maintenance.scheduler import Scheduler
+from jobengine.maintenance.scheduler import SLOTS_PER_RUN, Scheduler
 from jobengine.schedules import firing, registry
 from jobengine.schedules.definition import JobTemplate, Overlap, ScheduleSpec, jitter
 from jobengine.schedules.errors import InvalidCadence, InvalidSchedule, ScheduleNameTaken
@@ -545,3 +545,23 @@ def test_whatever_the_ticks_timing_and_failovers_every_slot_is_decided_once_in_o
         assert (outcome, reason) == (("skipped", "missed") if late else ("fired", None))
     fired = [slot for slot, outcome, _ in decided if outcome == "fired"]
     assert [slot for slot, _ in slot_jobs(engine, schedule_id)] == fired
+
+
+def test_a_tick_decides_a_bounded_number_of_slots_over_all_schedules(engine: Engine) -> None:
+    clock = Clock(T0)
+    ids = [
+        create(
+            engine,
+            spec(name=f"busy-{n}", overlap=Overlap.ALLOW, catch_up_seconds=86_400),
+            clock.now,
+        )
+        for n in range(8)
+    ]
+    clock.advance(150 * MINUTE)  # 8 x 150 slots due
+    ticking = reaper(engine, "reaper-a", clock)
+    first = ticking.tick()
+    assert len(first.fired) == SLOTS_PER_RUN
+    assert first.next_slot_in_seconds == 0.0
+    assert len(ticking.tick().fired) == 8 * 150 - SLOTS_PER_RUN
+    for schedule_id in ids:
+        assert len(slot_jobs(engine, schedule_id)) == 150
