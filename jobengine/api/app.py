@@ -28,6 +28,7 @@ from jobengine.api import (
     routes_limits,
     routes_quotas,
     routes_runs,
+    routes_schedules,
     routes_streams,
     routes_types,
     routes_workers,
@@ -55,6 +56,7 @@ ROUTERS: list[APIRouter] = [
     routes_quotas.router,
     routes_quotas.tenant_router,
     routes_artifacts.router,
+    routes_schedules.router,
 ]
 """Every router the API serves."""
 
