@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from jobengine.api.cursors import encode_cursor
 from jobengine.domain.status import JobStatus
 from jobengine.store.database import transaction
-from jobengine.store.jobs_repository import JobsRepository
+from jobengine.store.jobs_repository import JobFilter, JobsRepository
 from tests.integration.cli_support import dead_letter, invoke, one_line_error, parse
 
 pytestmark = pytest.mark.usefixtures("quiet_cli")
@@ -167,3 +167,18 @@ def test_get_still_shows_progress(engine: Engine, db_url: str, closed_broker: st
     code, out, err = invoke(db_url, closed_broker, "jobs", "get", str(job["id"]))
     assert code == 0, err
     assert "progress" in out and "scheduled" in out
+
+
+def test_a_nul_character_in_a_cli_payload_is_refused_naming_the_field(
+    engine: Engine, db_url: str, closed_broker: str
+) -> None:
+    args = ("jobs", "submit", "noop", "--payload", '{"note": ["fine", "bad\\u0000"]}')
+    line = one_line_error(*invoke(db_url, closed_broker, *args))
+    assert "payload.note[1] contains a NUL character" in line
+    assert "UntranslatableCharacter" not in line and "Postgres cannot store" in line
+    line = one_line_error(
+        *invoke(db_url, closed_broker, "jobs", "submit", "noop", "--tenant", "a\x00")
+    )
+    assert "tenant_id contains a NUL character" in line
+    with transaction(engine) as conn:
+        assert JobsRepository(conn).list(JobFilter(), after_id=0, limit=5).jobs == []
