@@ -18,7 +18,7 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from pydantic import AwareDatetime
 
 from jobengine.api.auth import acting_tenant, check_scope, require, sees_tracebacks, visible
-from jobengine.api.cursors import decode_cursor, encode_cursor
+from jobengine.api.cursors import DEAD_LETTER_CURSOR, decode_cursor, encode_cursor
 from jobengine.api.errors import ApiError
 from jobengine.api.keys import ADMIN, DLQ_REPLAY, JOBS_COMMAND, JOBS_READ, JOBS_WRITE, ApiKey
 from jobengine.api.routes_jobs import JobId, actor
@@ -164,13 +164,17 @@ def list_dead_letters(
         failed_from=failed_after,
         failed_to=failed_before,
     )
-    after = decode_cursor(cursor) if cursor else 0
+    after = decode_cursor(cursor, DEAD_LETTER_CURSOR) if cursor else 0
     dead_letters = service(api_state(request))
     page = dead_letters.page(flt, after_id=after, limit=limit)
     total = dead_letters.total(flt)
     return DeadLetterList(
         items=[summary(e) for e in page.items],
-        next_cursor=encode_cursor(page.next_cursor) if page.next_cursor is not None else None,
+        next_cursor=(
+            encode_cursor(page.next_cursor, DEAD_LETTER_CURSOR)
+            if page.next_cursor is not None
+            else None
+        ),
         total=total.count,
         total_exact=total.exact,
     )
