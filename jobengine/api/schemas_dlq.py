@@ -184,6 +184,8 @@ class DeadLetterDetail(DeadLetterOut):
         "attempt, actor, reason, details."
     )
     job_status: JobStatus | None
+    status_changed_by: str | None = Field(description="Who discarded it, if someone did.")
+    status_reason: str | None = Field(description="The reason given with the discard.")
     replays: list[ReplayRecordOut]
 
 
@@ -221,6 +223,8 @@ def detail(e: DeadLetter, *, show_traceback: bool = False) -> DeadLetterDetail:
         payload=e.payload,
         timeline=[{to_camel(k): v for k, v in step.items()} for step in e.timeline],
         job_status=e.job_status,
+        status_changed_by=e.status_changed_by,
+        status_reason=e.status_reason,
         replays=[ReplayRecordOut.of(r) for r in e.replays],
     )
 

@@ -133,7 +133,9 @@ def test_status_all_lists_every_entry_and_the_total_counts_beyond_the_page(
 ) -> None:
     first, _second = failed_job(engine), failed_job(engine)
     [entry] = [e for e in ops.get("/api/v1/dlq").json()["items"] if e["jobId"] == first]
-    ops.post(f"/api/v1/dlq/{entry['id']}/discard")
+    ops.post(f"/api/v1/dlq/{entry['id']}/discard", json={"reason": "obsolete"})
+    shown = ops.get(f"/api/v1/dlq/{entry['id']}").json()
+    assert shown["statusReason"] == "obsolete" and shown["statusChangedBy"].startswith("api:")
     page = ops.get("/api/v1/dlq", params={"status": "all", "limit": 1}).json()
     assert (len(page["items"]), page["total"], page["totalExact"]) == (1, 2, True)
     rest = ops.get("/api/v1/dlq", params={"status": "all", "cursor": page["nextCursor"]})
