@@ -126,7 +126,7 @@ CursorOption = Annotated[
     str | None,
     typer.Option(
         "--cursor",
-        help="Where the previous page ended: its nextCursor (as the API's). A bare job id is"
+        help="Where the previous page ended: its nextCursor (as the API's). A bare id is"
         " still taken, deprecated, for one release.",
     ),
 ]
