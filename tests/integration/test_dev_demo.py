@@ -4,8 +4,11 @@ login, a "fails once" job that fails once on every run, and a status line fit fo
 from __future__ import annotations
 
 import io
+import os
+import re
 import stat
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +29,8 @@ from jobengine.dev_secrets import (
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.store.database import transaction
+
+JOBENGINE = Path(sys.executable).with_name("jobengine")
 
 
 def valid_dev_keys(engine: Engine) -> list[str]:
@@ -137,3 +142,37 @@ class NoBroker:
 
     def publish_chunk(self, refs: object) -> None:
         raise ConnectionError("no broker in this test")
+
+
+def _dev_once(tmp_path: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBENGINE_")}
+    env.update(JOBENGINE_DATA_DIR=str(tmp_path / "data"), COLUMNS="120")
+    done = subprocess.run(
+        [str(JOBENGINE), "dev", "--once"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _printed(pattern: str, out: str) -> str:
+    found = re.search(pattern, out)
+    assert found is not None, out
+    return found.group(1)
+
+
+@pytest.mark.timeout(480)
+def test_a_second_dev_run_reuses_the_key_and_login_and_its_flaky_job_fails_once_again(
+    tmp_path: Path,
+) -> None:
+    runs = [_dev_once(tmp_path), _dev_once(tmp_path)]
+    keys = [_printed(r"API key \(admin, tenant demo\): (\S+)", out) for out in runs]
+    logins = [_printed(r"\(user dev, password (\S+);", out) for out in runs]
+    assert keys[0] == keys[1] and logins[0] == logins[1]
+    for out in runs:
+        shell_timelines = out.split("(shell): completed")[1].split("job ")[0]
+        assert re.search(r"failed\s+scheduled\s+1", shell_timelines), out
