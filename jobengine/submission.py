@@ -23,12 +23,14 @@ from jobengine.errors import (
     NetworkNotAllowed,
     PayloadNotSerializable,
     PayloadTooLarge,
+    RepeatedIdempotencyKey,
     ValidationError,
 )
 from jobengine.job_types import JobTypes, JobTypeSpec
 from jobengine.limits.admission import admit, slots_wanted
 from jobengine.quotas.admission import check_quotas, held_back
 from jobengine.retry_policy import RetryPolicy
+from jobengine.storable import refuse_nul
 from jobengine.store.jobs_repository import JobsRepository
 
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
@@ -81,6 +83,15 @@ def validate(
     ``sealed`` and ``commands_enabled`` default to the installation's settings, so no
     producer can forget them.
     """
+    refuse_nul(
+        {
+            "type": new.type,
+            "tenant_id": new.tenant_id,
+            "project_id": new.project_id,
+            "queue": new.queue,
+            "idempotency_key": new.idempotency_key,
+        }
+    )
     spec = types.get(new.type)
     if sealed is None:
         sealed = get_settings().sealed
@@ -89,7 +100,8 @@ def validate(
     refuse_disabled_command_type(spec, commands_enabled)
     if sealed and spec.needs_network:
         raise NetworkNotAllowed(f"job type {new.type!r} needs the network; refused in sealed mode")
-    encode_payload(new.payload, max_payload_bytes)
+    if "\\u0000" in encode_payload(new.payload, max_payload_bytes):  # JSON escapes every NUL
+        refuse_nul({"payload": new.payload})
     spec.validate_payload(new.payload)
     if new.retry_policy is not None:
         RetryPolicy.resolve(spec.retry_policy, new.retry_policy)
@@ -198,6 +210,21 @@ def _store_one(conn: Connection, new: NewJob, *, actor: str, dispatching: bool) 
     return job, False
 
 
+def refuse_repeated_keys(jobs: Sequence[NewJob]) -> None:
+    """One idempotency key names one job: a key given twice in one batch is the caller's
+    mistake, said as such, rather than a conflict with an earlier request."""
+    seen: dict[tuple[str, str], list[int]] = {}
+    for index, new in enumerate(jobs):
+        if new.idempotency_key:
+            seen.setdefault((new.tenant_id, new.idempotency_key), []).append(index)
+    for (_tenant, key), indexes in seen.items():
+        if len(indexes) > 1:
+            at = ", ".join(f"jobs[{i}]" for i in indexes)
+            raise RepeatedIdempotencyKey(
+                f"idempotency key {key!r} is repeated in this batch, at {at}"
+            )
+
+
 def submit_many(
     conn: Connection,
     jobs: Sequence[NewJob],
@@ -213,6 +240,7 @@ def submit_many(
     checked before any is written (all or nothing), and those without idempotency keys are
     stored in one statement (two when some go to the leader to publish)."""
     types = types if types is not None else catalogue_of(conn)
+    refuse_repeated_keys(jobs)
     checked = [
         validate(
             new,
