@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from psycopg.errors import QueryCanceled
+from sqlalchemy import Connection, Select, Text, cast, func, or_, select
+from sqlalchemy.exc import OperationalError
 
 from jobengine.domain.job import Job
 from jobengine.domain.status import JobStatus
@@ -32,6 +34,17 @@ class JobFilter:
     queues: Sequence[str] = ()
     created_from: datetime | None = None
     created_to: datetime | None = None
+    text: str | None = None
+    """A substring of the payload or the last error (case-insensitive). No index serves it:
+    a page reads jobs in id order until it has its rows, so narrow with the other filters."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateCount:
+    """How many jobs rest in a state: exact, or the planner's estimate once past a cap."""
+
+    n: int
+    estimated: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +89,7 @@ class JobsRepository:
 
     def list(self, flt: JobFilter, *, after_id: int = 0, limit: int = 100) -> JobPage:
         """Jobs matching ``flt`` in ascending id order, a page at a time (keyset pagination)."""
-        query = select(_jobs).where(_jobs.c.id > after_id)
-        if flt.tenant_id is not None:
-            query = query.where(_jobs.c.tenant_id == flt.tenant_id)
-        if flt.statuses:
-            query = query.where(_jobs.c.status.in_(list(flt.statuses)))
-        if flt.types:
-            query = query.where(_jobs.c.type.in_(list(flt.types)))
-        if flt.queues:
-            query = query.where(_jobs.c.queue.in_(list(flt.queues)))
-        if flt.created_from is not None:
-            query = query.where(_jobs.c.created_at >= flt.created_from)
-        if flt.created_to is not None:
-            query = query.where(_jobs.c.created_at < flt.created_to)
+        query = _filtered(select(_jobs).where(_jobs.c.id > after_id), flt)
         rows = self._conn.execute(query.order_by(_jobs.c.id).limit(limit + 1)).mappings().all()
         jobs = [job_from_row(r) for r in rows[:limit]]
         return JobPage(jobs=jobs, next_cursor=jobs[-1].id if len(rows) > limit else None)
@@ -120,6 +121,74 @@ class JobsRepository:
         for status, n in self._conn.execute(query).tuples():
             counts[JobStatus(status)] = n
         return counts
+
+
+    def count_in_states(
+        self, flt: JobFilter, *, cap: int, budget_ms: int
+    ) -> dict[JobStatus, StateCount]:
+        """Jobs matching ``flt`` in each state, at a cost that does not grow with the table:
+        counted exactly up to ``cap`` when that takes under ``budget_ms`` (a tenant's states
+        are read from ``ix_jobs_tenant_status_id``), else the planner's estimate."""
+        counts: dict[JobStatus, StateCount] = {}
+        self._conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(budget_ms)}")
+        try:
+            for status in flt.statuses or tuple(JobStatus):
+                one = replace(flt, statuses=(status,))
+                n = self._capped_count(one, cap)
+                if n is not None and n <= cap:
+                    counts[status] = StateCount(n, estimated=False)
+                else:
+                    counts[status] = StateCount(max(self.estimate(one), n or 0), estimated=True)
+        finally:
+            self._conn.exec_driver_sql("SET LOCAL statement_timeout = DEFAULT")
+        return counts
+
+    def _capped_count(self, flt: JobFilter, cap: int) -> int | None:
+        """Up to ``cap + 1`` matching jobs, or None when the statement ran out of time."""
+        capped = _filtered(select(_jobs.c.id), flt).limit(cap + 1).subquery()
+        savepoint = self._conn.begin_nested()
+        try:
+            n = int(self._conn.execute(select(func.count()).select_from(capped)).scalar_one())
+        except OperationalError as exc:
+            savepoint.rollback()
+            if isinstance(exc.orig, QueryCanceled):
+                return None
+            raise
+        savepoint.commit()
+        return n
+
+    def estimate(self, flt: JobFilter) -> int:
+        """The planner's row estimate for ``flt``: free, and as good as the statistics."""
+        compiled = _filtered(select(_jobs.c.id), flt).compile(
+            dialect=self._conn.dialect, compile_kwargs={"literal_binds": True}
+        )
+        plan: list[dict[str, Any]] = self._conn.exec_driver_sql(
+            f"EXPLAIN (FORMAT JSON) {compiled}"
+        ).scalar_one()
+        return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def _filtered(query: Select[Any], flt: JobFilter) -> Select[Any]:
+    if flt.tenant_id is not None:
+        query = query.where(_jobs.c.tenant_id == flt.tenant_id)
+    if flt.statuses:
+        query = query.where(_jobs.c.status.in_(list(flt.statuses)))
+    if flt.types:
+        query = query.where(_jobs.c.type.in_(list(flt.types)))
+    if flt.queues:
+        query = query.where(_jobs.c.queue.in_(list(flt.queues)))
+    if flt.created_from is not None:
+        query = query.where(_jobs.c.created_at >= flt.created_from)
+    if flt.created_to is not None:
+        query = query.where(_jobs.c.created_at < flt.created_to)
+    if flt.text:
+        query = query.where(
+            or_(
+                cast(_jobs.c.payload, Text).icontains(flt.text, autoescape=True),
+                cast(_jobs.c.last_error, Text).icontains(flt.text, autoescape=True),
+            )
+        )
+    return query
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,140 @@
+"""What the console's pages read that no REST route answers: counts per state that stay cheap
+at millions of rows, queue depth, leases, and the finished-job window the charts draw.
+
+Everything else a page shows comes from the REST routes' own handlers and models, so the
+console and the API cannot disagree about a job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+
+from jobengine.console import queries
+from jobengine.domain.status import JobStatus
+from jobengine.store.database import run_all, run_statement
+from jobengine.store.jobs_repository import JobFilter, JobsRepository, StateCount
+from jobengine.store.metrics_repository import MetricsRepository
+
+EXACT_UP_TO = 10_000
+"""A state with more matching jobs than this shows the planner's estimate, labelled."""
+COUNT_BUDGET_MS = 250
+"""An exact count that takes longer than this gives way to the estimate."""
+
+
+def state_counts(conn: Connection, flt: JobFilter) -> dict[JobStatus, StateCount]:
+    """Counts per state for the jobs page.
+
+    Every tenant and no other filter (an admin's first view): the live states are exact,
+    counted through their partial indexes; the final ones come from the folded transition
+    counters, which lag the newest commits by a leader tick, so they are labelled estimates.
+    Otherwise each state is counted up to ``EXACT_UP_TO`` and estimated above.
+    """
+    unfiltered = flt == JobFilter(statuses=flt.statuses)
+    if not unfiltered:
+        return JobsRepository(conn).count_in_states(flt, cap=EXACT_UP_TO, budget_ms=COUNT_BUDGET_MS)
+    metrics = MetricsRepository(conn)
+    counts = {s: StateCount(n, estimated=False) for s, n in metrics.live_jobs().items()}
+    for status, n in metrics.totals().final_jobs().items():
+        counts[status] = StateCount(max(n, 0), estimated=True)
+    wanted = flt.statuses or tuple(JobStatus)
+    return {s: counts[s] for s in JobStatus if s in wanted}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    queue: str
+    waiting: int
+    oldest_waiting_seconds: float
+
+
+def queue_depths(conn: Connection) -> list[QueueDepth]:
+    return [QueueDepth(**r) for r in run_all(conn, queries.QUEUE_DEPTH, {})]
+
+
+def leases(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
+    return run_all(conn, queries.LEASES, {"limit": limit})
+
+
+def schedules(conn: Connection) -> list[dict[str, Any]] | None:
+    """The schedules and their state, or None where the schedules table does not exist."""
+    present = run_statement(conn, queries.SCHEDULES_TABLE, {})
+    if present is None or not present["present"]:
+        return None
+    return run_all(conn, queries.SCHEDULES, {})
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    since: datetime
+    bucket_seconds: int
+    buckets: int
+
+    @classmethod
+    def last(cls, minutes: int, now: datetime | None = None) -> Window:
+        """The last ``minutes``, in 30 buckets on whole bucket boundaries."""
+        bucket = max(60, minutes * 60 // 30)
+        moment = (now or datetime.now(UTC)).timestamp()
+        end = (int(moment) // bucket + 1) * bucket
+        return cls(
+            since=datetime.fromtimestamp(end - bucket * 30, UTC),
+            bucket_seconds=bucket,
+            buckets=30,
+        )
+
+    def starts(self) -> list[datetime]:
+        step = timedelta(seconds=self.bucket_seconds)
+        return [self.since + step * i for i in range(self.buckets)]
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    type: str
+    completed: list[int]
+    failed: list[int]
+
+
+def throughput(conn: Connection, window: Window, tenant_id: str | None) -> list[Series]:
+    """Completed and failed jobs per type in each bucket of ``window``."""
+    rows = run_all(
+        conn,
+        queries.FINISHED_BY_BUCKET,
+        {"since": window.since, "bucket_seconds": window.bucket_seconds, "tenant_id": tenant_id},
+    )
+    index = {start: i for i, start in enumerate(window.starts())}
+    by_type: dict[str, Series] = {}
+    for row in rows:
+        series = by_type.setdefault(
+            row["type"], Series(row["type"], [0] * window.buckets, [0] * window.buckets)
+        )
+        i = index.get(row["bucket"].astimezone(UTC))
+        if i is not None:
+            series.completed[i] += int(row["completed"])
+            series.failed[i] += int(row["failed"])
+    return [by_type[t] for t in sorted(by_type)]
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    type: str
+    n: int
+    wait_seconds: list[float]
+    """p50, p90, p99 of submit to start."""
+    run_seconds: list[float]
+    """p50, p90, p99 of run time."""
+
+
+def latencies(conn: Connection, since: datetime, tenant_id: str | None) -> list[Latency]:
+    rows = run_all(conn, queries.LATENCY_PERCENTILES, {"since": since, "tenant_id": tenant_id})
+    return [
+        Latency(
+            type=r["type"],
+            n=int(r["n"]),
+            wait_seconds=[float(v) for v in r["wait_seconds"]],
+            run_seconds=[float(v) for v in r["run_seconds"]],
+        )
+        for r in rows
+    ]
