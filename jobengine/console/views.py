@@ -97,12 +97,33 @@ class Series:
     failed: list[int]
 
 
+def first_history_id(conn: Connection, since: datetime) -> int:
+    """The id of the first history row at or after ``since`` (one past the last if none)."""
+    bounds = run_statement(conn, queries.HISTORY_BOUNDS, {})
+    if bounds is None or bounds["first"] is None:
+        return 0
+    low, high = int(bounds["first"]), int(bounds["last"]) + 1
+    while low < high:
+        middle = (low + high) // 2
+        row = run_statement(conn, queries.HISTORY_AT_OR_AFTER, {"id": middle})
+        if row is None or row["at"] >= since:
+            high = middle
+        else:
+            low = int(row["id"]) + 1
+    return low
+
+
 def throughput(conn: Connection, window: Window, tenant_id: str | None) -> list[Series]:
-    """Completed and failed jobs per type in each bucket of ``window``."""
+    """Completed and failed attempts per type in each bucket of ``window``."""
     rows = run_all(
         conn,
-        queries.FINISHED_BY_BUCKET,
-        {"since": window.since, "bucket_seconds": window.bucket_seconds, "tenant_id": tenant_id},
+        queries.OUTCOMES_BY_BUCKET,
+        {
+            "first_id": first_history_id(conn, window.since),
+            "since": window.since,
+            "bucket_seconds": window.bucket_seconds,
+            "tenant_id": tenant_id,
+        },
     )
     index = {start: i for i, start in enumerate(window.starts())}
     by_type: dict[str, Series] = {}
@@ -121,20 +142,22 @@ def throughput(conn: Connection, window: Window, tenant_id: str | None) -> list[
 class Latency:
     type: str
     n: int
+    """Attempts whose run time was measured."""
     wait_seconds: list[float]
-    """p50, p90, p99 of submit to start."""
+    """p50, p90, p99 of submit to start (zeros when no first attempt started in the window)."""
     run_seconds: list[float]
     """p50, p90, p99 of run time."""
 
 
 def latencies(conn: Connection, since: datetime, tenant_id: str | None) -> list[Latency]:
-    rows = run_all(conn, queries.LATENCY_PERCENTILES, {"since": since, "tenant_id": tenant_id})
+    params = {"first_id": first_history_id(conn, since), "since": since, "tenant_id": tenant_id}
+    rows = run_all(conn, queries.LATENCY_PERCENTILES, params)
     return [
         Latency(
             type=r["type"],
             n=int(r["n"]),
-            wait_seconds=[float(v) for v in r["wait_seconds"]],
-            run_seconds=[float(v) for v in r["run_seconds"]],
+            wait_seconds=[float(v) for v in r["wait_seconds"] or (0.0, 0.0, 0.0)],
+            run_seconds=[float(v) for v in r["run_seconds"] or (0.0, 0.0, 0.0)],
         )
         for r in rows
     ]

@@ -56,7 +56,7 @@ def jobs_in(engine: Engine, tenant: str, n: int = 1, **fields: object) -> list[J
     with transaction(engine) as conn:
         return guard.create_jobs(
             conn,
-            [NewJob(type="noop", tenant_id=tenant, **fields) for _ in range(n)],  # type: ignore[arg-type]
+            [NewJob(**{"type": "noop", "tenant_id": tenant, **fields}) for _ in range(n)],  # type: ignore[arg-type]
         )
 
 

@@ -151,3 +151,18 @@ def test_an_exact_count_that_runs_out_of_time_gives_way_to_the_estimate(engine: 
         )
         still_usable = conn.exec_driver_sql("SELECT 1").scalar_one()
     assert counted[JobStatus.SCHEDULED].estimated and still_usable == 1
+
+
+def test_every_page_renders_for_an_admin_key(engine: Engine, login: Login) -> None:
+    jobs_in(engine, "acme", 2)
+    admin = login(make_key(engine, "ops", "admin"))
+    for path in (
+        "/console/jobs",
+        "/console/dlq",
+        "/console/runs",
+        "/console/fleet",
+        "/console/charts",
+        "/console/charts?minutes=15",
+    ):
+        answer = admin.page(path)
+        assert answer.status_code == 200, (path, answer.text[:500])
