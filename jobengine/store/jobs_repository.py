@@ -122,7 +122,6 @@ class JobsRepository:
             counts[JobStatus(status)] = n
         return counts
 
-
     def count_in_states(
         self, flt: JobFilter, *, cap: int, budget_ms: int
     ) -> dict[JobStatus, StateCount]:
