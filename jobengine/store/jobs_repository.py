@@ -7,6 +7,7 @@ issues, touches lease and progress columns that do not change state).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -45,6 +46,8 @@ class StateCount:
 
     n: int
     estimated: bool
+    more_than_cap: bool = False
+    """Counted past the cap, while the planner guessed fewer: all that is known is ``n`` > cap."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,33 +129,38 @@ class JobsRepository:
         self, flt: JobFilter, *, cap: int, budget_ms: int
     ) -> dict[JobStatus, StateCount]:
         """Jobs matching ``flt`` in each state, at a cost that does not grow with the table:
-        counted exactly up to ``cap`` when that takes under ``budget_ms`` (a tenant's states
-        are read from ``ix_jobs_tenant_status_id``), else the planner's estimate."""
+        counted exactly up to ``cap`` while the counts together take under ``budget_ms`` (a
+        tenant's states are read from ``ix_jobs_tenant_status_id``), else the planner's
+        estimate."""
         counts: dict[JobStatus, StateCount] = {}
-        self._conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(budget_ms)}")
-        try:
-            for status in flt.statuses or tuple(JobStatus):
-                one = replace(flt, statuses=(status,))
-                n = self._capped_count(one, cap)
-                if n is not None and n <= cap:
-                    counts[status] = StateCount(n, estimated=False)
-                else:
-                    counts[status] = StateCount(max(self.estimate(one), n or 0), estimated=True)
-        finally:
-            self._conn.exec_driver_sql("SET LOCAL statement_timeout = DEFAULT")
+        deadline = time.monotonic() + budget_ms / 1000
+        for status in flt.statuses or tuple(JobStatus):
+            one = replace(flt, statuses=(status,))
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            n = self._capped_count(one, cap, left_ms) if left_ms > 0 else None
+            if n is not None and n <= cap:
+                counts[status] = StateCount(n, estimated=False)
+                continue
+            guess = self.estimate(one)
+            if n is not None and guess <= cap:
+                counts[status] = StateCount(n, estimated=True, more_than_cap=True)
+            else:
+                counts[status] = StateCount(guess, estimated=True)
         return counts
 
-    def _capped_count(self, flt: JobFilter, cap: int) -> int | None:
+    def _capped_count(self, flt: JobFilter, cap: int, timeout_ms: int) -> int | None:
         """Up to ``cap + 1`` matching jobs, or None when the statement ran out of time."""
         capped = _filtered(select(_jobs.c.id), flt).limit(cap + 1).subquery()
         savepoint = self._conn.begin_nested()
         try:
+            self._conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
             n = int(self._conn.execute(select(func.count()).select_from(capped)).scalar_one())
         except OperationalError as exc:
-            savepoint.rollback()
+            savepoint.rollback()  # takes the timeout back with it
             if isinstance(exc.orig, QueryCanceled):
                 return None
             raise
+        self._conn.exec_driver_sql("SET LOCAL statement_timeout = DEFAULT")
         savepoint.commit()
         return n
 
