@@ -23,12 +23,14 @@ from jobengine.errors import (
     NetworkNotAllowed,
     PayloadNotSerializable,
     PayloadTooLarge,
+    RepeatedIdempotencyKey,
     ValidationError,
 )
 from jobengine.job_types import JobTypes, JobTypeSpec
 from jobengine.limits.admission import admit, slots_wanted
 from jobengine.quotas.admission import check_quotas, held_back
 from jobengine.retry_policy import RetryPolicy
+from jobengine.storable import refuse_nul
 from jobengine.store.jobs_repository import JobsRepository
 
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
@@ -81,6 +83,16 @@ def validate(
     ``sealed`` and ``commands_enabled`` default to the installation's settings, so no
     producer can forget them.
     """
+    refuse_nul(
+        {
+            "type": new.type,
+            "tenant_id": new.tenant_id,
+            "project_id": new.project_id,
+            "queue": new.queue,
+            "idempotency_key": new.idempotency_key,
+            "payload": new.payload,
+        }
+    )
     spec = types.get(new.type)
     if sealed is None:
         sealed = get_settings().sealed
@@ -192,6 +204,21 @@ def _store_one(conn: Connection, new: NewJob, *, actor: str, dispatching: bool) 
     return job, False
 
 
+def refuse_repeated_keys(jobs: Sequence[NewJob]) -> None:
+    """One idempotency key names one job: a key given twice in one batch is the caller's
+    mistake, said as such, rather than a conflict with an earlier request."""
+    seen: dict[tuple[str, str], list[int]] = {}
+    for index, new in enumerate(jobs):
+        if new.idempotency_key:
+            seen.setdefault((new.tenant_id, new.idempotency_key), []).append(index)
+    for (_tenant, key), indexes in seen.items():
+        if len(indexes) > 1:
+            at = ", ".join(f"jobs[{i}]" for i in indexes)
+            raise RepeatedIdempotencyKey(
+                f"idempotency key {key!r} is repeated in this batch, at {at}"
+            )
+
+
 def submit_many(
     conn: Connection,
     jobs: Sequence[NewJob],
@@ -207,6 +234,7 @@ def submit_many(
     checked before any is written (all or nothing), and those without idempotency keys are
     stored in one statement (two when some go to the leader to publish)."""
     types = types if types is not None else catalogue_of(conn)
+    refuse_repeated_keys(jobs)
     checked = [
         validate(
             new,

@@ -175,7 +175,7 @@ DEAD_LETTER = f""",
 dead_letter AS (
     INSERT INTO dead_letters AS d (job_id, tenant_id, project_id, type, queue, reason,
                                    error_code, error_class, error_message, traceback,
-                                   attempts, payload, timeline)
+                                   attempts, payload, timeline, first_failed_at)
     SELECT moved.id, moved.tenant_id, moved.project_id, moved.type, moved.queue,
            %(dead_letter_reason)s, moved.last_error->>'code', moved.last_error->>'class',
            moved.last_error->>'message', moved.last_error->>'traceback', moved.attempt,
@@ -185,7 +185,11 @@ dead_letter AS (
                 FROM job_history AS h WHERE h.job_id = moved.id
                 UNION ALL
                 SELECT history.id, {_TIMELINE_ENTRY.format(h="history")}
-                FROM history WHERE history.job_id = moved.id) AS t)
+                FROM history WHERE history.job_id = moved.id) AS t),
+           -- The first failed attempt's time: earlier attempts failed and were retried, each
+           -- leaving a `failed` row (ix_job_history_job_id_id); now() when this is the first.
+           coalesce((SELECT min(h.at) FROM job_history AS h
+                     WHERE h.job_id = moved.id AND h.to_status = 'failed'), now())
     FROM moved
     WHERE moved.status = 'failed'
     ON CONFLICT (job_id) DO UPDATE
@@ -557,7 +561,9 @@ DEAD_LETTER_COLUMNS = (
 
 GET_DEAD_LETTER = f"""
 -- name: get_dead_letter  (pk_dead_letters; uq_dead_letters_job_id by job)
-SELECT {DEAD_LETTER_COLUMNS}, j.status AS job_status
+-- The job's last error's details (a command's exit code and output tails): the history keeps
+-- only each failure's code, class and message.
+SELECT {DEAD_LETTER_COLUMNS}, j.status AS job_status, j.last_error->'details' AS error_details
 FROM dead_letters AS d JOIN jobs AS j ON j.id = d.job_id
 WHERE d.id = %(id)s
 """
@@ -566,7 +572,7 @@ LOCK_DEAD_LETTER = f"""
 -- name: lock_dead_letter  (pk_dead_letters)
 -- Replays and discards of one entry take turns on its row: of two concurrent replays, the
 -- second sees the first's `replayed` and does nothing.
-SELECT {DEAD_LETTER_COLUMNS}, NULL AS job_status
+SELECT {DEAD_LETTER_COLUMNS}, NULL AS job_status, NULL AS error_details
 FROM dead_letters AS d WHERE d.id = %(id)s
 FOR UPDATE
 """
