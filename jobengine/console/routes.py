@@ -39,7 +39,7 @@ from jobengine.console.charts import Node, dag_chart, latency_chart, throughput_
 from jobengine.console.pages import render, wire
 from jobengine.console.session import check_csrf, current_key, forget, remember
 from jobengine.dead_letters import merge_patch
-from jobengine.domain.dead_letter import DeadLetterReason, DeadLetterStatus
+from jobengine.domain.dead_letter import DeadLetterReason
 from jobengine.domain.status import JobStatus
 from jobengine.errors import ValidationError
 from jobengine.store.database import transaction
@@ -250,8 +250,8 @@ def _dlq_body(form: dict[str, str], **extra: Any) -> BulkReplayIn:
     return BulkReplayIn(
         type=_list(form.get("type", "").split(",")),
         queue=_list(form.get("queue", "").split(",")),
-        dead_letter_reason=_enums(
-            DeadLetterReason, _list(form.get("reason", "").split(",")), "reason"
+        failure_reason=_enums(
+            DeadLetterReason, _list(form.get("failureReason", "").split(",")), "failureReason"
         ),
         error_class=_list(form.get("errorClass", "").split(",")),
         reason=form.get("note") or None,
@@ -265,7 +265,7 @@ def dlq_page(
     request: Request,
     type: str | None = None,
     queue: str | None = None,
-    reason: str | None = None,
+    failure_reason: Annotated[str | None, Query(alias="failureReason")] = None,
     error_class: Annotated[str | None, Query(alias="errorClass")] = None,
     status: str | None = None,
     tenant: str | None = None,
@@ -275,21 +275,20 @@ def dlq_page(
     form = {
         "type": type or "",
         "queue": queue or "",
-        "reason": reason or "",
+        "failureReason": failure_reason or "",
         "errorClass": error_class or "",
         "status": status or "",
         "tenant": tenant or "",
     }
     body = _dlq_body(form)
-    statuses = _enums(DeadLetterStatus, _list((status or "").split(",")), "status")
     listed = routes_dlq.list_dead_letters(
         request,
         key,
         type=body.type or None,
         queue=body.queue or None,
-        reason=body.dead_letter_reason or None,
+        failure_reason=body.failure_reason or None,
         error_class=body.error_class or None,
-        status=statuses or None,
+        status=_list((status or "").split(",")) or None,
         limit=PAGE,
         cursor=cursor,
         tenant=(tenant or "").strip() or None,
@@ -301,6 +300,8 @@ def dlq_page(
         key,
         entries=[wire(e) for e in listed.items],
         next_cursor=listed.next_cursor,
+        total=listed.total,
+        total_exact=listed.total_exact,
         form=form,
         query_args=args,
         reasons=list(DeadLetterReason),
