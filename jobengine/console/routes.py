@@ -49,6 +49,9 @@ from jobengine.store.outbox import OutboxReader
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 PAGE = 50
+NEWEST_FIRST = "c1"
+"""The jobs page's cursor kind: it pages down from the newest, so REST's (upward) cursors and
+its own are never mistaken for each other."""
 PREVIEWED = 3
 """A dry run shows the patched payload of this many of the selected entries."""
 
@@ -153,7 +156,8 @@ def jobs_page(
     after = _head(request)
     with transaction(state.engine) as conn:
         jobs = JobsRepository(conn)
-        page = jobs.list(flt, after_id=decode_cursor(cursor) if cursor else 0, limit=PAGE)
+        below = decode_cursor(cursor, NEWEST_FIRST) if cursor else 0
+        page = jobs.list(flt, after_id=below, limit=PAGE, newest_first=True)
         counts = views.state_counts(conn, flt)
     args = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor" and v]
     return render(
@@ -161,7 +165,9 @@ def jobs_page(
         "jobs.html",
         key,
         jobs=[wire(JobOut.of(j, show_traceback=sees_tracebacks(key))) for j in page.jobs],
-        next_cursor=encode_cursor(page.next_cursor) if page.next_cursor is not None else None,
+        next_cursor=(
+            encode_cursor(page.next_cursor, NEWEST_FIRST) if page.next_cursor is not None else None
+        ),
         counts=counts,
         statuses=list(JobStatus),
         chosen=set(flt.statuses),

@@ -90,10 +90,18 @@ class JobsRepository:
         )
         return None if row is None else (job_from_row(row), row["request_hash"])
 
-    def list(self, flt: JobFilter, *, after_id: int = 0, limit: int = 100) -> JobPage:
-        """Jobs matching ``flt`` in ascending id order, a page at a time (keyset pagination)."""
-        query = _filtered(select(_jobs).where(_jobs.c.id > after_id), flt)
-        rows = self._conn.execute(query.order_by(_jobs.c.id).limit(limit + 1)).mappings().all()
+    def list(
+        self, flt: JobFilter, *, after_id: int = 0, limit: int = 100, newest_first: bool = False
+    ) -> JobPage:
+        """Jobs matching ``flt`` in ascending id order, a page at a time (keyset pagination);
+        ``newest_first`` pages down from the newest instead, ``after_id`` then being the id to
+        go below (0: from the top)."""
+        if newest_first:
+            query = select(_jobs).where(_jobs.c.id < after_id) if after_id else select(_jobs)
+            query = _filtered(query, flt).order_by(_jobs.c.id.desc())
+        else:
+            query = _filtered(select(_jobs).where(_jobs.c.id > after_id), flt).order_by(_jobs.c.id)
+        rows = self._conn.execute(query.limit(limit + 1)).mappings().all()
         jobs = [job_from_row(r) for r in rows[:limit]]
         return JobPage(jobs=jobs, next_cursor=jobs[-1].id if len(rows) > limit else None)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable
 
 import pytest
@@ -166,3 +168,35 @@ def test_every_page_renders_for_an_admin_key(engine: Engine, login: Login) -> No
     ):
         answer = admin.page(path)
         assert answer.status_code == 200, (path, answer.text[:500])
+
+
+def test_the_jobs_page_lists_the_newest_first_and_pages_down_by_id(
+    engine: Engine, login: Login, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobengine.console import routes
+
+    made = [j.id for j in jobs_in(engine, "acme", 5)]
+    monkeypatch.setattr(routes, "PAGE", 2)
+    acme = login(make_key(engine, "acme", "jobs:read"))
+    seen: list[int] = []
+    path = "/console/jobs"
+    while path:
+        text = acme.client.get(path).text
+        seen += [int(i) for i in re.findall(r'<tr data-job-id="(\d+)"', text)]
+        found = re.search(r'id="next-page" href="([^"]+)"', text)
+        path = html.unescape(found.group(1)) if found else ""
+    assert seen == sorted(made, reverse=True)
+
+
+def test_logging_out_forgets_the_key(engine: Engine, login: Login) -> None:
+    acme = login(make_key(engine, "acme", "jobs:read"))
+    answer = acme.post("/console/logout", {"csrf": acme.csrf()})
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/login"
+    assert acme.page("/console/jobs").headers["location"] == "/console/login"
+
+
+def test_the_estimate_takes_a_text_search_with_quotes_and_percent_signs(engine: Engine) -> None:
+    jobs_in(engine, "acme", 3, payload={"note": "50% off 'today'"})
+    with transaction(engine) as conn:
+        guess = JobsRepository(conn).estimate(JobFilter(tenant_id="acme", text="50% off 'to"))
+    assert guess >= 0

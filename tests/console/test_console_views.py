@@ -10,7 +10,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from jobengine.console import queries, views
+from jobengine.domain.status import JobStatus
 from jobengine.store.database import transaction
+from jobengine.store.jobs_repository import JobFilter, JobsRepository
 from tests.console.conftest import jobs_in
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -79,3 +81,34 @@ def test_chart_and_fleet_queries_are_served_by_indexes(engine: Engine) -> None:
         ):
             plan = _plan(conn, sql, params if "%(" in sql else {})
             assert "Seq Scan" not in plan, (sql.splitlines()[1], plan)
+
+
+def test_a_tenants_counts_and_newest_page_read_by_index_not_by_scanning_jobs(
+    engine: Engine,
+) -> None:
+    with transaction(engine) as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO jobs (tenant_id, project_id, type, queue, payload, status, scheduled_at,"
+            " completed_at) SELECT 't' || (i %% 20), 'p', 'noop', 'default', '{}', 'completed',"
+            " now(), now() FROM generate_series(1, 20000) AS i"
+        )
+        conn.exec_driver_sql("ANALYZE jobs")
+
+    def scans() -> int:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_stat_force_next_flush()")
+            conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+            return int(
+                conn.exec_driver_sql(
+                    "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'jobs'"
+                ).scalar_one()
+            )
+
+    before = scans()
+    with transaction(engine) as conn:
+        counts = views.state_counts(conn, JobFilter(tenant_id="t3"))
+        page = JobsRepository(conn).list(JobFilter(tenant_id="t3"), limit=50, newest_first=True)
+        conn.exec_driver_sql("SELECT pg_stat_force_next_flush()")
+    assert counts[JobStatus.COMPLETED].n == 1000 and not counts[JobStatus.COMPLETED].estimated
+    assert len(page.jobs) == 50
+    assert scans() == before
