@@ -37,10 +37,10 @@ from jobengine.api.state import api_state
 from jobengine.console import views
 from jobengine.console.charts import Node, dag_chart, latency_chart, throughput_chart
 from jobengine.console.pages import render, wire
-from jobengine.console.session import check_csrf, current_key, forget, remember
+from jobengine.console.session import check_csrf, check_origin, current_key, forget, remember
 from jobengine.dead_letters import merge_patch
 from jobengine.domain.dead_letter import DeadLetterReason
-from jobengine.domain.status import JobStatus
+from jobengine.domain.status import FINAL_STATES, JobStatus
 from jobengine.errors import ValidationError
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import JobFilter, JobsRepository
@@ -104,6 +104,7 @@ def login_page(request: Request, error: str | None = None) -> HTMLResponse:
 def login(request: Request, api_key: Annotated[str, Form(alias="apiKey")]) -> Response:
     """The key must be live and hold ``jobs:read`` (or ``admin``), as every page needs."""
     try:
+        check_origin(request)
         key = key_for(api_state(request), api_key.strip())
         check_scope(key, JOBS_READ, needed_for="the console shows jobs")
     except ApiError as exc:
@@ -214,6 +215,7 @@ def job_page(request: Request, job_id: routes_jobs.JobId) -> HTMLResponse:
         final=job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED),
         failed=job.status is JobStatus.FAILED,
         after=after,
+        live_job=None if job.status in FINAL_STATES else job.id,
     )
 
 
@@ -470,13 +472,18 @@ def charts_page(
 def events(
     request: Request,
     after: Annotated[str | None, Query(max_length=60)] = None,
+    job_id: Annotated[int | None, Query(alias="jobId", ge=1, le=2**63 - 1)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=60)] = None,
 ) -> StreamingResponse:
-    """The REST feed for the logged-in key (every tenant's for admin keys), which a browser's
-    EventSource can follow: it sends the session cookie, never an Authorization header."""
+    """The REST feeds for the logged-in key, which a browser's EventSource can follow (it sends
+    the session cookie, never an Authorization header): one job's (``jobId``, ending after
+    its final state), or the tenant's (every tenant's for admin keys)."""
     key = current_key(request)
     check_scope(key, JOBS_READ)
     state = api_state(request)
-    scope = routes_streams.feed_scope(key, key.is_admin)
+    if job_id is not None:
+        scope = routes_streams.job_scope(state, key, job_id)
+    else:
+        scope = routes_streams.feed_scope(key, key.is_admin)
     start = routes_streams.start_position(state, scope, last_event_id or after)
     return routes_streams.sse(state, scope, start)

@@ -56,6 +56,17 @@ def check_csrf(request: Request, sent: str | None) -> None:
         )
 
 
+def check_origin(request: Request) -> None:
+    """A login posted from another site's page is refused: it would sign the browser in with
+    someone else's key, and what the person then does would be recorded under that key."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        raise Forbidden(
+            f"a login form was posted from another origin ({origin[:100]})",
+            hint="Log in from the console's own login page.",
+        )
+
+
 def remember(response: Response, plaintext: str, *, secure: bool) -> None:
     response.set_cookie(
         COOKIE, plaintext, httponly=True, samesite="strict", path=PATH, secure=secure

@@ -169,3 +169,43 @@ def test_an_operator_finds_failed_jobs_and_replays_them_in_a_browser_without_rel
     screenshot(browser, "12-charts")
     browser.get(f"{base}/console/dlq/1")
     screenshot(browser, "13-dead-letter")
+
+
+@pytest.mark.slow
+def test_a_running_jobs_page_follows_it_to_completed_without_reloading(
+    fleet: Fleet,  # noqa: F811
+    fleet_console: LiveServer,
+    browser: Any,  # noqa: F811
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    fleet.start_worker("w1")
+    key = make_key(fleet.engine, "acme", "jobs:read", "jobs:write", name="watcher")
+    with httpx.Client(
+        base_url=fleet_console.url, headers={**bearer(key), "X-Tenant-Id": "acme"}, timeout=60
+    ) as api:
+        job_id = _submit(
+            api, {"type": "blocking", "projectId": "ops", "payload": {"block_attempts": [1]}}
+        )
+    wait_until(lambda: fleet.job(job_id).status is JobStatus.RUNNING, WAIT, "the job runs")
+    page = WebDriverWait(browser, WAIT)
+    browser.get(f"{fleet_console.url}/console/login")
+    browser.find_element(By.ID, "api-key").send_keys(key)
+    browser.find_element(By.ID, "login").click()
+    page.until(lambda d: d.find_elements(By.ID, "jobs-table"))
+    browser.get(f"{fleet_console.url}/console/jobs/{job_id}")
+    page.until(lambda d: d.find_element(By.ID, "live").is_displayed())
+    assert browser.find_element(By.CSS_SELECTOR, f'h1 [data-job-status="{job_id}"]').text == (
+        "running"
+    )
+    browser.execute_script("window.stillTheSamePage = true;")
+    fleet.release(job_id, 1)
+    page.until(
+        lambda d: (
+            d.find_element(By.CSS_SELECTOR, f'h1 [data-job-status="{job_id}"]').text == "completed"
+        )
+    )
+    assert "completed" in browser.find_element(By.CSS_SELECTOR, "#timeline tbody").text
+    assert browser.execute_script("return window.stillTheSamePage === true;")
+    screenshot(browser, "14-job-followed-live")

@@ -200,3 +200,20 @@ def test_the_estimate_takes_a_text_search_with_quotes_and_percent_signs(engine: 
     with transaction(engine) as conn:
         guess = JobsRepository(conn).estimate(JobFilter(tenant_id="acme", text="50% off 'to"))
     assert guess >= 0
+
+
+def test_a_login_posted_from_another_origin_is_refused(live: LiveServer, engine: Engine) -> None:
+    import httpx
+
+    key = make_key(engine, "acme", "jobs:read")
+    answer = httpx.post(
+        f"{live.url}/console/login", data={"apiKey": key}, headers={"Origin": "http://evil.test"}
+    )
+    assert answer.status_code == 403 and "another origin" in answer.text
+    assert "set-cookie" not in answer.headers
+
+
+def test_a_payload_is_shown_as_text_never_as_markup(engine: Engine, login: Login) -> None:
+    [job] = jobs_in(engine, "acme", payload={"html": "<script>alert(1)</script>"})
+    page = login(make_key(engine, "acme", "jobs:read")).page(f"/console/jobs/{job.id}").text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)" in page

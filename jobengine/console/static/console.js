@@ -1,7 +1,8 @@
-// Live updates for the console's pages: the tenant's event stream (SSE, REST's camelCase
-// fields) moves every status badge of a job shown on the page, without a reload. The page
-// renders the stream position it read before its rows, so nothing that happens between the
-// render and the connection is missed (an event seen twice sets the same state twice).
+// Live updates for the console's pages: the tenant's event stream, or one job's on the page
+// of a job still under way (SSE, REST's camelCase fields), moves every status badge of a job
+// shown and extends a job's timeline, without a reload. The page renders the stream position
+// it read before its rows, so nothing that happens between the render and the connection is
+// missed (an event seen twice sets the same state twice).
 "use strict";
 
 (function () {
@@ -10,7 +11,11 @@
     return;
   }
   const live = document.getElementById("live");
-  const url = "/console/events?after=" + encodeURIComponent(after);
+  const job = document.body.dataset.liveJob;
+  const url = "/console/events?after=" + encodeURIComponent(after) +
+    (job ? "&jobId=" + encodeURIComponent(job) : "");
+  const FINAL = ["completed", "failed", "cancelled"];
+  let lastStatus = null;
   const stream = new EventSource(url);
 
   function setStatus(jobId, status) {
@@ -48,10 +53,16 @@
     if (live) {
       live.hidden = true;
     }
+    if (job && FINAL.includes(lastStatus)) {
+      stream.close(); // the server ends a job's stream once it settled: asking again is moot
+    }
   });
   stream.addEventListener("job.transition", function (message) {
     const envelope = JSON.parse(message.data);
     setStatus(envelope.event.jobId, envelope.event.toStatus);
     addTimelineRow(envelope);
+    if (String(envelope.event.jobId) === job) {
+      lastStatus = envelope.event.toStatus;
+    }
   });
 })();
