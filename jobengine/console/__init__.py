@@ -17,7 +17,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from jobengine.api.errors import status_for, validation_message
-from jobengine.console import routes
+from jobengine.console import routes_dlq, routes_fleet, routes_jobs, routes_session
 from jobengine.console.pages import HERE, render
 from jobengine.console.session import PATH, LoginRequired, current_key
 from jobengine.errors import JobEngineError, ValidationError
@@ -27,7 +27,8 @@ Handler = Callable[[Request, Any], Response | Awaitable[Response]]
 
 def install(app: FastAPI) -> None:
     """Mount the console; its errors become pages, the API's stay JSON envelopes."""
-    app.include_router(routes.router)
+    for module in (routes_session, routes_jobs, routes_dlq, routes_fleet):
+        app.include_router(module.router)
     app.mount(f"{PATH}/static", StaticFiles(directory=HERE / "static"), name="console-static")
     for error in (JobEngineError, RequestValidationError):
         previous = app.exception_handlers[error]

@@ -1,5 +1,6 @@
-"""Rendering: the templates, and what every page is given (the key, its scopes, the CSRF
-token), so that a page can show an action only to a key that may take it."""
+"""Rendering: the templates, what every page is given (the key, its scopes, the CSRF token, so
+a page shows an action only to a key that may take it), redirects, and the stream position a
+live page starts from."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
 from jobengine.api.keys import ADMIN, DLQ_REPLAY, JOBS_WRITE, ApiKey
+from jobengine.api.state import api_state
 from jobengine.console.session import COOKIE, csrf_token
+from jobengine.store.database import transaction
+from jobengine.store.outbox import OutboxReader
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -49,3 +53,13 @@ def render(
         },
         status_code=status_code,
     )
+
+
+def redirect(to: str) -> RedirectResponse:
+    return RedirectResponse(to, status_code=303)
+
+
+def stream_head(request: Request) -> str:
+    """The stream position now: events after it are what the page does not show yet."""
+    with transaction(api_state(request).engine) as conn:
+        return str(OutboxReader(conn).head())

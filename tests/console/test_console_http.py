@@ -173,7 +173,7 @@ def test_every_page_renders_for_an_admin_key(engine: Engine, login: Login) -> No
 def test_the_jobs_page_lists_the_newest_first_and_pages_down_by_id(
     engine: Engine, login: Login, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobengine.console import routes
+    from jobengine.console import routes_jobs as routes
 
     made = [j.id for j in jobs_in(engine, "acme", 5)]
     monkeypatch.setattr(routes, "PAGE", 2)
