@@ -23,6 +23,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from config.settings import Settings
+from jobengine.api.cursors import DEAD_LETTER_CURSOR
 from jobengine.api.schemas_dlq import BulkReplayOut, ReplayOut, detail, summary
 from jobengine.cli_common import (
     CursorOption,
@@ -219,13 +220,13 @@ def dlq_list(
     )
     with store(ctx) as engine:
         service = DeadLetters(engine)
-        page = service.page(flt, after_id=cursor_after(cursor), limit=limit)
+        page = service.page(flt, after_id=cursor_after(cursor, DEAD_LETTER_CURSOR), limit=limit)
         total = service.total(flt)
     if as_json:
         emit_json(
             {
                 "items": [_summary(e) for e in page.items],
-                "nextCursor": cursor_out(page.next_cursor),
+                "nextCursor": cursor_out(page.next_cursor, DEAD_LETTER_CURSOR),
                 "total": total.count,
                 "totalExact": total.exact,
             }
@@ -237,7 +238,7 @@ def dlq_list(
     title = f"dead letters matching: {total.label()} (this page: {len(page.items)})"
     table_console().print(_entries_table(page.items, title))
     if page.next_cursor is not None:
-        typer.echo(f"more: rerun with --cursor {cursor_out(page.next_cursor)}")
+        typer.echo(f"more: rerun with --cursor {cursor_out(page.next_cursor, DEAD_LETTER_CURSOR)}")
 
 
 def _bounded(traceback: str) -> str:

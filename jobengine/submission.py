@@ -90,7 +90,6 @@ def validate(
             "project_id": new.project_id,
             "queue": new.queue,
             "idempotency_key": new.idempotency_key,
-            "payload": new.payload,
         }
     )
     spec = types.get(new.type)
@@ -101,7 +100,8 @@ def validate(
     refuse_disabled_command_type(spec, commands_enabled)
     if sealed and spec.needs_network:
         raise NetworkNotAllowed(f"job type {new.type!r} needs the network; refused in sealed mode")
-    encode_payload(new.payload, max_payload_bytes)
+    if "\\u0000" in encode_payload(new.payload, max_payload_bytes):  # JSON escapes every NUL
+        refuse_nul({"payload": new.payload})
     spec.validate_payload(new.payload)
     if new.retry_policy is not None:
         RetryPolicy.resolve(spec.retry_policy, new.retry_policy)

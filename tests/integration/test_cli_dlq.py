@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from jobengine.api.cursors import encode_cursor
+from jobengine.api.cursors import DEAD_LETTER_CURSOR, encode_cursor
 from jobengine.domain.status import JobStatus
 from jobengine.embedded import EmbeddedRedis
 from jobengine.failures import NonRetryableError, PoisonMessage
@@ -36,7 +36,7 @@ def test_list_pages_filters_and_names_the_entries(
 
     page = parse(*invoke(db_url, closed_broker, "dlq", "list", "--limit", "2", "--json"))
     assert [e["id"] for e in page["items"]] == [first, second]
-    assert page["nextCursor"] == encode_cursor(second) and page["total"] == 3
+    assert page["nextCursor"] == encode_cursor(second, DEAD_LETTER_CURSOR) and page["total"] == 3
     rest = parse(
         *invoke(db_url, closed_broker, "dlq", "list", "--cursor", page["nextCursor"], "--json")
     )
@@ -61,7 +61,7 @@ def test_list_pages_filters_and_names_the_entries(
     assert "dead letters matching: 3 (this page: 2)" in out
     rows = [line.split() for line in out.splitlines()]
     assert [str(first), str(second)] == [r[0] for r in rows if len(r) > 5 and r[0].isdigit()]
-    assert f"--cursor {encode_cursor(second)}" in out
+    assert f"--cursor {encode_cursor(second, DEAD_LETTER_CURSOR)}" in out
 
 
 def test_show_gives_the_error_payload_timeline_and_replays(
