@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast, get_args
 
 import anyio
 from fastapi import APIRouter, Query, Request
@@ -23,6 +23,7 @@ from jobengine.console.pages import redirect, render, stream_head, wire
 from jobengine.console.session import check_csrf, current_key
 from jobengine.dead_letters import merge_patch
 from jobengine.domain.dead_letter import DeadLetterReason
+from jobengine.errors import ValidationError
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import JobsRepository
 
@@ -31,6 +32,18 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 PAGE = 50
 PREVIEWED = 3
 """A dry run shows the patched payload of this many of the selected entries."""
+
+
+def _statuses(value: str | None) -> list[routes_dlq.StatusFilter]:
+    wanted = names((value or "").split(","))
+    known = get_args(routes_dlq.StatusFilter)
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        raise ValidationError(
+            f"status {unknown[0][:40]!r} is not one of {', '.join(known)}",
+            hint="Pick the status from the list.",
+        )
+    return [cast(routes_dlq.StatusFilter, s) for s in wanted]
 
 
 @router.get("/dlq", response_class=HTMLResponse)
@@ -61,7 +74,7 @@ def dlq_page(
         queue=body.queue or None,
         failure_reason=body.failure_reason or None,
         error_class=body.error_class or None,
-        status=names((status or "").split(",")) or None,
+        status=_statuses(status) or None,
         limit=PAGE,
         cursor=cursor,
         tenant=(tenant or "").strip() or None,

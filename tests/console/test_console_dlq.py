@@ -105,3 +105,14 @@ def test_a_discard_from_the_console_closes_the_entry_under_the_keys_name(
     entry = DeadLetters(engine).get(entry_id)
     assert entry.status is DeadLetterStatus.DISCARDED
     assert entry.status_changed_by == f"api:{key.split('_')[1]}"
+
+
+def test_the_status_filter_takes_all_and_refuses_an_unknown_status_by_name(
+    engine: Engine, login: Login, entries: dict[str, tuple[int, int]]
+) -> None:
+    acme = login(make_key(engine, "acme", "jobs:read"))
+    assert (
+        f'href="/console/dlq/{entries["acme"][1]}"' in acme.page("/console/dlq", status="all").text
+    )
+    refused = acme.page("/console/dlq", status="lost")
+    assert refused.status_code == 422 and "status &#39;lost&#39; is not one of open" in refused.text
