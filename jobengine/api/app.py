@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
 from config.settings import Settings
+from jobengine import console
 from jobengine.api import (
     errors,
     metrics,
@@ -119,6 +120,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     for router in ROUTERS:
         app.include_router(router)
+    console.install(app)  # after errors.install: console pages turn its errors into pages
     return app
 
 
