@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from jobengine.dispatch import Publisher
 from jobengine.execution import Executor
+from jobengine.maintenance.backfiller import Backfiller
 from jobengine.maintenance.broker_epoch import BrokerEpoch
 from jobengine.maintenance.dispatcher import Dispatcher
 from jobengine.maintenance.leadership import Leadership, LeadershipLost
@@ -58,6 +59,7 @@ class Reaper:
         self.set_aside = SetAside()
         self.rescuer = Rescuer(engine, executor, self.leadership, self.set_aside, actor=name)
         self.promoter = Promoter(engine, self.leadership, self.set_aside, actor=name)
+        self.backfiller = Backfiller(engine, self.leadership, actor=name)
         self.broker_epoch = None if broker is None else BrokerEpoch(broker, engine, self.leadership)
         self.dispatcher = Dispatcher(
             engine,
@@ -77,6 +79,7 @@ class Reaper:
         try:
             self.rescuer.run(report)
             self.promoter.run(report)
+            self.backfiller.run(report)
             if self.broker_epoch is not None:
                 self.broker_epoch.run(report)
             self.dispatcher.run(report)
@@ -85,7 +88,15 @@ class Reaper:
             report.leader = False
             log.warning("maintenance_stopped", reaper=self.name, why=str(exc))
         if (
-            any((report.rescued, report.returned, report.promoted, report.redispatched))
+            any(
+                (
+                    report.rescued,
+                    report.returned,
+                    report.promoted,
+                    report.redispatched,
+                    report.backfilled,
+                )
+            )
             or report.forgotten
             or report.set_aside
         ):
@@ -97,6 +108,7 @@ class Reaper:
                 promoted=len(report.promoted),
                 dispatched=len(report.dispatched),
                 redispatched=len(report.redispatched),
+                backfilled=len(report.backfilled),
                 forgotten=report.forgotten,
                 set_aside=report.set_aside,
                 rescued_first=report.rescued[:SAMPLE],
