@@ -32,7 +32,3 @@ class BackfillNotFound(JobEngineError):
     code = "BACKFILL_NOT_FOUND"
     hint = "List backfills with `jobengine backfills list` (or GET /api/v1/backfills)."
 
-
-class BackfillSourceNotFound(JobEngineError):
-    code = "BACKFILL_SOURCE_NOT_FOUND"
-    hint = "List sources with `jobengine backfills sources` (or GET /api/v1/backfill-sources)."
