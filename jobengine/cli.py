@@ -28,6 +28,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from config.logging import configure_logging
+from jobengine.cli_backfills import backfills_app
 from jobengine.cli_common import (
     BrokerRevoker,
     JsonOption,
@@ -111,6 +112,7 @@ app.add_typer(workers_app, name="workers")
 app.add_typer(types_app, name="types")
 app.add_typer(limits_app, name="limits")
 app.add_typer(quotas_app, name="quotas")
+app.add_typer(backfills_app, name="backfills")
 
 
 @app.callback()
