@@ -18,11 +18,12 @@ from itertools import islice
 from sqlalchemy import Connection
 
 from jobengine.backfills.model import Backfill
-from jobengine.backfills.plan import cadence_of, slots_from
+from jobengine.backfills.plan import cadence_of
 from jobengine.backfills.repository import BackfillRepository
 from jobengine.backfills.slot_jobs import slot_job
 from jobengine.errors import StoreConflict
 from jobengine.job_types import JobTypes
+from jobengine.schedules.slots import slots_between
 from jobengine.submission import submit_many
 
 
@@ -67,9 +68,8 @@ def create_batch(
     room = job_room(repo, backfill, now)
     if room is not None and room <= 0:
         return batch
-    ahead = list(
-        islice(slots_from(cadence_of(backfill.cadence), backfill.cursor, backfill.end), budget + 1)
-    )
+    slots = slots_between(cadence_of(backfill.cadence), backfill.cursor, backfill.end)
+    ahead = list(islice(slots, budget + 1))
     repo.lock_source(backfill.source_id)
     have = repo.existing(backfill.source_id, ahead[:budget])
     new: list[datetime] = []

@@ -31,4 +31,3 @@ class CadenceMismatch(ValidationError):
 class BackfillNotFound(JobEngineError):
     code = "BACKFILL_NOT_FOUND"
     hint = "List backfills with `jobengine backfills list` (or GET /api/v1/backfills)."
-

@@ -8,7 +8,7 @@ template against its type) is checked here first, so a refusal writes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import islice
 
@@ -25,6 +25,7 @@ from jobengine.backfills.errors import (
 from jobengine.backfills.model import (
     Backfill,
     BackfillSpec,
+    CadenceSpec,
     Plan,
     Progress,
     SlotPreview,
@@ -36,6 +37,7 @@ from jobengine.catalogue import catalogue_of
 from jobengine.domain.status import JobStatus
 from jobengine.guard import Step
 from jobengine.job_types import JobTypes
+from jobengine.schedules.slots import slots_between
 from jobengine.submission import validate
 
 PREVIEW = 20
@@ -61,6 +63,8 @@ def create(
     """Check ``spec``, count its slots and those that already have jobs; unless ``dry_run``,
     record the backfill for the leader to create its jobs."""
     _check_pacing(spec)
+    parsed = plan.cadence_of(spec.cadence)
+    spec = replace(spec, cadence=CadenceSpec(parsed.cron, parsed.interval_seconds, parsed.zone))
     total, first, last = plan.count(spec)
     if first is not None:
         validate(
@@ -155,7 +159,7 @@ def _plan(
     last: datetime | None,
 ) -> Plan:
     cadence = plan.cadence_of(spec.cadence)
-    head = list(islice(plan.slots_from(cadence, spec.start, spec.end), PREVIEW))
+    head = list(islice(slots_between(cadence, spec.start, spec.end), PREVIEW))
     if source is None:
         return Plan(total, first, last, 0, [SlotPreview(at, None) for at in head])
     jobs = repo.existing(source.id, head)

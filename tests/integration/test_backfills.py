@@ -30,6 +30,7 @@ from jobengine.execution import Executor
 from jobengine.maintenance.backfiller import Backfiller
 from jobengine.maintenance.leadership import Leadership
 from jobengine.maintenance.report import TickReport
+from jobengine.schedules.errors import InvalidCadence
 from jobengine.store.database import transaction
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -264,11 +265,11 @@ def test_refusals_name_the_field_and_write_nothing(engine: Engine) -> None:
     too_many = spec(hours=MAX_SLOTS + 1, cadence=CadenceSpec(None, 3600, "UTC"))
     assert f"{MAX_SLOTS:,}" in refused(engine, too_many, TooManySlots)
     bad_cron = spec(cadence=CadenceSpec("61 * * * *", None, "UTC"))
-    assert "cron" in refused(engine, bad_cron, BackfillInvalid)
+    assert "cron" in refused(engine, bad_cron, InvalidCadence)
     both = spec(cadence=CadenceSpec("0 * * * *", 60, "UTC"))
-    assert "exactly one of cron and intervalSeconds" in refused(engine, both, BackfillInvalid)
+    assert "exactly one of cron and intervalSeconds" in refused(engine, both, InvalidCadence)
     bad_zone = spec(cadence=CadenceSpec("0 * * * *", None, "Mars/Olympus"))
-    assert "zone" in refused(engine, bad_zone, BackfillInvalid)
+    assert "zone" in refused(engine, bad_zone, InvalidCadence)
     assert "maxInFlight" in refused(engine, spec(pacing=Pacing(max_in_flight=0)), BackfillInvalid)
     create(engine, spec())
     other = spec(cadence=CadenceSpec(None, 600, "UTC"))
