@@ -10,7 +10,7 @@ backfiller's share of each tick and whole ticks (max and p99), and the probes' l
 p99, max) in both phases.
 
 Prints figures, never passes or fails. Usage: python bench/backfill.py [--slots N]
-[--interval S] [--probe-every S] [--idle-seconds S]
+[--interval S] [--probe-every S] [--idle-seconds S] [--batch N]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from jobengine.backfills.model import BackfillSpec, CadenceSpec, JobTemplate
 from jobengine.domain.job import NewJob
 from jobengine.embedded import EmbeddedPostgres
 from jobengine.execution import Executor
+from jobengine.maintenance.backfiller import BATCH
 from jobengine.maintenance.report import TickReport
 from jobengine.maintenance.service import Reaper
 from jobengine.store import migrate
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="the leader's tick interval")
     parser.add_argument("--probe-every", type=float, default=0.2)
     parser.add_argument("--idle-seconds", type=float, default=5.0)
+    parser.add_argument("--batch", type=int, default=BATCH, help="slots per tick, at most")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="jobengine-bench-") as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "pg")
@@ -137,6 +139,7 @@ def main() -> None:
                 dispatch_grace_seconds=0,
             )
             reaper.ticks = []
+            reaper.backfiller.batch = args.batch
             stop = threading.Event()
             leader = threading.Thread(target=reaper.run, args=(stop, args.interval), daemon=True)
             leader.start()
@@ -185,6 +188,7 @@ def main() -> None:
             figures = {
                 "bench": "backfill",
                 "slots": args.slots,
+                "batch": args.batch,
                 "seconds": round(seconds, 2),
                 "slots_per_s": round(args.slots / seconds, 1),
                 "ticks": len(ticks),

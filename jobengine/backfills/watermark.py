@@ -22,8 +22,11 @@ from jobengine.backfills.repository import BackfillRepository
 from jobengine.domain.status import JobStatus
 from jobengine.schedules.slots import next_slot
 
-PAGE = 1_000
-"""Slot rows one walk reads: a source far behind catches up a page a tick."""
+MOST = 1_000
+"""Slot rows one walk reads at most: a source far behind catches up this many a tick."""
+FIRST_PAGE = 16
+"""A walk reads pages from this size, doubling while every slot read completed, so a source
+held by a failed slot costs a few rows a tick, not ``MOST``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,30 +35,34 @@ class Walk:
     held_at: datetime | None
     moved: bool
     more: bool
-    """The page was full and every slot on it completed: the next walk goes on from here."""
+    """Every slot of ``MOST`` read completed: the next walk goes on from here."""
 
 
-def walk(conn: Connection, source: dict[str, Any], page: int = PAGE) -> Walk:
+def walk(conn: Connection, source: dict[str, Any]) -> Walk:
     """Move one source's watermark over the slots completed since; ``source`` is a row of
     ``sources_behind``."""
     repo = BackfillRepository(conn)
     cadence = cadence_of(CadenceSpec(source["cron"], source["interval_seconds"], source["zone"]))
     was: datetime | None = source["watermark"]
     mark = was
+    # The slot that must come next; where the walk stops, it is the one that holds the mark.
     expected = None if was is None else next_slot(cadence, was)
-    held: datetime | None = None
-    rows = repo.slots_after(source["id"], was, page)
-    for at, status in rows:
-        if expected is not None and at != expected:
-            held = expected
+    blocked, read, page = False, 0, FIRST_PAGE
+    while not blocked and read < MOST:
+        want = min(page, MOST - read)
+        rows = repo.slots_after(source["id"], mark, want)
+        read += len(rows)
+        for at, status in rows:
+            if expected is not None and at != expected:  # the expected slot has no job: a gap
+                blocked = True
+                break
+            if status != JobStatus.COMPLETED.value:
+                expected, blocked = at, True
+                break
+            mark, expected = at, next_slot(cadence, at)
+        if len(rows) < want:  # no slot row after these: the next slot is not created yet
             break
-        if status != JobStatus.COMPLETED.value:
-            held = at
-            break
-        mark = at
-        expected = next_slot(cadence, at)
-    else:
-        held = expected
-    if mark != was or held != source["held_at"]:
-        repo.set_watermark(source["id"], was, mark, held)
-    return Walk(mark, held, mark != was, len(rows) == page and mark == rows[-1][0])
+        page *= 2
+    if mark != was or expected != source["held_at"]:
+        repo.set_watermark(source["id"], was, mark, expected)
+    return Walk(mark, expected, mark != was, not blocked and read >= MOST)

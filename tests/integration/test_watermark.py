@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from jobengine.backfills import service
+from jobengine.backfills import service, watermark
 from jobengine.backfills.model import BackfillSpec, CadenceSpec, JobTemplate
 from jobengine.backfills.repository import BackfillRepository
 from jobengine.dead_letters import DeadLetters, ReplayOptions
@@ -140,3 +140,14 @@ def test_slots_created_before_the_watermark_put_it_back_until_they_complete(
     assert mark(engine, backfiller) == (None, at(0))
     run(executor, engine, range(0, 10))
     assert mark(engine, backfiller) == (at(14), at(15))
+
+
+def test_a_source_far_behind_catches_up_a_bounded_page_a_tick(
+    engine: Engine, backfiller: Backfiller, executor: Executor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watermark, "MOST", 20)
+    monkeypatch.setattr(watermark, "FIRST_PAGE", 4)
+    backfill(engine, backfiller, 0, 50)
+    run(executor, engine, range(0, 50))
+    marks = [mark(engine, backfiller)[0] for _ in range(3)]
+    assert marks == [at(19), at(39), at(49)]
