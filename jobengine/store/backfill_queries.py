@@ -4,7 +4,10 @@ Parameters use psycopg's ``%(name)s`` style; statements run through ``run_all``.
 leader runs, for each backfill still creating: ``lock_backfill``, ``settle_slots`` and
 ``open_slots`` (pacing), ``lock_source``, ``existing_slots``, ``insert_slots``,
 ``after_insert`` and ``advance_backfill`` (one batch); and for each source behind its last slot:
-``slots_after`` and ``set_watermark``. None of them reads the jobs table but by primary key.
+``slots_after`` and ``set_watermark``. None of them reads the jobs table but by primary key,
+and a job's status is always a lookup per slot row, never a join: a statement is prepared once
+per connection, and a join planned while the tables were nearly empty may be kept as a hash
+join that scans every job (``tests/integration/test_backfill_plans.py`` counts the scans).
 """
 
 from __future__ import annotations
@@ -39,11 +42,15 @@ WHERE src.tenant_id = %(tenant_id)s AND src.project_id = %(project_id)s AND src.
 """
 
 LIST_SOURCES = f"""
--- name: list_sources  (uq_backfill_sources_tenant_id; pk_backfill_slots for the holding job)
-SELECT {SOURCE_COLUMNS}, held.job_id AS held_by_job, held_job.status::text AS held_by_status
+-- name: list_sources  (uq_backfill_sources_tenant_id; pk_backfill_slots and the primary key
+-- of jobs for the slot that holds each watermark, looked up, never joined)
+SELECT {SOURCE_COLUMNS}, held.job_id AS held_by_job,
+       (SELECT j.status::text FROM jobs AS j WHERE j.id = held.job_id) AS held_by_status
 FROM backfill_sources AS src
-LEFT JOIN backfill_slots AS held ON held.source_id = src.id AND held.slot_at = src.held_at
-LEFT JOIN jobs AS held_job ON held_job.id = held.job_id
+LEFT JOIN LATERAL (
+    SELECT s.job_id FROM backfill_slots AS s
+    WHERE s.source_id = src.id AND s.slot_at = src.held_at
+) AS held ON true
 WHERE (%(tenant_id)s::text IS NULL OR src.tenant_id = %(tenant_id)s)
   AND (%(name)s::text IS NULL OR src.name = %(name)s)
 ORDER BY src.tenant_id, src.project_id, src.name
@@ -96,16 +103,21 @@ FOR UPDATE OF b
 """
 
 SETTLE_SLOTS = """
--- name: settle_slots  (ix_backfill_slots_open; primary key of jobs)
+-- name: settle_slots  (ix_backfill_slots_open; primary key of jobs, one lookup per open slot)
 -- Record the outcome of the backfill's open slots whose jobs are final (or pruned), so they
 -- leave the open index. A failed job a replay moves on later stays settled as failed here;
 -- the watermark reads the job itself, so a replay still moves it.
-UPDATE backfill_slots AS s
-SET outcome = coalesce((SELECT j.status::text FROM jobs AS j WHERE j.id = s.job_id), 'pruned')
-WHERE s.backfill_id = %(backfill_id)s AND s.outcome IS NULL
-  AND NOT EXISTS (
-      SELECT 1 FROM jobs AS j
-      WHERE j.id = s.job_id AND j.status NOT IN ('completed', 'failed', 'cancelled'))
+WITH open AS (
+    SELECT s.source_id, s.slot_at,
+           coalesce((SELECT j.status::text FROM jobs AS j WHERE j.id = s.job_id), 'pruned')
+               AS status
+    FROM backfill_slots AS s
+    WHERE s.backfill_id = %(backfill_id)s AND s.outcome IS NULL
+)
+UPDATE backfill_slots AS s SET outcome = open.status
+FROM open
+WHERE s.source_id = open.source_id AND s.slot_at = open.slot_at
+  AND open.status IN ('completed', 'failed', 'cancelled', 'pruned')
 """
 
 OPEN_SLOTS = """
@@ -177,19 +189,26 @@ RETURNING id
 """
 
 QUEUED_JOBS_OF = """
--- name: queued_jobs_of  (ix_backfill_slots_open; primary key of jobs)
-SELECT s.job_id FROM backfill_slots AS s JOIN jobs AS j ON j.id = s.job_id
-WHERE s.backfill_id = %(backfill_id)s AND s.outcome IS NULL
-  AND j.status IN ('pending', 'scheduled')
-ORDER BY s.job_id
+-- name: queued_jobs_of  (ix_backfill_slots_open; primary key of jobs, one lookup per slot)
+SELECT job_id FROM (
+    SELECT s.job_id, (SELECT j.status::text FROM jobs AS j WHERE j.id = s.job_id) AS status
+    FROM backfill_slots AS s
+    WHERE s.backfill_id = %(backfill_id)s AND s.outcome IS NULL
+) AS open
+WHERE status IN ('pending', 'scheduled')
+ORDER BY job_id
 """
 
 PROGRESS = """
--- name: progress  (pk_backfill_slots: the range of one source; primary key of jobs)
-SELECT coalesce(j.status::text, s.outcome, 'pruned') AS status, count(*) AS n
-FROM backfill_slots AS s LEFT JOIN jobs AS j ON j.id = s.job_id
-WHERE s.source_id = %(source_id)s AND s.slot_at >= %(start)s AND s.slot_at < %(end)s
-GROUP BY 1
+-- name: progress  (pk_backfill_slots: the range of one source; primary key of jobs, one
+-- lookup per slot)
+SELECT status, count(*) AS n FROM (
+    SELECT coalesce((SELECT j.status::text FROM jobs AS j WHERE j.id = s.job_id), s.outcome,
+                    'pruned') AS status
+    FROM backfill_slots AS s
+    WHERE s.source_id = %(source_id)s AND s.slot_at >= %(start)s AND s.slot_at < %(end)s
+) AS slots
+GROUP BY status
 """
 
 EXISTING_IN_RANGE = """
@@ -207,9 +226,11 @@ LIMIT %(limit)s
 """
 
 SLOTS_AFTER = """
--- name: slots_after  (pk_backfill_slots; primary key of jobs)
-SELECT s.slot_at, coalesce(j.status::text, s.outcome, 'pruned') AS status
-FROM backfill_slots AS s LEFT JOIN jobs AS j ON j.id = s.job_id
+-- name: slots_after  (pk_backfill_slots; primary key of jobs, one lookup per slot)
+SELECT s.slot_at,
+       coalesce((SELECT j.status::text FROM jobs AS j WHERE j.id = s.job_id), s.outcome,
+                'pruned') AS status
+FROM backfill_slots AS s
 WHERE s.source_id = %(source_id)s AND s.slot_at > %(after)s
 ORDER BY s.slot_at
 LIMIT %(limit)s
