@@ -18,6 +18,7 @@ from jobengine.client import (
     RetryConfig,
 )
 from jobengine.dead_letters import DeadLetters, ReplayOptions
+from tests.client.readme import example
 from tests.client.server import ApiServer
 from tests.fleet import handlers  # noqa: F401  (registers the test job types here too)
 from tests.fleet.conftest import Fleet, wait_until
@@ -109,3 +110,25 @@ def test_the_async_client_creates_cancels_and_reads_refusals(api: ApiServer, fle
             assert found.name == "orders" and found.watermark is None
 
     asyncio.run(scenario())
+
+
+def test_the_readme_example_runs_and_its_source_completes_without_a_gap(
+    api: ApiServer, fleet: Fleet
+) -> None:
+    fleet.start_worker("w1", concurrency=2)
+    fleet.start_reaper("reaper")
+    exec(example("Backfills"), {"API_URL": api.url, "API_KEY": api.key})
+    with JobEngineClient(api.url, api_key=api.key, tenant_id=api.tenant_id, retry=FAST) as client:
+        made = client.list_backfills(source="orders-hourly")
+        assert len(made) == 2, "the example created the backfill twice"
+        last = datetime(2026, 1, 1, 23, tzinfo=UTC)
+        wait_until(
+            lambda: client.backfill_sources("orders-hourly")[0].watermark == last,
+            60,
+            "the day's 24 slots completed",
+        )
+        progress = [client.get_backfill(b.id).progress for b in made]
+    assert [(p.created, p.existing, p.completed) for p in progress if p] == [
+        (0, 24, 24),
+        (24, 0, 24),
+    ]
