@@ -180,6 +180,7 @@ class Attempts:
             attempt=claim.attempt,
             payload=claim.job.payload,
             data=data,
+            scheduled_for=claim.job.scheduled_for,
             lease_token=claim.token,
             _report=partial(self.executor.report_progress, claim),
             _still_held=partial(self.keeper.still_held, claim.job_id),

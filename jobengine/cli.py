@@ -47,6 +47,7 @@ from jobengine.cli_keys import keys_app
 from jobengine.cli_limits import limits_app
 from jobengine.cli_quotas import quotas_app
 from jobengine.cli_runs import runs_app
+from jobengine.cli_schedules import schedules_app
 from jobengine.cli_types import types_app
 from jobengine.cli_workers import workers_app
 from jobengine.domain.status import FINAL_STATES, JobStatus
@@ -113,6 +114,7 @@ app.add_typer(types_app, name="types")
 app.add_typer(limits_app, name="limits")
 app.add_typer(quotas_app, name="quotas")
 app.add_typer(backfills_app, name="backfills")
+app.add_typer(schedules_app, name="schedules")
 
 
 @app.callback()

@@ -106,6 +106,10 @@ def validate(
         raise ValidationError(
             "not_before has no timezone", hint="Pass an aware datetime, e.g. in UTC."
         )
+    if new.scheduled_for is not None and new.scheduled_for.tzinfo is None:
+        raise ValidationError(
+            "scheduled_for has no timezone", hint="Pass an aware datetime, e.g. in UTC."
+        )
     if new.time_limit_seconds is not None and not new.time_limit_seconds > 0:
         raise ValidationError(
             f"time_limit_seconds {new.time_limit_seconds} is not positive",
@@ -130,6 +134,8 @@ def request_hash(new: NewJob) -> str:
         "not_before": new.not_before.isoformat() if new.not_before else None,
         "time_limit_seconds": new.time_limit_seconds,
     }
+    if new.scheduled_for is not None:  # only where set, so older requests keep their hashes
+        body["scheduled_for"] = new.scheduled_for.isoformat()
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 

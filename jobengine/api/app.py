@@ -29,6 +29,7 @@ from jobengine.api import (
     routes_limits,
     routes_quotas,
     routes_runs,
+    routes_schedules,
     routes_streams,
     routes_types,
     routes_workers,
@@ -57,6 +58,7 @@ ROUTERS: list[APIRouter] = [
     routes_quotas.tenant_router,
     routes_artifacts.router,
     routes_backfills.router,
+    routes_schedules.router,
 ]
 """Every router the API serves."""
 

@@ -37,6 +37,7 @@ from jobengine.errors import (
 )
 from jobengine.quotas.errors import QuotaExceeded, QuotaNotFound
 from jobengine.runs.errors import RunAlreadyFinal, RunNotFound
+from jobengine.schedules.errors import ScheduleNameTaken, ScheduleNotFound
 
 log = structlog.get_logger("jobengine.api")
 
@@ -74,6 +75,8 @@ STATUS_BY_ERROR: tuple[tuple[type[JobEngineError], int], ...] = (
     (ArtifactNotFound, 404),
     (RunNotFound, 404),
     (RunAlreadyFinal, 409),
+    (ScheduleNotFound, 404),
+    (ScheduleNameTaken, 409),
     (ArtifactStorageUnavailable, 503),
     (DuplicateIdempotencyKey, 409),
     (JobAlreadyFinal, 409),

@@ -190,6 +190,9 @@ class JobOut(ApiModel):
     scheduled_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None
+    scheduled_for: datetime | None = Field(
+        default=None, description="The schedule's or backfill's slot the job was created for."
+    )
 
     @classmethod
     def of(cls, job: Job, *, show_traceback: bool = False) -> JobOut:
@@ -214,6 +217,7 @@ class JobOut(ApiModel):
             scheduled_at=utc(job.scheduled_at),
             started_at=utc(job.started_at),
             completed_at=utc(job.completed_at),
+            scheduled_for=utc(job.scheduled_for),
         )
 
 

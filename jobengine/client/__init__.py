@@ -42,6 +42,7 @@ from jobengine.client._runs import (
     RunPage,
     RunRequest,
 )
+from jobengine.client._schedules import Schedule, ScheduleRequest, ScheduleSlot
 from jobengine.client._sync import JobEngineClient
 from jobengine.domain.run import TriggerRule
 from jobengine.domain.status import RunStatus
@@ -80,6 +81,9 @@ __all__ = [
     "RunPage",
     "RunRequest",
     "RunStatus",
+    "Schedule",
+    "ScheduleRequest",
+    "ScheduleSlot",
     "TransportError",
     "TriggerRule",
     "WaitTimeout",

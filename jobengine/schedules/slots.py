@@ -27,18 +27,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
-from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 from jobengine.schedules.errors import InvalidCadence
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+INTERVAL_MAX_SECONDS = 366 * 86_400
 _SECOND = timedelta(seconds=1)
 _MICROSECOND = timedelta(microseconds=1)
-_FOLD_HORIZON = timedelta(days=1)
-"""How far ahead of a range's start a fall-back can still repeat wall-clock times from before it:
-no zone repeats more than a day."""
+_HORIZON = timedelta(days=1)
+"""No zone skips or repeats more than a day of wall-clock time. So the wall-clock times whose
+slots lie at or after an instant begin at most that far before its own: a fall-back ahead
+repeats times from before it, and a gap just behind sends its skipped times to its end."""
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,11 @@ class Cadence:
                 f"{interval_seconds!r} is not a whole number of seconds",
                 hint="Give intervalSeconds as a positive integer, e.g. 3600.",
             )
-        if interval_seconds <= 0:
+        if not 0 < interval_seconds <= INTERVAL_MAX_SECONDS:
             raise InvalidCadence(
                 "intervalSeconds",
-                f"{interval_seconds} is not positive",
-                hint="Give intervalSeconds as a positive integer, e.g. 3600.",
+                f"{interval_seconds} is out of range",
+                hint=f"Give intervalSeconds from 1 to {INTERVAL_MAX_SECONDS} (a leap year).",
             )
         return cls(
             cron=None,
@@ -134,7 +136,7 @@ def _slots_from(cadence: Cadence, start: datetime) -> Iterator[datetime]:
             slot += step
     assert cadence.cron is not None
     tz = _zone(cadence.zone)
-    offset = min(_offset(start, tz), _offset(start + _FOLD_HORIZON, tz))
+    offset = min(_offset(start + shift, tz) for shift in (-_HORIZON, timedelta(), _HORIZON))
     walls = _wall_times(cadence.cron, (start + offset).replace(tzinfo=None))
     instants = _elapsed(walls, tz) if cadence.by_elapsed_time else _wall_clock(walls, tz)
     for slot in instants:
@@ -212,17 +214,22 @@ def _offset(instant: datetime, tz: ZoneInfo) -> timedelta:
     return offset
 
 
-@cache
 def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as error:
+    """Only names of the IANA database: a path, or ``localtime``, would make a schedule mean
+    whatever the machine running the leader says."""
+    if name not in _zone_names():
         raise InvalidCadence(
             "zone",
             f"{name!r} is not an IANA time zone",
             hint="Name a zone of the IANA database, e.g. 'Europe/Berlin', 'America/New_York'"
             " or 'UTC'.",
-        ) from error
+        )
+    return ZoneInfo(name)
+
+
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones()) - {"localtime"}  # a system file, where present
 
 
 def _check_cron(expression: str) -> None:
@@ -235,17 +242,17 @@ def _check_cron(expression: str) -> None:
         )
     try:
         croniter(expression, EPOCH.replace(tzinfo=None)).get_next(datetime)
-    except CroniterBadCronError as error:
-        raise InvalidCadence(
-            "cron",
-            f"{expression!r} is not a cron expression: {error}",
-            hint="Give minute hour day-of-month month day-of-week, e.g. '30 2 * * *'.",
-        ) from error
     except CroniterBadDateError as error:
         raise InvalidCadence(
             "cron",
             f"{expression!r} matches no date",
             hint="Check the day-of-month against the month (e.g. 30 February never comes).",
+        ) from error
+    except CroniterError as error:
+        raise InvalidCadence(
+            "cron",
+            f"{expression!r} is not a cron expression: {error}",
+            hint="Give minute hour day-of-month month day-of-week, e.g. '30 2 * * *'.",
         ) from error
 
 

@@ -64,7 +64,8 @@ JOB_COLUMNS = (
     "id, tenant_id, project_id, type, queue, priority, payload, status, attempt, retry_policy, "
     "not_before, lease_owner, lease_token, lease_expires_at, idempotency_key, result, "
     "last_error, progress, created_at, updated_at, scheduled_at, started_at, completed_at, "
-    "dispatched_at, time_limit_seconds, budget_start_attempt, run_id, run_key, trigger_rule"
+    "dispatched_at, time_limit_seconds, budget_start_attempt, run_id, run_key, trigger_rule, "
+    "scheduled_for"
 )
 
 FENCE_TOKEN = "\n      AND locked.lease_token = %(lease_token)s"
@@ -257,13 +258,13 @@ CREATE_JOB = (
 WITH moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
                       retry_policy, not_before, idempotency_key, request_hash, scheduled_at,
-                      dispatched_at, time_limit_seconds)
+                      dispatched_at, time_limit_seconds, scheduled_for)
     VALUES (%(tenant_id)s, %(project_id)s, %(type)s, %(queue)s, %(priority)s,
             %(payload)s::jsonb, %(to_status)s::job_status, %(retry_policy)s::jsonb,
             %(not_before)s, %(idempotency_key)s, %(request_hash)s,
             CASE WHEN %(to_status)s = 'scheduled' THEN now() END,
             CASE WHEN %(to_status)s = 'scheduled' AND %(dispatching)s THEN now() END,
-            %(time_limit_seconds)s)
+            %(time_limit_seconds)s, %(scheduled_for)s)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ),"""
@@ -289,16 +290,20 @@ WITH input AS (
                     AS (tenant_id text, project_id text, type text, queue text,
                         priority smallint, payload jsonb, status job_status,
                         retry_policy jsonb, not_before timestamptz,
-                        time_limit_seconds double precision{birth_columns}))
+                        time_limit_seconds double precision,
+                        scheduled_for timestamptz{birth_columns}))
          WITH ORDINALITY AS i(tenant_id, project_id, type, queue, priority, payload, status,
-                              retry_policy, not_before, time_limit_seconds{birth_names}, ord)
+                              retry_policy, not_before, time_limit_seconds, scheduled_for
+                              {birth_names}, ord)
 ),
 moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
-                      retry_policy, not_before, scheduled_at, dispatched_at, time_limit_seconds)
+                      retry_policy, not_before, scheduled_at, dispatched_at, time_limit_seconds,
+                      scheduled_for)
     SELECT tenant_id, project_id, type, queue, priority, payload, status, retry_policy,
            not_before, CASE WHEN status = 'scheduled' THEN now() END,
-           CASE WHEN status = 'scheduled' AND %(dispatching)s THEN now() END, time_limit_seconds
+           CASE WHEN status = 'scheduled' AND %(dispatching)s THEN now() END, time_limit_seconds,
+           scheduled_for
     FROM input
     ORDER BY ord
     RETURNING *

@@ -40,6 +40,7 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         run_id=row.get("run_id"),
         run_key=row.get("run_key"),
         trigger_rule=row.get("trigger_rule"),
+        scheduled_for=row.get("scheduled_for"),
     )
 
 
@@ -73,6 +74,7 @@ def born_job(new: NewJob, row: Mapping[Any, Any]) -> Job:
         dispatched_at=row["dispatched_at"],
         time_limit_seconds=new.time_limit_seconds,
         budget_start_attempt=0,
+        scheduled_for=new.scheduled_for,
     )
 
 

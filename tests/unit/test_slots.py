@@ -107,6 +107,14 @@ def test_a_range_starting_in_a_folds_first_pass_includes_the_second_pass_of_earl
     assert slots[2].astimezone(ZoneInfo("Europe/Berlin")).isoformat() == "2026-10-25T02:00:00+01:00"
 
 
+def test_a_range_starting_at_the_end_of_a_gap_includes_the_slot_the_gap_skipped() -> None:
+    gap_end = datetime(2026, 3, 29, 1, tzinfo=UTC)  # 03:00 CEST, just after 02:00-03:00
+    daily = cron("30 2 * * *", "Europe/Berlin")
+    assert next(slots_between(daily, gap_end, gap_end + timedelta(days=1))) == gap_end
+    assert next_slot(daily, gap_end - timedelta(microseconds=1)) == gap_end
+    assert next_slot(daily, gap_end) == datetime(2026, 3, 30, 0, 30, tzinfo=UTC)
+
+
 def test_next_slot_is_strictly_after_the_instant_given() -> None:
     hourly = cron("0 * * * *")
     on_the_hour = datetime(2026, 5, 1, 12, tzinfo=UTC)
@@ -171,6 +179,8 @@ def test_an_expression_that_stops_matching_ends_its_slots() -> None:
         ({"cron": "0 0 30 2 *", "interval_seconds": None}, "cron"),
         ({"cron": "0 2 * * *", "interval_seconds": None, "zone": "Mars/Olympus_Mons"}, "zone"),
         ({"cron": "0 2 * * *", "interval_seconds": None, "zone": "../../etc/passwd"}, "zone"),
+        ({"cron": "0 2 * * *", "interval_seconds": None, "zone": "localtime"}, "zone"),
+        ({"cron": None, "interval_seconds": 400 * 86_400}, "intervalSeconds"),
         ({"cron": "0 2 * * *", "interval_seconds": 60}, "cron"),
         ({"cron": None, "interval_seconds": None}, "cron"),
         ({"cron": None, "interval_seconds": 0}, "intervalSeconds"),
@@ -199,14 +209,20 @@ INSTANTS = st.builds(
         transition + timedelta(seconds=seconds, microseconds=micros)
     ),
     st.sampled_from(TRANSITIONS),
-    st.integers(-2 * 86_400, 86_400),
+    st.one_of(st.integers(-2 * 86_400, 86_400), st.integers(-96, 48).map(lambda n: n * 1800)),
     st.sampled_from([0, 0, 1, 999_999]),
 )
-"""Starts within two days of a daylight-saving change of one of the zones."""
+"""Starts within two days of a daylight-saving change of one of the zones, often on a whole
+half hour, where the changes themselves fall."""
 
 
 @settings(max_examples=150, deadline=None)
-@given(zone=ZONES, expression=EXPRESSIONS, start=INSTANTS, split=st.integers(0, 3 * 86_400))
+@given(
+    zone=ZONES,
+    expression=EXPRESSIONS,
+    start=INSTANTS,
+    split=st.one_of(st.integers(0, 3 * 86_400), st.integers(0, 144).map(lambda n: n * 1800)),
+)
 def test_splitting_a_range_anywhere_yields_the_same_slots_and_next_slot_agrees(
     zone: str, expression: str, start: datetime, split: int
 ) -> None:
@@ -217,6 +233,8 @@ def test_splitting_a_range_anywhere_yields_the_same_slots_and_next_slot_agrees(
         slots_between(cadence, middle, end)
     )
     assert all(earlier < later for earlier, later in pairwise(whole))
+    for slot in whole:  # a range starting at a slot starts with it, a gap's end included
+        assert next(slots_between(cadence, slot, end)) == slot
     if whole:
         assert next_slot(cadence, start - timedelta(microseconds=1)) == whole[0]
         following = (

@@ -12,7 +12,7 @@ pacing counts a backfill's jobs in flight without reading the ones it finished;
 ``ix_backfill_sources_behind`` only the sources whose watermark may still move.
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-01
 """
 
@@ -23,7 +23,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
