@@ -88,7 +88,7 @@ def backfills_create(
     ] = None,
     zone: Annotated[str, typer.Option(help="The IANA time zone of the cron.")] = "UTC",
     payload: Annotated[
-        str | None, typer.Option(help="JSON object; each job also gets scheduledFor.")
+        str | None, typer.Option(help="JSON object, every slot's job's payload.")
     ] = None,
     queue: Annotated[str | None, typer.Option(help="Default: the type's own queue.")] = None,
     priority: Annotated[int, typer.Option(min=0, max=9)] = 0,

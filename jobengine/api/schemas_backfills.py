@@ -25,7 +25,8 @@ from jobengine.backfills.plan import MAX_SLOTS
 
 
 class SlotJobIn(RequestModel):
-    """The job each slot gets; its payload also carries ``scheduledFor`` (the slot, UTC)."""
+    """The job each slot gets, the same for every slot; each is created for its slot (the
+    job's ``scheduledFor``, the handler's ``ctx.scheduled_for``)."""
 
     type: Name = Field(description="A registered job type, e.g. noop.")
     payload: dict[str, Any] = Field(default_factory=dict, description="A JSON object.")

@@ -17,10 +17,6 @@ class BackfillStatus(StrEnum):
     """Stopped by a user; slots created before stay, and run unless their jobs were cancelled."""
 
 
-SLOT_FIELD = "scheduledFor"
-"""The key each slot job's payload carries its slot time under (ISO 8601, UTC)."""
-
-
 @dataclass(frozen=True, slots=True)
 class CadenceSpec:
     """A cron expression or an interval, in an IANA zone: what ``schedules.slots`` parses."""
@@ -32,7 +28,7 @@ class CadenceSpec:
 
 @dataclass(frozen=True, slots=True)
 class JobTemplate:
-    """The job each slot gets; its payload is ``payload`` with ``SLOT_FIELD`` added."""
+    """The job each slot gets, created for its slot (``ctx.scheduled_for``)."""
 
     type: str
     payload: dict[str, Any] = field(default_factory=dict)

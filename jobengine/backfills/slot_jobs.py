@@ -1,23 +1,21 @@
-"""The job a slot gets: the backfill's template, its payload carrying the slot time.
-
-The slot is in the payload (``model.SLOT_FIELD``) because a job has no field of its own for
-it yet; a handler reads ``payload["scheduledFor"]`` (ISO 8601, UTC).
-"""
+"""The job a slot gets: the backfill's template, created for its slot (``scheduled_for``,
+which the handler reads as ``ctx.scheduled_for`` and REST shows as ``scheduledFor``)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from jobengine.backfills.model import SLOT_FIELD, JobTemplate
+from jobengine.backfills.model import JobTemplate
 from jobengine.domain.job import NewJob
 
 
 def slot_job(tenant_id: str, project_id: str, template: JobTemplate, slot: datetime) -> NewJob:
     return NewJob(
         type=template.type,
-        payload={**template.payload, SLOT_FIELD: slot.astimezone(UTC).isoformat()},
+        payload=template.payload,
         tenant_id=tenant_id,
         project_id=project_id,
         queue=template.queue or "default",
         priority=template.priority,
+        scheduled_for=slot.astimezone(UTC),
     )

@@ -67,6 +67,8 @@ def test_the_watermark_of_a_backfill_run_by_the_fleet_stops_at_the_failed_slot_u
             "the failed slot holds the watermark",
         )
         assert held.held_at == T0 + 5 * HOUR
+        assert held.held_by_job_id is not None
+        assert fleet.job(held.held_by_job_id).scheduled_for == T0 + 5 * HOUR, "knows its slot"
         wait_until(lambda: source().watermark == T0 + 4 * HOUR, 30, "watermark at slot 4")
         progress = [client.get_backfill(i).progress for i in ids]
         assert [p.total if p else None for p in progress] == [5, 1, 4]
@@ -78,7 +80,6 @@ def test_the_watermark_of_a_backfill_run_by_the_fleet_stops_at_the_failed_slot_u
         assert source().watermark == T0 + 4 * HOUR, "later slots completed; the gap holds it"
 
         letters = DeadLetters(fleet.engine)
-        assert held.held_by_job_id is not None
         letters.replay(
             letters.id_for_job(held.held_by_job_id),
             ReplayOptions(actor="ops", payload_patch={"fail_attempts": []}),

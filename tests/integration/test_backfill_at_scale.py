@@ -104,8 +104,8 @@ def test_a_large_backfill_is_created_in_bounded_batches_while_promotion_and_resc
     with engine.connect() as conn:
         slots, distinct = conn.execute(
             text(
-                "SELECT count(*), count(DISTINCT payload->>'scheduledFor') FROM jobs "
-                "WHERE payload ? 'scheduledFor'"
+                "SELECT count(*), count(DISTINCT scheduled_for) FROM jobs "
+                "WHERE scheduled_for IS NOT NULL"
             )
         ).one()
         state = conn.execute(

@@ -104,14 +104,11 @@ def state(engine: Engine, backfill_id: int) -> dict[str, Any]:
         return dict(row.mappings().one())
 
 
-def slot_jobs(engine: Engine) -> list[tuple[str, str]]:
+def slot_jobs(engine: Engine) -> list[tuple[datetime, str]]:
     """Every job's slot and status, by slot."""
     with engine.connect() as conn:
         rows = conn.execute(
-            text(
-                "SELECT payload->>'scheduledFor', status::text FROM jobs "
-                "ORDER BY payload->>'scheduledFor'"
-            )
+            text("SELECT scheduled_for, status::text FROM jobs ORDER BY scheduled_for")
         )
         return [(r[0], r[1]) for r in rows]
 
@@ -139,7 +136,7 @@ def test_a_backfill_run_twice_creates_its_jobs_once_and_an_overlap_only_the_new_
 
     slots = [slot for slot, _ in slot_jobs(engine)]
     assert len(slots) == len(set(slots)) == 36
-    assert slots[0] == T0.isoformat() and slots[-1] == (T0 + timedelta(hours=35)).isoformat()
+    assert slots[0] == T0 and slots[-1] == T0 + timedelta(hours=35)
     made = [state(engine, b.id) for b in (first, again, overlap)]
     assert [(b["slots_created"], b["slots_existing"]) for b in made] == [(24, 0), (0, 24), (12, 12)]
     assert state(engine, again.id)["cursor"] is None
