@@ -34,8 +34,6 @@ class Batch:
     existing: int = 0
     walked: int = 0
     """Slots the cursor moved past: those created and those that had jobs already."""
-    done: bool = False
-    """The backfill's last slot is behind the cursor now."""
 
 
 def job_room(repo: BackfillRepository, backfill: Backfill, now: datetime) -> int | None:
@@ -97,6 +95,5 @@ def create_batch(
                 f"backfill {backfill.id}: {len(new) - written} slot(s) got a job meanwhile",
                 hint="Another writer of the source's slots ran at once; the next tick retries.",
             )
-    batch.done = cursor is None
     repo.advance(backfill.id, cursor, len(batch.created), batch.existing)
     return batch

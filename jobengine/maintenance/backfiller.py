@@ -77,8 +77,8 @@ class Backfiller:
             batch = self._one(backfill_id, budget)
             report.backfilled.extend(batch.created)
             budget -= batch.walked
-        more = budget <= 0 or self._watermarks()
-        if more:
+        walk_more = self._watermarks()
+        if budget <= 0 or walk_more:
             wake = report.wake_in_seconds
             report.wake_in_seconds = WAKE_SECONDS if wake is None else min(wake, WAKE_SECONDS)
         self.tick_seconds = [*self.tick_seconds[-999:], time.perf_counter() - started]

@@ -151,3 +151,17 @@ def test_a_source_far_behind_catches_up_a_bounded_page_a_tick(
     run(executor, engine, range(0, 50))
     marks = [mark(engine, backfiller)[0] for _ in range(3)]
     assert marks == [at(19), at(39), at(49)]
+
+
+def test_the_watermark_moves_while_a_large_backfill_is_still_being_created(
+    engine: Engine, executor: Executor
+) -> None:
+    leadership = Leadership(engine, "small-batches", 30)
+    assert leadership.acquire()
+    small = Backfiller(engine, leadership, actor="leader", types=types(), batch=10)
+    backfill(engine, small, 0, 30)  # its first tick creates slots 0-9
+    run(executor, engine, range(0, 10))
+    assert mark(engine, small) == (at(9), at(10)), "moved in the tick that created 10-19"
+    with engine.connect() as conn:
+        created = conn.execute(text("SELECT slots_created FROM backfills")).scalar_one()
+    assert created == 20
