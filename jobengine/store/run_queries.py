@@ -11,7 +11,7 @@ Parameters use psycopg's ``%(name)s`` style; statements run through ``run_all``.
 
 from __future__ import annotations
 
-from jobengine.store.queries import _EVENTS
+from jobengine.store.queries import _EVENTS, BORN_COLUMNS
 
 RUN_COLUMNS = (
     "id, tenant_id, project_id, name, status, jobs_total, jobs_completed, jobs_failed, "
@@ -68,13 +68,15 @@ CREATE_RUN_JOBS = (
 -- name: create_run_jobs
 -- All jobs of a run in one statement: roots born `scheduled` (unless they wait for a
 -- not_before), children born `pending` with the number of parents they wait for; each with
--- its birth's history and outbox rows.
+-- its birth's history and outbox rows. The jobs come as one JSON array and go back as what
+-- Postgres gave them, as a batch's do (`queries.CREATE_JOBS`).
 WITH input AS (
     SELECT *
-    FROM unnest(%(type)s::text[], %(queue)s::text[], %(priority)s::smallint[],
-                %(payload)s::jsonb[], %(status)s::job_status[], %(retry_policy)s::jsonb[],
-                %(not_before)s::timestamptz[], %(time_limit_seconds)s::double precision[],
-                %(run_key)s::text[], %(trigger_rule)s::text[], %(parents_waiting)s::int[])
+    FROM ROWS FROM (jsonb_to_recordset(%(jobs)s::jsonb)
+                    AS (type text, queue text, priority smallint, payload jsonb,
+                        status job_status, retry_policy jsonb, not_before timestamptz,
+                        time_limit_seconds double precision, run_key text, trigger_rule text,
+                        parents_waiting int))
          WITH ORDINALITY AS i(type, queue, priority, payload, status, retry_policy, not_before,
                               time_limit_seconds, run_key, trigger_rule, parents_waiting, ord)
 ),
@@ -91,8 +93,8 @@ moved AS (
     RETURNING *
 ),"""
     + _RUN_BIRTH
-    + """
-SELECT * FROM moved ORDER BY id
+    + f"""
+SELECT {BORN_COLUMNS} FROM moved ORDER BY id
 """
 )
 
