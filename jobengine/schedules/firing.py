@@ -48,6 +48,10 @@ class Decided:
 
     jobs: list[Job] = field(default_factory=list)
     skipped: int = 0
+    slots: int = 0
+    """Slots decided (fired, skipped or buffered), the buffered one fired included."""
+    behind: bool = False
+    """Slots are still due after this call's ``limit``: the next tick should come soon."""
 
 
 Decision = tuple[SlotOutcome, str | None, int | None]
@@ -99,7 +103,7 @@ def decide_due(
     schedule = schedule_from_row(row)
     spec = schedule.spec
     final: bool = conn.exec_driver_sql(q.JOB_IS_FINAL, {"id": schedule.last_job_id}).scalar_one()
-    decider = _Decider(conn, schedule, actor=actor, last_final=bool(final))
+    decider = _Decider(conn, schedule, actor=actor, last_final=final)
     if schedule.buffered_slot_at is not None and decider.last_final:
         outcome, reason, job_id = decider.fire(schedule.buffered_slot_at)
         settled = {"outcome": outcome.value, "reason": reason, "job_id": job_id}
@@ -108,10 +112,14 @@ def decide_due(
             settled | {"schedule_id": schedule.id, "slot_at": schedule.buffered_slot_at},
         )
         decider.buffered = None
+        decider.decided.slots += 1
     due: list[datetime] = []
     if schedule.next_slot_at is not None and schedule.next_slot_at <= now:
         end = now + _JUST if spec.end_at is None else min(now + _JUST, spec.end_at)
-        due = list(islice(slots_between(spec.cadence, schedule.next_slot_at, end), limit))
+        due = list(islice(slots_between(spec.cadence, schedule.next_slot_at, end), limit + 1))
+        decider.decided.behind = len(due) > limit
+        due = due[:limit]
+        decider.decided.slots += len(due)
     late = now - timedelta(seconds=spec.catch_up_seconds)
     rows = []
     for slot in due:

@@ -109,6 +109,10 @@ def test_an_unknown_job_type_or_a_taken_name_is_refused(client: httpx.Client) ->
     assert client.post("/api/v1/schedules", json=BODY).status_code == 201
     taken = client.post("/api/v1/schedules", json=BODY)
     assert (taken.status_code, taken.json()["code"]) == (409, "SCHEDULE_NAME_TAKEN")
+    other = client.post("/api/v1/schedules", json={**BODY, "name": "weekly-report"}).json()
+    renamed = client.patch(f"/api/v1/schedules/{other['id']}", json={"name": BODY["name"]})
+    assert (renamed.status_code, renamed.json()["code"]) == (409, "SCHEDULE_NAME_TAKEN")
+    assert client.get(f"/api/v1/schedules/{other['id']}").json()["name"] == "weekly-report"
 
 
 def test_a_tenant_sees_only_its_own_schedules_and_an_admin_sees_all(

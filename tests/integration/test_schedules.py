@@ -6,6 +6,7 @@ Time is the test's: every reaper here takes the test's clock, and the test moves
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -14,14 +15,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, text
 
-from jobengine import guard
+from jobengine import guard, submission
 from jobengine.domain.status import JobStatus
 from jobengine.errors import UnknownJobType
 from jobengine.execution import Executor
 from jobengine.guard import Step
 from jobengine.maintenance import Leadership, Reaper
 from jobengine.maintenance.report import TickReport
-from jobengine.maintenance.scheduler import Scheduler
+from jobengine.maintenance.scheduler import SLOTS_PER_RUN, Scheduler
 from jobengine.schedules import firing, registry
 from jobengine.schedules.definition import JobTemplate, Overlap, ScheduleSpec, jitter
 from jobengine.schedules.errors import InvalidCadence, InvalidSchedule, ScheduleNameTaken
@@ -228,7 +229,7 @@ def test_a_crash_mid_tick_leaves_nothing_and_the_next_tick_fires_each_slot_once(
 ) -> None:
     clock = Clock(T0)
     schedule_id = create(engine, spec(overlap=Overlap.ALLOW), clock.now)
-    real_submit = firing.submit
+    real_submit = submission.submit
     calls: list[int] = []
 
     def crashing(*args: Any, **kwargs: Any) -> Any:
@@ -241,6 +242,7 @@ def test_a_crash_mid_tick_leaves_nothing_and_the_next_tick_fires_each_slot_once(
     clock.advance(4 * MINUTE)
     report = reaper(engine, "reaper-a", clock).tick()
     assert report.set_aside == [schedule_id]
+    assert report.next_slot_in_seconds is None  # a schedule set aside does not spin the loop
     assert slot_jobs(engine, schedule_id) == []
     assert decisions(engine, schedule_id) == []
     monkeypatch.setattr(firing, "submit", real_submit)
@@ -409,8 +411,10 @@ def test_a_schedule_far_behind_catches_up_over_several_bounded_ticks(engine: Eng
     schedule_id = create(engine, spec(overlap=Overlap.ALLOW, catch_up_seconds=86_400), clock.now)
     clock.advance(500 * MINUTE)
     ticking = reaper(engine, "reaper-a", clock)
-    fired = [len(ticking.tick().fired) for _ in range(4)]
-    assert fired == [firing.SLOTS_PER_TICK, firing.SLOTS_PER_TICK, 100, 0]
+    reports = [ticking.tick() for _ in range(4)]
+    assert [len(r.fired) for r in reports] == [firing.SLOTS_PER_TICK, firing.SLOTS_PER_TICK, 100, 0]
+    assert [r.next_slot_in_seconds for r in reports[:2]] == [0.0, 0.0]  # behind: tick again soon
+    assert reports[2].next_slot_in_seconds == 30.0  # caught up: wake for the next slot
     assert len(slot_jobs(engine, schedule_id)) == 500
 
 
@@ -509,3 +513,55 @@ def test_a_schedule_of_an_unknown_type_or_a_taken_name_is_refused(conn: Connecti
     registry.create(conn, spec(), now=T0)
     with pytest.raises(ScheduleNameTaken):
         registry.create(conn, spec(), now=T0)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_whatever_the_ticks_timing_and_failovers_every_slot_is_decided_once_in_order(
+    engine: Engine, seed: int
+) -> None:
+    """Ticks come at random intervals (seconds to minutes), leaders change at random: every
+    slot up to the last tick is decided exactly once; those within the catch-up window fire."""
+    rng = random.Random(seed)
+    clock = Clock(T0)
+    schedule_id = create(
+        engine, spec("*/2 * * * *", overlap=Overlap.ALLOW, catch_up_seconds=240), clock.now
+    )
+    reapers = [reaper(engine, name, clock) for name in ("reaper-a", "reaper-b", "reaper-c")]
+    ticks: list[datetime] = []
+    for _ in range(40):
+        clock.advance(timedelta(seconds=rng.choice([5, 30, 90, 200, 400])))
+        if rng.random() < 0.2:
+            expire_lease(engine)
+        for candidate in rng.sample(reapers, len(reapers)):
+            if candidate.tick().leader:
+                ticks.append(clock.now)
+    decided = decisions(engine, schedule_id)
+    first = T0.replace(second=0) + 2 * MINUTE
+    expected = [first + n * 2 * MINUTE for n in range(int((clock.now - first) / MINUTE) // 2 + 1)]
+    assert [slot for slot, _, _ in decided] == expected
+    for slot, outcome, reason in decided:
+        seen = min(tick for tick in ticks if tick >= slot)  # the tick that decided it
+        late = seen - slot > timedelta(seconds=240)
+        assert (outcome, reason) == (("skipped", "missed") if late else ("fired", None))
+    fired = [slot for slot, outcome, _ in decided if outcome == "fired"]
+    assert [slot for slot, _ in slot_jobs(engine, schedule_id)] == fired
+
+
+def test_a_tick_decides_a_bounded_number_of_slots_over_all_schedules(engine: Engine) -> None:
+    clock = Clock(T0)
+    ids = [
+        create(
+            engine,
+            spec(name=f"busy-{n}", overlap=Overlap.ALLOW, catch_up_seconds=86_400),
+            clock.now,
+        )
+        for n in range(8)
+    ]
+    clock.advance(150 * MINUTE)  # 8 x 150 slots due
+    ticking = reaper(engine, "reaper-a", clock)
+    first = ticking.tick()
+    assert len(first.fired) == SLOTS_PER_RUN
+    assert first.next_slot_in_seconds == 0.0
+    assert len(ticking.tick().fired) == 8 * 150 - SLOTS_PER_RUN
+    for schedule_id in ids:
+        assert len(slot_jobs(engine, schedule_id)) == 150
