@@ -44,7 +44,7 @@ def scans(conn: Connection) -> dict[str, int]:
         text("SELECT relname, seq_scan FROM pg_stat_user_tables WHERE relname = ANY(:t)"),
         {"t": list(TABLES)},
     )
-    return {name: int(n) for name, n in rows}
+    return {str(name): int(n) for name, n in rows.tuples()}
 
 
 def ticks(

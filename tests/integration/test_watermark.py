@@ -163,5 +163,5 @@ def test_the_watermark_moves_while_a_large_backfill_is_still_being_created(
     run(executor, engine, range(0, 10))
     assert mark(engine, small) == (at(9), at(10)), "moved in the tick that created 10-19"
     with engine.connect() as conn:
-        created = conn.execute(text("SELECT slots_created FROM backfills")).scalar_one()
+        created: int = conn.execute(text("SELECT slots_created FROM backfills")).scalar_one()
     assert created == 20
