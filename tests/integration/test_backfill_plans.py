@@ -44,7 +44,7 @@ def scans(conn: Connection) -> dict[str, int]:
         text("SELECT relname, seq_scan FROM pg_stat_user_tables WHERE relname = ANY(:t)"),
         {"t": list(TABLES)},
     )
-    return {str(name): int(n) for name, n in rows.tuples()}
+    return {str(row[0]): int(row[1]) for row in rows}
 
 
 def ticks(
