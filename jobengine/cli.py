@@ -29,6 +29,7 @@ from typer.core import TyperGroup
 
 from config.logging import configure_logging
 from jobengine.api.routes_workers import TypeWithoutWorkerOut
+from jobengine.cli_backfills import backfills_app
 from jobengine.cli_common import (
     BrokerRevoker,
     JsonOption,
@@ -119,6 +120,7 @@ app.add_typer(types_app, name="types")
 app.add_typer(limits_app, name="limits")
 app.add_typer(quotas_app, name="quotas")
 app.add_typer(health_app, name="health")
+app.add_typer(backfills_app, name="backfills")
 app.add_typer(schedules_app, name="schedules")
 
 

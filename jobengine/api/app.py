@@ -23,6 +23,7 @@ from jobengine.api import (
     errors,
     metrics,
     routes_artifacts,
+    routes_backfills,
     routes_dlq,
     routes_health,
     routes_jobs,
@@ -57,6 +58,7 @@ ROUTERS: list[APIRouter] = [
     routes_quotas.router,
     routes_quotas.tenant_router,
     routes_artifacts.router,
+    routes_backfills.router,
     routes_schedules.router,
 ]
 """Every router the API serves."""

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobengine.artifacts.errors import ArtifactNotFound, ArtifactStorageUnavailable
+from jobengine.backfills.errors import BackfillNotFound
 from jobengine.cancellation import JobAlreadyFinal
 from jobengine.dead_letters import (
     DeadLetterDiscarded,
@@ -67,6 +68,7 @@ class ServiceNotReady(ApiError):
 STATUS_BY_ERROR: tuple[tuple[type[JobEngineError], int], ...] = (
     (QuotaExceeded, 429),
     (QuotaNotFound, 404),
+    (BackfillNotFound, 404),
     (PayloadTooLarge, 413),
     (ValidationError, 422),
     (JobNotFound, 404),

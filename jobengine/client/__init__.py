@@ -2,6 +2,14 @@
 (``AsyncJobEngineClient``), with the same methods and the same typed results."""
 
 from jobengine.client._async import AsyncJobEngineClient
+from jobengine.client._backfills import (
+    Backfill,
+    BackfillCreated,
+    BackfillPlan,
+    BackfillProgress,
+    BackfillRequest,
+    BackfillSource,
+)
 from jobengine.client._base import RetryConfig
 from jobengine.client._errors import (
     ApiError,
@@ -44,6 +52,12 @@ __all__ = [
     "ApiError",
     "Artifact",
     "AsyncJobEngineClient",
+    "Backfill",
+    "BackfillCreated",
+    "BackfillPlan",
+    "BackfillProgress",
+    "BackfillRequest",
+    "BackfillSource",
     "ClientError",
     "DownloadCorrupt",
     "Downloaded",

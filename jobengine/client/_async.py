@@ -14,7 +14,8 @@ from typing import Any, BinaryIO
 import httpx
 import structlog
 
-from jobengine.client import _base, _limits, _runs, _schedules
+from jobengine.client import _backfills, _base, _limits, _runs, _schedules
+from jobengine.client._backfills import Backfill, BackfillCreated, BackfillRequest, BackfillSource
 from jobengine.client._base import Call, Follow, RetryConfig
 from jobengine.client._errors import ApiError, TransportError, WaitTimeout
 from jobengine.client._limits import RateLimit
@@ -559,3 +560,36 @@ class AsyncJobEngineClient:
             if (await self.get_run(run_id)).run.is_final:
                 return
             await asyncio.sleep(decoder.retry_seconds or self._retry.delay(1))
+
+    # ---- backfills: a source's slots over a range, and its watermark --------------------
+
+    async def create_backfill(
+        self, request: BackfillRequest, *, dry_run: bool = False
+    ) -> BackfillCreated:
+        """Record a backfill (the leader creates its jobs a batch a tick), or with ``dry_run``
+        count and list its slots and write nothing; ``ApiError`` ``BACKFILL_INVALID`` names a
+        bad field."""
+        call = _backfills.create_backfill_call(request, dry_run=dry_run)
+        return BackfillCreated.from_json(await self._json(call))
+
+    async def get_backfill(self, backfill_id: int) -> Backfill:
+        """One backfill with its progress (slots queued, running, completed, failed)."""
+        call = Call("GET", _backfills.backfill_path(backfill_id), repeatable=True)
+        return Backfill.from_json(await self._json(call))
+
+    async def list_backfills(
+        self, *, source: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[Backfill]:
+        """The newest backfills first (one page of at most ``limit``)."""
+        body = await self._json(_backfills.list_backfills_call(source, status, limit))
+        return [Backfill.from_json(item) for item in body["items"]]
+
+    async def cancel_backfill(self, backfill_id: int, *, cancel_queued: bool = False) -> Backfill:
+        """Stop creating its jobs; with ``cancel_queued`` cancel those not yet claimed too."""
+        call = _backfills.cancel_backfill_call(backfill_id, cancel_queued=cancel_queued)
+        return Backfill.from_json((await self._json(call))["backfill"])
+
+    async def backfill_sources(self, name: str | None = None) -> list[BackfillSource]:
+        """Sources with their watermark and the slot that holds it."""
+        body = await self._json(_backfills.sources_call(name))
+        return [BackfillSource.from_json(item) for item in body["items"]]

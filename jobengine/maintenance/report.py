@@ -30,6 +30,8 @@ class TickReport:
     redispatched: list[int] = field(default_factory=list)
     forgotten: int = 0
     """Published jobs whose messages the broker lost (it restarted empty): published again."""
+    backfilled: list[int] = field(default_factory=list)
+    """Jobs the backfiller created for backfill slots (``maintenance.backfiller``)."""
     set_aside: list[int] = field(default_factory=list)
     """Rows that raised and were skipped this tick (see ``SetAside``)."""
     # ---- schedules (issue 15) ----

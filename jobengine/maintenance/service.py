@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from jobengine.dispatch import Publisher
 from jobengine.execution import Executor
+from jobengine.maintenance.backfiller import Backfiller
 from jobengine.maintenance.broker_epoch import BrokerEpoch
 from jobengine.maintenance.dispatcher import Dispatcher
 from jobengine.maintenance.leadership import Leadership, LeadershipLost
@@ -56,7 +57,8 @@ class Reaper:
         retention: RetentionPolicy | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        """``clock`` is the schedules' time (their slots come by it); tests drive it."""
+        """``clock`` is the schedules' time (their slots come by it) and the backfills' (their
+        pacing per second); tests drive it."""
         self.engine = engine
         self.name = name
         self.leadership = Leadership(engine, holder_name(name), leader_ttl_seconds)
@@ -64,6 +66,7 @@ class Reaper:
         self.rescuer = Rescuer(engine, executor, self.leadership, self.set_aside, actor=name)
         self.scheduler = Scheduler(engine, publisher, self.leadership, actor=name, clock=clock)
         self.promoter = Promoter(engine, self.leadership, self.set_aside, actor=name)
+        self.backfiller = Backfiller(engine, self.leadership, actor=name, clock=clock)
         self.broker_epoch = None if broker is None else BrokerEpoch(broker, engine, self.leadership)
         self.dispatcher = Dispatcher(
             engine,
@@ -84,6 +87,7 @@ class Reaper:
             self.rescuer.run(report)
             self.scheduler.run(report)  # before the promoter: a jittered slot may be due
             self.promoter.run(report)
+            self.backfiller.run(report)
             if self.broker_epoch is not None:
                 self.broker_epoch.run(report)
             self.dispatcher.run(report)
@@ -92,7 +96,15 @@ class Reaper:
             report.leader = False
             log.warning("maintenance_stopped", reaper=self.name, why=str(exc))
         if (
-            any((report.rescued, report.returned, report.promoted, report.redispatched))
+            any(
+                (
+                    report.rescued,
+                    report.returned,
+                    report.promoted,
+                    report.redispatched,
+                    report.backfilled,
+                )
+            )
             or report.fired
             or report.slots_skipped
             or report.forgotten
@@ -106,6 +118,7 @@ class Reaper:
                 promoted=len(report.promoted),
                 dispatched=len(report.dispatched),
                 redispatched=len(report.redispatched),
+                backfilled=len(report.backfilled),
                 forgotten=report.forgotten,
                 set_aside=report.set_aside,
                 fired=len(report.fired),

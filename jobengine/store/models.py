@@ -738,3 +738,103 @@ class ScheduleSlotRow(Base):
         CheckConstraint("outcome IN ('fired', 'skipped', 'buffered')", name="outcome_known"),
         CheckConstraint("(outcome = 'fired') = (job_id IS NOT NULL)", name="job_iff_fired"),
     )
+
+
+# --- backfills (jobengine.backfills; migration 0016) ---
+
+
+class BackfillSourceRow(Base):
+    """A series of slots a user names, on one cadence, with its watermark: the latest slot
+    such that it and every earlier slot of the source completed (``backfills.watermark``)."""
+
+    __tablename__ = "backfill_sources"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Text, nullable=False)
+    project_id: Mapped[str] = mapped_column(Text, nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    cron: Mapped[str | None] = mapped_column(Text)
+    interval_seconds: Mapped[int | None] = mapped_column(Integer)
+    zone: Mapped[str] = mapped_column(Text, nullable=False)
+    watermark: Mapped[datetime | None] = mapped_column(TS)
+    held_at: Mapped[datetime | None] = mapped_column(TS)
+    """The first slot after the watermark that holds it (not completed, or missing)."""
+    last_slot: Mapped[datetime | None] = mapped_column(TS)
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("(cron IS NULL) <> (interval_seconds IS NULL)", name="one_cadence"),
+        CheckConstraint("interval_seconds > 0", name="interval_positive"),
+        UniqueConstraint("tenant_id", "project_id", "name"),
+        Index(
+            "ix_backfill_sources_behind",
+            "id",
+            postgresql_where=text("last_slot IS NOT NULL AND watermark IS DISTINCT FROM last_slot"),
+        ),
+    )
+
+
+class BackfillRow(Base):
+    """A range of a source's slots to create jobs for, paced, from ``cursor`` (the next slot
+    to create; NULL once all are created) by the leader (``maintenance.backfiller``)."""
+
+    __tablename__ = "backfills"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    source_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("backfill_sources.id"), nullable=False
+    )
+    range_start: Mapped[datetime] = mapped_column(TS, nullable=False)
+    range_end: Mapped[datetime] = mapped_column(TS, nullable=False)
+    job_type: Mapped[str] = mapped_column(Text, nullable=False)
+    queue: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="0")
+    payload: Mapped[Any] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    max_in_flight: Mapped[int | None] = mapped_column(Integer)
+    max_per_second: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="creating")
+    slots_total: Mapped[int] = mapped_column(Integer, nullable=False)
+    slots_created: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    slots_existing: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    first_slot: Mapped[datetime | None] = mapped_column(TS)
+    last_slot: Mapped[datetime | None] = mapped_column(TS)
+    cursor: Mapped[datetime | None] = mapped_column(TS)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(TS)
+
+    __table_args__ = (
+        CheckConstraint("range_end > range_start", name="end_after_start"),
+        CheckConstraint("status IN ('creating', 'created', 'cancelled')", name="status"),
+        CheckConstraint("slots_created + slots_existing <= slots_total", name="within_total"),
+        CheckConstraint(
+            "(status = 'creating') = (finished_at IS NULL)", name="finished_iff_finished_at"
+        ),
+        CheckConstraint("max_in_flight > 0", name="max_in_flight_positive"),
+        CheckConstraint("max_per_second > 0", name="max_per_second_positive"),
+        Index("ix_backfills_source_id_id", "source_id", "id"),
+        Index("ix_backfills_creating", "id", postgresql_where=text("status = 'creating'")),
+    )
+
+
+class BackfillSlotRow(Base):
+    """A slot of a source that has its job; the primary key (source, slot time) is the
+    idempotency key that creates each slot's job once. ``outcome`` is set once the leader
+    saw the job final, so ``ix_backfill_slots_open`` holds only the jobs pacing counts."""
+
+    __tablename__ = "backfill_slots"
+
+    source_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("backfill_sources.id"), primary_key=True
+    )
+    slot_at: Mapped[datetime] = mapped_column(TS, primary_key=True)
+    backfill_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("backfills.id"), nullable=False)
+    job_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    outcome: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_backfill_slots_open", "backfill_id", postgresql_where=text("outcome IS NULL")),
+    )
