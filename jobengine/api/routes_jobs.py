@@ -56,8 +56,9 @@ TenantHeader = Annotated[
 
 
 def actor(key: ApiKey) -> str:
-    """History names the key (by its public prefix) that asked."""
-    return f"api:{key.prefix}"
+    """History names the key that asked: the name an operator gave it, and its public prefix,
+    which tells two keys of one name apart."""
+    return f"api:{key.name} ({key.prefix})"
 
 
 def new_job(body: JobCreate, tenant: str, idempotency_key: str | None) -> NewJob:

@@ -284,7 +284,7 @@ class HistoryList(ApiModel):
                             "fromStatus": None,
                             "toStatus": "pending",
                             "at": "2026-11-24T10:00:00Z",
-                            "actor": "api:k3x9q2ab",
+                            "actor": "api:billing (k3x9q2ab)",
                             "reason": None,
                             "attempt": 0,
                             "details": {},

@@ -40,6 +40,7 @@ def render(
             "retry": key.allows(JOBS_WRITE),
             "replay": key.allows(DLQ_REPLAY),
             "discard": key.allows(DLQ_REPLAY),
+            "pause": key.allows(JOBS_WRITE),
             "admin": key.allows(ADMIN),
         }
     return templates.TemplateResponse(

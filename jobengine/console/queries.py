@@ -81,13 +81,3 @@ FROM measured
 GROUP BY type
 ORDER BY type
 """
-
-SCHEDULES_TABLE = """
--- name: schedules_table  (catalog lookup: the schedules table lands with another issue)
-SELECT to_regclass('schedules') IS NOT NULL AS present
-"""
-
-SCHEDULES = """
--- name: schedules  (whole table: one row per schedule, a handful)
-SELECT * FROM schedules ORDER BY 1 LIMIT 200
-"""

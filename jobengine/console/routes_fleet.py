@@ -7,24 +7,28 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from jobengine.api import (
     routes_limits,
     routes_quotas,
+    routes_schedules,
     routes_workers,
 )
 from jobengine.api.auth import check_scope
-from jobengine.api.keys import ADMIN
+from jobengine.api.keys import ADMIN, JOBS_WRITE
 from jobengine.api.state import api_state
 from jobengine.console import views
 from jobengine.console.charts import latency_chart, throughput_chart
-from jobengine.console.pages import render, wire
-from jobengine.console.session import current_key
+from jobengine.console.forms import Csrf
+from jobengine.console.pages import redirect, render, wire
+from jobengine.console.session import check_csrf, current_key
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import JobsRepository
 
 router = APIRouter(prefix="/console", include_in_schema=False)
+
+SCHEDULES_SHOWN = 200
 
 
 @router.get("/fleet", response_class=HTMLResponse)
@@ -37,7 +41,6 @@ def fleet_page(request: Request) -> HTMLResponse:
         depths = views.queue_depths(conn)
         leases = views.leases(conn)
         stuck = JobsRepository(conn).stuck()
-        schedules = views.schedules(conn)
     return render(
         request,
         "fleet.html",
@@ -49,8 +52,32 @@ def fleet_page(request: Request) -> HTMLResponse:
         limits=wire(routes_limits.list_limits(request)),
         quotas=wire(routes_quotas.list_quotas(request)),
         fair=wire(routes_quotas.list_fair_queues(request)),
-        schedules=schedules,
+        schedules=wire(
+            routes_schedules.list_schedules(request, key, limit=SCHEDULES_SHOWN, cursor=None)
+        ),
     )
+
+
+@router.post("/schedules/{schedule_id}/pause")
+def pause_schedule(
+    request: Request, schedule_id: routes_schedules.ScheduleId, csrf: Csrf = None
+) -> Response:
+    key = current_key(request)
+    check_csrf(request, csrf)
+    check_scope(key, JOBS_WRITE, needed_for="pausing a schedule")
+    routes_schedules.pause_schedule(request, schedule_id, key)
+    return redirect("/console/fleet#schedules")
+
+
+@router.post("/schedules/{schedule_id}/resume")
+def resume_schedule(
+    request: Request, schedule_id: routes_schedules.ScheduleId, csrf: Csrf = None
+) -> Response:
+    key = current_key(request)
+    check_csrf(request, csrf)
+    check_scope(key, JOBS_WRITE, needed_for="resuming a schedule")
+    routes_schedules.resume_schedule(request, schedule_id, key)
+    return redirect("/console/fleet#schedules")
 
 
 @router.get("/charts", response_class=HTMLResponse)

@@ -45,14 +45,6 @@ def leases(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
     return run_all(conn, queries.LEASES, {"limit": limit})
 
 
-def schedules(conn: Connection) -> list[dict[str, Any]] | None:
-    """The schedules and their state, or None where the schedules table does not exist."""
-    present = run_statement(conn, queries.SCHEDULES_TABLE, {})
-    if present is None or not present["present"]:
-        return None
-    return run_all(conn, queries.SCHEDULES, {})
-
-
 @dataclass(frozen=True, slots=True)
 class Window:
     since: datetime

@@ -104,7 +104,7 @@ def test_a_discard_from_the_console_closes_the_entry_under_the_keys_name(
     assert answer.status_code == 303
     entry = DeadLetters(engine).get(entry_id)
     assert entry.status is DeadLetterStatus.DISCARDED
-    assert entry.status_changed_by == f"api:{key.split('_')[1]}"
+    assert entry.status_changed_by == f"api:test ({key.split('_')[1]})"
 
 
 def test_the_status_filter_takes_all_and_refuses_an_unknown_status_by_name(

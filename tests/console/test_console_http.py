@@ -14,7 +14,7 @@ from jobengine.domain.status import JobStatus
 from jobengine.store.database import transaction
 from jobengine.store.history_repository import JobHistoryRepository
 from jobengine.store.jobs_repository import JobFilter, JobsRepository
-from tests.api.conftest import LiveServer
+from tests.api.conftest import LiveServer, bearer
 from tests.console.conftest import Session, jobs_in, make_key
 
 Login = Callable[[str], Session]
@@ -82,18 +82,18 @@ def test_an_action_without_the_session_csrf_token_is_refused(engine: Engine, log
         assert JobsRepository(conn).get(job.id).status is JobStatus.SCHEDULED
 
 
-def test_a_cancel_from_the_console_is_recorded_with_the_key_as_actor_as_rest_records_it(
+def test_a_cancel_from_the_console_is_recorded_with_the_keys_name_as_actor_as_rest_records_it(
     engine: Engine, login: Login
 ) -> None:
     [job] = jobs_in(engine, "acme")
-    key = make_key(engine, "acme", "jobs:read", "jobs:write")
+    key = make_key(engine, "acme", "jobs:read", "jobs:write", name="ops-alice")
     writer = login(key)
     answer = writer.post(f"/console/jobs/{job.id}/cancel", {"csrf": writer.csrf()})
     assert answer.status_code == 303
     with transaction(engine) as conn:
         last = JobHistoryRepository(conn).for_job(job.id)[-1]
     assert last.to_status is JobStatus.CANCELLED
-    assert last.actor == f"api:{key.split('_')[1]}"
+    assert last.actor == f"api:ops-alice ({key.split('_')[1]})"
 
 
 def test_a_tenant_key_sees_only_its_own_tenants_jobs(engine: Engine, login: Login) -> None:
@@ -217,3 +217,32 @@ def test_a_payload_is_shown_as_text_never_as_markup(engine: Engine, login: Login
     [job] = jobs_in(engine, "acme", payload={"html": "<script>alert(1)</script>"})
     page = login(make_key(engine, "acme", "jobs:read")).page(f"/console/jobs/{job.id}").text
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)" in page
+
+
+def test_an_admin_pauses_and_resumes_a_schedule_from_the_fleet_page_and_a_reader_cannot(
+    engine: Engine, login: Login, live: LiveServer
+) -> None:
+    import httpx
+
+    admin_key = make_key(engine, "ops", "admin")
+    with httpx.Client(base_url=live.url, headers=bearer(admin_key), timeout=30) as api:
+        body = {"name": "nightly", "projectId": "p", "cron": "30 2 * * *", "job": {"type": "noop"}}
+        created = api.post("/api/v1/schedules", json=body)
+        assert created.status_code == 201, created.text
+        schedule_id = created.json()["id"]
+        admin = login(admin_key)
+        fleet = admin.page("/console/fleet").text
+        assert f'id="pause-schedule-{schedule_id}"' in fleet and "30 2 * * *" in fleet
+        paused = admin.post(f"/console/schedules/{schedule_id}/pause", {"csrf": admin.csrf()})
+        assert paused.status_code == 303
+        assert api.get(f"/api/v1/schedules/{schedule_id}").json()["paused"] is True
+        assert f'id="resume-schedule-{schedule_id}"' in admin.page("/console/fleet").text
+
+        reader = login(make_key(engine, "ops", "jobs:read"))
+        refused = reader.post(f"/console/schedules/{schedule_id}/resume", {"csrf": reader.csrf()})
+        assert refused.status_code == 403 and "jobs:write" in refused.text
+        assert api.get(f"/api/v1/schedules/{schedule_id}").json()["paused"] is True
+
+        resumed = admin.post(f"/console/schedules/{schedule_id}/resume", {"csrf": admin.csrf()})
+        assert resumed.status_code == 303
+        assert api.get(f"/api/v1/schedules/{schedule_id}").json()["paused"] is False
