@@ -60,6 +60,11 @@ class EngineCollector(Collector):
         depth = GaugeMetricFamily(
             "jobengine_queue_depth", "Scheduled jobs waiting, by queue.", labels=["queue"]
         )
+        lag = GaugeMetricFamily(
+            "jobengine_queue_oldest_waiting_seconds",
+            "How long each queue's oldest due job has waited for a worker: the queue's lag.",
+            labels=["queue"],
+        )
         transitions = CounterMetricFamily(
             "jobengine_transitions",
             "Transitions recorded, by step (folded from the outbox; retention keeps them).",
@@ -96,14 +101,15 @@ class EngineCollector(Collector):
             figures = MetricsRepository(conn)
             by_state: dict[JobStatus, int] = figures.live_jobs()
             totals = figures.totals()
-            queue_rows = run_all(conn, queries.METRICS_QUEUE_DEPTH, {})
+            queue_rows = run_all(conn, queries.QUEUE_DEPTH, {})
             dead_counts = DeadLetterRepository(conn).counts()
             run_counts = figures.runs()
         by_state.update(totals.final_jobs())
         for status in JobStatus:
             jobs.add_metric([status.value], by_state.get(status, 0))
         for r in queue_rows:
-            depth.add_metric([r["queue"]], r["n"])
+            depth.add_metric([r["queue"]], r["waiting"])
+            lag.add_metric([r["queue"]], r["oldest_waiting_seconds"])
         expired = retried = 0
         for step in totals.steps:
             transitions.add_metric([step.from_status, step.to_status], step.n)
@@ -121,7 +127,7 @@ class EngineCollector(Collector):
             unhandled_age.add_metric([t.type], t.oldest_waiting_seconds)
         for run_status, n in run_counts.items():
             runs.add_metric([run_status.value], n)
-        yield from (jobs, depth, transitions, lease_expiries, retries, dead, runs)
+        yield from (jobs, depth, lag, transitions, lease_expiries, retries, dead, runs)
         yield from (workers, unhandled, unhandled_age)
 
 

@@ -6,18 +6,6 @@ or by a time window of history (charts), found through the primary key, never by
 
 from __future__ import annotations
 
-QUEUE_DEPTH = """
--- name: queue_depth  (ix_jobs_runnable: scheduled jobs only)
--- A job waits from when it became due: scheduled_at, or not_before when that came later.
-SELECT queue, count(*) AS waiting,
-       coalesce(extract(epoch FROM now() - min(greatest(scheduled_at, not_before))), 0)::float8
-           AS oldest_waiting_seconds
-FROM jobs
-WHERE status = 'scheduled'
-GROUP BY queue
-ORDER BY queue
-"""
-
 LEASES = """
 -- name: leases_held  (ix_jobs_lease_expiry: claimed and running jobs only)
 SELECT id, type, queue, status::text AS status, attempt, lease_owner,

@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 
 from jobengine.console import queries
 from jobengine.domain.status import JobStatus
+from jobengine.store import queries as store_queries
 from jobengine.store.database import run_all, run_statement
 from jobengine.store.jobs_repository import JobFilter, JobsRepository, StateCount
 
@@ -38,7 +39,7 @@ class QueueDepth:
 
 
 def queue_depths(conn: Connection) -> list[QueueDepth]:
-    return [QueueDepth(**r) for r in run_all(conn, queries.QUEUE_DEPTH, {})]
+    return [QueueDepth(**r) for r in run_all(conn, store_queries.QUEUE_DEPTH, {})]
 
 
 def leases(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:

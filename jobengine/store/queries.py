@@ -755,9 +755,17 @@ RETURNING id, tenant_id, name, prefix, scopes, created_at, revoked_at, last_used
 
 # ---- metrics (read at scrape time; the rest of what /metrics reads is in metrics_repository) --
 
-METRICS_QUEUE_DEPTH = """
--- name: metrics_queue_depth  (ix_jobs_runnable)
-SELECT queue, count(*) AS n FROM jobs WHERE status = 'scheduled' GROUP BY queue
+QUEUE_DEPTH = """
+-- name: queue_depth  (ix_jobs_runnable: scheduled jobs only)
+-- A queue's backlog and its lag: how long its oldest waiting job has waited, from when it
+-- became due (scheduled_at, or not_before when that came later). /metrics and the console.
+SELECT queue, count(*) AS waiting,
+       coalesce(extract(epoch FROM now() - min(greatest(scheduled_at, not_before))), 0)::float8
+           AS oldest_waiting_seconds
+FROM jobs
+WHERE status = 'scheduled'
+GROUP BY queue
+ORDER BY queue
 """
 
 QUEUES_OF_JOBS = """

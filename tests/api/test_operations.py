@@ -33,6 +33,9 @@ def test_metrics_read_the_engine_state(client: httpx.Client, engine: Engine) -> 
             ),
             {"id": cancelled["id"]},
         )
+        conn.execute(  # the gpu queue's job has waited an hour for a worker
+            text("UPDATE jobs SET scheduled_at = now() - interval '1 hour' WHERE queue = 'gpu'")
+        )
     response = client.get("/metrics")
     assert response.status_code == 200
     got = samples(response.text)
@@ -41,6 +44,8 @@ def test_metrics_read_the_engine_state(client: httpx.Client, engine: Engine) -> 
     assert got[("jobengine_jobs", (("state", "running"),))] == 0
     assert got[("jobengine_queue_depth", (("queue", "default"),))] == 2
     assert got[("jobengine_queue_depth", (("queue", "gpu"),))] == 1
+    assert 3600 <= got[("jobengine_queue_oldest_waiting_seconds", (("queue", "gpu"),))] < 3700
+    assert got[("jobengine_queue_oldest_waiting_seconds", (("queue", "default"),))] < 100
     step = (("from_state", ""), ("to_state", "scheduled"))
     assert got[("jobengine_transitions_total", step)] == 4
     assert got[("jobengine_lease_expiries_total", ())] == 0

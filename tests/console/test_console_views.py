@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine
 
 from jobengine.console import queries, views
 from jobengine.domain.status import JobStatus
+from jobengine.store import queries as store_queries
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import JobFilter, JobsRepository
 from tests.console.conftest import jobs_in
@@ -76,7 +77,7 @@ def test_chart_and_fleet_queries_are_served_by_indexes(engine: Engine) -> None:
             queries.HISTORY_AT_OR_AFTER,
             queries.OUTCOMES_BY_BUCKET,
             queries.LATENCY_PERCENTILES,
-            queries.QUEUE_DEPTH,
+            store_queries.QUEUE_DEPTH,
             queries.LEASES % {"limit": 10},
         ):
             plan = _plan(conn, sql, params if "%(" in sql else {})
