@@ -142,22 +142,44 @@ def batch_runner(engine: Engine, size: int, keys: int) -> Callable[[int], None]:
     return run
 
 
+def backend_pid(engine: Engine) -> int:
+    """The Postgres backend serving ``engine``'s one pooled connection."""
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
+def cpu_ns(backend: int) -> int:
+    """CPU this process and the backend ``backend`` have spent, in nanoseconds: steadier than
+    wall time on a machine whose other load comes and goes (``/proc/<pid>/schedstat``)."""
+    on_cpu = int(Path(f"/proc/{backend}/schedstat").read_text().split()[0])
+    return time.process_time_ns() + on_cpu
+
+
 def interleaved(
     engine: Engine, runner: Callable[[int], None], calls: int, slices: int, round_: int
-) -> dict[str, float]:
-    """Seconds per call of ``runner`` in each mode, the modes taking turns slice by slice (in
-    an order that flips each slice), so a machine whose load drifts weighs on all alike."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds and CPU seconds (this process and its backend) per call of ``runner`` in each
+    mode, the modes taking turns slice by slice (in an order that flips each slice), so a
+    machine whose load drifts weighs on all alike."""
     seconds = dict.fromkeys(MODES, 0.0)
+    cpu = dict.fromkeys(MODES, 0)
     per_slice = max(calls // slices, 1)
     for mode in MODES:  # warm: statements prepared, caches read
         use_limit(engine, mode)
         runner(-1 - MODES.index(mode))
+    backend = backend_pid(engine)
     for slice_ in range(slices):
         for mode in MODES if (slice_ + round_) % 2 == 0 else MODES[::-1]:
             use_limit(engine, mode)
             first = (slice_ * len(MODES) + MODES.index(mode)) * per_slice
+            spent = cpu_ns(backend)
             seconds[mode] += per_slice / timed(runner, per_slice, first)
-    return {mode: seconds[mode] / (per_slice * slices) for mode in MODES}
+            cpu[mode] += cpu_ns(backend) - spent
+    done = per_slice * slices
+    return (
+        {mode: seconds[mode] / done for mode in MODES},
+        {mode: cpu[mode] / 1e9 / done for mode in MODES},
+    )
 
 
 def pg_admission_rate(engine: Engine, count: int, keys: int) -> float:
@@ -166,7 +188,7 @@ def pg_admission_rate(engine: Engine, count: int, keys: int) -> float:
 
     def run(n: int) -> None:
         with transaction(engine) as conn:
-            admit(conn, [job(n, keys)], [limit])
+            admit(conn, [job(n, keys)], [limit], lease=False)
 
     run(-1)
     return timed(run, count)
@@ -177,8 +199,8 @@ def pg_statement_rate(engine: Engine, count: int, keys: int) -> float:
     limit = LIMITS[KEYED]
     assert limit is not None
     with transaction(engine) as conn:
-        admit(conn, [job(-1, keys)], [limit])
-        return timed(lambda n: admit(conn, [job(n, keys)], [limit]), count)
+        admit(conn, [job(-1, keys)], [limit], lease=False)
+        return timed(lambda n: admit(conn, [job(n, keys)], [limit], lease=False), count)
 
 
 def redis_admission_rate(client: redis.Redis, count: int, keys: int) -> float:
@@ -206,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: dict[str, list[float]] = {
         f"{kind}_{mode}": [] for kind in ("single", "batch") for mode in MODES
     }
+    cpus: dict[str, list[float]] = {name: [] for name in runs}
     admissions: dict[str, list[float]] = {"postgres": [], "postgres_statement": [], "redis": []}
     with bench_database() as url, tempfile.TemporaryDirectory(prefix="jobengine-bench-") as tmp:
         upgrade_database(url, "head")
@@ -229,12 +252,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ),
                 }
                 for kind, (runner, calls, size) in kinds.items():
-                    per_call = interleaved(engine, runner, calls, args.slices, round_)
+                    per_call, cpu_per_call = interleaved(engine, runner, calls, args.slices, round_)
                     for mode in MODES:
                         runs[f"{kind}_{mode}"].append(size / per_call[mode])
+                        cpus[f"{kind}_{mode}"].append(cpu_per_call[mode] / size)
                         print(
                             f"  round={round_ + 1} {kind:6s} {mode:5s} "
-                            f"{size / per_call[mode]:10.1f} jobs/s"
+                            f"{size / per_call[mode]:10.1f} jobs/s "
+                            f"{cpu_per_call[mode] / size * 1e6:8.1f} CPU us/job"
                         )
                 reset(url)
                 use_limit(engine, KEYED)
@@ -276,6 +301,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for limited, bare in zip(runs[f"{kind}_{mode}"], runs[f"{kind}_none"], strict=True)
             ]
             figures[f"{kind}_{mode}_ratio"] = round(statistics.median(per_round), 3)
+            # The same from CPU spent per job (client and backend): none's over the mode's.
+            per_round_cpu = [
+                bare / limited
+                for limited, bare in zip(cpus[f"{kind}_{mode}"], cpus[f"{kind}_none"], strict=True)
+            ]
+            figures[f"{kind}_{mode}_cpu_ratio"] = round(statistics.median(per_round_cpu), 3)
+        for mode in MODES:
+            figures[f"{kind}_{mode}_cpu_us_per_job"] = round(
+                statistics.median(cpus[f"{kind}_{mode}"]) * 1e6, 1
+            )
     figures["admission_postgres_per_s"] = round(slots["postgres"], 1)
     figures["admission_postgres_statement_per_s"] = round(slots["postgres_statement"], 1)
     figures["admission_redis_per_s"] = round(slots["redis"], 1)
@@ -283,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         ", ".join(
             f"{kind} {mode} x{figures[f'{kind}_{mode}_ratio']}"
+            f" (CPU x{figures[f'{kind}_{mode}_cpu_ratio']})"
             for kind in ("single", "batch")
             for mode in (LOOSE, KEYED)
         )

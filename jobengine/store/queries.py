@@ -299,13 +299,13 @@ moved AS (
     SELECT tenant_id, project_id, type, queue, priority, payload, status, retry_policy,
            not_before, CASE WHEN status = 'scheduled' THEN now() END,
            CASE WHEN status = 'scheduled' AND %(dispatching)s THEN now() END, time_limit_seconds
-    FROM input
+    FROM input{where}
     ORDER BY ord
     RETURNING *
 ),"""
 
 CREATE_JOBS = (
-    _CREATE_JOBS.format(explained="", birth_columns="", birth_names="")
+    _CREATE_JOBS.format(explained="", birth_columns="", birth_names="", where="")
     + _WRITE_BIRTH
     + f"""
 SELECT {BORN_COLUMNS} FROM moved ORDER BY id
@@ -335,8 +335,32 @@ CREATE_JOBS_EXPLAINED = (
         explained=" (explained: births with their own reasons)",
         birth_columns=", reason text, details jsonb",
         birth_names=", reason, details",
+        where="",
     )
     + _WRITE_BIRTH_EXPLAINED
+    + f"""
+SELECT {BORN_COLUMNS} FROM moved ORDER BY id
+"""
+)
+
+LEASE_HOLDS = """
+    WHERE now() BETWEEN %(lease_start)s AND %(lease_until)s
+      AND NOT EXISTS (
+          SELECT 1 FROM unnest(%(lease_xids)s::text[]::xid8[]) AS lease(xid)
+          WHERE lease.xid IS DISTINCT FROM pg_current_xact_id_if_assigned()
+            AND pg_xact_status(lease.xid) IS DISTINCT FROM 'committed')"""
+"""Jobs admitted from a process's token leases (``jobengine.limits.leases``) are written only
+while every lease holds: its transaction committed (or is this one) and this transaction's
+``now()`` lies in the lease's window. Otherwise nothing is written and the caller books."""
+
+CREATE_JOBS_LEASED = (
+    _CREATE_JOBS.format(
+        explained=" (leased: admitted from token leases)",
+        birth_columns="",
+        birth_names="",
+        where=LEASE_HOLDS,
+    )
+    + _WRITE_BIRTH
     + f"""
 SELECT {BORN_COLUMNS} FROM moved ORDER BY id
 """

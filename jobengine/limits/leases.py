@@ -1,0 +1,207 @@
+"""Token leases: one bucket write for many jobs while a limit is far from biting.
+
+Booking every job's slot writes its bucket's row once per job, and that write was most of what
+a limit that never holds a job cost a submission. So a process that submits to a bucket with
+room to spare takes a lease of several tokens in one statement (``LEASE_BUCKETS``) and admits
+its next jobs from it, each written as if no limit applied but for one condition
+(``store.queries.LEASE_HOLDS``): the lease's transaction committed (or is the job's own) and
+the job's ``now()``, the time its birth records, lies within ``LEASE_SECONDS`` after the
+lease's. A lease rolled back, still open in another thread or outlived writes nothing, and the
+job books its slot as before. A lease's unspent tokens lapse with it (never over-admitting,
+only ever under).
+
+Why a lease never lets admissions run ahead of the bucket: its tokens are booked as if all of
+them were spent at the end of its window (the TAT moves on from ``max(TAT, now + window)``),
+while each is in fact spent within it, and no earlier than the lease was taken, when the bucket
+already had room for all of them. Replaying the bucket's bookings in lock order, every window
+``[a, b]`` of admissions then starts at a booking whose virtual time is at least ``a`` (a
+lease's virtual time is the end of its window, not before its last admission) and ends at one
+whose TAT is at most ``b`` plus the capacity (a lease is granted only while the bucket stays at
+least half full), so the admissions in it are at most ``burst + rate * (b - a)``, as GCRA's.
+
+A lease is granted only while the bucket stays at least half full for everyone else, and only
+for limits whose half-burst exceeds what they refill over the window by ``MIN_TOKENS``; a limit
+of small burst (``10/s burst 5``) is therefore never leased and books each job exactly. Each
+lease is sized by the use of the last one (doubled when it ran out, halved when it lapsed mostly
+unspent). Leases belong to one process: a forked child starts without any.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from jobengine.limits.definition import SECONDS_PER, RateLimit
+from jobengine.store import limits_queries as q
+from jobengine.store.database import run_all
+
+LEASE_SECONDS = 0.2
+"""How long a lease's tokens may be spent: a bucket sees the rate over this window as spent
+while a lease is out, so it is short next to the burst of a limit worth leasing."""
+MIN_TOKENS = 32
+"""The smallest lease worth a write of its own."""
+SHUN_SECONDS = 1.0
+"""How long a bucket whose last lease served a single submission is booked job by job."""
+
+Bucket = tuple[str, str]
+
+
+def most_leased(limit: RateLimit) -> int:
+    """The most tokens one lease of ``limit`` may take: the window and the lease together
+    within half the burst (0: the limit is never leased)."""
+    refilled = limit.rate / SECONDS_PER[limit.per] * LEASE_SECONDS
+    most = math.floor(limit.burst / 2 - refilled)
+    return most if most >= MIN_TOKENS else 0
+
+
+@dataclass(slots=True)
+class _Lease:
+    xid: str
+    start: datetime
+    until: datetime
+    lapses: float
+    size: int
+    left: int
+    draws: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Drawn:
+    """Tokens drawn from leases: the conditions under which their jobs may be written."""
+
+    xids: tuple[str, ...]
+    start: datetime
+    until: datetime
+
+    def params(self) -> dict[str, Any]:
+        return {"lease_xids": list(self.xids), "lease_start": self.start, "lease_until": self.until}
+
+
+class Leases:
+    """One process's leases on one database's buckets."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._held: dict[Bucket, _Lease] = {}
+        self._size: dict[Bucket, int] = {}
+        self._shunned_until: dict[Bucket, float] = {}
+        self._lock = threading.Lock()
+
+    def draw(
+        self, conn: Connection, needs: Mapping[Bucket, int], limits: Mapping[str, RateLimit]
+    ) -> Drawn | None:
+        """Take ``needs`` (units per bucket) from this process's leases, leasing in ``conn``'s
+        transaction the buckets it holds too little of; None when some bucket cannot be
+        leased now, and the caller books every bucket's slots instead. A lease taken here
+        stays for later draws even then: its tokens were booked, with the caller's
+        transaction."""
+        now = self._clock()
+        wanted: dict[Bucket, int] = {}
+        with self._lock:
+            for bucket, units in needs.items():
+                held = self._held.get(bucket)
+                if held is not None and held.lapses > now and held.left >= units:
+                    continue
+                most = most_leased(limits[bucket[0]])
+                if units > most or self._shunned_until.get(bucket, -math.inf) > now:
+                    return None
+                if held is not None and held.lapses <= now and held.draws < 2:
+                    # Its last lease served one submission: leasing costs this bucket a
+                    # statement more than it saves. Book one by one for a while.
+                    self._shunned_until[bucket] = now + SHUN_SECONDS
+                    del self._held[bucket]
+                    return None
+                wanted[bucket] = max(units, min(most, self._next_size(bucket, held, now)))
+        if wanted:
+            self._lease(conn, wanted, now)
+        with self._lock:
+            drawn = [self._held.get(bucket) for bucket in needs]
+            leases = [
+                lease
+                for lease, units in zip(drawn, needs.values(), strict=True)
+                if lease is not None and lease.lapses > now and lease.left >= units
+            ]
+            if len(leases) < len(needs):
+                return None
+            for lease, units in zip(leases, needs.values(), strict=True):
+                lease.left -= units
+                lease.draws += 1
+        if len(leases) == 1:
+            return Drawn((leases[0].xid,), leases[0].start, leases[0].until)
+        return Drawn(
+            xids=tuple(sorted({lease.xid for lease in leases})),
+            start=max(lease.start for lease in leases),
+            until=min(lease.until for lease in leases),
+        )
+
+    def refused(self, drawn: Drawn) -> None:
+        """Postgres wrote nothing under ``drawn``: forget the leases it came from."""
+        with self._lock:
+            for bucket in [b for b, lease in self._held.items() if lease.xid in drawn.xids]:
+                del self._held[bucket]
+
+    def _next_size(self, bucket: Bucket, held: _Lease | None, now: float) -> int:
+        size = self._size.get(bucket, MIN_TOKENS)
+        if held is not None and held.lapses > now:
+            size *= 2
+        elif held is not None and held.left > held.size // 2:
+            size = max(MIN_TOKENS, size // 2)
+        self._size[bucket] = size
+        return size
+
+    def _lease(self, conn: Connection, wanted: Mapping[Bucket, int], now: float) -> None:
+        rows = run_all(
+            conn, q.LEASE_BUCKETS, {"wanted": _json_rows(wanted), "horizon": LEASE_SECONDS}
+        )
+        lapses = now + LEASE_SECONDS
+        window = timedelta(seconds=LEASE_SECONDS)
+        granted = {(r["limit_name"], r["key"]): r for r in rows}
+        with self._lock:
+            for bucket, tokens in wanted.items():
+                row = granted.get(bucket)
+                if row is None:
+                    self._shunned_until[bucket] = lapses
+                    continue
+                start = row["start"]
+                self._held[bucket] = _Lease(
+                    row["xid"], start, start + window, lapses, tokens, tokens
+                )
+
+
+def _json_rows(wanted: Mapping[Bucket, int]) -> str:
+    rows = [{"limit_name": n, "key": k, "tokens": tokens} for (n, k), tokens in wanted.items()]
+    return json.dumps(rows, separators=(",", ":"))
+
+
+_books: weakref.WeakKeyDictionary[Engine, Leases] = weakref.WeakKeyDictionary()
+_books_lock = threading.Lock()
+
+
+def leases_of(conn: Connection) -> Leases:
+    """This process's leases on ``conn``'s database (per engine: a lease is only ever spent
+    by the process that holds it, whichever engine it took it through)."""
+    with _books_lock:
+        found = _books.get(conn.engine)
+        if found is None:
+            found = _books[conn.engine] = Leases()
+        return found
+
+
+def _forget_all() -> None:
+    """A forked child must not spend its parent's leases: both would spend the same tokens."""
+    global _books, _books_lock
+    _books = weakref.WeakKeyDictionary()
+    _books_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_all)
