@@ -84,7 +84,11 @@ class Drawn:
     until: datetime
 
     def params(self) -> dict[str, Any]:
-        return {"lease_xids": list(self.xids), "lease_start": self.start, "lease_until": self.until}
+        return {
+            "lease_xids": ",".join(self.xids),
+            "lease_start": self.start,
+            "lease_until": self.until,
+        }
 
 
 class Leases:

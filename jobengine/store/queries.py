@@ -346,7 +346,7 @@ SELECT {BORN_COLUMNS} FROM moved ORDER BY id
 LEASE_HOLDS = """
     WHERE now() BETWEEN %(lease_start)s AND %(lease_until)s
       AND NOT EXISTS (
-          SELECT 1 FROM unnest(%(lease_xids)s::text[]::xid8[]) AS lease(xid)
+          SELECT 1 FROM unnest(string_to_array(%(lease_xids)s, ',')::xid8[]) AS lease(xid)
           WHERE lease.xid IS DISTINCT FROM pg_current_xact_id_if_assigned()
             AND pg_xact_status(lease.xid) IS DISTINCT FROM 'committed')"""
 """Jobs admitted from a process's token leases (``jobengine.limits.leases``) are written only
