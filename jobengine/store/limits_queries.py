@@ -241,3 +241,22 @@ FROM rate_limits AS l LEFT JOIN busy ON busy.name = l.name
 GROUP BY l.name, l.burst
 ORDER BY l.name
 """
+
+PENDING_TO_PACE = """
+-- name: pending_to_pace  (primary key)
+-- A page of due pending jobs the promoter is about to admit: what picks their limits and
+-- buckets, and how late their slot is.
+SELECT id, tenant_id, type, payload, not_before,
+       extract(epoch FROM now() - not_before)::float8 AS late_seconds
+FROM jobs
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
+ORDER BY not_before, id
+"""
+
+RESLOT_PENDING = """
+-- name: reslot_pending  (primary key)
+-- A late job that booked its slots again waits for the new one; its state stays `pending`.
+UPDATE jobs AS j SET not_before = s.slot, updated_at = now()
+FROM jsonb_to_recordset(%(slots)s::jsonb) AS s(id bigint, slot timestamptz)
+WHERE j.id = s.id AND j.status = 'pending'
+"""
