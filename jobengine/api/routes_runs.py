@@ -24,7 +24,13 @@ from jobengine.api.cursors import RUN_CURSOR, decode_cursor, encode_cursor
 from jobengine.api.keys import JOBS_READ, JOBS_WRITE, ApiKey
 from jobengine.api.routes_jobs import TenantHeader, actor, refuse_command_types
 from jobengine.api.routes_streams import PAGE, After, LastEventId, sse_message
-from jobengine.api.schemas import ERROR_RESPONSES, ErrorOut, IdempotencyKey, Name
+from jobengine.api.schemas import (
+    ERROR_RESPONSES,
+    QUOTA_EXCEEDED_RESPONSES,
+    ErrorOut,
+    IdempotencyKey,
+    Name,
+)
 from jobengine.api.schemas_runs import RunCancelled, RunCreate, RunDetail, RunList, RunOut
 from jobengine.api.state import ApiState, api_state
 from jobengine.dispatch import publish_jobs
@@ -81,6 +87,7 @@ def graph_of(state: ApiState, key: ApiKey, run_id: int) -> RunDetail:
             "description": "A cycle, an unknown or duplicate key, a job "
             "its type refuses; the message names it and nothing was written.",
         },
+        **QUOTA_EXCEEDED_RESPONSES,
     },
 )
 def create_run(
