@@ -24,6 +24,7 @@ from jobengine.domain.run import Run, RunGraph, RunJobSpec, RunSpec, TriggerRule
 from jobengine.domain.status import JobStatus, RunStatus
 from jobengine.errors import DuplicateIdempotencyKey, ValidationError
 from jobengine.quotas.admission import check_quotas
+from jobengine.quotas.book import book
 from jobengine.runs import planner, promotion
 from jobengine.runs.errors import RunAlreadyFinal, RunNotFound
 from jobengine.store import run_queries
@@ -144,12 +145,16 @@ def create_run_jobs(
     details: Mapping[str, Any] | None = None,
 ) -> list[Job]:
     """Insert jobs of a run in one statement, each born as the guard's creation path
-    bears a job: one history row and its outbox event."""
+    bears a job: one history row and its outbox event. Roots of a fair-shared queue or a
+    capped tenant are left unmarked for the leader to publish in their turn
+    (``jobengine.quotas``), whatever ``dispatching`` promises."""
+    quotas = book(conn)
     rows = run_all(
         conn,
         run_queries.CREATE_RUN_JOBS,
         {
             **params,
+            "held": [quotas.held_back(tenant_id, queue) for queue in params["queue"]],
             "run_id": run_id,
             "tenant_id": tenant_id,
             "project_id": project_id,

@@ -68,15 +68,18 @@ CREATE_RUN_JOBS = (
 -- name: create_run_jobs
 -- All jobs of a run in one statement: roots born `scheduled` (unless they wait for a
 -- not_before), children born `pending` with the number of parents they wait for; each with
--- its birth's history and outbox rows.
+-- its birth's history and outbox rows. A root the leader publishes (`held`: a fair-shared
+-- queue's, a capped tenant's) is born without the dispatch mark, to take its turn.
 WITH input AS (
     SELECT *
     FROM unnest(%(type)s::text[], %(queue)s::text[], %(priority)s::smallint[],
                 %(payload)s::jsonb[], %(status)s::job_status[], %(retry_policy)s::jsonb[],
                 %(not_before)s::timestamptz[], %(time_limit_seconds)s::double precision[],
-                %(run_key)s::text[], %(trigger_rule)s::text[], %(parents_waiting)s::int[])
+                %(run_key)s::text[], %(trigger_rule)s::text[], %(parents_waiting)s::int[],
+                %(held)s::boolean[])
          WITH ORDINALITY AS i(type, queue, priority, payload, status, retry_policy, not_before,
-                              time_limit_seconds, run_key, trigger_rule, parents_waiting, ord)
+                              time_limit_seconds, run_key, trigger_rule, parents_waiting, held,
+                              ord)
 ),
 moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
@@ -84,8 +87,8 @@ moved AS (
                       run_id, run_key, trigger_rule, parents_waiting)
     SELECT %(tenant_id)s, %(project_id)s, type, queue, priority, payload, status, retry_policy,
            not_before, CASE WHEN status = 'scheduled' THEN now() END,
-           CASE WHEN status = 'scheduled' AND %(dispatching)s THEN now() END, time_limit_seconds,
-           %(run_id)s, run_key, trigger_rule, parents_waiting
+           CASE WHEN status = 'scheduled' AND %(dispatching)s AND NOT held THEN now() END,
+           time_limit_seconds, %(run_id)s, run_key, trigger_rule, parents_waiting
     FROM input
     ORDER BY ord
     RETURNING *
