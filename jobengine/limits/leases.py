@@ -23,7 +23,9 @@ A lease is granted only while the bucket stays at least half full for everyone e
 for limits whose half-burst exceeds what they refill over the window by ``MIN_TOKENS``; a limit
 of small burst (``10/s burst 5``) is therefore never leased and books each job exactly. Each
 lease is sized by the use of the last one (doubled when it ran out, halved when it lapsed mostly
-unspent). Leases belong to one process: a forked child starts without any.
+unspent), and a bucket whose leases serve too few submissions to pay for their statement (one
+account among many, each submitted to now and then) is booked job by job for a while. Leases
+belong to one process: a forked child starts without any.
 """
 
 from __future__ import annotations
@@ -50,8 +52,14 @@ LEASE_SECONDS = 0.2
 while a lease is out, so it is short next to the burst of a limit worth leasing."""
 MIN_TOKENS = 32
 """The smallest lease worth a write of its own."""
+MIN_DRAWS = 4
+"""A lease serving fewer submissions cost more statements than booking each would have."""
 SHUN_SECONDS = 1.0
-"""How long a bucket whose last lease served a single submission is booked job by job."""
+MAX_SHUN_SECONDS = 16.0
+"""How long a bucket whose last lease did not pay is booked job by job: the first time, and
+at most, as it keeps happening."""
+MAX_BUCKETS = 4096
+"""Buckets a process remembers before it forgets the idle ones."""
 
 Bucket = tuple[str, str]
 
@@ -91,14 +99,23 @@ class Drawn:
         }
 
 
+@dataclass(slots=True)
+class _Bucket:
+    """What this process knows of one bucket: its lease, the size of the next one, and until
+    when it books job by job instead (its leases served too few submissions to pay)."""
+
+    lease: _Lease | None = None
+    size: int = MIN_TOKENS
+    shunned_until: float = -math.inf
+    shun_seconds: float = SHUN_SECONDS
+
+
 class Leases:
     """One process's leases on one database's buckets."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._held: dict[Bucket, _Lease] = {}
-        self._size: dict[Bucket, int] = {}
-        self._shunned_until: dict[Bucket, float] = {}
+        self._buckets: dict[Bucket, _Bucket] = {}
         self._lock = threading.Lock()
 
     def draw(
@@ -113,23 +130,22 @@ class Leases:
         wanted: dict[Bucket, int] = {}
         with self._lock:
             for bucket, units in needs.items():
-                held = self._held.get(bucket)
+                known = self._buckets.get(bucket)
+                held = None if known is None else known.lease
                 if held is not None and held.lapses > now and held.left >= units:
                     continue
                 most = most_leased(limits[bucket[0]])
-                if units > most or self._shunned_until.get(bucket, -math.inf) > now:
+                if units > most:
                     return None
-                if held is not None and held.lapses <= now and held.draws < 2:
-                    # Its last lease served one submission: leasing costs this bucket a
-                    # statement more than it saves. Book one by one for a while.
-                    self._shunned_until[bucket] = now + SHUN_SECONDS
-                    del self._held[bucket]
+                if known is None:
+                    known = self._buckets[bucket] = _Bucket()
+                if not self._worth_leasing(known, now):
                     return None
-                wanted[bucket] = max(units, min(most, self._next_size(bucket, held, now)))
+                wanted[bucket] = max(units, min(most, known.size))
         if wanted:
             self._lease(conn, wanted, now)
         with self._lock:
-            drawn = [self._held.get(bucket) for bucket in needs]
+            drawn = [self._buckets[bucket].lease for bucket in needs]
             leases = [
                 lease
                 for lease, units in zip(drawn, needs.values(), strict=True)
@@ -151,17 +167,32 @@ class Leases:
     def refused(self, drawn: Drawn) -> None:
         """Postgres wrote nothing under ``drawn``: forget the leases it came from."""
         with self._lock:
-            for bucket in [b for b, lease in self._held.items() if lease.xid in drawn.xids]:
-                del self._held[bucket]
+            for known in self._buckets.values():
+                if known.lease is not None and known.lease.xid in drawn.xids:
+                    known.lease = None
 
-    def _next_size(self, bucket: Bucket, held: _Lease | None, now: float) -> int:
-        size = self._size.get(bucket, MIN_TOKENS)
-        if held is not None and held.lapses > now:
-            size *= 2
-        elif held is not None and held.left > held.size // 2:
-            size = max(MIN_TOKENS, size // 2)
-        self._size[bucket] = size
-        return size
+    def _worth_leasing(self, known: _Bucket, now: float) -> bool:
+        """Whether to lease ``known`` again now, sizing its next lease by the last one's use:
+        doubled when it ran out, halved when it lapsed mostly unspent. A lease that served
+        fewer than ``MIN_DRAWS`` submissions cost more statements than it saved: the bucket
+        is then booked job by job for a while, twice as long each time it happens again."""
+        if known.shunned_until > now:
+            return False
+        held = known.lease
+        if held is None:
+            return True
+        if held.lapses > now:
+            known.size *= 2
+        elif held.draws < MIN_DRAWS:
+            known.lease = None
+            known.shunned_until = now + known.shun_seconds
+            known.shun_seconds = min(known.shun_seconds * 2, MAX_SHUN_SECONDS)
+            return False
+        elif held.left > held.size // 2:
+            known.size = max(MIN_TOKENS, known.size // 2)
+        if held.draws >= MIN_DRAWS:
+            known.shun_seconds = SHUN_SECONDS
+        return True
 
     def _lease(self, conn: Connection, wanted: Mapping[Bucket, int], now: float) -> None:
         rows = run_all(
@@ -172,14 +203,26 @@ class Leases:
         granted = {(r["limit_name"], r["key"]): r for r in rows}
         with self._lock:
             for bucket, tokens in wanted.items():
+                known = self._buckets.setdefault(bucket, _Bucket())
                 row = granted.get(bucket)
-                if row is None:
-                    self._shunned_until[bucket] = lapses
+                if row is None:  # the bucket has too little room: book until the window ends
+                    known.lease = None
+                    known.shunned_until = lapses
                     continue
                 start = row["start"]
-                self._held[bucket] = _Lease(
-                    row["xid"], start, start + window, lapses, tokens, tokens
-                )
+                known.lease = _Lease(row["xid"], start, start + window, lapses, tokens, tokens)
+            if len(self._buckets) > MAX_BUCKETS:
+                self._forget_idle(now)
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop what is known of buckets with no live lease and no shun: a limit keyed by a
+        payload field may see more keys than a process should remember."""
+        for bucket in [
+            b
+            for b, known in self._buckets.items()
+            if (known.lease is None or known.lease.lapses <= now) and known.shunned_until <= now
+        ]:
+            del self._buckets[bucket]
 
 
 def _json_rows(wanted: Mapping[Bucket, int]) -> str:
