@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.celery_systems import jobengine, worker_env
 from bench.harness import Running, Worker, private_servers, spawn, stop, wait_for
+from bench.proc_cpu import tree_cpu_seconds
 from config.settings import Settings
 from jobengine.dispatch import Publisher
 from jobengine.domain.run import RunJobSpec, RunSpec
@@ -63,13 +64,30 @@ def submit_run(
     return partial(submit_run_now, engine, publisher, actor="bench", chunk_size=chunk_size)
 
 
-def timed(what: str, start: Callable[[], object], running: Running) -> tuple[float, float]:
-    """Seconds until ``start`` returned (the submission) and until every job was done."""
+def timed(
+    what: str, start: Callable[[], object], running: Running, cpu: Callable[[], float]
+) -> tuple[float, float, float]:
+    """Seconds until ``start`` returned (the submission) and until every job was done, and
+    the CPU seconds every process of the system spent meanwhile: on a shared machine the
+    CPU a shape costs moves far less than its wall time."""
+    cpu_before = cpu()
     started = time.perf_counter()
     start()
     submitted = time.perf_counter() - started
     wait_for(running.done, TIMEOUT_SECONDS, what, running.workers)
-    return submitted, time.perf_counter() - started
+    return submitted, time.perf_counter() - started, cpu() - cpu_before
+
+
+def system_cpu(running: Running, reaper: Worker, postmaster: int) -> Callable[[], float]:
+    """CPU seconds of the workers, the reaper, Postgres (but the benchmark's polling
+    backend) and this process (the producer), so far."""
+    roots = [w.proc.pid for w in running.workers] + [reaper.proc.pid]
+    probe = [] if running.poll_backend is None else [running.poll_backend]
+
+    def seconds() -> float:
+        return tree_cpu_seconds(roots) + tree_cpu_seconds([postmaster], probe) + time.process_time()
+
+    return seconds
 
 
 def main() -> None:
@@ -96,6 +114,7 @@ def main() -> None:
                     wait_for(running.done, 180, "50 warm-up jobs done", running.workers)
                     publisher = make_publisher(Settings(database_url=url), servers.broker_url)
                     submit = submit_run(url, publisher, args.chunk_size)
+                    cpu = system_cpu(running, reaper, servers.postmaster)
                     figures: dict[str, float | int] = {}
                     for shape, n, spec in (
                         ("chain", args.chain, chain(args.chain)),
@@ -103,11 +122,11 @@ def main() -> None:
                         ("fan_in", args.fan_in, fan_in(args.fan_in)),
                     ):
                         jobs = len(spec.jobs)
-                        submit_s, run_s = timed(
-                            f"{shape} of {n} done", partial(submit, spec), running
+                        submit_s, run_s, run_cpu = timed(
+                            f"{shape} of {n} done", partial(submit, spec), running, cpu
                         )
-                        _, flat_s = timed(
-                            f"{jobs} flat jobs done", partial(running.submit, jobs), running
+                        _, flat_s, flat_cpu = timed(
+                            f"{jobs} flat jobs done", partial(running.submit, jobs), running, cpu
                         )
                         figures.update(
                             {
@@ -116,12 +135,16 @@ def main() -> None:
                                 f"{shape}_submit_s": round(submit_s, 3),
                                 f"{shape}_flat_s": round(flat_s, 3),
                                 f"{shape}_ratio": round(run_s / flat_s, 3),
+                                f"{shape}_cpu_s": round(run_cpu, 3),
+                                f"{shape}_flat_cpu_s": round(flat_cpu, 3),
+                                f"{shape}_cpu_ratio": round(run_cpu / flat_cpu, 3),
                             }
                         )
                         print(
                             f"{shape:<8} {jobs:>6} jobs in one run: {run_s:8.2f} s"
-                            f" ({submit_s:.2f} s to submit);"
-                            f" as many flat jobs: {flat_s:8.2f} s; ratio {run_s / flat_s:.2f}"
+                            f" ({submit_s:.2f} s to submit, {run_cpu:.2f} CPU s);"
+                            f" as many flat jobs: {flat_s:8.2f} s ({flat_cpu:.2f} CPU s);"
+                            f" ratio {run_s / flat_s:.2f} (CPU {run_cpu / flat_cpu:.2f})"
                         )
                 finally:
                     stop(reaper)

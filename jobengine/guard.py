@@ -33,7 +33,7 @@ from jobengine.errors import (
     StaleLease,
 )
 from jobengine.runs import promotion
-from jobengine.store import limits_queries, queries
+from jobengine.store import limits_queries, queries, run_queries
 from jobengine.store.database import run_all, run_statement
 from jobengine.store.rows import born_job, job_from_row
 
@@ -81,7 +81,10 @@ def _statement(
     due: bool,
     many: bool = False,
     held: bool = False,
+    leaves: bool = False,
 ) -> str:
+    """``leaves``: only jobs without children move, and their runs count them in the same
+    statement (``store.run_queries.RUN_COUNTS_OF_MOVED``)."""
     effects: dict[str, str] = {}
     for target in targets:
         effects.update(queries.EFFECTS.get(target, {}))
@@ -94,6 +97,8 @@ def _statement(
         held=held,
         dead_letter=targets[-1] is JobStatus.FAILED,
         replay=targets == (JobStatus.SCHEDULED,),
+        extra_fence=run_queries.FENCE_LEAF if leaves else "",
+        extra_ctes=run_queries.RUN_COUNTS_OF_MOVED if leaves else "",
     )
 
 
@@ -418,18 +423,34 @@ def finish_many(
     if len(by_id) != len(held):
         raise ValueError("finish_many takes each job once")
     ordered = [by_id[i] for i in sorted(by_id)]
+    targets = tuple(s.to for s in steps)
+    in_run = None if any(h.in_run is None for h in held) else any(h.in_run for h in held)
+    rows: list[dict[str, Any]] = []
+    if in_run and targets[-1] in FINAL_STATES:
+        # Most jobs of a run have no children: those finish, and count in their runs, in
+        # one statement with no transaction around it; only parents (and jobs the fence
+        # refused, which it refuses again) take the settling transaction below.
+        leaves = _statement(targets, True, False, False, held=True, leaves=True)
+        rows = run_all(conn, leaves, _held_params(steps, ordered, actor))
+        finished = {row["id"] for row in rows}
+        ordered = [h for h in ordered if h.job_id not in finished and h.in_run]
+    if ordered:
+        sql = _statement(targets, True, False, False, held=True)
+        with _atomic(conn, steps, in_run):
+            settled = run_all(conn, sql, _held_params(steps, ordered, actor))
+            _settle(conn, settled, released)
+        rows = sorted([*rows, *settled], key=lambda row: int(row["id"]))
+    return [job_from_row(row) for row in rows]
+
+
+def _held_params(steps: Sequence[Step], held: Sequence[Held], actor: str) -> dict[str, Any]:
     params = _move_params(steps, actor=actor)
     params.update(
-        job_ids=[h.job_id for h in ordered],
-        held_tokens=[h.token for h in ordered],
-        held_results=[_json(h.result) for h in ordered],
+        job_ids=[h.job_id for h in held],
+        held_tokens=[h.token for h in held],
+        held_results=[_json(h.result) for h in held],
     )
-    sql = _statement(tuple(s.to for s in steps), True, False, False, held=True)
-    in_run = None if any(h.in_run is None for h in held) else any(h.in_run for h in held)
-    with _atomic(conn, steps, in_run):
-        rows = run_all(conn, sql, params)
-        _settle(conn, rows, released)
-    return [job_from_row(row) for row in rows]
+    return params
 
 
 # ---- runs: the settling of a run's jobs, in the transaction that moved them ----------------

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -24,13 +25,13 @@ from jobengine.domain.run import Run, RunGraph, RunJobSpec, RunSpec, TriggerRule
 from jobengine.domain.status import JobStatus, RunStatus
 from jobengine.errors import DuplicateIdempotencyKey, ValidationError
 from jobengine.quotas.admission import check_quotas
-from jobengine.quotas.book import book
+from jobengine.quotas.book import Book, book
 from jobengine.runs import planner, promotion
 from jobengine.runs.errors import RunAlreadyFinal, RunNotFound
 from jobengine.store import run_queries
 from jobengine.store.database import run_all, run_statement
 from jobengine.store.models import RunRow
-from jobengine.store.rows import job_from_row
+from jobengine.store.rows import born_job, job_from_row
 from jobengine.submission import validate
 
 JobValidator = Callable[[NewJob], NewJob]
@@ -107,37 +108,49 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def job_params(
-    checked: list[NewJob],
-    specs: tuple[RunJobSpec, ...],
-    parents: tuple[int, ...],
-) -> dict[str, Any]:
-    """The array parameters of ``CREATE_RUN_JOBS``: a root is scheduled at once unless it
-    waits for a ``not_before``; every other job waits for its parents."""
-    return {
-        "type": [n.type for n in checked],
-        "queue": [n.queue for n in checked],
-        "priority": [n.priority for n in checked],
-        "payload": [_json(n.payload) for n in checked],
-        "status": [
-            (JobStatus.SCHEDULED if p == 0 and n.not_before is None else JobStatus.PENDING).value
-            for n, p in zip(checked, parents, strict=True)
-        ],
-        "retry_policy": [_json(n.retry_policy) for n in checked],
-        "not_before": [n.not_before for n in checked],
-        "time_limit_seconds": [n.time_limit_seconds for n in checked],
-        "run_key": [s.key for s in specs],
-        "trigger_rule": [TriggerRule(s.trigger_rule).value for s in specs],
-        "parents_waiting": list(parents),
-    }
+@dataclass(frozen=True, slots=True)
+class RunJobs:
+    """Jobs to be born into a run: each checked job, its place in the run, and how many
+    parents it waits for (``planner.Plan.parents``)."""
+
+    checked: Sequence[NewJob]
+    specs: Sequence[RunJobSpec]
+    parents: Sequence[int]
+
+    def records(self, quotas: Book) -> str:
+        """``CREATE_RUN_JOBS``'s one JSON parameter: a root is scheduled at once unless it
+        waits for a ``not_before``; every other job waits for its parents. ``held``: the
+        leader publishes it (``quotas``: a fair-shared queue's, a capped tenant's)."""
+        return json.dumps(
+            [
+                {
+                    "type": n.type,
+                    "queue": n.queue,
+                    "priority": n.priority,
+                    "payload": n.payload,
+                    "status": (
+                        JobStatus.SCHEDULED
+                        if p == 0 and n.not_before is None
+                        else JobStatus.PENDING
+                    ).value,
+                    "retry_policy": n.retry_policy,
+                    "not_before": None if n.not_before is None else n.not_before.isoformat(),
+                    "time_limit_seconds": n.time_limit_seconds,
+                    "run_key": s.key,
+                    "trigger_rule": TriggerRule(s.trigger_rule).value,
+                    "parents_waiting": p,
+                    "held": quotas.held_back(n.tenant_id, n.queue),
+                }
+                for n, s, p in zip(self.checked, self.specs, self.parents, strict=True)
+            ],
+            separators=(",", ":"),
+        )
 
 
 def create_run_jobs(
     conn: Connection,
     run_id: int,
-    tenant_id: str,
-    project_id: str,
-    params: dict[str, Any],
+    jobs: RunJobs,
     *,
     actor: str,
     dispatching: bool,
@@ -148,23 +161,30 @@ def create_run_jobs(
     bears a job: one history row and its outbox event. Roots of a fair-shared queue or a
     capped tenant are left unmarked for the leader to publish in their turn
     (``jobengine.quotas``), whatever ``dispatching`` promises."""
-    quotas = book(conn)
     rows = run_all(
         conn,
         run_queries.CREATE_RUN_JOBS,
         {
-            **params,
-            "held": [quotas.held_back(tenant_id, queue) for queue in params["queue"]],
+            "jobs": jobs.records(book(conn)),
             "run_id": run_id,
-            "tenant_id": tenant_id,
-            "project_id": project_id,
+            "tenant_id": jobs.checked[0].tenant_id,
+            "project_id": jobs.checked[0].project_id,
             "dispatching": dispatching,
             "actor": actor,
             "reason": reason,
             "details": _json(dict(details or {})),
         },
     )
-    return [job_from_row(row) for row in rows]
+    return [
+        born_job(
+            new,
+            row,
+            run_id=run_id,
+            run_key=spec.key,
+            trigger_rule=TriggerRule(spec.trigger_rule).value,
+        )
+        for new, spec, row in zip(jobs.checked, jobs.specs, rows, strict=True)
+    ]
 
 
 def submit_run_created(
@@ -201,9 +221,7 @@ def submit_run_created(
     jobs = create_run_jobs(
         conn,
         run.id,
-        spec.tenant_id,
-        spec.project_id,
-        job_params(checked, spec.jobs, plan.parents),
+        RunJobs(checked, spec.jobs, plan.parents),
         actor=actor,
         dispatching=dispatching,
     )

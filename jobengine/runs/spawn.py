@@ -21,7 +21,7 @@ from jobengine.domain.run import RunJobSpec
 from jobengine.errors import JobNotFound, StaleLease
 from jobengine.runs import promotion
 from jobengine.runs.errors import DuplicateRunKey, SpawnRefused
-from jobengine.runs.service import JobValidator, create_run_jobs, job_params, new_job
+from jobengine.runs.service import JobValidator, RunJobs, create_run_jobs, new_job
 from jobengine.store import run_queries
 from jobengine.store.database import run_all, run_statement
 from jobengine.store.rows import job_from_row
@@ -68,9 +68,7 @@ def spawn(
     (spawned,) = create_run_jobs(
         conn,
         run_id,
-        spawner["tenant_id"],
-        spawner["project_id"],
-        job_params([checked], (job,), (0,)),
+        RunJobs([checked], (job,), (0,)),
         actor=actor,
         dispatching=dispatching,
         reason=f"spawned by job {spawner_id} ({spawner['run_key']})",

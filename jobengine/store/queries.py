@@ -550,9 +550,13 @@ def transition_sql(
     held: bool = False,
     dead_letter: bool = False,
     replay: bool = False,
+    extra_fence: str = "",
+    extra_ctes: str = "",
 ) -> str:
     """Fill the transition template for one path; the guard caches the result. ``held``:
-    many jobs, each fenced by its own token and given its own result (``LOCKED_HELD``)."""
+    many jobs, each fenced by its own token and given its own result (``LOCKED_HELD``).
+    ``extra_fence`` and ``extra_ctes``: a condition more on the moved rows, and statements
+    more over ``moved`` (``store.run_queries``: a run's leaves counted as they finish)."""
     if held and "result" in effects:
         effects = {**effects, "result": HELD_RESULT}
     set_clause = "".join(f",\n        {column} = {value}" for column, value in effects.items())
@@ -560,13 +564,16 @@ def transition_sql(
         (FENCE_HELD_TOKEN if held else FENCE_TOKEN if fenced else "")
         + (FENCE_LEASE_EXPIRED if lease_expired else "")
         + (FENCE_DUE if due else "")
+        + extra_fence
     )
     return TRANSITION_TEMPLATE.format(
         effects=set_clause,
         fence=fence,
         locked=LOCKED_HELD if held else LOCKED_MANY if many else LOCKED_ONE,
         final=FINAL_MANY if many or held else FINAL_ONE,
-        dead_letter=(DEAD_LETTER if dead_letter else "") + (DEAD_LETTER_REPLAYED if replay else ""),
+        dead_letter=(DEAD_LETTER if dead_letter else "")
+        + (DEAD_LETTER_REPLAYED if replay else "")
+        + extra_ctes,
     )
 
 

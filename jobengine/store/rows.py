@@ -43,9 +43,17 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
     )
 
 
-def born_job(new: NewJob, row: Mapping[Any, Any]) -> Job:
+def born_job(
+    new: NewJob,
+    row: Mapping[Any, Any],
+    *,
+    run_id: int | None = None,
+    run_key: str | None = None,
+    trigger_rule: str | None = None,
+) -> Job:
     """A job as its creation stored it: what the producer sent, with what Postgres gave it
-    (``store.queries.BORN_COLUMNS``). Nothing else can have changed inside the statement."""
+    (``store.queries.BORN_COLUMNS``), and for a run's job its place in the run. Nothing
+    else can have changed inside the statement."""
     return Job(
         id=row["id"],
         tenant_id=new.tenant_id,
@@ -73,6 +81,9 @@ def born_job(new: NewJob, row: Mapping[Any, Any]) -> Job:
         dispatched_at=row["dispatched_at"],
         time_limit_seconds=new.time_limit_seconds,
         budget_start_attempt=0,
+        run_id=run_id,
+        run_key=run_key,
+        trigger_rule=trigger_rule,
     )
 
 

@@ -11,7 +11,7 @@ Parameters use psycopg's ``%(name)s`` style; statements run through ``run_all``.
 
 from __future__ import annotations
 
-from jobengine.store.queries import _EVENTS
+from jobengine.store.queries import _EVENTS, BORN_COLUMNS
 
 RUN_COLUMNS = (
     "id, tenant_id, project_id, name, status, jobs_total, jobs_completed, jobs_failed, "
@@ -68,15 +68,17 @@ CREATE_RUN_JOBS = (
 -- name: create_run_jobs
 -- All jobs of a run in one statement: roots born `scheduled` (unless they wait for a
 -- not_before), children born `pending` with the number of parents they wait for; each with
--- its birth's history and outbox rows. A root the leader publishes (`held`: a fair-shared
--- queue's, a capped tenant's) is born without the dispatch mark, to take its turn.
+-- its birth's history and outbox rows. The jobs come as one JSON array and go back as what
+-- Postgres gave them, as a batch's do (`queries.CREATE_JOBS`). A root the leader publishes
+-- (`held`: a fair-shared queue's, a capped tenant's) is born without the dispatch mark, to
+-- take its turn.
 WITH input AS (
     SELECT *
-    FROM unnest(%(type)s::text[], %(queue)s::text[], %(priority)s::smallint[],
-                %(payload)s::jsonb[], %(status)s::job_status[], %(retry_policy)s::jsonb[],
-                %(not_before)s::timestamptz[], %(time_limit_seconds)s::double precision[],
-                %(run_key)s::text[], %(trigger_rule)s::text[], %(parents_waiting)s::int[],
-                %(held)s::boolean[])
+    FROM ROWS FROM (jsonb_to_recordset(%(jobs)s::jsonb)
+                    AS (type text, queue text, priority smallint, payload jsonb,
+                        status job_status, retry_policy jsonb, not_before timestamptz,
+                        time_limit_seconds double precision, run_key text, trigger_rule text,
+                        parents_waiting int, held boolean))
          WITH ORDINALITY AS i(type, queue, priority, payload, status, retry_policy, not_before,
                               time_limit_seconds, run_key, trigger_rule, parents_waiting, held,
                               ord)
@@ -94,8 +96,8 @@ moved AS (
     RETURNING *
 ),"""
     + _RUN_BIRTH
-    + """
-SELECT * FROM moved ORDER BY id
+    + f"""
+SELECT {BORN_COLUMNS} FROM moved ORDER BY id
 """
 )
 
@@ -222,6 +224,20 @@ _FINAL_AFTER = (
 )
 _TOTAL_AFTER = "r.jobs_total + d.added"
 
+_RUN_STATUS_AFTER = f"""jobs_total = {_TOTAL_AFTER},
+    jobs_completed = r.jobs_completed + d.completed,
+    jobs_failed = r.jobs_failed + d.failed,
+    jobs_cancelled = r.jobs_cancelled + d.cancelled,
+    status = (CASE WHEN {_FINAL_AFTER} < {_TOTAL_AFTER} THEN 'running'
+                   WHEN r.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                   WHEN r.jobs_failed + d.failed > 0 THEN 'failed'
+                   ELSE 'completed' END)::run_status,
+    completed_at = CASE WHEN {_FINAL_AFTER} < {_TOTAL_AFTER} THEN NULL
+                        ELSE coalesce(r.completed_at, now()) END,
+    updated_at = now()"""
+"""A run's counts and the status they give, from ``r`` (the row the UPDATE locked) and ``d``
+(what changed); shared by the two statements that count."""
+
 UPDATE_RUN_COUNTS = f"""
 -- name: update_run_counts  (pk_runs)
 -- A run's counts of final jobs move with the transactions that finalize (or, by a replay,
@@ -241,21 +257,48 @@ locked AS (
     CROSS JOIN LATERAL (SELECT id FROM runs WHERE runs.id = wanted.id FOR UPDATE) AS found
 )
 UPDATE runs AS r
-SET jobs_total = {_TOTAL_AFTER},
-    jobs_completed = r.jobs_completed + d.completed,
-    jobs_failed = r.jobs_failed + d.failed,
-    jobs_cancelled = r.jobs_cancelled + d.cancelled,
-    status = (CASE WHEN {_FINAL_AFTER} < {_TOTAL_AFTER} THEN 'running'
-                   WHEN r.cancel_requested_at IS NOT NULL THEN 'cancelled'
-                   WHEN r.jobs_failed + d.failed > 0 THEN 'failed'
-                   ELSE 'completed' END)::run_status,
-    completed_at = CASE WHEN {_FINAL_AFTER} < {_TOTAL_AFTER} THEN NULL
-                        ELSE coalesce(r.completed_at, now()) END,
-    updated_at = now()
+SET {_RUN_STATUS_AFTER}
 FROM locked AS d
 WHERE r.id = d.id
 RETURNING {", ".join("r." + col.strip() for col in RUN_COLUMNS.split(","))}
 """
+
+FENCE_LEAF = """
+      AND (j.run_id IS NULL
+           OR NOT EXISTS (SELECT 1 FROM job_edges AS e WHERE e.parent_id = locked.id))"""
+"""Added to a worker's batched completion (``guard.finish_many``): only jobs without children
+(``pk_job_edges``, parent first) finish in it; a parent's children are settled by a
+transaction of its own (``guard._settle``). Edges are written with their run, or by a job's
+own spawn, which commits while the job runs and so before its completion reads them."""
+
+RUN_COUNTS_OF_MOVED = f""",
+-- The runs of the jobs this statement finished count them, in the same statement: a job
+-- without children settles nothing else, so its completion needs no transaction around it.
+-- Runs are locked in id order, as `update_run_counts` locks them.
+run_delta AS (
+    SELECT moved.run_id,
+           (count(*) FILTER (WHERE moved.status = 'completed'))::int AS completed,
+           (count(*) FILTER (WHERE moved.status = 'failed'))::int AS failed,
+           (count(*) FILTER (WHERE moved.status = 'cancelled'))::int AS cancelled,
+           0 AS added
+    FROM moved
+    WHERE moved.run_id IS NOT NULL
+      AND moved.from_status NOT IN ('completed', 'failed', 'cancelled')
+    GROUP BY moved.run_id
+),
+run_locked AS (
+    SELECT found.id, run_delta.completed, run_delta.failed, run_delta.cancelled, run_delta.added
+    FROM unnest(ARRAY(SELECT run_id FROM run_delta ORDER BY run_id)) AS wanted(id)
+    JOIN run_delta ON run_delta.run_id = wanted.id
+    CROSS JOIN LATERAL (SELECT id FROM runs WHERE runs.id = wanted.id FOR UPDATE) AS found
+),
+run_counts AS (
+    UPDATE runs AS r
+    SET {_RUN_STATUS_AFTER}
+    FROM run_locked AS d
+    WHERE r.id = d.id
+    RETURNING r.id
+)"""
 
 LOCK_SPAWNER = """
 -- name: lock_spawner  (primary key)

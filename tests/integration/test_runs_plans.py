@@ -8,7 +8,7 @@ from sqlalchemy import Connection, Engine, text
 from jobengine.execution import Executor
 from jobengine.runs import service
 from jobengine.store.database import SharedConnection, unpooled_engine
-from tests.integration.test_runs_promotion import DIAMOND, complete, spec_of
+from tests.integration.test_runs_promotion import DIAMOND, claim, complete, spec_of
 
 TABLES = ("jobs", "job_edges", "runs")
 WARM_UP = 10
@@ -30,11 +30,14 @@ def _reads(conn: Connection) -> dict[str, tuple[int, int]]:
 
 
 def _diamond(executor: Executor, shared: SharedConnection) -> None:
-    """Submit a diamond and run it to the end: submission, promotion and the run's counts."""
+    """Submit a diamond and run it to the end: submission, promotion and the run's counts,
+    its root finished alone, its parents and its leaf by batches as a worker's are."""
     with shared.transaction() as tx:
         _, jobs = service.submit_run(tx, spec_of(DIAMOND), actor="test")
-    for job in jobs:
-        complete(executor, job)
+    a, b, c, d = jobs
+    complete(executor, a)
+    executor.complete_many([(claim(executor, b), None), (claim(executor, c), None)])
+    executor.complete_many([(claim(executor, d), None)])
     with shared.use() as raw:
         raw.execute(text("SELECT pg_stat_force_next_flush()"))
 

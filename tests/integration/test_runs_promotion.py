@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, text
 
+from jobengine import guard
 from jobengine.dead_letters import DeadLetters, ReplayOptions
 from jobengine.domain.dead_letter import DeadLetterReason
-from jobengine.domain.job import Job
+from jobengine.domain.job import Job, NewJob
 from jobengine.domain.run import Run, RunJobSpec, RunSpec, TriggerRule
 from jobengine.domain.status import JobStatus, RunStatus
 from jobengine.errors import DuplicateIdempotencyKey, JobEngineError
@@ -175,6 +176,44 @@ def test_a_diamond_runs_in_order_and_its_last_job_sees_both_parents_results(
 
 
 # ---- failures, by trigger rule --------------------------------------------------------------
+
+
+def test_a_workers_batch_finishes_leaves_and_parents_alike_and_counts_each_in_its_run(
+    engine: Engine, executor: Executor
+) -> None:
+    run, jobs = submit(engine, spec_of(DIAMOND))
+    with transaction(engine) as conn:
+        [flat] = guard.create_jobs(conn, [NewJob(type="noop", tenant_id="acme")])
+    complete(executor, jobs["a"])
+    parents = executor.complete_many(
+        [(claim(executor, jobs["b"]), "b"), (claim(executor, jobs["c"]), "c")]
+    )
+    assert [job.status if job else None for job in parents.values()] == [JobStatus.COMPLETED] * 2
+    assert statuses(engine, run.id)["d"] is JobStatus.SCHEDULED
+    assert (run_of(engine, run.id).jobs_completed, run_of(engine, run.id).status) == (
+        3,
+        RunStatus.RUNNING,
+    )
+    leaf_and_flat = executor.complete_many(
+        [(claim(executor, jobs["d"]), "d"), (claim(executor, flat), "flat")]
+    )
+    assert [job.status if job else None for job in leaf_and_flat.values()] == [
+        JobStatus.COMPLETED
+    ] * 2
+    finished = run_of(engine, run.id)
+    assert (finished.status, finished.jobs_completed, finished.jobs_total) == (
+        RunStatus.COMPLETED,
+        4,
+        4,
+    )
+    assert finished.completed_at is not None
+    assert [h["to_status"] for h in history(engine, jobs["d"].id)] == [
+        "pending",
+        "scheduled",
+        "claimed",
+        "running",
+        "completed",
+    ]
 
 
 def test_a_failing_b_cancels_d_as_upstream_failed_while_c_still_completes(
