@@ -88,14 +88,19 @@ class Drawn:
     """Tokens drawn from leases: the conditions under which their jobs may be written."""
 
     xids: tuple[str, ...]
+    limits: tuple[str, ...]
     start: datetime
     until: datetime
+    since: datetime
+    """The earliest lease's start: its limits must be unchanged since."""
 
     def params(self) -> dict[str, Any]:
         return {
             "lease_xids": ",".join(self.xids),
+            "lease_limits": ",".join(self.limits),
             "lease_start": self.start,
             "lease_until": self.until,
+            "lease_since": self.since,
         }
 
 
@@ -157,11 +162,15 @@ class Leases:
                 lease.left -= units
                 lease.draws += 1
         if len(leases) == 1:
-            return Drawn((leases[0].xid,), leases[0].start, leases[0].until)
+            [(name, _)] = needs
+            lease = leases[0]
+            return Drawn((lease.xid,), (name,), lease.start, lease.until, lease.start)
         return Drawn(
             xids=tuple(sorted({lease.xid for lease in leases})),
+            limits=tuple(sorted({name for name, _ in needs})),
             start=max(lease.start for lease in leases),
             until=min(lease.until for lease in leases),
+            since=min(lease.start for lease in leases),
         )
 
     def refused(self, drawn: Drawn) -> None:

@@ -348,10 +348,16 @@ LEASE_HOLDS = """
       AND NOT EXISTS (
           SELECT 1 FROM unnest(string_to_array(%(lease_xids)s, ',')::xid8[]) AS lease(xid)
           WHERE lease.xid IS DISTINCT FROM pg_current_xact_id_if_assigned()
-            AND pg_xact_status(lease.xid) IS DISTINCT FROM 'committed')"""
+            AND pg_xact_status(lease.xid) IS DISTINCT FROM 'committed')
+      AND NOT EXISTS (
+          SELECT 1 FROM unnest(string_to_array(%(lease_limits)s, ',')) AS leased(name)
+          WHERE NOT EXISTS (SELECT 1 FROM rate_limits AS l
+                            WHERE l.name = leased.name AND l.updated_at < %(lease_since)s))"""
 """Jobs admitted from a process's token leases (``jobengine.limits.leases``) are written only
-while every lease holds: its transaction committed (or is this one) and this transaction's
-``now()`` lies in the lease's window. Otherwise nothing is written and the caller books."""
+while every lease holds: its transaction committed (or is this one), this transaction's
+``now()`` lies in the lease's window, and its limits are as they were when it was taken (not
+deleted, set again or changed since: pk_rate_limits). Otherwise nothing is written and the
+caller books."""
 
 CREATE_JOBS_LEASED = (
     _CREATE_JOBS.format(

@@ -151,3 +151,15 @@ def test_a_forked_child_spends_none_of_its_parents_leases(
     assert os.waitstatus_to_exitcode(status) == 0
     assert before == 1, "one lease served the parent's two jobs"
     assert bucket_writes(counted) == 2, "the child took a lease of its own"
+
+
+def test_a_limit_set_again_after_a_lease_was_taken_admits_nothing_more_under_it(
+    counted: Engine, long_window: None
+) -> None:
+    set_limit(counted, SLOW_DEEP)
+    submit_one_by_one(counted, 1)  # takes a lease
+    set_limit(counted, SLOW_DEEP)  # set again: the lease may no longer be spent
+    submit_one_by_one(counted, 1)
+
+    assert bucket_writes(counted) == 2, "the second job took its tokens anew"
+    assert len(births(counted, S.SCHEDULED)) == 2
