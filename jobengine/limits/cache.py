@@ -46,8 +46,7 @@ class LimitCache:
     def by_name(self, conn: Connection) -> dict[str, RateLimit]:
         """The same copy, by limit name."""
         self.through(conn)
-        with self._lock:
-            return self._by_name
+        return self._by_name
 
     def forget(self) -> None:
         """Read again on next use: this process just changed a limit."""
@@ -65,6 +64,9 @@ def cache_of(conn: Connection) -> LimitCache:
     shared by every engine on that database, so a limit set through one is seen at once
     through the others. Found by engine first: rendering its URL costs every submission."""
     engine = conn.engine
+    found = _engine_caches.get(engine)  # a dict read needs no lock; only the first write does
+    if found is not None:
+        return found
     with _process_lock:
         found = _engine_caches.get(engine)
         if found is None:

@@ -37,7 +37,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -72,17 +72,6 @@ def most_leased(limit: RateLimit) -> int:
     return most if most >= MIN_TOKENS else 0
 
 
-@dataclass(slots=True)
-class _Lease:
-    xid: str
-    start: datetime
-    until: datetime
-    lapses: float
-    size: int
-    left: int
-    draws: int = 0
-
-
 @dataclass(frozen=True, slots=True)
 class Drawn:
     """Tokens drawn from leases: the conditions under which their jobs may be written."""
@@ -94,14 +83,36 @@ class Drawn:
     since: datetime
     """The earliest lease's start: its limits must be unchanged since."""
 
-    def params(self) -> dict[str, Any]:
-        return {
+    sent: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Made once, as text: every job drawn from one lease sends the same, and text costs
+        # the client less to send than datetimes.
+        sent = {
             "lease_xids": ",".join(self.xids),
             "lease_limits": ",".join(self.limits),
-            "lease_start": self.start,
-            "lease_until": self.until,
-            "lease_since": self.since,
+            "lease_start": self.start.isoformat(),
+            "lease_until": self.until.isoformat(),
+            "lease_since": self.since.isoformat(),
         }
+        object.__setattr__(self, "sent", sent)
+
+    def params(self) -> dict[str, Any]:
+        """As ``store.queries.LEASE_HOLDS`` takes them."""
+        return self.sent
+
+
+@dataclass(slots=True)
+class _Lease:
+    xid: str
+    start: datetime
+    until: datetime
+    lapses: float
+    size: int
+    left: int
+    draws: int = 0
+    alone: Drawn | None = None
+    """What a draw from this lease alone is: the same for each, so made once."""
 
 
 @dataclass(slots=True)
@@ -132,6 +143,15 @@ class Leases:
         stays for later draws even then: its tokens were booked, with the caller's
         transaction."""
         now = self._clock()
+        if len(needs) == 1:
+            [(bucket, units)] = needs.items()
+            with self._lock:
+                known = self._buckets.get(bucket)
+                held = None if known is None else known.lease
+                if held is not None and held.lapses > now and held.left >= units:
+                    held.left -= units
+                    held.draws += 1
+                    return held.alone
         wanted: dict[Bucket, int] = {}
         with self._lock:
             for bucket, units in needs.items():
@@ -162,9 +182,7 @@ class Leases:
                 lease.left -= units
                 lease.draws += 1
         if len(leases) == 1:
-            [(name, _)] = needs
-            lease = leases[0]
-            return Drawn((lease.xid,), (name,), lease.start, lease.until, lease.start)
+            return leases[0].alone
         return Drawn(
             xids=tuple(sorted({lease.xid for lease in leases})),
             limits=tuple(sorted({name for name, _ in needs})),
@@ -218,8 +236,10 @@ class Leases:
                     known.lease = None
                     known.shunned_until = lapses
                     continue
-                start = row["start"]
-                known.lease = _Lease(row["xid"], start, start + window, lapses, tokens, tokens)
+                start, xid = row["start"], row["xid"]
+                lease = _Lease(xid, start, start + window, lapses, tokens, tokens)
+                lease.alone = Drawn((xid,), (bucket[0],), start, lease.until, start)
+                known.lease = lease
             if len(self._buckets) > MAX_BUCKETS:
                 self._forget_idle(now)
 
@@ -246,11 +266,11 @@ _books_lock = threading.Lock()
 def leases_of(conn: Connection) -> Leases:
     """This process's leases on ``conn``'s database (per engine: a lease is only ever spent
     by the process that holds it, whichever engine it took it through)."""
-    with _books_lock:
-        found = _books.get(conn.engine)
-        if found is None:
-            found = _books[conn.engine] = Leases()
+    found = _books.get(conn.engine)  # a dict read needs no lock; only the first write does
+    if found is not None:
         return found
+    with _books_lock:
+        return _books.setdefault(conn.engine, Leases())
 
 
 def _forget_all() -> None:

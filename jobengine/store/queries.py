@@ -344,7 +344,7 @@ SELECT {BORN_COLUMNS} FROM moved ORDER BY id
 )
 
 LEASE_HOLDS = """
-    WHERE now() BETWEEN %(lease_start)s AND %(lease_until)s
+    WHERE now() BETWEEN %(lease_start)s::timestamptz AND %(lease_until)s::timestamptz
       AND NOT EXISTS (
           SELECT 1 FROM unnest(string_to_array(%(lease_xids)s, ',')::xid8[]) AS lease(xid)
           WHERE lease.xid IS DISTINCT FROM pg_current_xact_id_if_assigned()
@@ -352,7 +352,8 @@ LEASE_HOLDS = """
       AND NOT EXISTS (
           SELECT 1 FROM unnest(string_to_array(%(lease_limits)s, ',')) AS leased(name)
           WHERE NOT EXISTS (SELECT 1 FROM rate_limits AS l
-                            WHERE l.name = leased.name AND l.updated_at < %(lease_since)s))"""
+                            WHERE l.name = leased.name
+                              AND l.updated_at < %(lease_since)s::timestamptz))"""
 """Jobs admitted from a process's token leases (``jobengine.limits.leases``) are written only
 while every lease holds: its transaction committed (or is this one), this transaction's
 ``now()`` lies in the lease's window, and its limits are as they were when it was taken (not
