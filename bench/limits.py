@@ -4,9 +4,10 @@ and the admission step alone with its bucket in Postgres against a Redis Lua GCR
 * ``single``: ``enqueue`` of one job per transaction (what a producer's own transaction or
   one REST ``POST`` does), ``--single`` jobs;
 * ``batch``: ``enqueue_many`` of ``--batch-size`` jobs per transaction, ``--jobs`` jobs;
-* modes: ``none`` (no limit defined), ``loose`` (a type limit of 10^6 per second: it takes a
-  slot for every job and never holds one), ``keyed`` (the same per ``account_id``, over
-  ``--keys`` accounts: one bucket each);
+* modes, each its own job type, so the limits stay defined throughout (a limit set again
+  would void every process's leases of it): ``none`` (no limit applies to the type),
+  ``loose`` (a type limit of 10^6 per second: it admits every job and never holds one),
+  ``keyed`` (the same per ``account_id``, over ``--keys`` accounts: one bucket each);
 * ``admission``: the slot alone, one job per round trip: ``take_slots`` in its own committed
   transaction and as one more statement in an open one (what a submission pays), against
   ``EVALSHA`` of a GCRA in Lua on a private Redis (no job stored). The
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -46,6 +48,7 @@ from config.logging import configure_logging  # noqa: E402
 from jobengine.domain.job import NewJob  # noqa: E402
 from jobengine.embedded import EmbeddedRedis  # noqa: E402
 from jobengine.enqueue import enqueue, enqueue_many  # noqa: E402
+from jobengine.job_types import BUILTINS, JobTypeRegistry, JobTypeSpec, NoopPayload  # noqa: E402
 from jobengine.limits import registry  # noqa: E402
 from jobengine.limits.admission import admit  # noqa: E402
 from jobengine.limits.definition import RateLimit, Scope  # noqa: E402
@@ -54,12 +57,12 @@ from jobengine.store.database import make_engine, transaction  # noqa: E402
 
 NONE, LOOSE, KEYED = "none", "loose", "keyed"
 MODES = (NONE, LOOSE, KEYED)
-TYPE = "noop"
+TYPES = {NONE: "noop", LOOSE: "bench-loose", KEYED: "bench-keyed"}
 NEVER_BITES = 1e6
 LIMITS = {
     NONE: None,
     LOOSE: RateLimit(
-        "loose", Scope.TYPE, rate=NEVER_BITES, per="second", burst=1_000_000, job_type=TYPE
+        "loose", Scope.TYPE, rate=NEVER_BITES, per="second", burst=1_000_000, job_type=TYPES[LOOSE]
     ),
     KEYED: RateLimit(
         "keyed",
@@ -67,7 +70,7 @@ LIMITS = {
         rate=NEVER_BITES,
         per="second",
         burst=1_000_000,
-        job_type=TYPE,
+        job_type=TYPES[KEYED],
         key_path="account_id",
     ),
 }
@@ -96,19 +99,33 @@ def reset(url: str) -> None:
         conn.execute("VACUUM ANALYZE jobs")
 
 
-def use_limit(engine: Engine, mode: str) -> None:
-    """Only ``mode``'s limit defined (none for ``none``), and this process's cache told."""
+def bench_types() -> JobTypeRegistry:
+    """The built-in types and a no-op twin for each limited mode."""
+    types = JobTypeRegistry()
+    for spec in BUILTINS:
+        types.register(spec)
+    for mode in (LOOSE, KEYED):
+        types.register(JobTypeSpec(TYPES[mode], payload_model=NoopPayload))
+    return types
+
+
+BENCH_TYPES = bench_types()
+
+
+def use_limits(engine: Engine, *modes: str) -> None:
+    """Only ``modes``' limits defined, and this process's cache told."""
     with transaction(engine) as conn:
         for stored in registry.list_limits(conn):
             registry.delete_limit(conn, stored.limit.name)
-        limit = LIMITS[mode]
-        if limit is not None:
-            registry.set_limit(conn, limit)
+        for mode in modes:
+            limit = LIMITS[mode]
+            if limit is not None:
+                registry.set_limit(conn, limit)
 
 
-def job(n: int, keys: int) -> NewJob:
+def job(n: int, keys: int, mode: str = KEYED) -> NewJob:
     return NewJob(
-        type=TYPE,
+        type=TYPES[mode],
         tenant_id="bench",
         project_id="bench",
         payload={"n": n, "account_id": f"acct-{n % keys}"},
@@ -123,20 +140,32 @@ def timed(run: Callable[[int], None], count: int, first: int = 0) -> float:
     return count / (time.perf_counter() - started)
 
 
-def single_runner(engine: Engine, keys: int) -> Callable[[int], None]:
-    def run(n: int) -> None:
+Runner = Callable[[str, int], None]
+"""Submit call ``n`` of a mode."""
+
+
+def single_runner(engine: Engine, keys: int) -> Runner:
+    def run(mode: str, n: int) -> None:
         with Session(engine) as session:
-            new = job(n, keys)
-            enqueue(session, new.type, new.payload, tenant_id="bench", project_id="bench")
+            new = job(n, keys, mode)
+            enqueue(
+                session,
+                new.type,
+                new.payload,
+                tenant_id="bench",
+                project_id="bench",
+                types=BENCH_TYPES,
+            )
             session.commit()
 
     return run
 
 
-def batch_runner(engine: Engine, size: int, keys: int) -> Callable[[int], None]:
-    def run(n: int) -> None:
+def batch_runner(engine: Engine, size: int, keys: int) -> Runner:
+    def run(mode: str, n: int) -> None:
         with Session(engine) as session:
-            enqueue_many(session, [job(n * size + i, keys) for i in range(size)])
+            jobs = [job(n * size + i, keys, mode) for i in range(size)]
+            enqueue_many(session, jobs, types=BENCH_TYPES)
             session.commit()
 
     return run
@@ -156,7 +185,7 @@ def cpu_ns(backend: int) -> int:
 
 
 def interleaved(
-    engine: Engine, runner: Callable[[int], None], calls: int, slices: int, round_: int
+    engine: Engine, runner: Runner, calls: int, slices: int, round_: int
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Seconds and CPU seconds (this process and its backend) per call of ``runner`` in each
     mode, the modes taking turns slice by slice (in an order that flips each slice), so a
@@ -164,16 +193,15 @@ def interleaved(
     seconds = dict.fromkeys(MODES, 0.0)
     cpu = dict.fromkeys(MODES, 0)
     per_slice = max(calls // slices, 1)
+    use_limits(engine, LOOSE, KEYED)
     for mode in MODES:  # warm: statements prepared, caches read
-        use_limit(engine, mode)
-        runner(-1 - MODES.index(mode))
+        runner(mode, -1 - MODES.index(mode))
     backend = backend_pid(engine)
     for slice_ in range(slices):
         for mode in MODES if (slice_ + round_) % 2 == 0 else MODES[::-1]:
-            use_limit(engine, mode)
             first = (slice_ * len(MODES) + MODES.index(mode)) * per_slice
             spent = cpu_ns(backend)
-            seconds[mode] += per_slice / timed(runner, per_slice, first)
+            seconds[mode] += per_slice / timed(partial(runner, mode), per_slice, first)
             cpu[mode] += cpu_ns(backend) - spent
     done = per_slice * slices
     return (
@@ -262,10 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f"{cpu_per_call[mode] / size * 1e6:8.1f} CPU us/job"
                         )
                 reset(url)
-                use_limit(engine, KEYED)
+                use_limits(engine, KEYED)
                 admissions["postgres"].append(pg_admission_rate(engine, args.single, args.keys))
                 reset(url)
-                use_limit(engine, KEYED)
+                use_limits(engine, KEYED)
                 admissions["postgres_statement"].append(
                     pg_statement_rate(engine, args.single, args.keys)
                 )
