@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test chaos lint typecheck bench clean
+.PHONY: dev test chaos lint typecheck bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,19 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)
 	$(BIN)/jobengine dev
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest
+
+# Debian's Chromium and its driver for the console's browser test (tests/console), installed
+# when missing; without root or apt the step says so and that test skips, naming the reason.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium and chromium-driver for the console's browser test"; \
+		(apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null)) \
+		|| echo "could not install chromium: the console's browser test will skip"; \
+	else echo "chromium is missing and this is not root with apt: the browser test will skip"; fi
 
 # Every chaos scenario at full size (tests/chaos; sizes: CHAOS_* variables, see the README).
 chaos: $(STAMP)
@@ -37,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/limits.py
 	$(BIN)/python bench/dag.py
 	$(BIN)/python bench/quotas.py
+	$(BIN)/python bench/console_counts.py
 
 # jobengine against bare Celery, Procrastinate and PgQueuer (README: Benchmarks); options in
 # PEERS_ARGS, e.g. make bench-peers PEERS_ARGS='--jobs 2000 --rounds 2'.

@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How often a worker's main process refreshes its row in the workers registry.",
     )
+    worker_alive_file: str | None = Field(
+        default=None,
+        description="A file each worker's event loop touches every "
+        "JOBENGINE_WORKER_HEARTBEAT_SECONDS (and removes at shutdown), for a liveness probe "
+        "that asks neither Postgres nor Redis: `jobengine health worker --file ...`.",
+    )
     worker_ttl_seconds: float = Field(
         default=30.0,
         gt=0,

@@ -22,6 +22,7 @@ import structlog
 from jobengine.artifacts.attach import Attacher, Data
 from jobengine.artifacts.errors import AttachRefused
 from jobengine.artifacts.model import Artifact
+from jobengine.chunk_report import ChunkReport
 from jobengine.completer import Completer
 from jobengine.context import JobContext
 from jobengine.dispatch import Publisher, adopted_identity, is_chunk, parse_task_id
@@ -180,6 +181,7 @@ class Attempts:
             attempt=claim.attempt,
             payload=claim.job.payload,
             data=data,
+            scheduled_for=claim.job.scheduled_for,
             lease_token=claim.token,
             _report=partial(self.executor.report_progress, claim),
             _still_held=partial(self.keeper.still_held, claim.job_id),
@@ -226,7 +228,7 @@ class Attempts:
 
     def run_chunk(
         self, claims: Sequence[Claim], handler: Handler, publisher: Publisher
-    ) -> dict[str, int]:
+    ) -> ChunkReport:
         """Run a chunk's jobs one after another; they were started with the claim.
 
         A job whose lease was found lost while it waited (cancelled, taken over) is skipped;
@@ -234,9 +236,10 @@ class Attempts:
         store could not take, the worker going away), the jobs not yet run are released and
         handed back (``running → scheduled``, their attempts returned). The chunk's buffered
         completions are written before it returns, so its message is acknowledged only then.
+        The report says how each job ended, for Celery's state of the chunk's task.
         """
         waiting = list(claims)
-        ran = 0
+        report = ChunkReport(jobs=len(claims))
         try:
             while waiting:
                 claim = waiting.pop(0)
@@ -245,7 +248,7 @@ class Attempts:
                     log.info("chunk_job_lost_before_its_turn", job_id=claim.job_id)
                     continue
                 outcome = self.run(claim, handler, publisher)
-                ran += 1
+                report.add(claim.job_id, outcome.outcome)
                 if outcome.store_unreachable or (
                     self.completer is not None and self.completer.store_unreachable
                 ):
@@ -255,7 +258,7 @@ class Attempts:
             self._hand_back(waiting)
             if self.completer is not None:
                 self.completer.flush()
-        return {"jobs": len(claims), "ran": ran}
+        return report
 
     def _hand_back(self, waiting: list[Claim]) -> None:
         """Release every waiting lease first, so no way out leaves one held, then give each

@@ -28,24 +28,31 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from config.logging import configure_logging
+from jobengine.api.routes_workers import TypeWithoutWorkerOut
 from jobengine.cli_common import (
     BrokerRevoker,
     JsonOption,
+    camel,
     cli_actor,
+    emit_json,
     job_dict,
+    job_json,
     load_settings,
     note,
     one_line,
+    rest_fields,
     settings_of,
     store,
 )
 from jobengine.cli_db import db_prune
 from jobengine.cli_dlq import dlq_app
+from jobengine.cli_health import health_app
 from jobengine.cli_jobs import jobs_app
 from jobengine.cli_keys import keys_app
 from jobengine.cli_limits import limits_app
 from jobengine.cli_quotas import quotas_app
 from jobengine.cli_runs import runs_app
+from jobengine.cli_schedules import schedules_app
 from jobengine.cli_types import types_app
 from jobengine.cli_workers import workers_app
 from jobengine.domain.status import FINAL_STATES, JobStatus
@@ -111,6 +118,8 @@ app.add_typer(workers_app, name="workers")
 app.add_typer(types_app, name="types")
 app.add_typer(limits_app, name="limits")
 app.add_typer(quotas_app, name="quotas")
+app.add_typer(health_app, name="health")
+app.add_typer(schedules_app, name="schedules")
 
 
 @app.callback()
@@ -276,10 +285,10 @@ def jobs_get(
     """Show one job: state, attempt, progress, result, last error, timestamps."""
     with store(ctx) as engine, transaction(engine) as conn:
         job = JobsRepository(conn).get(job_id)
-    data = job_dict(job)
     if as_json:
-        typer.echo(json.dumps(data, sort_keys=True))
+        emit_json(job_json(job))
         return
+    data = job_dict(job)
     table = Table(box=box.SIMPLE_HEAD, show_header=False)
     for key in (
         "id",
@@ -318,15 +327,12 @@ def jobs_cancel(
     with store(ctx) as engine:
         outcome = cancel_job(engine, job_id, actor=cli_actor(), reason=reason, revoker=revoker)
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "job": job_dict(outcome.job),
-                    "changed": outcome.changed,
-                    "revoked_task": outcome.revoked_task,
-                },
-                sort_keys=True,
-            )
+        emit_json(
+            {
+                "job": job_json(outcome.job),
+                "changed": outcome.changed,
+                "revokedTask": outcome.revoked_task,
+            }
         )
         return
     if not outcome.changed:
@@ -353,9 +359,9 @@ def jobs_stuck(
             stuck = JobsRepository(conn).stuck(scheduled_after_seconds=scheduled_after)
         unhandled = WorkersRegistry(engine, settings.worker_ttl_seconds).types_without_worker()
     if as_json:
-        rows = [{**dataclasses.asdict(j), "status": j.status.value} for j in stuck]
-        types = [{**dataclasses.asdict(t), "message": t.message} for t in unhandled]
-        typer.echo(json.dumps({"jobs": rows, "types_without_worker": types}, sort_keys=True))
+        rows = [camel({**dataclasses.asdict(j), "status": j.status.value}) for j in stuck]
+        types = [rest_fields(TypeWithoutWorkerOut.of(t)) for t in unhandled]
+        emit_json({"jobs": rows, "typesWithoutWorker": types})
         return
     for t in unhandled:
         typer.echo(t.message)

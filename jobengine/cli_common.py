@@ -20,13 +20,18 @@ from enum import Enum
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 from pydantic import ValidationError as SettingsInvalid
+from pydantic.alias_generators import to_camel
 from rich.console import Console
 from sqlalchemy import Engine
 
 from config.settings import Settings
+from jobengine.api.cursors import JOB_CURSOR, decode_cursor, encode_cursor
+from jobengine.api.schemas import JobOut
 from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher
+from jobengine.domain.job import Job
 from jobengine.embedded import EmbeddedRedis
 from jobengine.errors import ValidationError
 from jobengine.services import ConfigurationError, database, embedded_redis_dir
@@ -93,9 +98,52 @@ def emit_json(document: Any) -> None:
     typer.echo(json.dumps(document, default=_plain, sort_keys=True))
 
 
-def job_dict(job: Any) -> dict[str, Any]:
+def job_dict(job: Job) -> dict[str, Any]:
+    """Every column of a job, for the human view of ``jobs get`` (lease owner included)."""
     data: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(job), default=_plain))
     return data
+
+
+def rest_fields(model: BaseModel) -> dict[str, Any]:
+    """An API model as ``--json`` prints it: the REST fields, camelCase, nothing internal."""
+    data: dict[str, Any] = model.model_dump(mode="json", by_alias=True)
+    return data
+
+
+def camel(fields: dict[str, Any]) -> dict[str, Any]:
+    """A row's own keys in the wire's camelCase; values (payloads, details) are left as
+    their authors wrote them."""
+    return {to_camel(key): value for key, value in fields.items()}
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """A job as ``GET /api/v1/jobs/{id}`` shows it to an admin key (the CLI reads Postgres
+    itself, so it sees the traceback); no lease token, owner or dispatch marks."""
+    return rest_fields(JobOut.of(job, show_traceback=True))
+
+
+CursorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cursor",
+        help="Where the previous page ended: its nextCursor (as the API's). A bare id is"
+        " still taken, deprecated, for one release.",
+    ),
+]
+
+
+def cursor_after(value: str | None, kind: str = JOB_CURSOR) -> int:
+    """The id a page starts after, from a cursor the API or ``--json`` handed out."""
+    if not value:
+        return 0
+    if value.isdigit():
+        note("--cursor with a bare id is deprecated; pass the nextCursor --json prints")
+        return int(value)
+    return decode_cursor(value, kind)
+
+
+def cursor_out(next_id: int | None, kind: str = JOB_CURSOR) -> str | None:
+    return None if next_id is None else encode_cursor(next_id, kind)
 
 
 def table_console() -> Console:

@@ -89,7 +89,7 @@ def db_prune(
         emit_json(
             {
                 "before": before,
-                "dry_run": dry_run,
+                "dryRun": dry_run,
                 "removed": report.removed,
                 "batches": report.batches,
                 "artifacts": report.artifacts,

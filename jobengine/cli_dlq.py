@@ -23,11 +23,16 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from config.settings import Settings
+from jobengine.api.cursors import DEAD_LETTER_CURSOR
+from jobengine.api.schemas_dlq import BulkReplayOut, ReplayOut, detail, summary
 from jobengine.cli_common import (
+    CursorOption,
     JsonOption,
     RecordingPublisher,
     broker_publisher,
     cli_actor,
+    cursor_after,
+    cursor_out,
     dispatch_note,
     emit_json,
     job_types,
@@ -36,6 +41,7 @@ from jobengine.cli_common import (
     parse_duration,
     parse_json,
     parse_time,
+    rest_fields,
     settings_of,
     shorten,
     store,
@@ -69,12 +75,18 @@ _REASONS_HELP = (
     "Why it failed: retries_exhausted, non_retryable, poison, lease_expired (repeatable)."
 )
 ReasonsOption = Annotated[
-    list[str] | None, typer.Option("--reason", "--failure-reason", help=_REASONS_HELP)
+    list[str] | None,
+    typer.Option(
+        "--failure-reason",
+        "--reason",
+        help=_REASONS_HELP + " --reason is its old name: deprecated, removed in the next release.",
+    ),
 ]
 FailureReasonsOption = Annotated[
     list[str] | None, typer.Option("--failure-reason", help=_REASONS_HELP)
 ]
-"""In ``replay``, ``--reason`` is the text recorded with the replay, so the filter is spelt out."""
+"""The filter's one name, as the API's ``failureReason``: ``--reason`` is the text an operator
+records with a replay or a discard, so the filter cannot share it."""
 ErrorClassesOption = Annotated[
     list[str] | None,
     typer.Option("--error-class", help="Error class, bare or module-qualified (repeatable)."),
@@ -110,7 +122,7 @@ def dead_letter_filter(
         tenant_id=tenant,
         types=tuple(types or ()),
         queues=tuple(queues or ()),
-        reasons=tuple(parse_choices("--reason", reasons or (), DeadLetterReason)),
+        reasons=tuple(parse_choices("--failure-reason", reasons or (), DeadLetterReason)),
         error_classes=tuple(error_classes or ()),
         statuses=statuses,
         failed_from=parse_time("--since", since),
@@ -149,11 +161,8 @@ def _service(
 
 
 def _summary(entry: DeadLetter) -> dict[str, Any]:
-    """An entry as ``dlq list --json`` gives it: everything but the bulky parts."""
-    data = dataclasses.asdict(entry)
-    for bulky in ("payload", "timeline", "traceback", "replays"):
-        data.pop(bulky)
-    return data
+    """An entry as ``GET /api/v1/dlq`` lists it."""
+    return rest_fields(summary(entry))
 
 
 def _entries_table(entries: list[DeadLetter], title: str) -> Table:
@@ -192,12 +201,13 @@ def dlq_list(
     since: SinceOption = None,
     until: UntilOption = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Entries per page.")] = 50,
-    cursor: Annotated[
-        int, typer.Option(min=0, help="Where the previous page ended (its next cursor).")
-    ] = 0,
+    cursor: CursorOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Dead letters in id order, a page at a time; open ones unless --status says otherwise."""
+    """Dead letters in id order, a page at a time; open ones unless --status says otherwise.
+
+    The title counts every entry the filters match, not only this page (up to 10,000; past
+    that it says "at least")."""
     flt = dead_letter_filter(
         tenant=tenant,
         types=types,
@@ -209,16 +219,26 @@ def dlq_list(
         statuses=_statuses(status),
     )
     with store(ctx) as engine:
-        page = DeadLetters(engine).page(flt, after_id=cursor, limit=limit)
+        service = DeadLetters(engine)
+        page = service.page(flt, after_id=cursor_after(cursor, DEAD_LETTER_CURSOR), limit=limit)
+        total = service.total(flt)
     if as_json:
-        emit_json({"items": [_summary(e) for e in page.items], "next_cursor": page.next_cursor})
+        emit_json(
+            {
+                "items": [_summary(e) for e in page.items],
+                "nextCursor": cursor_out(page.next_cursor, DEAD_LETTER_CURSOR),
+                "total": total.count,
+                "totalExact": total.exact,
+            }
+        )
         return
     if not page.items:
         typer.echo("no dead letters match")
         return
-    table_console().print(_entries_table(page.items, f"{len(page.items)} dead letter(s)"))
+    title = f"dead letters matching: {total.label()} (this page: {len(page.items)})"
+    table_console().print(_entries_table(page.items, title))
     if page.next_cursor is not None:
-        typer.echo(f"more: rerun with --cursor {page.next_cursor}")
+        typer.echo(f"more: rerun with --cursor {cursor_out(page.next_cursor, DEAD_LETTER_CURSOR)}")
 
 
 def _bounded(traceback: str) -> str:
@@ -233,7 +253,7 @@ def _bounded(traceback: str) -> str:
 
 def _error_of(step: dict[str, Any]) -> str:
     error = (step.get("details") or {}).get("error") or {}
-    return shorten(error.get("message"), 60) if step.get("to_status") == "failed" else ""
+    return shorten(error.get("message"), 60) if step.get("toStatus") == "failed" else ""
 
 
 @dlq_app.command("show")
@@ -245,8 +265,9 @@ def dlq_show(
     """One dead letter whole: its error and traceback, payload, timeline and replays."""
     with store(ctx) as engine:
         entry = DeadLetters(engine).get(dead_letter_id)
+    shown = rest_fields(detail(entry, show_traceback=True))
     if as_json:
-        emit_json(entry)
+        emit_json(shown)
         return
     console = table_console()
     facts = Table(box=box.SIMPLE_HEAD, show_header=False)
@@ -262,9 +283,13 @@ def dlq_show(
         ("failed", f"first {when(entry.first_failed_at)}, last {when(entry.last_failed_at)}"),
         ("error", f"{entry.error_class or '-'} [{entry.error_code or '-'}]"),
         ("message", entry.error_message or "-"),
+        ("exit code", "-" if entry.exit_code is None else str(entry.exit_code)),
     ):
         facts.add_row(key, value)
     console.print(facts)
+    if entry.stderr_tail:
+        console.print("stderr (last lines):", style="bold")
+        console.print(entry.stderr_tail, highlight=False, markup=False)
     if entry.traceback:
         console.print("traceback (last lines):", style="bold")
         console.print(_bounded(entry.traceback), highlight=False, markup=False)
@@ -273,10 +298,10 @@ def dlq_show(
     timeline = Table(box=box.SIMPLE_HEAD, title="timeline", title_justify="left")
     for name in ("attempt", "from → to", "at", "actor", "reason", "error"):
         timeline.add_column(name, overflow="fold")
-    for step in entry.timeline:
+    for step in shown["timeline"]:
         timeline.add_row(
             str(step.get("attempt")),
-            f"{step.get('from_status') or '-'} → {step.get('to_status')}",
+            f"{step.get('fromStatus') or '-'} → {step.get('toStatus')}",
             when(step.get("at")),
             step.get("actor") or "-",
             step.get("reason") or "-",
@@ -320,12 +345,10 @@ def replay_one(
     if as_json:
         emit_json(
             {
-                "dead_letter_id": done.dead_letter_id,
-                "job_id": done.job_id,
-                "outcome": done.outcome.value,
-                "replay_id": done.replay_id,
+                **rest_fields(ReplayOut.of(done)),
+                "replayId": done.replay_id,
                 "published": published if replayed else None,
-                "publish_error": publisher.error if publisher is not None else None,
+                "publishError": publisher.error if publisher is not None else None,
             }
         )
         return
@@ -392,19 +415,9 @@ def _replay_many(
     if as_json:
         emit_json(
             {
-                "dry_run": False,
-                "selected": [e.id for e in report.selected],
-                "replayed": [
-                    {
-                        "dead_letter_id": r.dead_letter_id,
-                        "job_id": r.job_id,
-                        "replay_id": r.replay_id,
-                    }
-                    for r in report.replayed
-                ],
-                "skipped": [{"dead_letter_id": i, "why": why} for i, why in report.skipped],
-                "unpublished_job_ids": unpublished,
-                "publish_error": publisher.error if publisher is not None else None,
+                **rest_fields(BulkReplayOut.of(report)),
+                "unpublishedJobIds": unpublished,
+                "publishError": publisher.error if publisher is not None else None,
             }
         )
         return
@@ -424,7 +437,7 @@ def _report_selection(selected: list[DeadLetter], *, dry_run: bool, as_json: boo
     if as_json:
         emit_json(
             {
-                "dry_run": dry_run,
+                "dryRun": dry_run,
                 "selected": [e.id for e in selected],
                 "items": [_summary(e) for e in selected],
                 "replayed": [],
@@ -545,7 +558,7 @@ def dlq_discard(
         changed = service.discard(dead_letter_id, actor=cli_actor(), reason=reason)
         entry = service.get(dead_letter_id)
     if as_json:
-        emit_json({"dead_letter_id": entry.id, "job_id": entry.job_id, "discarded": changed})
+        emit_json({"deadLetterId": entry.id, "jobId": entry.job_id, "discarded": changed})
     elif changed:
         typer.echo(f"discarded dead letter {entry.id} (job {entry.job_id})")
     else:

@@ -15,21 +15,26 @@ import typer
 from rich import box
 from rich.table import Table
 
+from jobengine.api.schemas import HistoryItem
 from jobengine.api.schemas_artifacts import ArtifactOut
 from jobengine.artifacts.errors import ArtifactBytesMismatch, ArtifactNotFound
 from jobengine.artifacts.storage import storage_from_url
 from jobengine.cli_common import (
+    CursorOption,
     JsonOption,
     broker_publisher,
     cli_actor,
+    cursor_after,
+    cursor_out,
     dispatch_note,
     emit_json,
-    job_dict,
+    job_json,
     job_types,
     note,
     parse_choices,
     parse_json,
     parse_time,
+    rest_fields,
     settings_of,
     shorten,
     store,
@@ -96,7 +101,7 @@ def jobs_submit(
         )
     published = publisher is not None and job.id in publisher.sent
     if as_json:
-        emit_json({"job": job_dict(job), "created": not existed, "published": published})
+        emit_json({"job": job_json(job), "created": not existed, "published": published})
         return
     if existed:
         typer.echo(
@@ -146,9 +151,7 @@ def jobs_list(
         str | None, typer.Option(help="Created before (ISO 8601 with offset).")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Jobs per page.")] = 50,
-    cursor: Annotated[
-        int, typer.Option(min=0, help="Where the previous page ended (its next cursor).")
-    ] = 0,
+    cursor: CursorOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Jobs in id order, a page at a time."""
@@ -161,9 +164,10 @@ def jobs_list(
         created_to=parse_time("--until", until),
     )
     with store(ctx) as engine, transaction(engine) as conn:
-        page = JobsRepository(conn).list(flt, after_id=cursor, limit=limit)
+        page = JobsRepository(conn).list(flt, after_id=cursor_after(cursor), limit=limit)
     if as_json:
-        emit_json({"items": [job_dict(j) for j in page.jobs], "next_cursor": page.next_cursor})
+        items = [job_json(j) for j in page.jobs]
+        emit_json({"items": items, "nextCursor": cursor_out(page.next_cursor)})
         return
     if not page.jobs:
         typer.echo("no jobs match")
@@ -184,7 +188,7 @@ def jobs_list(
         )
     table_console().print(table)
     if page.next_cursor is not None:
-        typer.echo(f"more: rerun with --cursor {page.next_cursor}")
+        typer.echo(f"more: rerun with --cursor {cursor_out(page.next_cursor)}")
 
 
 @jobs_app.command("retry")
@@ -224,7 +228,8 @@ def jobs_history(
         job = JobsRepository(conn).get(job_id)
         steps = JobHistoryRepository(conn).for_job(job_id)
     if as_json:
-        emit_json({"job_id": job.id, "status": job.status, "history": steps})
+        items = [rest_fields(HistoryItem.of(step)) for step in steps]
+        emit_json({"jobId": job.id, "status": job.status, "items": items})
         return
     table = Table(
         box=box.SIMPLE_HEAD,
@@ -260,8 +265,7 @@ def jobs_artifacts(
         JobsRepository(conn).get(job_id)
         found = ArtifactsRepository(conn).of_job(job_id)
     if as_json:
-        items = [ArtifactOut.of(a).model_dump(mode="json", by_alias=True) for a in found]
-        emit_json({"items": items})
+        emit_json({"items": [rest_fields(ArtifactOut.of(a)) for a in found]})
         return
     if not found:
         typer.echo(f"job {job_id} has no artifacts")

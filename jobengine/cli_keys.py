@@ -43,12 +43,12 @@ def _keys(ctx: typer.Context) -> Iterator[ApiKeyStore]:
 def _key_dict(key: ApiKey) -> dict[str, object]:
     return {
         "prefix": key.prefix,
-        "tenant": key.tenant_id,
+        "tenantId": key.tenant_id,
         "name": key.name,
         "scopes": list(key.scopes),
-        "created_at": key.created_at.isoformat() if key.created_at else None,
-        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
-        "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
+        "createdAt": key.created_at.isoformat() if key.created_at else None,
+        "revokedAt": key.revoked_at.isoformat() if key.revoked_at else None,
+        "lastUsedAt": key.last_used_at.isoformat() if key.last_used_at else None,
     }
 
 
@@ -102,8 +102,8 @@ def keys_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
             k.tenant_id,
             k.name,
             " ".join(k.scopes),
-            str(data["last_used_at"] or "-"),
-            str(data["revoked_at"] or "-"),
+            str(data["lastUsedAt"] or "-"),
+            str(data["revokedAt"] or "-"),
         )
     Console().print(table)
 

@@ -13,37 +13,25 @@ import typer
 from rich import box
 from rich.table import Table
 
+from jobengine.api.schemas_types import JobTypeOut
 from jobengine.catalogue import CatalogueEntry
 from jobengine.cli_common import (
     JsonOption,
     emit_json,
     job_types,
+    rest_fields,
     shorten,
     store,
     table_console,
     when,
 )
-from jobengine.retry_policy import RetryPolicy
 
 types_app = typer.Typer(no_args_is_help=True, help="List job types and show their payload schemas.")
 
 
 def type_dict(entry: CatalogueEntry) -> dict[str, Any]:
-    spec = entry.spec
-    return {
-        "name": spec.name,
-        "queue": spec.queue,
-        "retry_policy": RetryPolicy.resolve(spec.retry_policy).to_dict(),
-        "time_limit_seconds": spec.time_limit_seconds,
-        "needs_network": spec.needs_network,
-        "runs_commands": spec.runs_commands,
-        "description": spec.description,
-        "payload_schema": spec.payload_schema,
-        "definition_hash": spec.definition_hash,
-        "version": spec.version,
-        "declared_by": entry.declared_by,
-        "updated_at": entry.updated_at,
-    }
+    """A type as ``GET /api/v1/job-types`` shows it, camelCase."""
+    return rest_fields(JobTypeOut.of(entry))
 
 
 @types_app.command("list")
@@ -90,10 +78,10 @@ def types_show(
         emit_json(data)
         return
     for key, value in data.items():
-        if key not in ("payload_schema", "retry_policy"):
-            typer.echo(f"{key}: {when(value) if key == 'updated_at' else value}")
-    typer.echo(f"retry_policy: {json.dumps(data['retry_policy'], sort_keys=True)}")
-    schema = data["payload_schema"]
-    typer.echo("payload_schema: " + ("none (any payload)" if schema is None else ""))
+        if key not in ("payloadSchema", "retryPolicy"):
+            typer.echo(f"{key}: {when(value) if key == 'updatedAt' else value}")
+    typer.echo(f"retryPolicy: {json.dumps(data['retryPolicy'], sort_keys=True)}")
+    schema = data["payloadSchema"]
+    typer.echo("payloadSchema: " + ("none (any payload)" if schema is None else ""))
     if schema is not None:
         typer.echo(json.dumps(schema, indent=2, sort_keys=True))

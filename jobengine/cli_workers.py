@@ -7,27 +7,24 @@ no live worker handles it is in ``jobengine jobs stuck``.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich import box
 from rich.table import Table
 
-from jobengine.cli_common import JsonOption, settings_of, store, table_console
-from jobengine.store.workers_repository import WorkerView
+from jobengine.api.routes_workers import WorkerOut
+from jobengine.cli_common import (
+    JsonOption,
+    emit_json,
+    rest_fields,
+    settings_of,
+    store,
+    table_console,
+)
 from jobengine.workers_registry import WorkersRegistry
 
 workers_app = typer.Typer(no_args_is_help=True, help="The workers registry: who runs what.")
-
-
-def worker_dict(worker: WorkerView) -> dict[str, Any]:
-    data = dataclasses.asdict(worker)
-    data["state"] = worker.state
-    for key in ("started_at", "last_seen_at"):
-        data[key] = data[key].isoformat()
-    return data
 
 
 def _ago(seconds: float) -> str:
@@ -49,7 +46,7 @@ def workers_list(
             include_gone=include_gone
         )
     if as_json:
-        typer.echo(json.dumps([worker_dict(w) for w in workers], sort_keys=True))
+        emit_json([rest_fields(WorkerOut.of(w)) for w in workers])
         return
     if not workers:
         typer.echo("no live workers" if not include_gone else "no workers registered")

@@ -41,6 +41,9 @@ class JobContext:
     lease_token: int
     data: Any = None
     """The payload decoded into the type's ``payload_model``, when it declares one."""
+    scheduled_for: datetime | None = None
+    """The slot the job's schedule (or backfill) created it for, in UTC; None for a job a
+    producer submitted. A slot's job that starts late still reads the slot it stands for."""
     _report: Callable[[dict[str, Any]], bool] = field(repr=False, default=lambda _p: True)
     _still_held: Callable[[], bool] = field(repr=False, default=lambda: True)
     _spawn: Callable[[RunJobSpec], int] = field(repr=False, default=_cannot_spawn)

@@ -36,6 +36,7 @@ from jobengine.store.dead_letter_repository import (
     DeadLetterFilter,
     DeadLetterPage,
     DeadLetterRepository,
+    DeadLetterTotal,
 )
 from jobengine.store.jobs_repository import JobsRepository
 from jobengine.submission import encode_payload
@@ -159,6 +160,11 @@ class DeadLetters:
     def page(self, flt: DeadLetterFilter, *, after_id: int = 0, limit: int = 100) -> DeadLetterPage:
         with transaction(self.engine) as conn:
             return DeadLetterRepository(conn).list(flt, after_id=after_id, limit=limit)
+
+    def total(self, flt: DeadLetterFilter) -> DeadLetterTotal:
+        """How many entries match, as a listing shows beside its page."""
+        with transaction(self.engine) as conn:
+            return DeadLetterRepository(conn).total(flt)
 
     def get(self, dead_letter_id: int, tenant_id: str | None = None) -> DeadLetter:
         with transaction(self.engine) as conn:

@@ -1,8 +1,10 @@
 """``make dev``: the whole engine on private servers, with jobs visibly flowing.
 
 It finds or starts Postgres and Redis, migrates, starts two Celery worker processes, the
-reaper, Flower and the API (with a fresh admin key, printed), then a demo producer whose jobs
-succeed, retry, fail for good and get cancelled, with a live summary. Ctrl-C stops every
+reaper, Flower (behind a generated login) and the API (with the dev admin key, printed and
+reused across runs; see ``dev_secrets``), then a demo producer whose jobs succeed, retry, fail
+for good and get cancelled, with a live summary in a terminal and a plain status line every
+few seconds when piped. Ctrl-C stops every
 process it started and the servers it started, and leaves nothing behind. ``--once`` runs one
 demo round, prints its timelines and exits (what the tests use).
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,9 +38,9 @@ from sqlalchemy import Engine, text
 
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
-from jobengine.api.keys import ADMIN, ApiKeyStore
 from jobengine.cancellation import cancel_job
 from jobengine.dev_env import FleetConfig, fleet_env
+from jobengine.dev_secrets import DEV_KEY_FILE, FLOWER_FILE, dev_admin_key, flower_credentials
 from jobengine.dispatch import Publisher
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import FINAL_STATES, JobStatus
@@ -140,13 +143,27 @@ def api_port(settings: Settings) -> int:
     return settings.api_port if _free(settings.api_port) else free_loopback_port()
 
 
-def dev_admin_key(engine: Engine) -> str:
-    """A new admin key for this run, so the printed key always works."""
-    with transaction(engine) as conn:
-        return ApiKeyStore(conn).create(DEMO_TENANT, "make-dev-admin", [ADMIN]).plaintext
+def demo_markers(data_dir: Path) -> Path:
+    """A fresh folder for this run's "fails once" markers, earlier runs' removed.
+
+    The marker a job leaves on its first, failing try is what makes its retry succeed; kept
+    from an earlier run (the data folder persists), it made the job succeed at once.
+    """
+    root = data_dir / "demo-markers"
+    if root.exists():
+        shutil.rmtree(root)
+    run = root / f"run-{os.getpid()}-{time.time_ns()}"
+    run.mkdir(parents=True)
+    return run
 
 
-def start_fleet(fleet: FleetProcesses, flower_port: int, port: int) -> None:
+def fails_once_command(marker_dir: Path, n: int) -> str:
+    """A shell command that fails on its first try in this run and succeeds after."""
+    flag = marker_dir / f"flaky-{n}"
+    return f"test -f {flag} || {{ touch {flag}; echo 'first try fails' >&2; exit 1; }}"
+
+
+def start_fleet(fleet: FleetProcesses, flower_port: int, port: int, flower_login: str) -> None:
     celery = [sys.executable, "-m", "celery", "-A", "workers.app"]
     for name in ("worker-1", "worker-2"):
         fleet.start(
@@ -170,7 +187,13 @@ def start_fleet(fleet: FleetProcesses, flower_port: int, port: int) -> None:
     fleet.start("reaper", [sys.executable, "-m", "jobengine.fleet"])
     fleet.start(
         "flower",
-        [*celery, "flower", "--address=127.0.0.1", f"--port={flower_port}"],
+        [
+            *celery,
+            "flower",
+            "--address=127.0.0.1",
+            f"--port={flower_port}",
+            f"--basic-auth={flower_login}",
+        ],
     )
     fleet.env["JOBENGINE_API_HOST"] = "127.0.0.1"
     fleet.env["JOBENGINE_API_PORT"] = str(port)
@@ -188,15 +211,11 @@ def demo_round(
 
     The retried and the failed job are ``shell`` commands, left out when ``commands`` is off.
     """
-    flag = marker_dir / f"flaky-{n}"
     quick_retry = {"max_retries": 2, "base_delay_seconds": 1, "jitter": "none"}
     shell_jobs = [
         NewJob(
             type="shell",
-            payload={
-                "command": f"test -f {flag} || {{ touch {flag}; "
-                "echo 'first try fails' >&2; exit 1; }"
-            },
+            payload={"command": fails_once_command(marker_dir, n)},
             retry_policy=quick_retry,
             tenant_id=DEMO_TENANT,
             project_id="dev",
@@ -266,6 +285,22 @@ def summary(engine: Engine, flower_url: str, rounds: int, config: FleetConfig) -
     )
 
 
+STATUS_EVERY_SECONDS = 5.0
+"""How often ``make dev`` prints its status line when its output is not a terminal."""
+
+
+def status_line(engine: Engine, rounds: int, now: datetime) -> str:
+    """The summary as one plain line, for output piped to a file or a CI log, where a live
+    display would be redrawn escape codes and no text."""
+    with transaction(engine) as conn:
+        counts = JobsRepository(conn).count_by_status()
+        dead = DeadLetterRepository(conn).counts()
+    states = ", ".join(f"{s.value} {counts[s]}" for s in JobStatus)
+    letters = sum(c.count for c in dead)
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{stamp} demo rounds {rounds} | jobs: {states} | dead letters open: {letters}"
+
+
 def timeline(engine: Engine, job: Job) -> Table:
     with transaction(engine) as conn:
         current = JobsRepository(conn).get(job.id)
@@ -332,13 +367,16 @@ def run(
             console.print(
                 f"schema: {outcome.before or 'none'} -> {outcome.after} (head)", highlight=False
             )
-            logs = (settings.data_dir / "logs").resolve()
+            data_dir = settings.data_dir.resolve()
+            logs = data_dir / "logs"
             logs.mkdir(parents=True, exist_ok=True)
+            markers = demo_markers(data_dir)
+            flower_login = flower_credentials(data_dir)
             env = fleet_env(
                 os.environ,
                 database_url=db_url,
                 broker_url=broker_url,
-                data_dir=settings.data_dir.resolve(),
+                data_dir=data_dir,
             )
             config = FleetConfig.of(env, os.environ)
             for line in config.lines():
@@ -351,18 +389,26 @@ def run(
                 f"starting 2 workers, the reaper, Flower and the API (logs: {logs})",
                 highlight=False,
             )
-            start_fleet(fleet, flower_port, port)
-            console.print(f"Flower: {flower_url}", highlight=False)
+            start_fleet(fleet, flower_port, port, flower_login)
+            user, password = flower_login.split(":", 1)
+            console.print(
+                f"Flower: {flower_url} (user {user}, password {password}; kept in "
+                f"{data_dir / FLOWER_FILE})",
+                highlight=False,
+                soft_wrap=True,
+            )
             engine = make_engine(db_url)
+            key = dev_admin_key(engine, data_dir, DEMO_TENANT)
             console.print(
                 f"API:    http://127.0.0.1:{port}/api/v1 (docs: http://127.0.0.1:{port}/docs)\n"
-                f"API key (admin, tenant {DEMO_TENANT}): {dev_admin_key(engine)}",
+                f"API key (admin, tenant {DEMO_TENANT}): {key} (kept in "
+                f"{data_dir / DEV_KEY_FILE}; reused by the next run)",
                 highlight=False,
                 soft_wrap=True,
             )
             publisher = make_publisher(settings, broker_url)
             try:
-                run_demo(engine, publisher, console, logs, flower_url, config, once=once)
+                run_demo(engine, publisher, console, markers, flower_url, config, once=once)
             finally:
                 engine.dispose()
                 fleet.stop()
@@ -376,6 +422,42 @@ def run(
         return EXIT_INTERRUPTED
     console.print("stopped the fleet and the servers we started", highlight=False)
     return 0
+
+
+def piped_status(
+    engine: Engine,
+    publisher: Publisher,
+    console: Console,
+    marker_dir: Path,
+    flower_url: str,
+    *,
+    commands: bool,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """The demo when output is piped: a plain status line every ``STATUS_EVERY_SECONDS``
+    instead of a live display, a new round every 5 s, until Ctrl-C."""
+    console.print(
+        f"not a terminal: a status line every {STATUS_EVERY_SECONDS:.0f}s "
+        f"(Flower: {flower_url}; Ctrl-C stops everything)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    rounds = 1
+    next_status = clock()
+    next_round = next_status + 5
+    while True:
+        if clock() >= next_round:
+            rounds += 1
+            demo_round(engine, publisher, marker_dir, rounds, commands=commands)
+            next_round = clock() + 5
+        if clock() >= next_status:
+            console.print(
+                status_line(engine, rounds, datetime.now(UTC)), highlight=False, soft_wrap=True
+            )
+            console.file.flush()
+            next_status = clock() + STATUS_EVERY_SECONDS
+        sleep(0.5)
 
 
 def run_demo(
@@ -397,8 +479,14 @@ def run_demo(
             time.sleep(0.2)
         for job in jobs:
             console.print(timeline(engine, job))
+        console.print(
+            status_line(engine, rounds, datetime.now(UTC)), highlight=False, soft_wrap=True
+        )
         return
     next_round = time.monotonic() + 5
+    if not console.is_terminal:
+        piped_status(engine, publisher, console, marker_dir, flower_url, commands=commands)
+        return
     view = summary(engine, flower_url, rounds, config)
     with Live(view, console=console, refresh_per_second=4) as live:
         while True:

@@ -27,7 +27,6 @@ def fleet_env(
         JOBENGINE_DATABASE_URL=database_url,
         JOBENGINE_BROKER_URL=broker_url,
         JOBENGINE_DATA_DIR=str(data_dir),
-        FLOWER_UNAUTHENTICATED_API="true",
     )
     env.setdefault(COMMAND_TYPES, "true")
     return env

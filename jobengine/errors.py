@@ -173,3 +173,10 @@ class NotDue(TransitionRefused):
 class DuplicateIdempotencyKey(StoreError):
     code = "DUPLICATE_IDEMPOTENCY_KEY"
     hint = "Reuse an Idempotency-Key only with the same request body, or pick a new key."
+
+
+class RepeatedIdempotencyKey(ValidationError):
+    """Two jobs of one batch carry the same idempotency key: the request contradicts itself."""
+
+    code = "REPEATED_IDEMPOTENCY_KEY"
+    hint = "Give each job of a batch its own idempotency key, or send the job once."

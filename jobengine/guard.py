@@ -258,6 +258,7 @@ def create_job(
         "idempotency_key": new.idempotency_key,
         "request_hash": request_hash,
         "time_limit_seconds": new.time_limit_seconds,
+        "scheduled_for": new.scheduled_for,
         "dispatching": dispatching,
         "actor": actor,
         "reason": reason,
@@ -308,6 +309,7 @@ def create_jobs(
             "retry_policy": n.retry_policy,
             "not_before": None if n.not_before is None else n.not_before.isoformat(),
             "time_limit_seconds": n.time_limit_seconds,
+            "scheduled_for": None if n.scheduled_for is None else n.scheduled_for.isoformat(),
         }
         for n in jobs
     ]

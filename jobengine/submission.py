@@ -24,6 +24,7 @@ from jobengine.errors import (
     NetworkNotAllowed,
     PayloadNotSerializable,
     PayloadTooLarge,
+    RepeatedIdempotencyKey,
     ValidationError,
 )
 from jobengine.job_types import JobTypes, JobTypeSpec
@@ -31,6 +32,7 @@ from jobengine.limits.admission import admit, lease_for, slots_wanted
 from jobengine.limits.leases import Drawn, leases_of
 from jobengine.quotas.admission import check_quotas, held_back
 from jobengine.retry_policy import RetryPolicy
+from jobengine.storable import refuse_nul
 from jobengine.store.jobs_repository import JobsRepository
 
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
@@ -83,6 +85,15 @@ def validate(
     ``sealed`` and ``commands_enabled`` default to the installation's settings, so no
     producer can forget them.
     """
+    refuse_nul(
+        {
+            "type": new.type,
+            "tenant_id": new.tenant_id,
+            "project_id": new.project_id,
+            "queue": new.queue,
+            "idempotency_key": new.idempotency_key,
+        }
+    )
     spec = types.get(new.type)
     if sealed is None:
         sealed = get_settings().sealed
@@ -91,7 +102,8 @@ def validate(
     refuse_disabled_command_type(spec, commands_enabled)
     if sealed and spec.needs_network:
         raise NetworkNotAllowed(f"job type {new.type!r} needs the network; refused in sealed mode")
-    encode_payload(new.payload, max_payload_bytes)
+    if "\\u0000" in encode_payload(new.payload, max_payload_bytes):  # JSON escapes every NUL
+        refuse_nul({"payload": new.payload})
     spec.validate_payload(new.payload)
     if new.retry_policy is not None:
         RetryPolicy.resolve(spec.retry_policy, new.retry_policy)
@@ -107,6 +119,10 @@ def validate(
     if new.not_before is not None and new.not_before.tzinfo is None:
         raise ValidationError(
             "not_before has no timezone", hint="Pass an aware datetime, e.g. in UTC."
+        )
+    if new.scheduled_for is not None and new.scheduled_for.tzinfo is None:
+        raise ValidationError(
+            "scheduled_for has no timezone", hint="Pass an aware datetime, e.g. in UTC."
         )
     if new.time_limit_seconds is not None and not new.time_limit_seconds > 0:
         raise ValidationError(
@@ -132,6 +148,8 @@ def request_hash(new: NewJob) -> str:
         "not_before": new.not_before.isoformat() if new.not_before else None,
         "time_limit_seconds": new.time_limit_seconds,
     }
+    if new.scheduled_for is not None:  # only where set, so older requests keep their hashes
+        body["scheduled_for"] = new.scheduled_for.isoformat()
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -206,6 +224,21 @@ def _params(lease: Drawn | None) -> dict[str, Any] | None:
     return None if lease is None else lease.params()
 
 
+def refuse_repeated_keys(jobs: Sequence[NewJob]) -> None:
+    """One idempotency key names one job: a key given twice in one batch is the caller's
+    mistake, said as such, rather than a conflict with an earlier request."""
+    seen: dict[tuple[str, str], list[int]] = {}
+    for index, new in enumerate(jobs):
+        if new.idempotency_key:
+            seen.setdefault((new.tenant_id, new.idempotency_key), []).append(index)
+    for (_tenant, key), indexes in seen.items():
+        if len(indexes) > 1:
+            at = ", ".join(f"jobs[{i}]" for i in indexes)
+            raise RepeatedIdempotencyKey(
+                f"idempotency key {key!r} is repeated in this batch, at {at}"
+            )
+
+
 def submit_many(
     conn: Connection,
     jobs: Sequence[NewJob],
@@ -221,6 +254,7 @@ def submit_many(
     checked before any is written (all or nothing), and those without idempotency keys are
     stored in one statement (two when some go to the leader to publish)."""
     types = types if types is not None else catalogue_of(conn)
+    refuse_repeated_keys(jobs)
     checked = [
         validate(
             new,

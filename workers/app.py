@@ -19,6 +19,7 @@ from config.settings import get_settings
 from jobengine import sealed
 from jobengine.job_types import registry
 from jobengine.store.startup import check_at_start
+from workers.alive import AliveFile
 from workers.announce import announce_or_exit, import_handlers, is_worker
 from workers.command_types import withhold_command_handlers
 from workers.registry import HANDLERS
@@ -39,6 +40,7 @@ importlib.import_module("workers.poison")
 importlib.import_module("workers.routing")  # consumes jobs.<type> for each handler it has
 importlib.import_module("workers.presence")  # its row in the workers registry
 register_tasks(app)
+app.steps["worker"].add(AliveFile)
 if is_worker(sys.argv):
     # Before the pool forks: wait (one line a problem) until the database is usable by this
     # release, then announce; a schema from a newer release exits with EX_CONFIG.

@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
 from config.settings import Settings
+from jobengine import console
 from jobengine.api import (
     errors,
     metrics,
@@ -28,6 +29,7 @@ from jobengine.api import (
     routes_limits,
     routes_quotas,
     routes_runs,
+    routes_schedules,
     routes_streams,
     routes_types,
     routes_workers,
@@ -55,6 +57,7 @@ ROUTERS: list[APIRouter] = [
     routes_quotas.router,
     routes_quotas.tenant_router,
     routes_artifacts.router,
+    routes_schedules.router,
 ]
 """Every router the API serves."""
 
@@ -117,6 +120,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     for router in ROUTERS:
         app.include_router(router)
+    console.install(app)  # after errors.install: console pages turn its errors into pages
     return app
 
 

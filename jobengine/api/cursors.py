@@ -16,6 +16,7 @@ from jobengine.errors import ValidationError
 _CURSOR = re.compile(r"^([a-z]\d):(\d{1,19})$")
 JOB_CURSOR = "j1"
 RUN_CURSOR = "r1"
+DEAD_LETTER_CURSOR = "d1"
 
 
 class BadCursor(ValidationError):

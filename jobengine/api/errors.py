@@ -36,6 +36,7 @@ from jobengine.errors import (
 )
 from jobengine.quotas.errors import QuotaExceeded, QuotaNotFound
 from jobengine.runs.errors import RunAlreadyFinal, RunNotFound
+from jobengine.schedules.errors import ScheduleNameTaken, ScheduleNotFound
 
 log = structlog.get_logger("jobengine.api")
 
@@ -72,6 +73,8 @@ STATUS_BY_ERROR: tuple[tuple[type[JobEngineError], int], ...] = (
     (ArtifactNotFound, 404),
     (RunNotFound, 404),
     (RunAlreadyFinal, 409),
+    (ScheduleNotFound, 404),
+    (ScheduleNameTaken, 409),
     (ArtifactStorageUnavailable, 503),
     (DuplicateIdempotencyKey, 409),
     (JobAlreadyFinal, 409),
@@ -129,7 +132,45 @@ def _where(loc: tuple[Any, ...] | list[Any]) -> str:
 
 def validation_message(exc: RequestValidationError) -> str:
     """One line naming every offending field, e.g. ``X-Tenant-Id: Field required``."""
-    return "; ".join(f"{_where(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors())
+    return "; ".join(
+        f"{_where(e.get('loc', ()))}: {str(e.get('msg', 'invalid')).removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _not_json(exc: RequestValidationError) -> str | None:
+    """Why the body could not be read as JSON, with the line and column, or None."""
+    for error in exc.errors():
+        loc = error.get("loc", ())
+        if error.get("type") != "json_invalid" or len(loc) < 2 or not isinstance(loc[1], int):
+            continue
+        doc = exc.body if isinstance(exc.body, str) else ""
+        pos = loc[1]
+        line = doc.count("\n", 0, pos) + 1
+        column = pos - (doc.rfind("\n", 0, pos) + 1) + 1
+        why = (error.get("ctx") or {}).get("error") or "invalid JSON"
+        return (
+            f"the request body is not valid JSON: {str(why).lower()} at line {line}, column "
+            f"{column} (character {pos})"
+        )
+    return None
+
+
+def _body_media_problem(request: Request, exc: RequestValidationError) -> str | None:
+    """A body refused whole (``loc == ("body",)``) because it was not sent as JSON."""
+    if not any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()):
+        return None
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return "the request body was sent without a Content-Type header, so it was not read as JSON"
+    if not _is_json(content_type):
+        return f"the request body was sent as {content_type[:80]!r}, so it was not read as JSON"
+    return None
 
 
 async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
@@ -144,6 +185,14 @@ async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    media = _body_media_problem(request, exc)
+    if media is not None:
+        hint = "Send the body as JSON with the header 'Content-Type: application/json'."
+        return JSONResponse(envelope("UNSUPPORTED_MEDIA_TYPE", media, hint), status_code=415)
+    not_json = _not_json(exc)
+    if not_json is not None:
+        hint = "The body must be one JSON document (an object, as /openapi.json shows)."
+        return JSONResponse(envelope("INVALID_JSON", not_json, hint), status_code=422)
     body = envelope(
         "VALIDATION_ERROR",
         validation_message(exc),

@@ -13,7 +13,8 @@ cancellations), per process as latency naturally is.
 The fleet's side comes from the workers registry, with the same TTL as every other reader:
 workers by state, and for each type whose due jobs no live worker handles, how many wait and
 for how long the oldest has (``jobengine_types_without_worker``: alert on it). The rate
-limits report their own gauges (``jobengine.limits.metrics``).
+limits report their own gauges (``jobengine.limits.metrics``), the schedules their slots
+(``jobengine.schedules.metrics``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from jobengine.api.state import api_state
 from jobengine.domain.status import JobStatus
 from jobengine.limits.metrics import RateLimitCollector
 from jobengine.quotas.metrics import QuotaCollector
+from jobengine.schedules.metrics import ScheduleCollector
 from jobengine.store import queries
 from jobengine.store.database import run_all, transaction
 from jobengine.store.dead_letter_repository import DeadLetterRepository
@@ -128,6 +130,7 @@ def make_registry(engine: Engine, worker_ttl_seconds: float) -> CollectorRegistr
     registry.register(EngineCollector(engine, worker_ttl_seconds))
     registry.register(RateLimitCollector(engine))
     registry.register(QuotaCollector(engine))
+    registry.register(ScheduleCollector(engine))
     registry.register(GUARD_SECONDS)
     return registry
 

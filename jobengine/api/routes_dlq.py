@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from pydantic import AwareDatetime
 
 from jobengine.api.auth import acting_tenant, check_scope, require, sees_tracebacks, visible
-from jobengine.api.cursors import decode_cursor, encode_cursor
+from jobengine.api.cursors import DEAD_LETTER_CURSOR, decode_cursor, encode_cursor
 from jobengine.api.errors import ApiError
 from jobengine.api.keys import ADMIN, DLQ_REPLAY, JOBS_COMMAND, JOBS_READ, JOBS_WRITE, ApiKey
 from jobengine.api.routes_jobs import JobId, actor
@@ -65,6 +65,18 @@ class FilterRequired(ApiError):
     status = 422
     code = "FILTER_REQUIRED"
     hint = "Name at least one filter, or set everything: true to replay every open entry."
+
+
+StatusFilter = Literal["open", "replayed", "discarded", "all"]
+
+
+def statuses_of(values: list[StatusFilter] | None) -> tuple[DeadLetterStatus, ...]:
+    """``?status=``: ``all`` means every status, as the CLI's ``--status all`` does."""
+    if not values:
+        return (DeadLetterStatus.OPEN,)
+    if "all" in values:
+        return ()
+    return tuple(DeadLetterStatus(v) for v in values)
 
 
 def service(state: ApiState) -> DeadLetters:
@@ -123,10 +135,18 @@ def list_dead_letters(
     key: Annotated[ApiKey, Depends(require(JOBS_READ))],
     type: Annotated[list[Name] | None, Query(max_length=50)] = None,
     queue: Annotated[list[Name] | None, Query(max_length=50)] = None,
-    reason: Annotated[list[DeadLetterReason] | None, Query()] = None,
+    failure_reason: Annotated[
+        list[DeadLetterReason] | None,
+        Query(alias="failureReason", description="Why the job failed for good (repeatable)."),
+    ] = None,
+    reason: Annotated[
+        list[DeadLetterReason] | None,
+        Query(deprecated=True, description="Old name of failureReason; kept for one release."),
+    ] = None,
     error_class: Annotated[list[Name] | None, Query(alias="errorClass", max_length=50)] = None,
     status: Annotated[
-        list[DeadLetterStatus] | None, Query(description="Default: open. Repeat for several.")
+        list[StatusFilter] | None,
+        Query(description="open, replayed, discarded, or all. Default: open. Repeatable."),
     ] = None,
     failed_after: Annotated[AwareDatetime | None, Query(alias="failedAfter")] = None,
     failed_before: Annotated[AwareDatetime | None, Query(alias="failedBefore")] = None,
@@ -138,17 +158,25 @@ def list_dead_letters(
         tenant_id=_scope(key, tenant),
         types=type or (),
         queues=queue or (),
-        reasons=reason or (),
+        reasons=[*(failure_reason or ()), *(reason or ())],
         error_classes=error_class or (),
-        statuses=status or (DeadLetterStatus.OPEN,),
+        statuses=statuses_of(status),
         failed_from=failed_after,
         failed_to=failed_before,
     )
-    after = decode_cursor(cursor) if cursor else 0
-    page = service(api_state(request)).page(flt, after_id=after, limit=limit)
+    after = decode_cursor(cursor, DEAD_LETTER_CURSOR) if cursor else 0
+    dead_letters = service(api_state(request))
+    page = dead_letters.page(flt, after_id=after, limit=limit)
+    total = dead_letters.total(flt)
     return DeadLetterList(
         items=[summary(e) for e in page.items],
-        next_cursor=encode_cursor(page.next_cursor) if page.next_cursor is not None else None,
+        next_cursor=(
+            encode_cursor(page.next_cursor, DEAD_LETTER_CURSOR)
+            if page.next_cursor is not None
+            else None
+        ),
+        total=total.count,
+        total_exact=total.exact,
     )
 
 
@@ -200,13 +228,13 @@ def replay_many(
         tenant_id=_scope(key, tenant),
         types=body.type,
         queues=body.queue,
-        reasons=body.dead_letter_reason,
+        reasons=body.failure_reason,
         error_classes=body.error_class,
         failed_from=body.failed_after,
         failed_to=body.failed_before,
     )
     narrowed = any(
-        (body.type, body.queue, body.dead_letter_reason, body.error_class, body.failed_after)
+        (body.type, body.queue, body.failure_reason, body.error_class, body.failed_after)
     )
     if not (narrowed or body.failed_before or body.everything):
         raise FilterRequired("a bulk replay needs a filter")

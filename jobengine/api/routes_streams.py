@@ -39,7 +39,8 @@ PAGE = 500
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "text/event-stream: 'id: <txid>-<eventId>', 'event: job.transition' or "
-        "'job.progress', 'data: <EventEnvelope JSON>'; a ': heartbeat' comment when idle.",
+        "'job.progress', 'data: <EventEnvelope JSON, camelCase as REST>'; a ': heartbeat' "
+        "comment when idle.",
         "content": {"text/event-stream": {}},
     }
 }
@@ -98,7 +99,7 @@ async def follow(
 def sse_message(event: StreamEvent) -> str:
     return (
         f"id: {event.position}\nevent: {event.envelope.type}\n"
-        f"data: {event.envelope.model_dump_json()}\n\n"
+        f"data: {event.envelope.model_dump_json(by_alias=True)}\n\n"
     )
 
 
@@ -221,7 +222,7 @@ async def ws_events(websocket: WebSocket) -> None:
                     frame = {
                         "id": str(event.position),
                         "event": event.envelope.type,
-                        "data": event.envelope.model_dump(mode="json"),
+                        "data": event.envelope.model_dump(mode="json", by_alias=True),
                     }
                     await websocket.send_text(json.dumps(frame))
             await websocket.close()

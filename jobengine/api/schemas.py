@@ -14,6 +14,7 @@ from pydantic.alias_generators import to_camel
 
 from jobengine.domain.job import Job, JobHistory
 from jobengine.domain.status import JobStatus
+from jobengine.storable import nul_path
 
 
 def no_nul(text: str) -> str:
@@ -37,7 +38,11 @@ def _nul_free(value: Any, depth: int = 0) -> bool:
 def payload_storable(value: Any) -> Any:
     """A payload validator's check, shared by every request model that carries a payload."""
     if not _nul_free(value):
-        raise ValueError("must not contain NUL characters (Postgres cannot store them)")
+        where = nul_path(value, "payload") or "payload"
+        raise ValueError(
+            f"contains a NUL character (\\u0000) at {where}, which Postgres cannot store; "
+            "remove it or encode binary data (e.g. base64)"
+        )
     return value
 
 
@@ -190,6 +195,9 @@ class JobOut(ApiModel):
     scheduled_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None
+    scheduled_for: datetime | None = Field(
+        default=None, description="The schedule's or backfill's slot the job was created for."
+    )
 
     @classmethod
     def of(cls, job: Job, *, show_traceback: bool = False) -> JobOut:
@@ -214,6 +222,7 @@ class JobOut(ApiModel):
             scheduled_at=utc(job.scheduled_at),
             started_at=utc(job.started_at),
             completed_at=utc(job.completed_at),
+            scheduled_for=utc(job.scheduled_for),
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, AwareDatetime, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from jobengine.api.schemas import ApiModel, Name, RequestModel, _nul_free
@@ -58,13 +58,25 @@ class BulkReplayIn(ReplayIn):
         populate_by_name=True,
         extra="forbid",
         json_schema_extra={
-            "examples": [{"type": ["send_email"], "reason": "smtp fixed", "dryRun": True}]
+            "examples": [
+                {
+                    "type": ["send_email"],
+                    "failureReason": ["retries_exhausted"],
+                    "reason": "smtp fixed",
+                    "dryRun": True,
+                }
+            ]
         },
     )
 
     type: list[Name] = Field(default_factory=list, max_length=50)
     queue: list[Name] = Field(default_factory=list, max_length=50)
-    dead_letter_reason: list[DeadLetterReason] = Field(default_factory=list)
+    failure_reason: list[DeadLetterReason] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("failureReason", "deadLetterReason", "failure_reason"),
+        description="Why the job failed for good; deadLetterReason, its old name, is still "
+        "accepted for one release.",
+    )
     error_class: list[Name] = Field(default_factory=list, max_length=50)
     failed_after: AwareDatetime | None = None
     failed_before: AwareDatetime | None = None
@@ -162,9 +174,18 @@ class DeadLetterOut(ApiModel):
 
 class DeadLetterDetail(DeadLetterOut):
     traceback: str | None = Field(description="Admin keys only; null for a tenant's key.")
+    exit_code: int | None = Field(description="A failed command's exit code; else null.")
+    stderr_tail: str | None = Field(
+        description="The last 20 lines a failed command wrote to stderr; else null."
+    )
     payload: Any = Field(description="The payload as it was when the job failed.")
-    timeline: list[dict[str, Any]]
+    timeline: list[dict[str, Any]] = Field(
+        description="Every transition up to the failure: historyId, at, fromStatus, toStatus, "
+        "attempt, actor, reason, details."
+    )
     job_status: JobStatus | None
+    status_changed_by: str | None = Field(description="Who discarded it, if someone did.")
+    status_reason: str | None = Field(description="The reason given with the discard.")
     replays: list[ReplayRecordOut]
 
 
@@ -197,9 +218,13 @@ def detail(e: DeadLetter, *, show_traceback: bool = False) -> DeadLetterDetail:
     return DeadLetterDetail(
         **_common(e),
         traceback=e.traceback if show_traceback else None,
+        exit_code=e.exit_code,
+        stderr_tail=e.stderr_tail,
         payload=e.payload,
-        timeline=e.timeline,
+        timeline=[{to_camel(k): v for k, v in step.items()} for step in e.timeline],
         job_status=e.job_status,
+        status_changed_by=e.status_changed_by,
+        status_reason=e.status_reason,
         replays=[ReplayRecordOut.of(r) for r in e.replays],
     )
 
@@ -207,3 +232,7 @@ def detail(e: DeadLetter, *, show_traceback: bool = False) -> DeadLetterDetail:
 class DeadLetterList(ApiModel):
     items: list[DeadLetterOut]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null: last.")
+    total: int = Field(description="Entries matching the filter, on every page.")
+    total_exact: bool = Field(
+        description="False: counting stopped at 10,000 and total is a lower bound."
+    )

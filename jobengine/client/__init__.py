@@ -34,6 +34,7 @@ from jobengine.client._runs import (
     RunPage,
     RunRequest,
 )
+from jobengine.client._schedules import Schedule, ScheduleRequest, ScheduleSlot
 from jobengine.client._sync import JobEngineClient
 from jobengine.domain.run import TriggerRule
 from jobengine.domain.status import RunStatus
@@ -66,6 +67,9 @@ __all__ = [
     "RunPage",
     "RunRequest",
     "RunStatus",
+    "Schedule",
+    "ScheduleRequest",
+    "ScheduleSlot",
     "TransportError",
     "TriggerRule",
     "WaitTimeout",

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 import httpx
 import structlog
 
-from jobengine.client import _base, _limits, _runs
+from jobengine.client import _base, _limits, _runs, _schedules
 from jobengine.client._base import Call, Follow, RetryConfig
 from jobengine.client._errors import ApiError, TransportError, WaitTimeout
 from jobengine.client._limits import RateLimit
@@ -30,6 +30,7 @@ from jobengine.client._models import (
     JobType,
 )
 from jobengine.client._runs import Run, RunDetail, RunEvent, RunJobRequest, RunPage, RunRequest
+from jobengine.client._schedules import Schedule, ScheduleRequest, ScheduleSlot
 from jobengine.domain.status import RunStatus
 
 log = structlog.get_logger("jobengine.client")
@@ -322,6 +323,47 @@ class AsyncJobEngineClient:
     async def delete_limit(self, name: str) -> None:
         """Delete a rate limit; jobs waiting for it keep their slots."""
         await self._send(Call("DELETE", _limits.limit_path(name), repeatable=True))
+
+    # ---- schedules (issue 15) ----
+
+    async def create_schedule(self, request: ScheduleRequest) -> Schedule:
+        """Create a schedule; it fires nothing now (its first slot is the first after now).
+        ``ApiError`` ``INVALID_CADENCE`` / ``INVALID_SCHEDULE`` names a bad field."""
+        return Schedule.from_json(await self._json(_schedules.create_call(request)))
+
+    async def schedules(
+        self, *, cursor: str | None = None, limit: int = 100
+    ) -> tuple[list[Schedule], str | None]:
+        """A page of schedules by id, and the cursor of the next page (None: the last)."""
+        return _schedules.parse_schedules(await self._json(_schedules.list_call(cursor, limit)))
+
+    async def schedule(self, schedule_id: int) -> Schedule:
+        """One schedule; ``ApiError`` ``SCHEDULE_NOT_FOUND`` if there is none."""
+        call = Call("GET", _schedules.schedule_path(schedule_id), repeatable=True)
+        return Schedule.from_json(await self._json(call))
+
+    async def update_schedule(self, schedule_id: int, **changes: Any) -> Schedule:
+        """Change fields, named as REST does (``cron=``, ``intervalSeconds=``, ``job=``…);
+        the next slot becomes the first after now, so the edit fires nothing."""
+        return Schedule.from_json(await self._json(_schedules.update_call(schedule_id, changes)))
+
+    async def pause_schedule(self, schedule_id: int) -> Schedule:
+        return Schedule.from_json(await self._json(_schedules.pause_call(schedule_id, True)))
+
+    async def resume_schedule(self, schedule_id: int) -> Schedule:
+        """From the first slot after now: the slots that passed while paused are not fired."""
+        return Schedule.from_json(await self._json(_schedules.pause_call(schedule_id, False)))
+
+    async def delete_schedule(self, schedule_id: int) -> None:
+        """Delete a schedule and its slot records; the jobs it created stay."""
+        await self._send(Call("DELETE", _schedules.schedule_path(schedule_id), repeatable=True))
+
+    async def schedule_slots(self, schedule_id: int, *, limit: int = 100) -> list[ScheduleSlot]:
+        """The slots decided, latest first."""
+        body = await self._json(_schedules.slots_call(schedule_id, limit))
+        return [ScheduleSlot.from_json(item) for item in body["items"]]
+
+    # ---- end schedules ----
 
     # ---- artifacts (issue 13) ----
 

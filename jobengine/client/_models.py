@@ -52,6 +52,8 @@ class Job:
     scheduled_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None
+    scheduled_for: datetime | None = None
+    """The schedule's or backfill's slot the job was created for."""
 
     @property
     def is_final(self) -> bool:
@@ -82,6 +84,7 @@ class Job:
             scheduled_at=_time(data.get("scheduledAt")),
             started_at=_time(data.get("startedAt")),
             completed_at=_time(data.get("completedAt")),
+            scheduled_for=_time(data.get("scheduledFor")),
         )
 
 

@@ -13,6 +13,9 @@ from typing import Any
 
 from jobengine.domain.status import JobStatus
 
+STDERR_TAIL_LINES = 20
+"""Lines of a failed command's stderr a dead letter shows: the end, where it said why."""
+
 
 class DeadLetterReason(StrEnum):
     """Why a job failed for good; operators filter and replay by it."""
@@ -89,3 +92,19 @@ class DeadLetter:
     replay_count: int
     job_status: JobStatus | None = None
     replays: list[DeadLetterReplay] = field(default_factory=list)
+    error_details: dict[str, Any] = field(default_factory=dict)
+    """What the handler attached to the job's last failure (a command's exit code and output
+    tails); read with the entry, not kept in listings."""
+
+    @property
+    def exit_code(self) -> int | None:
+        code = self.error_details.get("exit_code")
+        return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+    @property
+    def stderr_tail(self) -> str | None:
+        """The last ``STDERR_TAIL_LINES`` lines of what the failed command wrote to stderr."""
+        stderr = self.error_details.get("stderr")
+        if not isinstance(stderr, str) or not stderr:
+            return None
+        return "\n".join(stderr.rstrip("\n").splitlines()[-STDERR_TAIL_LINES:])

@@ -3,6 +3,10 @@
 A ``TimelineEvent`` is the fact (a job moved from one state to another); the ``EventEnvelope``
 around it carries the ordering id, the schema version and the tenant, so a consumer can resume
 from an id and refuse versions it does not know.
+
+On the wire (SSE and WebSocket ``data``) the fields are camelCase, as REST's job fields
+(``toStatus``, ``tenantId``); the outbox stores them snake_case. Both spellings parse, so a
+client reads a stream and a stored row with the same model.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
 
 from jobengine.domain.status import JobStatus
 
@@ -18,7 +23,7 @@ ENVELOPE_VERSION = 1
 
 
 class TimelineEvent(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
 
     job_id: int
     history_id: int
@@ -33,7 +38,7 @@ class TimelineEvent(BaseModel):
 class ProgressEvent(BaseModel):
     """A running job reported progress (a fraction from 0 to 1 and a message)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
 
     job_id: int
     attempt: int
@@ -41,7 +46,7 @@ class ProgressEvent(BaseModel):
 
 
 class EventEnvelope(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
 
     id: int
     """Monotonic outbox id: the order of events and the resume point of a stream."""

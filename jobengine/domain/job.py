@@ -47,6 +47,8 @@ class Job:
     trigger_rule: str | None = None
     """For a job of a run: what its parents' outcomes must be to release it
     (``domain.run.TriggerRule``)."""
+    scheduled_for: datetime | None = None
+    """The slot of the schedule or backfill that created the job (``ctx.scheduled_for``)."""
 
     @property
     def budget_attempt(self) -> int:
@@ -84,3 +86,6 @@ class NewJob:
     idempotency_key: str | None = None
     time_limit_seconds: float | None = None
     """Overrides the type's default limit for this job."""
+    scheduled_for: datetime | None = None
+    """The slot a schedule or backfill creates the job for; the handler reads it as
+    ``ctx.scheduled_for``."""

@@ -32,6 +32,14 @@ class TickReport:
     """Published jobs whose messages the broker lost (it restarted empty): published again."""
     set_aside: list[int] = field(default_factory=list)
     """Rows that raised and were skipped this tick (see ``SetAside``)."""
+    # ---- schedules (issue 15) ----
+    fired: list[int] = field(default_factory=list)
+    """Jobs created for schedules' slots."""
+    slots_skipped: int = 0
+    """Schedules' slots recorded as skipped (missed, overlap, refused)."""
+    next_slot_in_seconds: float | None = None
+    """When the next schedule's slot comes: the loop wakes for it."""
+    # ---- end schedules ----
     wake_in_seconds: float | None = None
     """When the promoter needs to run again, if before the next interval: the next pending
     job's ``not_before`` (a rate limit's slot, a start time), or a rate limit's watch."""

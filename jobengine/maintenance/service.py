@@ -11,6 +11,8 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 
 import redis
 import structlog
@@ -25,6 +27,7 @@ from jobengine.maintenance.promoter import Promoter
 from jobengine.maintenance.report import SetAside, TickReport
 from jobengine.maintenance.rescuer import Rescuer
 from jobengine.maintenance.retention import Retention, RetentionPolicy
+from jobengine.maintenance.scheduler import Scheduler, utc_now
 from jobengine.quotas.fair import FILL_SECONDS
 from jobengine.store.backoff import Backoff
 
@@ -51,12 +54,15 @@ class Reaper:
         leader_ttl_seconds: float = 15.0,
         broker: redis.Redis | None = None,
         retention: RetentionPolicy | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        """``clock`` is the schedules' time (their slots come by it); tests drive it."""
         self.engine = engine
         self.name = name
         self.leadership = Leadership(engine, holder_name(name), leader_ttl_seconds)
         self.set_aside = SetAside()
         self.rescuer = Rescuer(engine, executor, self.leadership, self.set_aside, actor=name)
+        self.scheduler = Scheduler(engine, publisher, self.leadership, actor=name, clock=clock)
         self.promoter = Promoter(engine, self.leadership, self.set_aside, actor=name)
         self.broker_epoch = None if broker is None else BrokerEpoch(broker, engine, self.leadership)
         self.dispatcher = Dispatcher(
@@ -76,6 +82,7 @@ class Reaper:
         report = TickReport(leader=True)
         try:
             self.rescuer.run(report)
+            self.scheduler.run(report)  # before the promoter: a jittered slot may be due
             self.promoter.run(report)
             if self.broker_epoch is not None:
                 self.broker_epoch.run(report)
@@ -86,6 +93,8 @@ class Reaper:
             log.warning("maintenance_stopped", reaper=self.name, why=str(exc))
         if (
             any((report.rescued, report.returned, report.promoted, report.redispatched))
+            or report.fired
+            or report.slots_skipped
             or report.forgotten
             or report.set_aside
         ):
@@ -99,6 +108,8 @@ class Reaper:
                 redispatched=len(report.redispatched),
                 forgotten=report.forgotten,
                 set_aside=report.set_aside,
+                fired=len(report.fired),
+                slots_skipped=report.slots_skipped,
                 rescued_first=report.rescued[:SAMPLE],
             )
         return report
@@ -155,8 +166,10 @@ class Reaper:
 
 
 def _wait(report: TickReport, interval_seconds: float) -> float:
-    """The interval, or less when a pending job comes due before it (see ``promoter``)."""
-    wake = report.wake_in_seconds
+    """The interval, or less when a pending job (see ``promoter``) or a schedule's slot
+    comes due before it."""
+    wakes = (report.wake_in_seconds, report.next_slot_in_seconds)
+    wake = min((w for w in wakes if w is not None), default=None)
     if wake is None:
         return interval_seconds
     return min(interval_seconds, max(wake, MIN_WAKE_SECONDS))

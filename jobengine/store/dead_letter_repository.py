@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, Select, func, or_, select
 
 from jobengine.domain.dead_letter import (
     DeadLetter,
@@ -88,8 +88,53 @@ def _letter(row: Mapping[Any, Any], replays: list[DeadLetterReplay] | None = Non
         status_reason=row["status_reason"],
         replay_count=row["replay_count"],
         job_status=JobStatus(row["job_status"]) if row.get("job_status") else None,
+        error_details=dict(row.get("error_details") or {}),
         replays=replays or [],
     )
+
+
+TOTAL_CAP = 10_000
+"""Entries a listing counts before it says "at least" instead of an exact total."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterTotal:
+    count: int
+    exact: bool
+    """False: at least ``count`` entries match (counting stopped at the cap)."""
+
+    def label(self) -> str:
+        return f"{self.count}" if self.exact else f"at least {self.count}"
+
+
+def _matching(query: Select[Any], flt: DeadLetterFilter) -> Select[Any]:
+    c = _letters.c
+    if flt.max_id is not None:
+        query = query.where(c.id <= flt.max_id)
+    if flt.tenant_id is not None:
+        query = query.where(c.tenant_id == flt.tenant_id)
+    if flt.statuses:
+        query = query.where(c.status.in_([s.value for s in flt.statuses]))
+    if flt.types:
+        query = query.where(c.type.in_(list(flt.types)))
+    if flt.queues:
+        query = query.where(c.queue.in_(list(flt.queues)))
+    if flt.reasons:
+        query = query.where(c.reason.in_([r.value for r in flt.reasons]))
+    if flt.error_classes:
+        query = query.where(
+            or_(
+                *(
+                    (c.error_class == name) | (c.error_class.endswith(f".{name}", autoescape=True))
+                    for name in flt.error_classes
+                )
+            )
+        )
+    if flt.failed_from is not None:
+        query = query.where(c.last_failed_at >= flt.failed_from)
+    if flt.failed_to is not None:
+        query = query.where(c.last_failed_at < flt.failed_to)
+    return query
 
 
 class DeadLetterRepository:
@@ -135,36 +180,17 @@ class DeadLetterRepository:
     def list(self, flt: DeadLetterFilter, *, after_id: int = 0, limit: int = 100) -> DeadLetterPage:
         """Entries matching ``flt`` in ascending id order, a page at a time (keyset)."""
         c = _letters.c
-        query = select(_letters).where(c.id > after_id)
-        if flt.max_id is not None:
-            query = query.where(c.id <= flt.max_id)
-        if flt.tenant_id is not None:
-            query = query.where(c.tenant_id == flt.tenant_id)
-        if flt.statuses:
-            query = query.where(c.status.in_([s.value for s in flt.statuses]))
-        if flt.types:
-            query = query.where(c.type.in_(list(flt.types)))
-        if flt.queues:
-            query = query.where(c.queue.in_(list(flt.queues)))
-        if flt.reasons:
-            query = query.where(c.reason.in_([r.value for r in flt.reasons]))
-        if flt.error_classes:
-            query = query.where(
-                or_(
-                    *(
-                        (c.error_class == name)
-                        | (c.error_class.endswith(f".{name}", autoescape=True))
-                        for name in flt.error_classes
-                    )
-                )
-            )
-        if flt.failed_from is not None:
-            query = query.where(c.last_failed_at >= flt.failed_from)
-        if flt.failed_to is not None:
-            query = query.where(c.last_failed_at < flt.failed_to)
+        query = _matching(select(_letters).where(c.id > after_id), flt)
         rows = self._conn.execute(query.order_by(c.id).limit(limit + 1)).mappings().all()
         items = [_letter(r) for r in rows[:limit]]
         return DeadLetterPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+    def total(self, flt: DeadLetterFilter, cap: int = TOTAL_CAP) -> DeadLetterTotal:
+        """How many entries match ``flt``, counted up to ``cap``: past it the count would read
+        every matching row, so the answer is a lower bound, said to be one."""
+        matching = _matching(select(_letters.c.id), flt).limit(cap + 1).subquery()
+        counted = int(self._conn.execute(select(func.count()).select_from(matching)).scalar_one())
+        return DeadLetterTotal(count=min(counted, cap), exact=counted <= cap)
 
     def max_id(self) -> int:
         found = self._conn.execute(select(_letters.c.id).order_by(_letters.c.id.desc()).limit(1))

@@ -7,12 +7,15 @@ issues, touches lease and progress columns that do not change state).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from psycopg.errors import QueryCanceled
+from sqlalchemy import Connection, Select, Text, cast, func, or_, select
+from sqlalchemy.exc import OperationalError
 
 from jobengine.domain.job import Job
 from jobengine.domain.status import JobStatus
@@ -32,6 +35,19 @@ class JobFilter:
     queues: Sequence[str] = ()
     created_from: datetime | None = None
     created_to: datetime | None = None
+    text: str | None = None
+    """A substring of the payload or the last error (case-insensitive). No index serves it:
+    a page reads jobs in id order until it has its rows, so narrow with the other filters."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateCount:
+    """How many jobs rest in a state: exact, or the planner's estimate once past a cap."""
+
+    n: int
+    estimated: bool
+    more_than_cap: bool = False
+    """Counted past the cap, while the planner guessed fewer: all that is known is ``n`` > cap."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,22 +90,18 @@ class JobsRepository:
         )
         return None if row is None else (job_from_row(row), row["request_hash"])
 
-    def list(self, flt: JobFilter, *, after_id: int = 0, limit: int = 100) -> JobPage:
-        """Jobs matching ``flt`` in ascending id order, a page at a time (keyset pagination)."""
-        query = select(_jobs).where(_jobs.c.id > after_id)
-        if flt.tenant_id is not None:
-            query = query.where(_jobs.c.tenant_id == flt.tenant_id)
-        if flt.statuses:
-            query = query.where(_jobs.c.status.in_(list(flt.statuses)))
-        if flt.types:
-            query = query.where(_jobs.c.type.in_(list(flt.types)))
-        if flt.queues:
-            query = query.where(_jobs.c.queue.in_(list(flt.queues)))
-        if flt.created_from is not None:
-            query = query.where(_jobs.c.created_at >= flt.created_from)
-        if flt.created_to is not None:
-            query = query.where(_jobs.c.created_at < flt.created_to)
-        rows = self._conn.execute(query.order_by(_jobs.c.id).limit(limit + 1)).mappings().all()
+    def list(
+        self, flt: JobFilter, *, after_id: int = 0, limit: int = 100, newest_first: bool = False
+    ) -> JobPage:
+        """Jobs matching ``flt`` in ascending id order, a page at a time (keyset pagination);
+        ``newest_first`` pages down from the newest instead, ``after_id`` then being the id to
+        go below (0: from the top)."""
+        if newest_first:
+            query = select(_jobs).where(_jobs.c.id < after_id) if after_id else select(_jobs)
+            query = _filtered(query, flt).order_by(_jobs.c.id.desc())
+        else:
+            query = _filtered(select(_jobs).where(_jobs.c.id > after_id), flt).order_by(_jobs.c.id)
+        rows = self._conn.execute(query.limit(limit + 1)).mappings().all()
         jobs = [job_from_row(r) for r in rows[:limit]]
         return JobPage(jobs=jobs, next_cursor=jobs[-1].id if len(rows) > limit else None)
 
@@ -120,6 +132,78 @@ class JobsRepository:
         for status, n in self._conn.execute(query).tuples():
             counts[JobStatus(status)] = n
         return counts
+
+    def count_in_states(
+        self, flt: JobFilter, *, cap: int, budget_ms: int
+    ) -> dict[JobStatus, StateCount]:
+        """Jobs matching ``flt`` in each state, at a cost that does not grow with the table:
+        counted exactly up to ``cap`` while the counts together take under ``budget_ms`` (a
+        tenant's states are read from ``ix_jobs_tenant_status_id``), else the planner's
+        estimate."""
+        counts: dict[JobStatus, StateCount] = {}
+        deadline = time.monotonic() + budget_ms / 1000
+        for status in flt.statuses or tuple(JobStatus):
+            one = replace(flt, statuses=(status,))
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            n = self._capped_count(one, cap, left_ms) if left_ms > 0 else None
+            if n is not None and n <= cap:
+                counts[status] = StateCount(n, estimated=False)
+                continue
+            guess = self.estimate(one)
+            if n is not None and guess <= cap:
+                counts[status] = StateCount(n, estimated=True, more_than_cap=True)
+            else:
+                counts[status] = StateCount(guess, estimated=True)
+        return counts
+
+    def _capped_count(self, flt: JobFilter, cap: int, timeout_ms: int) -> int | None:
+        """Up to ``cap + 1`` matching jobs, or None when the statement ran out of time."""
+        capped = _filtered(select(_jobs.c.id), flt).limit(cap + 1).subquery()
+        savepoint = self._conn.begin_nested()
+        try:
+            self._conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+            n = int(self._conn.execute(select(func.count()).select_from(capped)).scalar_one())
+        except OperationalError as exc:
+            savepoint.rollback()  # takes the timeout back with it
+            if isinstance(exc.orig, QueryCanceled):
+                return None
+            raise
+        self._conn.exec_driver_sql("SET LOCAL statement_timeout = DEFAULT")
+        savepoint.commit()
+        return n
+
+    def estimate(self, flt: JobFilter) -> int:
+        """The planner's row estimate for ``flt``: free, and as good as the statistics."""
+        compiled = _filtered(select(_jobs.c.id), flt).compile(
+            dialect=self._conn.dialect, compile_kwargs={"literal_binds": True}
+        )
+        plan: list[dict[str, Any]] = self._conn.exec_driver_sql(
+            f"EXPLAIN (FORMAT JSON) {compiled}"
+        ).scalar_one()
+        return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def _filtered(query: Select[Any], flt: JobFilter) -> Select[Any]:
+    if flt.tenant_id is not None:
+        query = query.where(_jobs.c.tenant_id == flt.tenant_id)
+    if flt.statuses:
+        query = query.where(_jobs.c.status.in_(list(flt.statuses)))
+    if flt.types:
+        query = query.where(_jobs.c.type.in_(list(flt.types)))
+    if flt.queues:
+        query = query.where(_jobs.c.queue.in_(list(flt.queues)))
+    if flt.created_from is not None:
+        query = query.where(_jobs.c.created_at >= flt.created_from)
+    if flt.created_to is not None:
+        query = query.where(_jobs.c.created_at < flt.created_to)
+    if flt.text:
+        query = query.where(
+            or_(
+                cast(_jobs.c.payload, Text).icontains(flt.text, autoescape=True),
+                cast(_jobs.c.last_error, Text).icontains(flt.text, autoescape=True),
+            )
+        )
+    return query
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,13 +89,13 @@ birth AS (
 moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
                       retry_policy, not_before, idempotency_key, request_hash, scheduled_at,
-                      dispatched_at, time_limit_seconds)
+                      dispatched_at, time_limit_seconds, scheduled_for)
     SELECT %(tenant_id)s, %(project_id)s, %(type)s, %(queue)s, %(priority)s,
            %(payload)s::jsonb, birth.status, %(retry_policy)s::jsonb,
            birth.not_before, %(idempotency_key)s, %(request_hash)s,
            CASE WHEN birth.status = 'scheduled' THEN now() END,
            CASE WHEN birth.status = 'scheduled' AND %(dispatching)s THEN now() END,
-           %(time_limit_seconds)s
+           %(time_limit_seconds)s, %(scheduled_for)s::timestamptz
     FROM birth
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
@@ -160,13 +160,13 @@ CREATE_JOB_LEASED = (
 WITH moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
                       retry_policy, not_before, idempotency_key, request_hash, scheduled_at,
-                      dispatched_at, time_limit_seconds)
+                      dispatched_at, time_limit_seconds, scheduled_for)
     SELECT %(tenant_id)s, %(project_id)s, %(type)s, %(queue)s, %(priority)s,
            %(payload)s::jsonb, %(to_status)s::job_status, %(retry_policy)s::jsonb,
            %(not_before)s, %(idempotency_key)s, %(request_hash)s,
            CASE WHEN %(to_status)s = 'scheduled' THEN now() END,
            CASE WHEN %(to_status)s = 'scheduled' AND %(dispatching)s THEN now() END,
-           %(time_limit_seconds)s"""
+           %(time_limit_seconds)s, %(scheduled_for)s::timestamptz"""
     + LEASE_HOLDS
     + """
     RETURNING *

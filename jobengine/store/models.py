@@ -117,6 +117,8 @@ class JobRow(Base):
     """Parents not yet final: the finalizing transaction of each decrements it once."""
     parents_failed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     """Parents that ended failed or cancelled."""
+    scheduled_for: Mapped[datetime | None] = mapped_column(TS)
+    """The slot of the schedule (or backfill) the job was created for (``ctx.scheduled_for``)."""
 
     __table_args__ = (
         CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),
@@ -650,3 +652,89 @@ class PrunedJobsRow(Base):
     status: Mapped[str] = mapped_column(Text, primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     pruned_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+
+# ---- schedules (issue 15) ----
+
+
+class ScheduleRow(Base):
+    """A cadence and the job each of its slots creates, with the leader's bookkeeping
+    (see ``jobengine.maintenance.scheduler``)."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Text, nullable=False)
+    project_id: Mapped[str] = mapped_column(Text, nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    cron: Mapped[str | None] = mapped_column(Text)
+    interval_seconds: Mapped[int | None] = mapped_column(Integer)
+    zone: Mapped[str] = mapped_column(Text, nullable=False, server_default="UTC")
+    job_type: Mapped[str] = mapped_column(Text, nullable=False)
+    queue: Mapped[str] = mapped_column(Text, nullable=False, server_default="default")
+    payload: Mapped[Any] = mapped_column(JSONB, nullable=False)
+    priority: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="0")
+    retry_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    time_limit_seconds: Mapped[float | None] = mapped_column(Float)
+    start_at: Mapped[datetime | None] = mapped_column(TS)
+    end_at: Mapped[datetime | None] = mapped_column(TS)
+    jitter_seconds: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    overlap: Mapped[str] = mapped_column(Text, nullable=False, server_default="skip")
+    catch_up_seconds: Mapped[int] = mapped_column(Integer, nullable=False, server_default="300")
+    paused: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    next_slot_at: Mapped[datetime | None] = mapped_column(TS)
+    """The first slot not yet decided; None once the schedule has no slot left."""
+    last_slot_at: Mapped[datetime | None] = mapped_column(TS)
+    last_job_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The job of the last slot fired: while it is not final, ``skip`` and ``buffer_one`` hold
+    the slots that come due. No foreign key: retention may delete the job, which then counts
+    as final."""
+    buffered_slot_at: Mapped[datetime | None] = mapped_column(TS)
+    """The slot ``buffer_one`` holds until ``last_job_id`` is final."""
+    fired_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    skipped_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("(cron IS NULL) <> (interval_seconds IS NULL)", name="cron_or_interval"),
+        CheckConstraint("interval_seconds > 0", name="interval_positive"),
+        CheckConstraint("end_at > start_at", name="ends_after_start"),
+        CheckConstraint("jitter_seconds >= 0", name="jitter_not_negative"),
+        CheckConstraint("catch_up_seconds > 0", name="catch_up_positive"),
+        CheckConstraint("overlap IN ('skip', 'buffer_one', 'allow')", name="overlap_known"),
+        CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),
+        UniqueConstraint("tenant_id", "project_id", "name"),
+        Index(
+            "ix_schedules_due",
+            "next_slot_at",
+            "id",
+            postgresql_where=text("NOT paused AND next_slot_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_schedules_buffered",
+            "id",
+            postgresql_where=text("NOT paused AND buffered_slot_at IS NOT NULL"),
+        ),
+    )
+
+
+class ScheduleSlotRow(Base):
+    """One slot of a schedule as the leader decided it: fired (with its job), skipped (and
+    why), or buffered; its primary key is what makes every slot decided once."""
+
+    __tablename__ = "schedule_slots"
+
+    schedule_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True
+    )
+    slot_at: Mapped[datetime] = mapped_column(TS, primary_key=True)
+    outcome: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+    decided_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("outcome IN ('fired', 'skipped', 'buffered')", name="outcome_known"),
+        CheckConstraint("(outcome = 'fired') = (job_id IS NOT NULL)", name="job_iff_fired"),
+    )

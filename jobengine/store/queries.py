@@ -64,7 +64,8 @@ JOB_COLUMNS = (
     "id, tenant_id, project_id, type, queue, priority, payload, status, attempt, retry_policy, "
     "not_before, lease_owner, lease_token, lease_expires_at, idempotency_key, result, "
     "last_error, progress, created_at, updated_at, scheduled_at, started_at, completed_at, "
-    "dispatched_at, time_limit_seconds, budget_start_attempt, run_id, run_key, trigger_rule"
+    "dispatched_at, time_limit_seconds, budget_start_attempt, run_id, run_key, trigger_rule, "
+    "scheduled_for"
 )
 
 FENCE_TOKEN = "\n      AND locked.lease_token = %(lease_token)s"
@@ -175,7 +176,7 @@ DEAD_LETTER = f""",
 dead_letter AS (
     INSERT INTO dead_letters AS d (job_id, tenant_id, project_id, type, queue, reason,
                                    error_code, error_class, error_message, traceback,
-                                   attempts, payload, timeline)
+                                   attempts, payload, timeline, first_failed_at)
     SELECT moved.id, moved.tenant_id, moved.project_id, moved.type, moved.queue,
            %(dead_letter_reason)s, moved.last_error->>'code', moved.last_error->>'class',
            moved.last_error->>'message', moved.last_error->>'traceback', moved.attempt,
@@ -185,7 +186,11 @@ dead_letter AS (
                 FROM job_history AS h WHERE h.job_id = moved.id
                 UNION ALL
                 SELECT history.id, {_TIMELINE_ENTRY.format(h="history")}
-                FROM history WHERE history.job_id = moved.id) AS t)
+                FROM history WHERE history.job_id = moved.id) AS t),
+           -- The first failed attempt's time: earlier attempts failed and were retried, each
+           -- leaving a `failed` row (ix_job_history_job_id_id); now() when this is the first.
+           coalesce((SELECT min(h.at) FROM job_history AS h
+                     WHERE h.job_id = moved.id AND h.to_status = 'failed'), now())
     FROM moved
     WHERE moved.status = 'failed'
     ON CONFLICT (job_id) DO UPDATE
@@ -257,13 +262,13 @@ CREATE_JOB = (
 WITH moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
                       retry_policy, not_before, idempotency_key, request_hash, scheduled_at,
-                      dispatched_at, time_limit_seconds)
+                      dispatched_at, time_limit_seconds, scheduled_for)
     VALUES (%(tenant_id)s, %(project_id)s, %(type)s, %(queue)s, %(priority)s,
             %(payload)s::jsonb, %(to_status)s::job_status, %(retry_policy)s::jsonb,
             %(not_before)s, %(idempotency_key)s, %(request_hash)s,
             CASE WHEN %(to_status)s = 'scheduled' THEN now() END,
             CASE WHEN %(to_status)s = 'scheduled' AND %(dispatching)s THEN now() END,
-            %(time_limit_seconds)s)
+            %(time_limit_seconds)s, %(scheduled_for)s)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ),"""
@@ -289,16 +294,20 @@ WITH input AS (
                     AS (tenant_id text, project_id text, type text, queue text,
                         priority smallint, payload jsonb, status job_status,
                         retry_policy jsonb, not_before timestamptz,
-                        time_limit_seconds double precision{birth_columns}))
+                        time_limit_seconds double precision,
+                        scheduled_for timestamptz{birth_columns}))
          WITH ORDINALITY AS i(tenant_id, project_id, type, queue, priority, payload, status,
-                              retry_policy, not_before, time_limit_seconds{birth_names}, ord)
+                              retry_policy, not_before, time_limit_seconds, scheduled_for
+                              {birth_names}, ord)
 ),
 moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
-                      retry_policy, not_before, scheduled_at, dispatched_at, time_limit_seconds)
+                      retry_policy, not_before, scheduled_at, dispatched_at, time_limit_seconds,
+                      scheduled_for)
     SELECT tenant_id, project_id, type, queue, priority, payload, status, retry_policy,
            not_before, CASE WHEN status = 'scheduled' THEN now() END,
-           CASE WHEN status = 'scheduled' AND %(dispatching)s THEN now() END, time_limit_seconds
+           CASE WHEN status = 'scheduled' AND %(dispatching)s THEN now() END, time_limit_seconds,
+           scheduled_for
     FROM input{where}
     ORDER BY ord
     RETURNING *
@@ -595,7 +604,9 @@ DEAD_LETTER_COLUMNS = (
 
 GET_DEAD_LETTER = f"""
 -- name: get_dead_letter  (pk_dead_letters; uq_dead_letters_job_id by job)
-SELECT {DEAD_LETTER_COLUMNS}, j.status AS job_status
+-- The job's last error's details (a command's exit code and output tails): the history keeps
+-- only each failure's code, class and message.
+SELECT {DEAD_LETTER_COLUMNS}, j.status AS job_status, j.last_error->'details' AS error_details
 FROM dead_letters AS d JOIN jobs AS j ON j.id = d.job_id
 WHERE d.id = %(id)s
 """
@@ -604,7 +615,7 @@ LOCK_DEAD_LETTER = f"""
 -- name: lock_dead_letter  (pk_dead_letters)
 -- Replays and discards of one entry take turns on its row: of two concurrent replays, the
 -- second sees the first's `replayed` and does nothing.
-SELECT {DEAD_LETTER_COLUMNS}, NULL AS job_status
+SELECT {DEAD_LETTER_COLUMNS}, NULL AS job_status, NULL AS error_details
 FROM dead_letters AS d WHERE d.id = %(id)s
 FOR UPDATE
 """

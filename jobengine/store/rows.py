@@ -40,6 +40,7 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         run_id=row.get("run_id"),
         run_key=row.get("run_key"),
         trigger_rule=row.get("trigger_rule"),
+        scheduled_for=row.get("scheduled_for"),
     )
 
 
@@ -84,6 +85,7 @@ def born_job(
         run_id=run_id,
         run_key=run_key,
         trigger_rule=trigger_rule,
+        scheduled_for=new.scheduled_for,
     )
 
 

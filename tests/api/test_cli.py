@@ -41,7 +41,7 @@ def test_create_list_revoke(db_url: str, engine: Engine) -> None:
     )  # fmt: skip
     assert code == 0, err
     created = json.loads(out)
-    assert created["scopes"] == ["jobs:read", "jobs:write"] and created["tenant"] == "acme"
+    assert created["scopes"] == ["jobs:read", "jobs:write"] and created["tenantId"] == "acme"
     with transaction(engine) as conn:
         key = ApiKeyStore(conn).authenticate(created["key"])
     assert key is not None and key.prefix == created["prefix"]

@@ -50,7 +50,7 @@ def test_dead_letter_is_listed_shown_and_replayed_once(engine: Engine, ops: http
         1,
     )
     shown = ops.get(f"/api/v1/dlq/{entry['id']}").json()
-    assert shown["timeline"][-1]["to_status"] == "failed"
+    assert shown["timeline"][-1]["toStatus"] == "failed"
     assert shown["traceback"] is None  # a tenant's key; admin keys see it (test_tenant_boundary)
 
     first = ops.post(f"/api/v1/dlq/{entry['id']}/replay", json={"reason": "fixed"})
@@ -110,8 +110,43 @@ def test_bulk_replay_needs_a_filter_and_a_dry_run_changes_nothing(
     assert len(ops.get("/api/v1/dlq").json()["items"]) == 3
     done = ops.post("/api/v1/dlq/replay", json={"type": ["noop"]}).json()
     assert sorted(r["jobId"] for r in done["replayed"]) == ids
-    bad = ops.post("/api/v1/dlq/replay", json={"deadLetterReason": ["no_such_reason"]})
-    assert bad.status_code == 422 and "deadLetterReason" in bad.json()["message"]
+    bad = ops.post("/api/v1/dlq/replay", json={"failureReason": ["no_such_reason"]})
+    assert bad.status_code == 422 and "failureReason" in bad.json()["message"]
+
+
+def test_the_failure_reason_filter_has_one_name_and_the_old_ones_still_work(
+    engine: Engine, ops: httpx.Client
+) -> None:
+    failed_job(engine)
+    for params in ({"failureReason": "retries_exhausted"}, {"reason": "retries_exhausted"}):
+        assert len(ops.get("/api/v1/dlq", params=params).json()["items"]) == 1, params
+    assert ops.get("/api/v1/dlq", params={"failureReason": "poison"}).json()["items"] == []
+    for body in ({"failureReason": ["poison"]}, {"deadLetterReason": ["poison"]}):
+        dry = ops.post("/api/v1/dlq/replay", json={**body, "dryRun": True}).json()
+        assert dry["selected"] == [], body
+    spec = ops.get("/openapi.json").json()["paths"]["/api/v1/dlq"]["get"]["parameters"]
+    assert {p["name"]: p.get("deprecated", False) for p in spec}["reason"] is True
+
+
+def test_status_all_lists_every_entry_and_the_total_counts_beyond_the_page(
+    engine: Engine, ops: httpx.Client
+) -> None:
+    first, _second = failed_job(engine), failed_job(engine)
+    [entry] = [e for e in ops.get("/api/v1/dlq").json()["items"] if e["jobId"] == first]
+    ops.post(f"/api/v1/dlq/{entry['id']}/discard", json={"reason": "obsolete"})
+    shown = ops.get(f"/api/v1/dlq/{entry['id']}").json()
+    assert shown["statusReason"] == "obsolete" and shown["statusChangedBy"].startswith("api:")
+    page = ops.get("/api/v1/dlq", params={"status": "all", "limit": 1}).json()
+    assert (len(page["items"]), page["total"], page["totalExact"]) == (1, 2, True)
+    rest = ops.get("/api/v1/dlq", params={"status": "all", "cursor": page["nextCursor"]})
+    assert len(rest.json()["items"]) == 1 and rest.json()["total"] == 2
+    jobs_cursor = ops.get("/api/v1/jobs", params={"limit": 1}).json()["nextCursor"]
+    refused = ops.get("/api/v1/dlq", params={"cursor": jobs_cursor})
+    assert refused.status_code == 422 and refused.json()["code"] == "BAD_CURSOR"
+    assert ops.get("/api/v1/dlq").json()["total"] == 1
+    bad = ops.get("/api/v1/dlq", params={"status": "closed"})
+    assert bad.status_code == 422
+    assert "'open', 'replayed', 'discarded' or 'all'" in bad.json()["message"]
 
 
 def test_another_tenants_dead_letters_are_404_and_unlisted(

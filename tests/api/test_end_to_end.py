@@ -61,7 +61,7 @@ def test_job_created_over_http_completes_and_streams_every_transition(
         assert not reader.is_alive(), "the job's stream did not end after its final state"
         job = client.get(f"/api/v1/jobs/{job_id}").json()
     assert job["attempt"] == 1 and job["completedAt"] is not None and job["startedAt"]
-    steps = [m.data["event"]["to_status"] for m in streamed if m.data]
+    steps = [m.data["event"]["toStatus"] for m in streamed if m.data]
     assert steps == ["scheduled", "claimed", "running", "completed"]
     assert {m.event for m in streamed} == {"job.transition"}
 

@@ -32,8 +32,9 @@ def test_create_answers_201_with_the_job_and_publishes_it(
     assert set(job) == {
         "id", "tenantId", "projectId", "type", "queue", "priority", "status", "attempt",
         "payload", "progress", "result", "lastError", "notBefore", "createdAt", "updatedAt",
-        "scheduledAt", "startedAt", "completedAt",
+        "scheduledAt", "startedAt", "completedAt", "scheduledFor",
     }  # fmt: skip
+    assert job["scheduledFor"] is None  # a schedule's slot; a producer's job has none
     assert (job["tenantId"], job["projectId"], job["status"], job["priority"]) == (
         "acme", "p", "scheduled", 7,
     )  # fmt: skip

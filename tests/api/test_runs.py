@@ -214,8 +214,8 @@ def test_the_run_stream_carries_its_jobs_events_then_its_final_status_and_ends(
             ),
             {"run": run["id"]},
         ).scalars()
-        assert [(m.data or {})["event"]["job_id"] for m in transitions] == list(history)
-    cancelled = [m for m in transitions if (m.data or {})["event"]["to_status"] == "cancelled"]
+        assert [(m.data or {})["event"]["jobId"] for m in transitions] == list(history)
+    cancelled = [m for m in transitions if (m.data or {})["event"]["toStatus"] == "cancelled"]
     assert len(cancelled) == 4
     assert got[-1].event == "run.status" and (got[-1].data or {})["status"] == "cancelled"
     assert [m.event for m in got].count("run.status") == 1

@@ -61,7 +61,7 @@ def next_heartbeat(stream: Iterator[Message]) -> None:
 def label(m: Message) -> Any:
     assert m.data is not None
     event = m.data["event"]
-    return event.get("to_status") or event["progress"]["n"]
+    return event.get("toStatus") or event["progress"]["n"]
 
 
 def test_resume_across_a_late_commit_has_no_gap_and_no_duplicate(
@@ -129,7 +129,7 @@ def test_a_feed_without_resume_point_starts_now(client: httpx.Client) -> None:
         next_heartbeat(stream)
         new = client.post("/api/v1/jobs", json={"type": "noop", "projectId": "new"}).json()
         got = take(stream, 1)
-    assert {m.data["event"]["job_id"] for m in got if m.data} == {new["id"]}
+    assert {m.data["event"]["jobId"] for m in got if m.data} == {new["id"]}
 
 
 def test_bad_last_event_id_is_422(client: httpx.Client) -> None:
@@ -147,7 +147,7 @@ def test_websocket_carries_the_same_events(
     with connect(f"{ws_url}?jobId={job_id}", additional_headers=bearer(writer_key)) as ws:
         for raw in ws:
             frames.append(json.loads(raw))
-    assert [f["data"]["event"]["to_status"] for f in frames] == [
+    assert [f["data"]["event"]["toStatus"] for f in frames] == [
         "scheduled",
         "cancelled",
     ]
@@ -162,3 +162,24 @@ def test_websocket_carries_the_same_events(
             ws.recv()
     assert refusal["error"]["code"] == "JOB_NOT_FOUND"
     assert ws.close_code == 4404
+
+
+def keys_of(value: Any) -> set[str]:
+    """Every key of a stream frame's envelope and event (not of payload-like ``details``)."""
+    return set(value) | set(value["event"])
+
+
+def test_stream_data_names_its_fields_in_camel_case_as_rest_does(
+    live: LiveServer, client: httpx.Client, writer_key: str
+) -> None:
+    job_id = client.post("/api/v1/jobs", json={"type": "noop", "projectId": "p"}).json()["id"]
+    assert client.delete(f"/api/v1/jobs/{job_id}").status_code == 200
+    with client.stream("GET", f"/api/v1/jobs/{job_id}/events") as response:
+        sse_data = [m.data for m in messages(response) if m.data is not None]
+    ws_url = live.url.replace("http", "ws") + "/api/v1/ws/events"
+    with connect(f"{ws_url}?jobId={job_id}", additional_headers=bearer(writer_key)) as ws:
+        ws_data = [json.loads(raw)["data"] for raw in ws]
+    assert sse_data == ws_data
+    names = set().union(*(keys_of(d) for d in sse_data))
+    assert {"tenantId", "occurredAt", "jobId", "historyId", "fromStatus", "toStatus"} <= names
+    assert not [name for name in names if "_" in name]

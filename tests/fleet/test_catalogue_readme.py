@@ -58,7 +58,7 @@ def test_readme_example_of_a_custom_job_type_runs_end_to_end(fleet: Fleet) -> No
     )
     assert listed.returncode == 0, listed.stderr.decode()
     [invoice] = [t for t in json.loads(listed.stdout)["items"] if t["name"] == "send_invoice"]
-    assert invoice["payload_schema"]["required"] == ["order_id", "email"]
-    assert invoice["retry_policy"]["max_retries"] == 5
-    assert invoice["declared_by"].startswith("worker@")
+    assert invoice["payloadSchema"]["required"] == ["order_id", "email"]
+    assert invoice["retryPolicy"]["maxRetries"] == 5
+    assert invoice["declaredBy"].startswith("worker@")
     assert not Path(REPO / "myapp").exists()

@@ -135,14 +135,14 @@ def test_a_type_no_live_worker_handles_is_shown_in_jobs_stuck_and_metrics_then_r
     jobs = submit_jobs(fleet.engine, fleet.publisher(), [NewJob(type="routed_b")] * 3)
 
     def unhandled() -> list[dict[str, Any]]:
-        return [t for t in _stuck(fleet)["types_without_worker"] if t["type"] == "routed_b"]
+        return [t for t in _stuck(fleet)["typesWithoutWorker"] if t["type"] == "routed_b"]
 
     [entry] = wait_until(unhandled, 30, "routed_b reported without a worker")
     text_out = CliRunner().invoke(
         cli_app, ["jobs", "stuck"], env={"JOBENGINE_DATABASE_URL": fleet.db_url, **REGISTRY_ENV}
     )
     assert "no live worker handles type 'routed_b': 3 job(s) waiting" in text_out.stdout
-    assert entry["waiting"] == 3 and entry["oldest_waiting_seconds"] >= 0
+    assert entry["waiting"] == 3 and entry["oldestWaitingSeconds"] >= 0
     assert entry["message"].startswith("no live worker handles type 'routed_b': 3 job(s)")
     got = _metrics(fleet)
     assert got[("jobengine_types_without_worker", "routed_b")] == 3

@@ -28,9 +28,9 @@ def test_types_list_shows_builtins_and_announced_types_with_their_versions(
     assert {"noop", "sleep", "shell", "fake_inference", "send_invoice"} <= set(by_name)
     invoice = by_name["send_invoice"]
     assert invoice["queue"] == "billing" and invoice["version"] == 1
-    assert invoice["definition_hash"] == spec.definition_hash
-    assert invoice["declared_by"] == "worker@billing:1"
-    assert by_name["noop"]["declared_by"] == "engine" and by_name["noop"]["updated_at"] is None
+    assert invoice["definitionHash"] == spec.definition_hash
+    assert invoice["declaredBy"] == "worker@billing:1"
+    assert by_name["noop"]["declaredBy"] == "engine" and by_name["noop"]["updatedAt"] is None
 
     code, out, err = invoke(db_url, closed_broker, "types", "list")
     assert code == 0, err
@@ -43,8 +43,8 @@ def test_types_show_prints_the_payload_schema(
     announce(engine, [JobTypeSpec("send_invoice", payload_model=Invoice)], "worker@billing:1")
 
     shown = parse(*invoke(db_url, closed_broker, "types", "show", "send_invoice", "--json"))
-    assert shown["payload_schema"]["required"] == ["order_id"]
-    assert shown["retry_policy"]["max_retries"] == 3
+    assert shown["payloadSchema"]["required"] == ["order_id"]
+    assert shown["retryPolicy"]["maxRetries"] == 3
     code, out, err = invoke(db_url, closed_broker, "types", "show", "send_invoice")
     assert code == 0, err
     assert '"order_id"' in out and "version: 1" in out

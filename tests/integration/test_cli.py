@@ -167,7 +167,11 @@ def test_dev_runs_a_fleet_round_and_stops_everything_it_started(tmp_path: Path) 
     assert done.returncode == 0, output
     assert "Traceback" not in output
     assert "JOBENGINE_DATABASE_URL" in done.stdout  # how to use an existing Postgres
-    assert re.search(r"Flower: http://127\.0\.0\.1:\d+/", done.stdout)
+    assert re.search(
+        r"Flower: http://127\.0\.0\.1:\d+/ \(user dev, password \S{20,}; kept", done.stdout
+    )
+    assert re.search(r"\S+Z demo rounds 1 \| jobs: pending \d+, scheduled", done.stdout)
+    assert "\x1b[" not in done.stdout, "piped output is plain text"
     assert re.search(r"API: +http://127\.0\.0\.1:\d+/api/v1 \(docs: .*/docs\)", done.stdout)
     assert re.search(r"API key \(admin, tenant demo\): je_[a-z0-9]{8}_\S{32,}", done.stdout)
     for title in (
@@ -212,7 +216,11 @@ def test_jobs_get_stuck_and_cancel_answer_operators(db_url: str) -> None:
 
     code, out, err = _invoke(db_url, "jobs", "get", str(orphan.id), "--json")
     assert code == 0, err
-    assert '"status": "running"' in out and '"lease_owner": "vanished-worker"' in out
+    assert '"status": "running"' in out and '"tenantId": "default"' in out
+    assert "lease" not in out.lower(), "--json prints REST's fields, no lease internals"
+    code, out, err = _invoke(db_url, "jobs", "get", str(orphan.id))
+    assert code == 0, err
+    assert "vanished-worker" in out, "the human view still names the lease's owner"
 
     code, out, err = _invoke(db_url, "jobs", "stuck", "--json")
     assert code == 0, err

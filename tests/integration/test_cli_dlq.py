@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from jobengine.api.cursors import DEAD_LETTER_CURSOR, encode_cursor
 from jobengine.domain.status import JobStatus
 from jobengine.embedded import EmbeddedRedis
-from jobengine.failures import PoisonMessage
+from jobengine.failures import NonRetryableError, PoisonMessage
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import JobsRepository
 from tests.integration.cli_support import dead_letter, invoke, one_line_error, parse, statuses
@@ -31,15 +32,22 @@ def test_list_pages_filters_and_names_the_entries(
 
     listed = parse(*invoke(db_url, closed_broker, "dlq", "list", "--json"))
     assert [e["id"] for e in listed["items"]] == [first, second, poison]
-    assert listed["next_cursor"] is None
+    assert listed["nextCursor"] is None and (listed["total"], listed["totalExact"]) == (3, True)
 
     page = parse(*invoke(db_url, closed_broker, "dlq", "list", "--limit", "2", "--json"))
     assert [e["id"] for e in page["items"]] == [first, second]
-    assert page["next_cursor"] == second
-    rest = parse(*invoke(db_url, closed_broker, "dlq", "list", "--cursor", str(second), "--json"))
+    assert page["nextCursor"] == encode_cursor(second, DEAD_LETTER_CURSOR) and page["total"] == 3
+    rest = parse(
+        *invoke(db_url, closed_broker, "dlq", "list", "--cursor", page["nextCursor"], "--json")
+    )
     assert [e["id"] for e in rest["items"]] == [poison]
 
-    for flags in (["--reason", "poison"], ["--tenant", "t2"], ["--queue", "q2"]):
+    for flags in (
+        ["--failure-reason", "poison"],
+        ["--reason", "poison"],
+        ["--tenant", "t2"],
+        ["--queue", "q2"],
+    ):
         found = parse(*invoke(db_url, closed_broker, "dlq", "list", *flags, "--json"))
         assert [e["id"] for e in found["items"]] == [poison], flags
     by_class = parse(
@@ -50,9 +58,10 @@ def test_list_pages_filters_and_names_the_entries(
     code, out, err = invoke(db_url, closed_broker, "dlq", "list", "--limit", "2")
     assert code == 0, err
     assert "non_retryable" in out and "bad input" in out
+    assert "dead letters matching: 3 (this page: 2)" in out
     rows = [line.split() for line in out.splitlines()]
     assert [str(first), str(second)] == [r[0] for r in rows if len(r) > 5 and r[0].isdigit()]
-    assert f"--cursor {second}" in out
+    assert f"--cursor {encode_cursor(second, DEAD_LETTER_CURSOR)}" in out
 
 
 def test_show_gives_the_error_payload_timeline_and_replays(
@@ -62,9 +71,9 @@ def test_show_gives_the_error_payload_timeline_and_replays(
     invoke(db_url, closed_broker, "dlq", "replay", str(entry_id), "--reason", "fixed upstream")
 
     shown = parse(*invoke(db_url, closed_broker, "dlq", "show", str(entry_id), "--json"))
-    assert (shown["id"], shown["job_id"], shown["payload"]) == (entry_id, job_id, {"n": 1})
+    assert (shown["id"], shown["jobId"], shown["payload"]) == (entry_id, job_id, {"n": 1})
     assert "NonRetryableError" in shown["traceback"]
-    assert [s["to_status"] for s in shown["timeline"]][-1] == "failed"
+    assert [s["toStatus"] for s in shown["timeline"]][-1] == "failed"
     [replay] = shown["replays"]
     assert replay["reason"] == "fixed upstream" and replay["outcome"] == "in_flight"
 
@@ -113,12 +122,12 @@ def test_replay_publishes_when_the_broker_is_reachable(
     finally:
         broker.stop()
     assert done == {
-        "dead_letter_id": entry_id,
-        "job_id": job_id,
+        "deadLetterId": entry_id,
+        "jobId": job_id,
         "outcome": "replayed",
-        "replay_id": done["replay_id"],
+        "replayId": done["replayId"],
         "published": True,
-        "publish_error": None,
+        "publishError": None,
     }
     with transaction(engine) as conn:
         assert JobsRepository(conn).get(job_id).dispatched_at is not None
@@ -162,7 +171,7 @@ def test_dry_run_lists_exactly_what_the_bulk_replay_then_replays(
     bulk = ["dlq", "replay", "--all-matching", "--type", "noop"]
 
     dry = parse(*invoke(db_url, closed_broker, *bulk, "--dry-run", "--json"))
-    assert dry["dry_run"] is True and dry["selected"] == noop
+    assert dry["dryRun"] is True and dry["selected"] == noop
     code, out, err = invoke(db_url, closed_broker, *bulk, "--dry-run")
     assert code == 0, err
     assert "dry run: 3 dead letter(s) would be replayed; nothing changed" in out
@@ -180,9 +189,9 @@ def test_dry_run_lists_exactly_what_the_bulk_replay_then_replays(
     done = parse(
         *invoke(db_url, closed_broker, *bulk, "--yes", "--max-per-second", "500", "--json")
     )
-    assert [r["dead_letter_id"] for r in done["replayed"]] == dry["selected"]
+    assert [r["deadLetterId"] for r in done["replayed"]] == dry["selected"]
     assert done["skipped"] == []
-    assert sorted(done["unpublished_job_ids"]) == sorted(r["job_id"] for r in done["replayed"])
+    assert sorted(done["unpublishedJobIds"]) == sorted(r["jobId"] for r in done["replayed"])
     assert statuses(engine, "dead_letters", [*noop, shell]) == ["replayed"] * 3 + ["open"]
 
     code, out, err = invoke(db_url, closed_broker, *bulk, "--yes")
@@ -240,7 +249,7 @@ def test_discard_is_idempotent_and_purge_removes_only_dealt_with_entries(
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["dlq", "list", "--reason", "bored"], "--reason 'bored'"),
+        (["dlq", "list", "--reason", "bored"], "--failure-reason 'bored'"),
         (["dlq", "list", "--status", "closed"], "open, replayed, discarded, all"),
         (["dlq", "list", "--since", "yesterday"], "--since 'yesterday' is not an ISO 8601"),
         (["dlq", "list", "--until", "2026-01-01T00:00:00"], "has no timezone offset"),
@@ -272,3 +281,20 @@ def test_bad_values_and_unknown_ids_are_one_line_errors(
 def test_bad_usage_exits_with_2(db_url: str, closed_broker: str, args: list[str]) -> None:
     code, _out, _err = invoke(db_url, closed_broker, *args)
     assert code == 2
+
+
+def test_show_gives_a_failed_commands_exit_code_and_the_end_of_its_stderr(
+    engine: Engine, db_url: str, closed_broker: str
+) -> None:
+    stderr = "".join(f"warning {n}\n" for n in range(1, 31)) + "fatal: disk full\n"
+    details = {"exit_code": 3, "stderr": stderr}
+    failure = NonRetryableError("command exited with 3", details=details)
+    entry_id, _ = dead_letter(engine, exc=failure)
+
+    shown = parse(*invoke(db_url, closed_broker, "dlq", "show", str(entry_id), "--json"))
+    assert shown["exitCode"] == 3
+    tail = shown["stderrTail"].splitlines()
+    assert len(tail) == 20 and tail[-1] == "fatal: disk full" and tail[0] == "warning 12"
+    code, out, err = invoke(db_url, closed_broker, "dlq", "show", str(entry_id))
+    assert code == 0, err
+    assert "exit code" in out and "fatal: disk full" in out and "warning 11" not in out

@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine
 
+from jobengine.api.cursors import encode_cursor
 from jobengine.domain.status import JobStatus
 from jobengine.store.database import transaction
-from jobengine.store.jobs_repository import JobsRepository
+from jobengine.store.jobs_repository import JobFilter, JobsRepository
 from tests.integration.cli_support import dead_letter, invoke, one_line_error, parse
 
 pytestmark = pytest.mark.usefixtures("quiet_cli")
@@ -48,7 +49,7 @@ def test_submit_with_an_idempotency_key_twice_returns_the_same_job(
 ) -> None:
     args = ["jobs", "submit", "noop", "--idempotency-key", "k-1", "--tenant", "acme"]
     first = parse(*invoke(db_url, closed_broker, *args, "--json"))
-    assert first["created"] is True and first["job"]["tenant_id"] == "acme"
+    assert first["created"] is True and first["job"]["tenantId"] == "acme"
     code, out, err = invoke(db_url, closed_broker, *args)
     assert code == 0, err
     assert out.startswith(f"job {first['job']['id']} (noop) already exists under idempotency key")
@@ -77,9 +78,14 @@ def test_list_filters_and_pages_in_id_order(
     _, failed_job = dead_letter(engine)
 
     page = parse(*invoke(db_url, closed_broker, "jobs", "list", "--limit", "2", "--json"))
-    assert [j["id"] for j in page["items"]] == ids[:2] and page["next_cursor"] == ids[1]
-    rest = parse(*invoke(db_url, closed_broker, "jobs", "list", "--cursor", str(ids[1]), "--json"))
+    assert [j["id"] for j in page["items"]] == ids[:2]
+    assert page["nextCursor"] == encode_cursor(ids[1])
+    rest = parse(
+        *invoke(db_url, closed_broker, "jobs", "list", "--cursor", page["nextCursor"], "--json")
+    )
     assert [j["id"] for j in rest["items"]] == [ids[2], failed_job]
+    old = parse(*invoke(db_url, closed_broker, "jobs", "list", "--cursor", str(ids[1]), "--json"))
+    assert old["items"] == rest["items"], "a bare id is still taken for one release"
 
     noop = parse(
         *invoke(
@@ -115,7 +121,7 @@ def test_history_shows_every_transition_with_the_error(
 
     history = parse(*invoke(db_url, closed_broker, "jobs", "history", str(job_id), "--json"))
     assert history["status"] == "failed"
-    steps = [(s["from_status"], s["to_status"]) for s in history["history"]]
+    steps = [(s["fromStatus"], s["toStatus"]) for s in history["items"]]
     assert steps[-2:] == [("claimed", "running"), ("running", "failed")]
 
     code, out, err = invoke(db_url, closed_broker, "jobs", "history", str(job_id))
@@ -142,8 +148,8 @@ def test_retry_replays_a_failed_job_once_and_refuses_others(
     assert code == 0, err
     assert out.strip() == f"dead letter {entry_id} was already replayed; nothing done"
     history = parse(*invoke(db_url, closed_broker, "jobs", "history", str(job_id), "--json"))
-    replays = [s for s in history["history"] if s["reason"] == "upstream fixed"]
-    assert [(s["from_status"], s["to_status"]) for s in replays] == [("failed", "scheduled")]
+    replays = [s for s in history["items"] if s["reason"] == "upstream fixed"]
+    assert [(s["fromStatus"], s["toStatus"]) for s in replays] == [("failed", "scheduled")]
 
     fresh = parse(*invoke(db_url, closed_broker, "jobs", "submit", "noop", "--json"))["job"]
     line = one_line_error(*invoke(db_url, closed_broker, "jobs", "retry", str(fresh["id"])))
@@ -161,3 +167,18 @@ def test_get_still_shows_progress(engine: Engine, db_url: str, closed_broker: st
     code, out, err = invoke(db_url, closed_broker, "jobs", "get", str(job["id"]))
     assert code == 0, err
     assert "progress" in out and "scheduled" in out
+
+
+def test_a_nul_character_in_a_cli_payload_is_refused_naming_the_field(
+    engine: Engine, db_url: str, closed_broker: str
+) -> None:
+    args = ("jobs", "submit", "noop", "--payload", '{"note": ["fine", "bad\\u0000"]}')
+    line = one_line_error(*invoke(db_url, closed_broker, *args))
+    assert "payload.note[1] contains a NUL character" in line
+    assert "UntranslatableCharacter" not in line and "Postgres cannot store" in line
+    line = one_line_error(
+        *invoke(db_url, closed_broker, "jobs", "submit", "noop", "--tenant", "a\x00")
+    )
+    assert "tenant_id contains a NUL character" in line
+    with transaction(engine) as conn:
+        assert JobsRepository(conn).list(JobFilter(), after_id=0, limit=5).jobs == []

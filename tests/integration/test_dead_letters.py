@@ -26,7 +26,7 @@ from jobengine.domain.status import JobStatus
 from jobengine.execution import Claim, Executor, describe_error
 from jobengine.job_types import JobTypeRegistry, JobTypeSpec
 from jobengine.store.database import transaction
-from jobengine.store.dead_letter_repository import DeadLetterFilter
+from jobengine.store.dead_letter_repository import DeadLetterFilter, DeadLetterRepository
 from jobengine.store.jobs_repository import DispatchRef, JobsRepository
 
 
@@ -116,6 +116,31 @@ def test_exhausted_job_is_dead_lettered_with_every_attempt_in_its_timeline(
     assert all(f["details"]["error"]["message"] == "still broken" for f in failures)
     assert entry.timeline[0]["to_status"] == "scheduled"
     assert entry.timeline[-1]["to_status"] == "failed"
+
+
+def test_first_failed_at_is_the_first_attempts_failure_not_the_last(
+    executor: Executor, service: DeadLetters
+) -> None:
+    job = fail_for_good(executor, new_job(executor.engine).id)
+    entry = service.get(service.id_for_job(job.id))
+    failed_at = [
+        datetime.fromisoformat(t["at"]) for t in entry.timeline if t["to_status"] == "failed"
+    ]
+    assert len(failed_at) == 3
+    assert entry.first_failed_at == failed_at[0] < failed_at[-1] <= entry.last_failed_at
+
+
+def test_listing_total_counts_every_match_and_says_when_it_stopped_counting(
+    executor: Executor, service: DeadLetters, engine: Engine
+) -> None:
+    for _ in range(3):
+        run_and_fail(executor, new_job(engine, "other").id, Boom("no"))
+    flt = DeadLetterFilter(types=("other",))
+    assert service.page(flt, limit=1).items and service.total(flt).exact
+    assert service.total(flt).count == 3
+    with transaction(engine) as conn:
+        capped = DeadLetterRepository(conn).total(flt, cap=2)
+    assert (capped.count, capped.exact, capped.label()) == (2, False, "at least 2")
 
 
 def test_non_retryable_and_poison_errors_name_their_reason(

@@ -191,7 +191,7 @@ def test_db_prune_prints_what_it_removed_per_table(
     code, out, err = invoke(db_url, closed_broker, "db", "prune", "--dry-run", "--json")
     assert code == 0, err
     dry = json.loads(out)
-    assert dry["dry_run"] is True and dry["removed"]["jobs"] == 2
+    assert dry["dryRun"] is True and dry["removed"]["jobs"] == 2
     assert rows_of(engine, kinds["completed"])["jobs"] == 2
     code, out, err = invoke(db_url, closed_broker, "db", "prune", "--older-than", "7d")
     assert code == 0, err

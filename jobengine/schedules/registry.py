@@ -1,0 +1,183 @@
+"""Creating, reading, editing, pausing and deleting schedules, in the caller's transaction.
+
+No call here fires a slot. Creating, editing and resuming all set the next slot to the first
+one after now (and not before ``startAt``, nor before the last slot decided), so the slots
+that passed while a schedule was paused, or under its old cadence, are not fired by the
+change; the leader decides every slot from ``next_slot_at`` on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from config.settings import get_settings
+from jobengine.catalogue import catalogue_of
+from jobengine.schedules.definition import (
+    Schedule,
+    ScheduleSpec,
+    SlotDecision,
+    SlotOutcome,
+    anchored,
+    check,
+    schedule_from_row,
+)
+from jobengine.schedules.errors import ScheduleNameTaken, ScheduleNotFound
+from jobengine.schedules.slots import next_slot
+from jobengine.store import schedule_queries as q
+from jobengine.submission import validate
+
+_JUST = timedelta(microseconds=1)
+
+
+def first_slot(spec: ScheduleSpec, after: datetime) -> datetime | None:
+    """The first slot strictly after ``after``, not before the start, before the end."""
+    if spec.start_at is not None and spec.start_at > after:
+        slot = next_slot(spec.cadence, spec.start_at - _JUST)
+    else:
+        slot = next_slot(spec.cadence, after)
+    if slot is None or (spec.end_at is not None and slot >= spec.end_at):
+        return None
+    return slot
+
+
+def create(conn: Connection, spec: ScheduleSpec, *, now: datetime) -> Schedule:
+    spec = _checked(conn, spec, now)
+    row = conn.exec_driver_sql(q.CREATE_SCHEDULE, _params(spec, first_slot(spec, now))).mappings()
+    created = row.first()
+    if created is None:
+        raise ScheduleNameTaken(spec.tenant_id, spec.project_id, spec.name)
+    return schedule_from_row(created)
+
+
+def get(conn: Connection, schedule_id: int, *, tenant_id: str | None = None) -> Schedule:
+    """``tenant_id`` confines the lookup to one tenant's schedules (a tenant key's view)."""
+    row = conn.exec_driver_sql(q.GET_SCHEDULE, {"id": schedule_id}).mappings().first()
+    if row is None or (tenant_id is not None and row["tenant_id"] != tenant_id):
+        raise ScheduleNotFound(schedule_id)
+    return schedule_from_row(row)
+
+
+def list_schedules(
+    conn: Connection, *, tenant_id: str | None = None, after: int = 0, limit: int = 100
+) -> list[Schedule]:
+    params: dict[str, Any] = {"after": after, "limit": limit, "tenant_id": tenant_id}
+    sql = q.LIST_SCHEDULES if tenant_id is None else q.LIST_TENANT_SCHEDULES
+    return [schedule_from_row(r) for r in conn.exec_driver_sql(sql, params).mappings()]
+
+
+def update(
+    conn: Connection,
+    schedule_id: int,
+    spec: ScheduleSpec,
+    *,
+    now: datetime,
+    tenant_id: str | None = None,
+) -> Schedule:
+    """Replace what the schedule asks for; its next slot is the first after now (or after
+    its last decided slot, should that lie ahead), so the edit itself fires nothing."""
+    current = _locked(conn, schedule_id, tenant_id)
+    spec = _checked(conn, replace(spec, tenant_id=current.spec.tenant_id), now)
+    after = max(now, current.last_slot_at) if current.last_slot_at else now
+    params = _params(spec, first_slot(spec, after)) | {"id": schedule_id}
+    try:
+        with conn.begin_nested():
+            row = conn.exec_driver_sql(q.UPDATE_SCHEDULE, params).mappings().one()
+    except IntegrityError as exc:
+        if "uq_schedules_tenant_id" not in str(exc.orig):
+            raise
+        raise ScheduleNameTaken(spec.tenant_id, spec.project_id, spec.name) from None
+    return schedule_from_row(row)
+
+
+def set_paused(
+    conn: Connection,
+    schedule_id: int,
+    paused: bool,
+    *,
+    now: datetime,
+    tenant_id: str | None = None,
+) -> Schedule:
+    """Pause, or resume from now: the slots that passed while paused are not fired."""
+    current = _locked(conn, schedule_id, tenant_id)
+    return update(
+        conn, schedule_id, replace(current.spec, paused=paused), now=now, tenant_id=tenant_id
+    )
+
+
+def delete(conn: Connection, schedule_id: int, *, tenant_id: str | None = None) -> None:
+    """The schedule and its slot records; the jobs it created stay."""
+    _locked(conn, schedule_id, tenant_id)
+    conn.exec_driver_sql(q.DELETE_SCHEDULE, {"id": schedule_id})
+
+
+def slots(
+    conn: Connection,
+    schedule_id: int,
+    *,
+    before: datetime,
+    limit: int = 100,
+    tenant_id: str | None = None,
+) -> list[SlotDecision]:
+    """The slots decided before ``before``, latest first."""
+    get(conn, schedule_id, tenant_id=tenant_id)
+    params = {"schedule_id": schedule_id, "before": before, "limit": limit}
+    return [
+        SlotDecision(
+            slot_at=r["slot_at"],
+            outcome=SlotOutcome(r["outcome"]),
+            reason=r["reason"],
+            job_id=r["job_id"],
+            decided_at=r["decided_at"],
+        )
+        for r in conn.exec_driver_sql(q.LIST_SLOTS, params).mappings()
+    ]
+
+
+def _checked(conn: Connection, spec: ScheduleSpec, now: datetime) -> ScheduleSpec:
+    check(spec)
+    spec = replace(spec, cadence=anchored(spec.cadence, spec.start_at))
+    job = validate(
+        spec.new_job(0, spec.start_at or now),
+        max_payload_bytes=get_settings().max_payload_bytes,
+        types=catalogue_of(conn),
+    )
+    return replace(spec, job=replace(spec.job, queue=job.queue))
+
+
+def _locked(conn: Connection, schedule_id: int, tenant_id: str | None) -> Schedule:
+    row = conn.exec_driver_sql(q.LOCK_SCHEDULE, {"id": schedule_id}).mappings().first()
+    if row is None or (tenant_id is not None and row["tenant_id"] != tenant_id):
+        raise ScheduleNotFound(schedule_id)
+    return schedule_from_row(row)
+
+
+def _params(spec: ScheduleSpec, next_slot_at: datetime | None) -> dict[str, Any]:
+    return {
+        "tenant_id": spec.tenant_id,
+        "project_id": spec.project_id,
+        "name": spec.name,
+        "cron": spec.cadence.cron,
+        "interval_seconds": spec.cadence.interval_seconds,
+        "zone": spec.cadence.zone,
+        "job_type": spec.job.type,
+        "queue": spec.job.queue,
+        "payload": json.dumps(spec.job.payload),
+        "priority": spec.job.priority,
+        "retry_policy": None
+        if spec.job.retry_policy is None
+        else json.dumps(spec.job.retry_policy),
+        "time_limit_seconds": spec.job.time_limit_seconds,
+        "start_at": spec.start_at,
+        "end_at": spec.end_at,
+        "jitter_seconds": spec.jitter_seconds,
+        "overlap": spec.overlap.value,
+        "catch_up_seconds": spec.catch_up_seconds,
+        "paused": spec.paused,
+        "next_slot_at": next_slot_at,
+    }
