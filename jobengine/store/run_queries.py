@@ -69,16 +69,19 @@ CREATE_RUN_JOBS = (
 -- All jobs of a run in one statement: roots born `scheduled` (unless they wait for a
 -- not_before), children born `pending` with the number of parents they wait for; each with
 -- its birth's history and outbox rows. The jobs come as one JSON array and go back as what
--- Postgres gave them, as a batch's do (`queries.CREATE_JOBS`).
+-- Postgres gave them, as a batch's do (`queries.CREATE_JOBS`). A root the leader publishes
+-- (`held`: a fair-shared queue's, a capped tenant's) is born without the dispatch mark, to
+-- take its turn.
 WITH input AS (
     SELECT *
     FROM ROWS FROM (jsonb_to_recordset(%(jobs)s::jsonb)
                     AS (type text, queue text, priority smallint, payload jsonb,
                         status job_status, retry_policy jsonb, not_before timestamptz,
                         time_limit_seconds double precision, run_key text, trigger_rule text,
-                        parents_waiting int))
+                        parents_waiting int, held boolean))
          WITH ORDINALITY AS i(type, queue, priority, payload, status, retry_policy, not_before,
-                              time_limit_seconds, run_key, trigger_rule, parents_waiting, ord)
+                              time_limit_seconds, run_key, trigger_rule, parents_waiting, held,
+                              ord)
 ),
 moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
@@ -86,8 +89,8 @@ moved AS (
                       run_id, run_key, trigger_rule, parents_waiting)
     SELECT %(tenant_id)s, %(project_id)s, type, queue, priority, payload, status, retry_policy,
            not_before, CASE WHEN status = 'scheduled' THEN now() END,
-           CASE WHEN status = 'scheduled' AND %(dispatching)s THEN now() END, time_limit_seconds,
-           %(run_id)s, run_key, trigger_rule, parents_waiting
+           CASE WHEN status = 'scheduled' AND %(dispatching)s AND NOT held THEN now() END,
+           time_limit_seconds, %(run_id)s, run_key, trigger_rule, parents_waiting
     FROM input
     ORDER BY ord
     RETURNING *
