@@ -45,6 +45,7 @@ log = structlog.get_logger("jobengine.attempt")
 Handler = Callable[[JobContext], Any]
 
 CHUNK_INTERRUPTED = "chunk interrupted before its handler ran"
+_NOT_RETURNED = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,9 +225,7 @@ class Attempts:
         try:
             try:
                 context = self.context(claim, publisher)
-                with self.stop_switch.handler_running():
-                    returned = handler(context)
-                result = checked_result(returned, self.result_max_bytes)
+                result = checked_result(self._call(handler, context), self.result_max_bytes)
                 outcome: Outcome = Completed(result)
             except WorkerStopping:
                 # The shutdown bound: not the handler's failure, so no attempt is spent.
@@ -238,6 +237,18 @@ class Attempts:
         finally:
             self.keeper.release(claim.job_id)
         return self._record(claim, outcome, error, publisher)
+
+    def _call(self, handler: Handler, context: JobContext) -> Any:
+        """The handler's call, interruptible by the shutdown bound until it returns: a stop
+        that lands just after it returned is too late to matter, and its result stands."""
+        returned: Any = _NOT_RETURNED
+        try:
+            with self.stop_switch.handler_running():
+                returned = handler(context)
+        except WorkerStopping:
+            if returned is _NOT_RETURNED:
+                raise
+        return returned
 
     def run_chunk(
         self, claims: Sequence[Claim], handler: Handler, publisher: Publisher

@@ -100,6 +100,12 @@ class ShutdownBound(bootsteps.StartStopStep):  # type: ignore[misc]
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._watch()
+        except Exception as exc:  # the warm shutdown goes on unbounded, as Celery's own
+            log.error("shutdown_bound_failed", error=str(exc), error_class=type(exc).__name__)
+
+    def _watch(self) -> None:
         log.info("shutdown_draining", grace_seconds=self.grace_seconds, busy=len(busy_processes()))
         if self._idle_by(time.monotonic() + self.grace_seconds):
             return
