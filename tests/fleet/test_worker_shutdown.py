@@ -89,9 +89,17 @@ def test_sigterm_completes_running_short_jobs_and_hands_back_long_ones_with_thei
 ) -> None:
     w1 = start(fleet, "w1", blocks=True)
     longs = submit(fleet, [NewJob(type="long", priority=9) for _ in range(2)])
-    shorts = submit(fleet, [NewJob(type="short", payload={"seconds": 0.3}) for _ in range(40)])
-    wait_until(lambda: len(effects_by(fleet, "started")) >= 2 + 3, 60, "long jobs and shorts run")
+    shorts = submit(fleet, [NewJob(type="short", payload={"seconds": 1.0}) for _ in range(12)])
     wait_until(lambda: set(j.id for j in longs) <= set(effects_by(fleet, "started")), 60, "longs")
+    [in_flight] = wait_until(
+        lambda: list(
+            set(effects_by(fleet, "started"))
+            - set(effects_by(fleet, "finished"))
+            - {j.id for j in longs}
+        )[:1],
+        60,
+        "a short job running",
+    )
 
     took = sigterm_and_time_exit(w1, GRACE_SECONDS + STOP_WAIT_SECONDS + 30)
     assert took < GRACE_SECONDS + EXIT_MARGIN_SECONDS, fleet.log_of("w1")
@@ -101,6 +109,8 @@ def test_sigterm_completes_running_short_jobs_and_hands_back_long_ones_with_thei
     short_ids = {j.id for j in shorts}
     for job_id in started_by_w1 & short_ids:  # every short job w1 began, w1 finished
         assert finished.get(job_id), f"short job {job_id} was cut off"
+    assert fleet.job(in_flight).status is S.COMPLETED  # running at SIGTERM: completed as usual
+    assert not handed_back(fleet, fleet.job(in_flight))
     for long_job in longs:
         assert fleet.job(long_job.id).status is S.SCHEDULED
         assert fleet.job(long_job.id).attempt == 0
