@@ -196,6 +196,7 @@ class Attempts:
             _spawn=partial(self.executor.spawn, claim, publisher=publisher),
             _attach=None if self.attacher is None else partial(self._attach, claim),
             _parents=partial(self._parent_results, claim),
+            _stopping=lambda: self.stop_switch.stopped,
         )
 
     def _parent_results(self, claim: Claim) -> dict[str, Any]:

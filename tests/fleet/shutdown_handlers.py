@@ -57,6 +57,6 @@ def deaf(ctx: JobContext) -> dict[str, Any]:
         try:
             idle.wait(POLL)
         except WorkerStopping:
-            record_effect(ctx, "ignored the stop")
+            record_effect(ctx, "ignored the stop" if ctx.stopping else "stopped, unflagged")
     record_effect(ctx, "finished")
     return {"attempt": ctx.attempt}
