@@ -17,7 +17,8 @@ the running tasks, with no bound. This step adds the bound, ``JOBENGINE_SHUTDOWN
 Pool processes flush their buffered completions as they exit (``workers.hooks``), then the
 worker exits. Only the main process must receive SIGTERM (``docker stop`` and Kubernetes send
 it to PID 1): a pool process that gets it dies at once, as on a crash; systemd units use
-``KillMode=mixed`` for this reason.
+``KillMode=mixed`` for this reason. The bound acts on prefork pool processes; a solo or threads
+pool keeps Celery's unbounded warm shutdown.
 """
 
 from __future__ import annotations
