@@ -146,7 +146,7 @@ def test_an_operator_finds_failed_jobs_and_replays_them_in_a_browser_without_rel
 
     replayed = fleet.history(failing[0])
     assert any(
-        h.to_status is JobStatus.SCHEDULED and h.actor == f"api:test ({key.split('_')[1]})"
+        h.to_status is JobStatus.SCHEDULED and h.actor == f"api:operator ({key.split('_')[1]})"
         for h in replayed
     ), [(h.to_status, h.actor) for h in replayed]
 
