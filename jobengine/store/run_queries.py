@@ -69,25 +69,27 @@ CREATE_RUN_JOBS = (
 -- All jobs of a run in one statement: roots born `scheduled` (unless they wait for a
 -- not_before), children born `pending` with the number of parents they wait for; each with
 -- its birth's history and outbox rows. The jobs come as one JSON array and go back as what
--- Postgres gave them, as a batch's do (`queries.CREATE_JOBS`).
+-- Postgres gave them, as a batch's do (`queries.CREATE_JOBS`). A schedule's run gives each
+-- job its slot (`scheduled_for`); any other run gives NULL.
 WITH input AS (
     SELECT *
     FROM ROWS FROM (jsonb_to_recordset(%(jobs)s::jsonb)
                     AS (type text, queue text, priority smallint, payload jsonb,
                         status job_status, retry_policy jsonb, not_before timestamptz,
                         time_limit_seconds double precision, run_key text, trigger_rule text,
-                        parents_waiting int))
+                        parents_waiting int, scheduled_for timestamptz))
          WITH ORDINALITY AS i(type, queue, priority, payload, status, retry_policy, not_before,
-                              time_limit_seconds, run_key, trigger_rule, parents_waiting, ord)
+                              time_limit_seconds, run_key, trigger_rule, parents_waiting,
+                              scheduled_for, ord)
 ),
 moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
                       retry_policy, not_before, scheduled_at, dispatched_at, time_limit_seconds,
-                      run_id, run_key, trigger_rule, parents_waiting)
+                      run_id, run_key, trigger_rule, parents_waiting, scheduled_for)
     SELECT %(tenant_id)s, %(project_id)s, type, queue, priority, payload, status, retry_policy,
            not_before, CASE WHEN status = 'scheduled' THEN now() END,
            CASE WHEN status = 'scheduled' AND %(dispatching)s THEN now() END, time_limit_seconds,
-           %(run_id)s, run_key, trigger_rule, parents_waiting
+           %(run_id)s, run_key, trigger_rule, parents_waiting, scheduled_for
     FROM input
     ORDER BY ord
     RETURNING *
