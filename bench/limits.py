@@ -4,9 +4,10 @@ and the admission step alone with its bucket in Postgres against a Redis Lua GCR
 * ``single``: ``enqueue`` of one job per transaction (what a producer's own transaction or
   one REST ``POST`` does), ``--single`` jobs;
 * ``batch``: ``enqueue_many`` of ``--batch-size`` jobs per transaction, ``--jobs`` jobs;
-* modes: ``none`` (no limit defined), ``loose`` (a type limit of 10^6 per second: it takes a
-  slot for every job and never holds one), ``keyed`` (the same per ``account_id``, over
-  ``--keys`` accounts: one bucket each);
+* modes, each its own job type, so the limits stay defined throughout (a limit set again
+  would void every process's leases of it): ``none`` (no limit applies to the type),
+  ``loose`` (a type limit of 10^6 per second: it admits every job and never holds one),
+  ``keyed`` (the same per ``account_id``, over ``--keys`` accounts: one bucket each);
 * ``admission``: the slot alone, one job per round trip: ``take_slots`` in its own committed
   transaction and as one more statement in an open one (what a submission pays), against
   ``EVALSHA`` of a GCRA in Lua on a private Redis (no job stored). The
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -46,6 +48,7 @@ from config.logging import configure_logging  # noqa: E402
 from jobengine.domain.job import NewJob  # noqa: E402
 from jobengine.embedded import EmbeddedRedis  # noqa: E402
 from jobengine.enqueue import enqueue, enqueue_many  # noqa: E402
+from jobengine.job_types import BUILTINS, JobTypeRegistry, JobTypeSpec, NoopPayload  # noqa: E402
 from jobengine.limits import registry  # noqa: E402
 from jobengine.limits.admission import admit  # noqa: E402
 from jobengine.limits.definition import RateLimit, Scope  # noqa: E402
@@ -54,12 +57,12 @@ from jobengine.store.database import make_engine, transaction  # noqa: E402
 
 NONE, LOOSE, KEYED = "none", "loose", "keyed"
 MODES = (NONE, LOOSE, KEYED)
-TYPE = "noop"
+TYPES = {NONE: "noop", LOOSE: "bench-loose", KEYED: "bench-keyed"}
 NEVER_BITES = 1e6
 LIMITS = {
     NONE: None,
     LOOSE: RateLimit(
-        "loose", Scope.TYPE, rate=NEVER_BITES, per="second", burst=1_000_000, job_type=TYPE
+        "loose", Scope.TYPE, rate=NEVER_BITES, per="second", burst=1_000_000, job_type=TYPES[LOOSE]
     ),
     KEYED: RateLimit(
         "keyed",
@@ -67,7 +70,7 @@ LIMITS = {
         rate=NEVER_BITES,
         per="second",
         burst=1_000_000,
-        job_type=TYPE,
+        job_type=TYPES[KEYED],
         key_path="account_id",
     ),
 }
@@ -96,19 +99,33 @@ def reset(url: str) -> None:
         conn.execute("VACUUM ANALYZE jobs")
 
 
-def use_limit(engine: Engine, mode: str) -> None:
-    """Only ``mode``'s limit defined (none for ``none``), and this process's cache told."""
+def bench_types() -> JobTypeRegistry:
+    """The built-in types and a no-op twin for each limited mode."""
+    types = JobTypeRegistry()
+    for spec in BUILTINS:
+        types.register(spec)
+    for mode in (LOOSE, KEYED):
+        types.register(JobTypeSpec(TYPES[mode], payload_model=NoopPayload))
+    return types
+
+
+BENCH_TYPES = bench_types()
+
+
+def use_limits(engine: Engine, *modes: str) -> None:
+    """Only ``modes``' limits defined, and this process's cache told."""
     with transaction(engine) as conn:
         for stored in registry.list_limits(conn):
             registry.delete_limit(conn, stored.limit.name)
-        limit = LIMITS[mode]
-        if limit is not None:
-            registry.set_limit(conn, limit)
+        for mode in modes:
+            limit = LIMITS[mode]
+            if limit is not None:
+                registry.set_limit(conn, limit)
 
 
-def job(n: int, keys: int) -> NewJob:
+def job(n: int, keys: int, mode: str = KEYED) -> NewJob:
     return NewJob(
-        type=TYPE,
+        type=TYPES[mode],
         tenant_id="bench",
         project_id="bench",
         payload={"n": n, "account_id": f"acct-{n % keys}"},
@@ -123,41 +140,74 @@ def timed(run: Callable[[int], None], count: int, first: int = 0) -> float:
     return count / (time.perf_counter() - started)
 
 
-def single_runner(engine: Engine, keys: int) -> Callable[[int], None]:
-    def run(n: int) -> None:
+Runner = Callable[[str, int], None]
+"""Submit call ``n`` of a mode."""
+
+
+def single_runner(engine: Engine, keys: int) -> Runner:
+    def run(mode: str, n: int) -> None:
         with Session(engine) as session:
-            new = job(n, keys)
-            enqueue(session, new.type, new.payload, tenant_id="bench", project_id="bench")
+            new = job(n, keys, mode)
+            enqueue(
+                session,
+                new.type,
+                new.payload,
+                tenant_id="bench",
+                project_id="bench",
+                types=BENCH_TYPES,
+            )
             session.commit()
 
     return run
 
 
-def batch_runner(engine: Engine, size: int, keys: int) -> Callable[[int], None]:
-    def run(n: int) -> None:
+def batch_runner(engine: Engine, size: int, keys: int) -> Runner:
+    def run(mode: str, n: int) -> None:
         with Session(engine) as session:
-            enqueue_many(session, [job(n * size + i, keys) for i in range(size)])
+            jobs = [job(n * size + i, keys, mode) for i in range(size)]
+            enqueue_many(session, jobs, types=BENCH_TYPES)
             session.commit()
 
     return run
+
+
+def backend_pid(engine: Engine) -> int:
+    """The Postgres backend serving ``engine``'s one pooled connection."""
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
+def cpu_ns(backend: int) -> int:
+    """CPU this process and the backend ``backend`` have spent, in nanoseconds: steadier than
+    wall time on a machine whose other load comes and goes (``/proc/<pid>/schedstat``)."""
+    on_cpu = int(Path(f"/proc/{backend}/schedstat").read_text().split()[0])
+    return time.process_time_ns() + on_cpu
 
 
 def interleaved(
-    engine: Engine, runner: Callable[[int], None], calls: int, slices: int, round_: int
-) -> dict[str, float]:
-    """Seconds per call of ``runner`` in each mode, the modes taking turns slice by slice (in
-    an order that flips each slice), so a machine whose load drifts weighs on all alike."""
+    engine: Engine, runner: Runner, calls: int, slices: int, round_: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds and CPU seconds (this process and its backend) per call of ``runner`` in each
+    mode, the modes taking turns slice by slice (in an order that flips each slice), so a
+    machine whose load drifts weighs on all alike."""
     seconds = dict.fromkeys(MODES, 0.0)
+    cpu = dict.fromkeys(MODES, 0)
     per_slice = max(calls // slices, 1)
+    use_limits(engine, LOOSE, KEYED)
     for mode in MODES:  # warm: statements prepared, caches read
-        use_limit(engine, mode)
-        runner(-1 - MODES.index(mode))
+        runner(mode, -1 - MODES.index(mode))
+    backend = backend_pid(engine)
     for slice_ in range(slices):
         for mode in MODES if (slice_ + round_) % 2 == 0 else MODES[::-1]:
-            use_limit(engine, mode)
             first = (slice_ * len(MODES) + MODES.index(mode)) * per_slice
-            seconds[mode] += per_slice / timed(runner, per_slice, first)
-    return {mode: seconds[mode] / (per_slice * slices) for mode in MODES}
+            spent = cpu_ns(backend)
+            seconds[mode] += per_slice / timed(partial(runner, mode), per_slice, first)
+            cpu[mode] += cpu_ns(backend) - spent
+    done = per_slice * slices
+    return (
+        {mode: seconds[mode] / done for mode in MODES},
+        {mode: cpu[mode] / 1e9 / done for mode in MODES},
+    )
 
 
 def pg_admission_rate(engine: Engine, count: int, keys: int) -> float:
@@ -166,7 +216,7 @@ def pg_admission_rate(engine: Engine, count: int, keys: int) -> float:
 
     def run(n: int) -> None:
         with transaction(engine) as conn:
-            admit(conn, [job(n, keys)], [limit])
+            admit(conn, [job(n, keys)], [limit], lease=False)
 
     run(-1)
     return timed(run, count)
@@ -177,8 +227,8 @@ def pg_statement_rate(engine: Engine, count: int, keys: int) -> float:
     limit = LIMITS[KEYED]
     assert limit is not None
     with transaction(engine) as conn:
-        admit(conn, [job(-1, keys)], [limit])
-        return timed(lambda n: admit(conn, [job(n, keys)], [limit]), count)
+        admit(conn, [job(-1, keys)], [limit], lease=False)
+        return timed(lambda n: admit(conn, [job(n, keys)], [limit], lease=False), count)
 
 
 def redis_admission_rate(client: redis.Redis, count: int, keys: int) -> float:
@@ -206,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: dict[str, list[float]] = {
         f"{kind}_{mode}": [] for kind in ("single", "batch") for mode in MODES
     }
+    cpus: dict[str, list[float]] = {name: [] for name in runs}
     admissions: dict[str, list[float]] = {"postgres": [], "postgres_statement": [], "redis": []}
     with bench_database() as url, tempfile.TemporaryDirectory(prefix="jobengine-bench-") as tmp:
         upgrade_database(url, "head")
@@ -229,18 +280,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ),
                 }
                 for kind, (runner, calls, size) in kinds.items():
-                    per_call = interleaved(engine, runner, calls, args.slices, round_)
+                    per_call, cpu_per_call = interleaved(engine, runner, calls, args.slices, round_)
                     for mode in MODES:
                         runs[f"{kind}_{mode}"].append(size / per_call[mode])
+                        cpus[f"{kind}_{mode}"].append(cpu_per_call[mode] / size)
                         print(
                             f"  round={round_ + 1} {kind:6s} {mode:5s} "
-                            f"{size / per_call[mode]:10.1f} jobs/s"
+                            f"{size / per_call[mode]:10.1f} jobs/s "
+                            f"{cpu_per_call[mode] / size * 1e6:8.1f} CPU us/job"
                         )
                 reset(url)
-                use_limit(engine, KEYED)
+                use_limits(engine, KEYED)
                 admissions["postgres"].append(pg_admission_rate(engine, args.single, args.keys))
                 reset(url)
-                use_limit(engine, KEYED)
+                use_limits(engine, KEYED)
                 admissions["postgres_statement"].append(
                     pg_statement_rate(engine, args.single, args.keys)
                 )
@@ -276,6 +329,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for limited, bare in zip(runs[f"{kind}_{mode}"], runs[f"{kind}_none"], strict=True)
             ]
             figures[f"{kind}_{mode}_ratio"] = round(statistics.median(per_round), 3)
+            # The same from CPU spent per job (client and backend): none's over the mode's.
+            per_round_cpu = [
+                bare / limited
+                for limited, bare in zip(cpus[f"{kind}_{mode}"], cpus[f"{kind}_none"], strict=True)
+            ]
+            figures[f"{kind}_{mode}_cpu_ratio"] = round(statistics.median(per_round_cpu), 3)
+        for mode in MODES:
+            figures[f"{kind}_{mode}_cpu_us_per_job"] = round(
+                statistics.median(cpus[f"{kind}_{mode}"]) * 1e6, 1
+            )
     figures["admission_postgres_per_s"] = round(slots["postgres"], 1)
     figures["admission_postgres_statement_per_s"] = round(slots["postgres_statement"], 1)
     figures["admission_redis_per_s"] = round(slots["redis"], 1)
@@ -283,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         ", ".join(
             f"{kind} {mode} x{figures[f'{kind}_{mode}_ratio']}"
+            f" (CPU x{figures[f'{kind}_{mode}_cpu_ratio']})"
             for kind in ("single", "batch")
             for mode in (LOOSE, KEYED)
         )

@@ -316,8 +316,11 @@ class Attempts:
         """Publish a retry once its ``running → failed → scheduled`` has committed, so the
         message can never arrive before its job is claimable. A wait beyond the ETA limit gets
         no message: the job waits in Postgres and the leader publishes it when due, so Redis
-        never redelivers it early or twice."""
+        never redelivers it early or twice. A retry of a fair-shared queue's or a capped
+        tenant's job gets none either: the leader publishes it when due, in its turn."""
         if job.status is not JobStatus.SCHEDULED or countdown > self.eta_limit_seconds:
+            return
+        if self.executor.leader_publishes(job):
             return
         try:
             publisher.publish(dispatch_ref(job), countdown=countdown)

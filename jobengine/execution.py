@@ -38,6 +38,7 @@ from jobengine.job_types import JobTypes
 from jobengine.job_types import registry as default_registry
 from jobengine.outcomes import Completed, Failed, HandedBack, Outcome, Retry
 from jobengine.producer import dispatch_ref
+from jobengine.quotas.book import Book, book
 from jobengine.quotas.caps import capped_tenants, within_caps
 from jobengine.retry_policy import RetryPolicy, error_names
 from jobengine.runs.service import default_validator
@@ -659,13 +660,27 @@ class Executor:
             self.publish_released([spawned], publisher)
         return spawned.id
 
+    def leader_publishes(self, job: Job) -> bool:
+        """Whether the leader, not this worker, publishes ``job`` (a retry, a run's released
+        child): a fair-shared queue's or a capped tenant's take their turn with the others
+        (``jobengine.quotas``). The cached copy alone while no queue or tenant has one."""
+        return self._quotas().held_back(job.tenant_id, job.queue)
+
+    def _quotas(self) -> Book:
+        with self.connection.use() as conn:
+            return book(conn)
+
     def publish_released(self, released: Sequence[Job], publisher: Publisher | None) -> None:
         """Publish a run's children that a committed outcome released, then mark them handed
         to the broker on this process's connection. Without a publisher, or when the broker
-        fails, they wait unmarked and the leader's dispatcher publishes them."""
+        fails, they wait unmarked and the leader's dispatcher publishes them; so do those
+        the leader publishes in their turn (``leader_publishes``)."""
         if not released or publisher is None:
             return
-        refs = [dispatch_ref(job) for job in released]
+        quotas = self._quotas()
+        refs = [
+            dispatch_ref(job) for job in released if not quotas.held_back(job.tenant_id, job.queue)
+        ]
         sent: list[int] = []
         try:
             for group in chunked(refs, self.release_chunk_size):

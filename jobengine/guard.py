@@ -231,15 +231,19 @@ def create_job(
     reason: str | None = "submitted",
     dispatching: bool = False,
     rate_limit_slots: Sequence[Mapping[str, Any]] | None = None,
+    lease: Mapping[str, Any] | None = None,
 ) -> Job | None:
     """Insert a job, born ``scheduled`` with ``schedule`` and ``pending`` without.
 
     ``dispatching`` promises a publish right after commit (see ``store.queries.CREATE_JOB``).
     ``rate_limit_slots`` (``limits.admission.slots_wanted``): the buckets it draws from, its
     slots taken in the same statement, which may hold it ``pending`` (see
-    ``store.limits_queries.CREATE_JOB_LIMITED``).
-    Returns None when the tenant already used ``new.idempotency_key``; the caller decides
-    whether that is the same request (return the original) or a conflict.
+    ``store.limits_queries.CREATE_JOB_LIMITED``); ``lease``, the conditions of tokens drawn
+    from the process's leases (``limits.leases.Drawn.params``), which write nothing when they
+    no longer hold.
+    Returns None when the tenant already used ``new.idempotency_key``, or ``lease`` does not
+    hold; the caller decides whether that is the same request (return the original) or a
+    conflict.
     """
     params: dict[str, Any] = {
         "tenant_id": new.tenant_id,
@@ -267,6 +271,9 @@ def create_job(
             else limits_queries.CREATE_JOB_LIMITED
         )
         params["wanted"] = json.dumps(list(rate_limit_slots), separators=(",", ":"))
+    elif lease is not None:
+        statement = limits_queries.CREATE_JOB_LEASED
+        params.update(lease)
     row = run_statement(conn, statement, params)
     return None if row is None else job_from_row(row)
 
@@ -279,11 +286,13 @@ def create_jobs(
     reason: str | None = "submitted",
     dispatching: bool = False,
     births: Sequence[tuple[str, Mapping[str, Any]]] | None = None,
+    lease: Mapping[str, Any] | None = None,
 ) -> list[Job]:
     """Insert many jobs in one statement, in order; each is born ``scheduled`` unless it has
     a ``not_before``. Jobs with idempotency keys go through ``create_job`` instead.
     ``births``, one per job: the reason and details of each birth row, where they differ
-    (a batch that rate limits hold)."""
+    (a batch that rate limits hold). ``lease`` as for ``create_job``: none is written (an
+    empty list) when it no longer holds."""
     if not jobs:
         return []
     if any(new.idempotency_key for new in jobs):
@@ -304,7 +313,7 @@ def create_jobs(
         }
         for n in jobs
     ]
-    statement = queries.CREATE_JOBS
+    statement = queries.CREATE_JOBS if lease is None else queries.CREATE_JOBS_LEASED
     if births is not None:
         statement = queries.CREATE_JOBS_EXPLAINED
         for record, (why, details) in zip(records, births, strict=True):
@@ -315,8 +324,11 @@ def create_jobs(
         "actor": actor,
         "reason": reason,
         "details": None,
+        **(lease or {}),
     }
     rows = run_all(conn, statement, params)
+    if lease is not None and not rows:
+        return []
     return [born_job(new, row) for new, row in zip(jobs, rows, strict=True)]
 
 

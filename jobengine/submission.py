@@ -9,6 +9,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection
@@ -27,7 +28,8 @@ from jobengine.errors import (
     ValidationError,
 )
 from jobengine.job_types import JobTypes, JobTypeSpec
-from jobengine.limits.admission import admit, slots_wanted
+from jobengine.limits.admission import admit, lease_for, slots_wanted
+from jobengine.limits.leases import Drawn, leases_of
 from jobengine.quotas.admission import check_quotas, held_back
 from jobengine.retry_policy import RetryPolicy
 from jobengine.storable import refuse_nul
@@ -185,15 +187,23 @@ def submit(
 
 def _store_one(conn: Connection, new: NewJob, *, actor: str, dispatching: bool) -> tuple[Job, bool]:
     fingerprint = request_hash(new) if new.idempotency_key else None
-    created = guard.create_job(
+    slots = slots_wanted(conn, [new])
+    create = partial(
+        guard.create_job,
         conn,
         new,
         schedule=new.not_before is None,
         actor=actor,
         request_hash=fingerprint,
         dispatching=dispatching,
-        rate_limit_slots=slots_wanted(conn, [new]),
     )
+    # Rate limits: tokens from this process's leases when they can give them, else booked.
+    lease = lease_for(conn, slots) if slots and not new.idempotency_key else None
+    created = None if lease is None else create(lease=lease.params())
+    if lease is not None and created is None:
+        leases_of(conn).refused(lease)
+    if created is None:
+        created = create(rate_limit_slots=slots)
     if created is not None:
         return created, True
     assert new.idempotency_key is not None
@@ -208,6 +218,10 @@ def _store_one(conn: Connection, new: NewJob, *, actor: str, dispatching: bool) 
             f"idempotency key {new.idempotency_key!r} was already used with a different request"
         )
     return job, False
+
+
+def _params(lease: Drawn | None) -> dict[str, Any] | None:
+    return None if lease is None else lease.params()
 
 
 def refuse_repeated_keys(jobs: Sequence[NewJob]) -> None:
@@ -258,19 +272,14 @@ def submit_many(
     # each group takes its rate-limit slots before it is written.
     created: dict[bool, Iterator[Job]] = {}
     for h in (False, True):
-        births = admit(conn, [new for new, g in plain if g is h])
-        slotted = any(birth.details for birth in births)
-        written = (
-            guard.create_jobs(
-                conn,
-                [birth.new for birth in births],
-                actor=actor,
-                dispatching=dispatching and not h,
-                births=[(b.reason, b.details) for b in births] if slotted else None,
-            )
-            if births
-            else []
-        )
+        group = [new for new, g in plain if g is h]
+        write = partial(guard.create_jobs, conn, actor=actor, dispatching=dispatching and not h)
+        admitted = admit(conn, group)
+        written = write(admitted.jobs, births=admitted.births, lease=_params(admitted.lease))
+        if admitted.lease is not None and group and not written:
+            leases_of(conn).refused(admitted.lease)
+            admitted = admit(conn, group, lease=False)
+            written = write(admitted.jobs, births=admitted.births)
         created[h] = iter(written)
     stored: list[tuple[Job, bool]] = []
     for new, h in zip(checked, held, strict=True):

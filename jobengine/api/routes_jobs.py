@@ -19,6 +19,7 @@ from jobengine.api.cursors import decode_cursor, encode_cursor
 from jobengine.api.keys import JOBS_COMMAND, JOBS_READ, JOBS_WRITE, ApiKey
 from jobengine.api.schemas import (
     ERROR_RESPONSES,
+    QUOTA_EXCEEDED_RESPONSES,
     BatchCreate,
     ErrorOut,
     HistoryItem,
@@ -140,6 +141,7 @@ def _read(state: ApiState, key: ApiKey, job_id: int) -> Job:
     responses={
         200: {"model": JobOut, "description": "Replayed: this Idempotency-Key made this job."},
         409: {"model": ErrorOut, "description": "The Idempotency-Key was used with another body."},
+        **QUOTA_EXCEEDED_RESPONSES,
     },
 )
 def create_job(
@@ -163,7 +165,13 @@ def create_job(
     return JobOut.of(job, show_traceback=sees_tracebacks(key))
 
 
-@router.post("/batch", status_code=201, response_model=JobBatch, summary="Create jobs at once")
+@router.post(
+    "/batch",
+    status_code=201,
+    response_model=JobBatch,
+    summary="Create jobs at once",
+    responses=QUOTA_EXCEEDED_RESPONSES,
+)
 def create_jobs(
     request: Request,
     body: BatchCreate,

@@ -24,13 +24,19 @@ from jobengine.api.cursors import RUN_CURSOR, decode_cursor, encode_cursor
 from jobengine.api.keys import JOBS_READ, JOBS_WRITE, ApiKey
 from jobengine.api.routes_jobs import TenantHeader, actor, refuse_command_types
 from jobengine.api.routes_streams import PAGE, After, LastEventId, sse_message
-from jobengine.api.schemas import ERROR_RESPONSES, ErrorOut, IdempotencyKey, Name
+from jobengine.api.schemas import (
+    ERROR_RESPONSES,
+    QUOTA_EXCEEDED_RESPONSES,
+    ErrorOut,
+    IdempotencyKey,
+    Name,
+)
 from jobengine.api.schemas_runs import RunCancelled, RunCreate, RunDetail, RunList, RunOut
 from jobengine.api.state import ApiState, api_state
 from jobengine.dispatch import publish_jobs
 from jobengine.domain.job import Job
 from jobengine.domain.run import Run
-from jobengine.domain.status import JobStatus, RunStatus
+from jobengine.domain.status import RunStatus
 from jobengine.producer import dispatch_ref
 from jobengine.run_cancellation import cancel_run as cancel_run_jobs
 from jobengine.runs import service
@@ -51,8 +57,9 @@ def tenant_scope(key: ApiKey) -> str | None:
 
 def publish_scheduled(state: ApiState, jobs: list[Job]) -> None:
     """The run's jobs that are due now go to the broker after the commit, as a created job
-    does; a failed publish leaves them to the leading reaper's dispatcher."""
-    fresh = [dispatch_ref(job) for job in jobs if job.status is JobStatus.SCHEDULED]
+    does; a failed publish leaves them to the leading reaper's dispatcher. Those born
+    unmarked (a fair-shared queue's, a capped tenant's) wait for the leader's turn."""
+    fresh = [dispatch_ref(job) for job in jobs if job.dispatched_at is not None]
     publish_jobs(
         state.engine,
         state.publisher,
@@ -81,6 +88,7 @@ def graph_of(state: ApiState, key: ApiKey, run_id: int) -> RunDetail:
             "description": "A cycle, an unknown or duplicate key, a job "
             "its type refuses; the message names it and nothing was written.",
         },
+        **QUOTA_EXCEEDED_RESPONSES,
     },
 )
 def create_run(

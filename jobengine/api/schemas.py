@@ -333,3 +333,32 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (503, "Postgres is unreachable; retry."),
     )
 }
+
+QUOTA_EXCEEDED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorOut,
+        "description": "QUOTA_EXCEEDED (retryable): the tenant's quota of queued jobs would be "
+        "passed, and nothing was written. Retry after the seconds Retry-After says.",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds until enough of the tenant's queued jobs have likely "
+                "started, from how many it runs and how long its recent jobs took.",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+        "content": {
+            "application/json": {
+                "example": {
+                    "code": "QUOTA_EXCEEDED",
+                    "message": "tenant 'acme' has 10000 job(s) queued (pending or scheduled) and"
+                    " its quota max_queued is 10000; 1 more would exceed it",
+                    "hint": "Retry after about 3 s, once some of the tenant's jobs have started,"
+                    " submit fewer at once, or ask an operator to raise the quota"
+                    " (`jobengine quotas set acme --max-queued N`).",
+                    "retryable": True,
+                }
+            }
+        },
+    }
+}
+"""Where a submission may be refused over its tenant's quota (``jobengine.quotas``)."""

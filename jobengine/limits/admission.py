@@ -14,34 +14,32 @@ Several limits on one job: every bucket is advanced and the latest slot holds it
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
 
 from jobengine.domain.job import NewJob
-from jobengine.limits.cache import limits_of
+from jobengine.limits.cache import cache_of, limits_of
 from jobengine.limits.definition import RateLimit
+from jobengine.limits.leases import Drawn, leases_of
 from jobengine.store import limits_queries as q
 from jobengine.store.database import run_all
 
 SUBMITTED = "submitted"
 
 
-@dataclass(frozen=True, slots=True)
-class Birth:
-    """A job as it is to be stored: ``new`` (with the slot as ``not_before`` when it waits)
-    and its birth row's reason and details."""
-
-    new: NewJob
-    reason: str = SUBMITTED
-    details: dict[str, Any] = field(default_factory=dict)
-
-
 def rate_limited_reason(limit: str, key: str) -> str:
     return f"rate_limited: {limit} key {key}"
+
+
+def _applying(limits: Sequence[RateLimit], jobs: Sequence[NewJob]) -> dict[str, list[RateLimit]]:
+    """The limits that apply to each job type of ``jobs``: looked up once per type."""
+    return {
+        t: [limit for limit in limits if limit.applies_to_type(t)] for t in {j.type for j in jobs}
+    }
 
 
 def slots_wanted(
@@ -52,40 +50,72 @@ def slots_wanted(
     ``CREATE_JOB_LIMITED_KEYED``, which takes no slot for a key already used. ``limits`` defaults
     to this process's cached copy."""
     limits = limits_of(conn) if limits is None else limits
-    wanted: list[dict[str, Any]] = []
     if not limits:
-        return wanted
-    for ord_, new in enumerate(jobs):
-        applying = [limit for limit in limits if limit.applies_to(new)]
-        if not applying:
-            continue
-        wanted.extend(
-            {
-                "ord": ord_,
-                "limit_name": limit.name,
-                "key": limit.key_of(new),
-                "units": limit.units_of(new),
-            }
-            for limit in applying
-        )
-    return wanted
+        return []
+    applying = _applying(limits, jobs)
+    return [
+        {
+            "ord": ord_,
+            "limit_name": limit.name,
+            "key": limit.key_of(new),
+            "units": limit.units_of(new),
+        }
+        for ord_, new in enumerate(jobs)
+        for limit in applying[new.type]
+    ]
+
+
+def lease_for(conn: Connection, slots: Sequence[Mapping[str, Any]]) -> Drawn | None:
+    """Tokens for one job's ``slots`` (``slots_wanted``) from this process's leases, if every
+    bucket can give them (``leases``): the job is then written with ``CREATE_JOB_LEASED``."""
+    needs: dict[tuple[str, str], int] = {}
+    for row in slots:
+        bucket = (row["limit_name"], row["key"])
+        needs[bucket] = needs.get(bucket, 0) + row["units"]
+    return leases_of(conn).draw(conn, needs, cache_of(conn).by_name(conn))
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """How a batch is to be written: its ``jobs`` (with a slot as ``not_before`` where one
+    waits), each one's birth reason and details when some job waits (else None: every birth
+    is a plain one), and the leases its tokens were drawn from (None: booked)."""
+
+    jobs: Sequence[NewJob]
+    births: list[tuple[str, dict[str, Any]]] | None = None
+    lease: Drawn | None = None
 
 
 def admit(
-    conn: Connection, jobs: Sequence[NewJob], limits: Sequence[RateLimit] | None = None
-) -> list[Birth]:
-    """How each of a batch's ``jobs`` is to be born, in order: one statement for the whole
-    batch when any limit applies (one row per bucket), none when no limit does. Each job's
-    slot follows from its bucket's answer and the units of the jobs before it in the batch."""
-    births = [Birth(new) for new in jobs]
+    conn: Connection,
+    jobs: Sequence[NewJob],
+    limits: Sequence[RateLimit] | None = None,
+    *,
+    lease: bool = True,
+) -> Admission:
+    """How each of a batch's ``jobs`` is to be born, in order: from this process's leases
+    when they can give every bucket its units (and ``lease``), else one statement for the
+    whole batch (one row per bucket); none when no limit applies. Each job's slot follows
+    from its bucket's answer and the units of the jobs before it in the batch."""
+    limits = limits_of(conn) if limits is None else limits
+    if not limits or not jobs:
+        return Admission(jobs)
+    applying = _applying(limits, jobs)
     by_bucket: dict[tuple[str, str], list[tuple[int, int]]] = {}
-    for row in slots_wanted(conn, jobs, limits):
-        by_bucket.setdefault((row["limit_name"], row["key"]), []).append((row["ord"], row["units"]))
+    for ord_, new in enumerate(jobs):
+        for limit in applying[new.type]:
+            by_bucket.setdefault((limit.name, limit.key_of(new)), []).append(
+                (ord_, limit.units_of(new))
+            )
     if not by_bucket:
-        return births
+        return Admission(jobs)
+    needs = {bucket: sum(units for _, units in drawn) for bucket, drawn in by_bucket.items()}
+    if lease:
+        drawn = leases_of(conn).draw(conn, needs, {limit.name: limit for limit in limits})
+        if drawn is not None:
+            return Admission(jobs, lease=drawn)
     totals = [
-        {"limit_name": name, "key": key, "units": sum(units for _, units in drawn)}
-        for (name, key), drawn in by_bucket.items()
+        {"limit_name": name, "key": key, "units": units} for (name, key), units in needs.items()
     ]
     buckets = run_all(conn, q.BOOK_BUCKETS, {"wanted": json.dumps(totals, separators=(",", ":"))})
     latest: dict[int, tuple[str, str, datetime]] = {}
@@ -93,22 +123,29 @@ def admit(
         now: datetime = bucket["now"]
         # Seconds past now at which each job's last token is refilled, beyond the capacity.
         beyond = (bucket["booked_from"] - now).total_seconds() - bucket["capacity"]
-        for ord_, units in by_bucket[(bucket["limit_name"], bucket["key"])]:
+        name, key = bucket["limit_name"], bucket["key"]
+        if beyond + needs[(name, key)] * bucket["per_token"] <= 0:
+            continue  # the whole batch fits: no job of it waits for this bucket
+        for ord_, units in by_bucket[(name, key)]:
             beyond += units * bucket["per_token"]
             if beyond > 0:
                 slot = now + timedelta(seconds=beyond)
                 held = latest.get(ord_)
                 if held is None or slot > held[2]:
-                    latest[ord_] = (bucket["limit_name"], bucket["key"], slot)
+                    latest[ord_] = (name, key, slot)
+    if not latest:
+        return Admission(jobs)
+    placed = list(jobs)
+    births: list[tuple[str, dict[str, Any]]] = [(SUBMITTED, {})] * len(jobs)
     for ord_, (limit_name, key, slot) in latest.items():
         new = jobs[ord_]
         not_before = slot if new.not_before is None else max(slot, new.not_before)
-        births[ord_] = Birth(
-            replace(new, not_before=not_before),
+        placed[ord_] = replace(new, not_before=not_before)
+        births[ord_] = (
             rate_limited_reason(limit_name, key),
             {"rate_limit": limit_name, "key": key, "slot": slot.isoformat()},
         )
-    return births
+    return Admission(placed, births)
 
 
 WATCH_FLOOR_SECONDS = 0.25

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from jobengine.limits.definition import RateLimit, limit_from_row
 from jobengine.store import limits_queries as q
@@ -26,6 +27,7 @@ class LimitCache:
         self.ttl_seconds = ttl_seconds
         self._clock = clock
         self._limits: tuple[RateLimit, ...] = ()
+        self._by_name: dict[str, RateLimit] = {}
         self._read_at: float | None = None
         self._lock = threading.Lock()
 
@@ -38,7 +40,13 @@ class LimitCache:
         limits = tuple(limit_from_row(r) for r in conn.exec_driver_sql(q.LIST_LIMITS).mappings())
         with self._lock:
             self._limits, self._read_at = limits, now
+            self._by_name = {limit.name: limit for limit in limits}
         return limits
+
+    def by_name(self, conn: Connection) -> dict[str, RateLimit]:
+        """The same copy, by limit name."""
+        self.through(conn)
+        return self._by_name
 
     def forget(self) -> None:
         """Read again on next use: this process just changed a limit."""
@@ -47,14 +55,24 @@ class LimitCache:
 
 
 _process_caches: dict[str, LimitCache] = {}
+_engine_caches: weakref.WeakKeyDictionary[Engine, LimitCache] = weakref.WeakKeyDictionary()
 _process_lock = threading.Lock()
 
 
 def cache_of(conn: Connection) -> LimitCache:
-    """This process's cache for the database ``conn`` is on (one process may use several)."""
-    key = conn.engine.url.render_as_string(hide_password=True)
+    """This process's cache for the database ``conn`` is on (one process may use several),
+    shared by every engine on that database, so a limit set through one is seen at once
+    through the others. Found by engine first: rendering its URL costs every submission."""
+    engine = conn.engine
+    found = _engine_caches.get(engine)  # a dict read needs no lock; only the first write does
+    if found is not None:
+        return found
     with _process_lock:
-        return _process_caches.setdefault(key, LimitCache())
+        found = _engine_caches.get(engine)
+        if found is None:
+            key = engine.url.render_as_string(hide_password=True)
+            found = _engine_caches[engine] = _process_caches.setdefault(key, LimitCache())
+        return found
 
 
 def limits_of(conn: Connection) -> tuple[RateLimit, ...]:

@@ -10,6 +10,7 @@ payload when the limit names one.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -60,8 +61,8 @@ class RateLimit:
         time the burst beyond one job's units takes to refill."""
         return max(0, self.burst - self.units) * self.seconds_per_token
 
-    def applies_to(self, new: NewJob) -> bool:
-        return self.job_type is None or self.job_type == new.type
+    def applies_to_type(self, job_type: str) -> bool:
+        return self.job_type is None or self.job_type == job_type
 
     def key_of(self, new: NewJob) -> str:
         """The bucket ``new`` draws from, within this limit."""
@@ -104,11 +105,13 @@ def limit_from_row(row: RowMapping) -> RateLimit:
     )
 
 
-def path_parts(path: str) -> list[str]:
-    """A JSON Pointer (``/customer/id``) or a dotted path (``customer.id``, ``payload.id``)."""
+@functools.lru_cache(maxsize=256)
+def path_parts(path: str) -> tuple[str, ...]:
+    """A JSON Pointer (``/customer/id``) or a dotted path (``customer.id``, ``payload.id``);
+    kept per path, since every submission of a keyed limit reads one."""
     if path.startswith("/"):
-        return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-    parts = path.split(".")
+        return tuple(p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/"))
+    parts = tuple(path.split("."))
     return parts[1:] if parts[0] == "payload" and len(parts) > 1 else parts
 
 

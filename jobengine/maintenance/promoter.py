@@ -4,7 +4,8 @@ It reports when it must run again, so the leader wakes for it: when the next pen
 comes due, and, while rate limits exist, within their burst tolerance (``limits.admission.
 watch_seconds``), since a job a submission holds from now on comes due within it. A rate
 limit's slots are a tenth of a second apart where the interval is seconds, and a promoter
-late by more than a limit's tolerance would admit the jobs due meanwhile all at once.
+late by more than a limit's tolerance would admit the jobs due meanwhile all at once: so
+each page is paced first (``limits.pacing``), a job that late booking its slots again.
 
 A page of due jobs moves in one fenced statement (``guard.transition_many``). Should that
 statement raise for a reason other than the store being away, the page is retried one job at
@@ -23,6 +24,7 @@ from jobengine.domain.status import JobStatus
 from jobengine.errors import JobNotFound, TransitionRefused
 from jobengine.guard import Step
 from jobengine.limits.admission import watch_seconds
+from jobengine.limits.pacing import pace
 from jobengine.maintenance.leadership import Leadership, LeadershipLost
 from jobengine.maintenance.report import SetAside, TickReport
 from jobengine.store.backoff import is_transient
@@ -78,7 +80,7 @@ class Promoter:
             return []
         with transaction(self.engine) as conn:
             self.leadership.fence(conn)
-            moved = guard.transition_many(conn, job_ids, STEP, actor=self.actor)
+            moved = guard.transition_many(conn, pace(conn, job_ids), STEP, actor=self.actor)
         return [job.id for job in moved]
 
     def _one(self, job_id: int, report: TickReport) -> None:
@@ -86,6 +88,8 @@ class Promoter:
         try:
             with transaction(self.engine) as conn:
                 self.leadership.fence(conn)
+                if not pace(conn, [job_id]):
+                    return
                 guard.transition(conn, job_id, STEP, actor=self.actor)
             report.promoted.append(job_id)
         except (TransitionRefused, JobNotFound) as exc:

@@ -10,6 +10,7 @@ transactional ``enqueue`` holds the lock until its caller commits.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 
@@ -17,7 +18,7 @@ from sqlalchemy import Connection
 
 from jobengine.domain.job import NewJob
 from jobengine.quotas.book import book
-from jobengine.quotas.errors import QuotaExceeded
+from jobengine.quotas.errors import RETRY_AFTER_SECONDS, QuotaExceeded
 from jobengine.store import quotas_queries as q
 from jobengine.store.database import run_all
 
@@ -44,7 +45,31 @@ def check_quotas(conn: Connection, jobs: Sequence[NewJob]) -> None:
     for row in counts:
         tenant, queued = row["tenant_id"], row["queued"]
         if queued + adding[tenant] > limits[tenant]:
-            raise QuotaExceeded(tenant, limits[tenant], queued, adding[tenant])
+            excess = queued + adding[tenant] - limits[tenant]
+            raise QuotaExceeded(
+                tenant,
+                limits[tenant],
+                queued,
+                adding[tenant],
+                retry_after_seconds=retry_after(conn, tenant, excess),
+            )
+
+
+MAX_RETRY_AFTER_SECONDS = 300
+"""A refused producer is never told to wait longer: its tenant's jobs may speed up."""
+
+
+def retry_after(conn: Connection, tenant_id: str, excess: int) -> int:
+    """Whole seconds until ``excess`` of the tenant's queued jobs have likely started: that
+    many jobs' time, at the tenant's recent time per job, shared by the jobs it runs at once
+    (at least one). ``RETRY_AFTER_SECONDS`` when it has completed nothing to go by; within
+    1..``MAX_RETRY_AFTER_SECONDS``."""
+    [drain] = run_all(conn, q.DRAIN_OF_TENANT, {"tenant_id": tenant_id})
+    seconds_per_job = drain["seconds_per_job"]
+    if seconds_per_job is None:
+        return RETRY_AFTER_SECONDS
+    wait = excess * float(seconds_per_job) / max(int(drain["running"]), 1)
+    return max(1, min(MAX_RETRY_AFTER_SECONDS, math.ceil(wait)))
 
 
 def held_back(conn: Connection, jobs: Sequence[NewJob]) -> list[bool]:

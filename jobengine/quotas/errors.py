@@ -5,8 +5,7 @@ from __future__ import annotations
 from jobengine.errors import JobEngineError
 
 RETRY_AFTER_SECONDS = 5
-"""What a refused producer is told to wait: the quota frees as the tenant's jobs start, which
-the engine cannot predict, so a short fixed wait, then the count is taken again."""
+"""What a refused producer is told to wait when its tenant has no completed job to go by."""
 
 
 class QuotaExceeded(JobEngineError):
@@ -15,11 +14,18 @@ class QuotaExceeded(JobEngineError):
     code = "QUOTA_EXCEEDED"
     retryable = True
 
-    def __init__(self, tenant_id: str, max_queued: int, queued: int, adding: int) -> None:
+    def __init__(
+        self,
+        tenant_id: str,
+        max_queued: int,
+        queued: int,
+        adding: int,
+        retry_after_seconds: int = RETRY_AFTER_SECONDS,
+    ) -> None:
         super().__init__(
             f"tenant {tenant_id!r} has {queued} job(s) queued (pending or scheduled) and its"
             f" quota max_queued is {max_queued}; {adding} more would exceed it",
-            hint=f"Retry after about {RETRY_AFTER_SECONDS} s, once some of the tenant's jobs"
+            hint=f"Retry after about {retry_after_seconds} s, once some of the tenant's jobs"
             " have started, submit fewer at once, or ask an operator to raise the quota"
             f" (`jobengine quotas set {tenant_id} --max-queued N`).",
         )
@@ -27,7 +33,7 @@ class QuotaExceeded(JobEngineError):
         self.max_queued = max_queued
         self.queued = queued
         self.adding = adding
-        self.retry_after_seconds = RETRY_AFTER_SECONDS
+        self.retry_after_seconds = retry_after_seconds
 
 
 class QuotaNotFound(JobEngineError):

@@ -9,7 +9,6 @@ from jobengine.cancellation import TaskRevoker
 from jobengine.dispatch import Publisher, publish_jobs, task_id_for
 from jobengine.domain.job import Job
 from jobengine.domain.run import Run, RunSpec
-from jobengine.domain.status import JobStatus
 from jobengine.producer import dispatch_ref
 from jobengine.runs.service import JobValidator, cancel_run, revocable, submit_run_created
 from jobengine.store.database import transaction
@@ -30,8 +29,8 @@ def submit_run_now(
         run, jobs, created = submit_run_created(
             conn, spec, actor=actor, dispatching=True, validate_job=validate_job
         )
-    if created:
-        roots = [dispatch_ref(j) for j in jobs if j.status is JobStatus.SCHEDULED]
+    if created:  # roots the leader publishes in their turn were born unmarked
+        roots = [dispatch_ref(j) for j in jobs if j.dispatched_at is not None]
         publish_jobs(engine, publisher, roots, premarked=True, chunk_size=chunk_size)
     return run, jobs
 

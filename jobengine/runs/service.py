@@ -26,6 +26,7 @@ from jobengine.domain.run import Run, RunGraph, RunJobSpec, RunSpec, TriggerRule
 from jobengine.domain.status import JobStatus, RunStatus
 from jobengine.errors import DuplicateIdempotencyKey, ValidationError
 from jobengine.quotas.admission import check_quotas
+from jobengine.quotas.book import Book, book
 from jobengine.runs import planner, promotion
 from jobengine.runs.errors import RunAlreadyFinal, RunNotFound
 from jobengine.store import run_queries
@@ -117,9 +118,10 @@ class RunJobs:
     specs: Sequence[RunJobSpec]
     parents: Sequence[int]
 
-    def records(self) -> str:
+    def records(self, quotas: Book) -> str:
         """``CREATE_RUN_JOBS``'s one JSON parameter: a root is scheduled at once unless it
-        waits for a ``not_before``; every other job waits for its parents."""
+        waits for a ``not_before``; every other job waits for its parents. ``held``: the
+        leader publishes it (``quotas``: a fair-shared queue's, a capped tenant's)."""
         return json.dumps(
             [
                 {
@@ -138,6 +140,7 @@ class RunJobs:
                     "run_key": s.key,
                     "trigger_rule": TriggerRule(s.trigger_rule).value,
                     "parents_waiting": p,
+                    "held": quotas.held_back(n.tenant_id, n.queue),
                     "scheduled_for": None
                     if n.scheduled_for is None
                     else n.scheduled_for.isoformat(),
@@ -159,12 +162,14 @@ def create_run_jobs(
     details: Mapping[str, Any] | None = None,
 ) -> list[Job]:
     """Insert jobs of a run in one statement, each born as the guard's creation path
-    bears a job: one history row and its outbox event."""
+    bears a job: one history row and its outbox event. Roots of a fair-shared queue or a
+    capped tenant are left unmarked for the leader to publish in their turn
+    (``jobengine.quotas``), whatever ``dispatching`` promises."""
     rows = run_all(
         conn,
         run_queries.CREATE_RUN_JOBS,
         {
-            "jobs": jobs.records(),
+            "jobs": jobs.records(book(conn)),
             "run_id": run_id,
             "tenant_id": jobs.checked[0].tenant_id,
             "project_id": jobs.checked[0].project_id,

@@ -8,7 +8,7 @@ when ``/metrics`` is scraped.
 
 from __future__ import annotations
 
-from jobengine.store.queries import EVENTS_OF_HISTORY
+from jobengine.store.queries import EVENTS_OF_HISTORY, LEASE_HOLDS
 
 _SECONDS_PER_TOKEN = (
     "(CASE l.per WHEN 'second' THEN 1.0 WHEN 'minute' THEN 60.0 ELSE 3600.0 END / l.rate)"
@@ -119,6 +119,70 @@ CREATE_JOB_LIMITED_KEYED = _create_job_limited("create_job_limited_keyed", _NOT_
 slot (uq_jobs_tenant_idempotency_key). Apart, so that a job without a key has no condition
 on ``jobs`` that a plan made on an empty table could serve by scanning it."""
 
+LEASE_BUCKETS = f"""
+-- name: lease_buckets  (pk_rate_limits, pk_rate_limit_buckets)
+-- A process's lease of `tokens` in each wanted bucket, spent over the next %(horizon)s
+-- seconds without another write (see jobengine.limits.leases). The tokens are booked as
+-- if all were spent at the end of that window (the TAT moves on from max(TAT, now +
+-- horizon)), and only while the bucket stays at least half full for everyone else; a bucket
+-- that cannot is not leased (no row comes back) and its jobs book one by one as before.
+WITH wanted AS (
+    SELECT w.limit_name, w.key, w.tokens * {_SECONDS_PER_TOKEN} AS cost,
+           l.burst * {_SECONDS_PER_TOKEN} AS capacity
+    FROM jsonb_to_recordset(%(wanted)s::jsonb) AS w(limit_name text, key text, tokens int)
+    JOIN rate_limits AS l ON l.name = w.limit_name
+),
+leased AS (
+    INSERT INTO rate_limit_buckets AS b (limit_name, key, tat)
+    SELECT limit_name, key, now() + make_interval(secs => %(horizon)s + cost)
+    FROM wanted
+    WHERE %(horizon)s + cost <= capacity / 2
+    ORDER BY limit_name, key
+    ON CONFLICT (limit_name, key) DO UPDATE
+    SET tat = greatest(b.tat, now() + make_interval(secs => %(horizon)s))
+              + (EXCLUDED.tat - now() - make_interval(secs => %(horizon)s))
+    WHERE greatest(b.tat, now() + make_interval(secs => %(horizon)s))
+          + (EXCLUDED.tat - now() - make_interval(secs => %(horizon)s))
+          <= now() + make_interval(secs => (SELECT w.capacity / 2 FROM wanted AS w
+                                            WHERE w.limit_name = b.limit_name
+                                              AND w.key = b.key))
+    RETURNING b.limit_name, b.key
+)
+SELECT limit_name, key, now() AS start, pg_current_xact_id()::text AS xid FROM leased
+"""
+
+CREATE_JOB_LEASED = (
+    """
+-- name: create_job_leased  (no index: one row inserted)
+-- create_job for a job admitted from this process's token leases: born `scheduled` (or
+-- `pending` at its own start time) with no bucket touched, and only while every lease holds
+-- (LEASE_HOLDS); otherwise nothing is written and the caller books its slots instead.
+WITH moved AS (
+    INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
+                      retry_policy, not_before, idempotency_key, request_hash, scheduled_at,
+                      dispatched_at, time_limit_seconds, scheduled_for)
+    SELECT %(tenant_id)s, %(project_id)s, %(type)s, %(queue)s, %(priority)s,
+           %(payload)s::jsonb, %(to_status)s::job_status, %(retry_policy)s::jsonb,
+           %(not_before)s, %(idempotency_key)s, %(request_hash)s,
+           CASE WHEN %(to_status)s = 'scheduled' THEN now() END,
+           CASE WHEN %(to_status)s = 'scheduled' AND %(dispatching)s THEN now() END,
+           %(time_limit_seconds)s, %(scheduled_for)s::timestamptz"""
+    + LEASE_HOLDS
+    + """
+    RETURNING *
+),
+history AS (
+    INSERT INTO job_history (job_id, from_status, to_status, actor, reason, attempt, details)
+    SELECT moved.id, NULL, moved.status, %(actor)s, %(reason)s, 0, '{}'::jsonb
+    FROM moved
+    RETURNING id, job_id, from_status, to_status, actor, reason, attempt, details, at
+)"""
+    + EVENTS_OF_HISTORY
+    + """
+SELECT * FROM moved
+"""
+)
+
 LIST_LIMITS = """
 -- name: list_limits  (pk_rate_limits; a handful of rows)
 SELECT name, scope, job_type, key_path, rate, per, burst, units, units_path, created_at,
@@ -176,4 +240,23 @@ SELECT l.name, l.burst,
 FROM rate_limits AS l LEFT JOIN busy ON busy.name = l.name
 GROUP BY l.name, l.burst
 ORDER BY l.name
+"""
+
+PENDING_TO_PACE = """
+-- name: pending_to_pace  (primary key)
+-- A page of due pending jobs the promoter is about to admit: what picks their limits and
+-- buckets, and how late their slot is.
+SELECT id, tenant_id, type, payload, not_before,
+       extract(epoch FROM now() - not_before)::float8 AS late_seconds
+FROM jobs
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
+ORDER BY not_before, id
+"""
+
+RESLOT_PENDING = """
+-- name: reslot_pending  (primary key)
+-- A late job that booked its slots again waits for the new one; its state stays `pending`.
+UPDATE jobs AS j SET not_before = s.slot, updated_at = now()
+FROM jsonb_to_recordset(%(slots)s::jsonb) AS s(id bigint, slot timestamptz)
+WHERE j.id = s.id AND j.status = 'pending'
 """

@@ -308,13 +308,13 @@ moved AS (
            not_before, CASE WHEN status = 'scheduled' THEN now() END,
            CASE WHEN status = 'scheduled' AND %(dispatching)s THEN now() END, time_limit_seconds,
            scheduled_for
-    FROM input
+    FROM input{where}
     ORDER BY ord
     RETURNING *
 ),"""
 
 CREATE_JOBS = (
-    _CREATE_JOBS.format(explained="", birth_columns="", birth_names="")
+    _CREATE_JOBS.format(explained="", birth_columns="", birth_names="", where="")
     + _WRITE_BIRTH
     + f"""
 SELECT {BORN_COLUMNS} FROM moved ORDER BY id
@@ -344,8 +344,39 @@ CREATE_JOBS_EXPLAINED = (
         explained=" (explained: births with their own reasons)",
         birth_columns=", reason text, details jsonb",
         birth_names=", reason, details",
+        where="",
     )
     + _WRITE_BIRTH_EXPLAINED
+    + f"""
+SELECT {BORN_COLUMNS} FROM moved ORDER BY id
+"""
+)
+
+LEASE_HOLDS = """
+    WHERE now() BETWEEN %(lease_start)s::timestamptz AND %(lease_until)s::timestamptz
+      AND NOT EXISTS (
+          SELECT 1 FROM unnest(string_to_array(%(lease_xids)s, ',')::xid8[]) AS lease(xid)
+          WHERE lease.xid IS DISTINCT FROM pg_current_xact_id_if_assigned()
+            AND pg_xact_status(lease.xid) IS DISTINCT FROM 'committed')
+      AND NOT EXISTS (
+          SELECT 1 FROM unnest(string_to_array(%(lease_limits)s, ',')) AS leased(name)
+          WHERE NOT EXISTS (SELECT 1 FROM rate_limits AS l
+                            WHERE l.name = leased.name
+                              AND l.updated_at < %(lease_since)s::timestamptz))"""
+"""Jobs admitted from a process's token leases (``jobengine.limits.leases``) are written only
+while every lease holds: its transaction committed (or is this one), this transaction's
+``now()`` lies in the lease's window, and its limits are as they were when it was taken (not
+deleted, set again or changed since: pk_rate_limits). Otherwise nothing is written and the
+caller books."""
+
+CREATE_JOBS_LEASED = (
+    _CREATE_JOBS.format(
+        explained=" (leased: admitted from token leases)",
+        birth_columns="",
+        birth_names="",
+        where=LEASE_HOLDS,
+    )
+    + _WRITE_BIRTH
     + f"""
 SELECT {BORN_COLUMNS} FROM moved ORDER BY id
 """

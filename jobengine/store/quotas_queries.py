@@ -47,6 +47,19 @@ SELECT t.tenant_id,
 FROM unnest(%(tenants)s::text[]) AS t(tenant_id)
 """
 
+DRAIN_OF_TENANT = """
+-- name: drain_of_tenant  (ix_jobs_tenant_status_id: its jobs claimed or running, and its
+-- last 20 completed, read backwards)
+-- How fast a refused tenant's queue drains, for Retry-After: the jobs it runs at once, and
+-- how long its recent jobs ran. Runs only on a refusal.
+SELECT (SELECT count(*) FROM jobs WHERE tenant_id = %(tenant_id)s
+          AND status IN ('claimed', 'running')) AS running,
+       (SELECT extract(epoch FROM avg(recent.completed_at - recent.started_at))::float8
+        FROM (SELECT completed_at, started_at FROM jobs
+              WHERE tenant_id = %(tenant_id)s AND status = 'completed'
+              ORDER BY id DESC LIMIT 20) AS recent) AS seconds_per_job
+"""
+
 LOCK_TENANT_CAPS = """
 -- name: lock_tenant_caps  (pk_tenant_quotas; primary key of jobs)
 -- Claims of one capped tenant take turns on its row, as claims in a limited queue do on the

@@ -183,3 +183,16 @@ def test_the_cli_manages_quotas_prints_the_rest_fields_and_refuses_in_one_line(
     assert (code, out.strip()) == (0, "tenant acme: quota removed"), err
     missing = one_line_error(*invoke(db_url, closed_broker, "quotas", "delete", "acme"))
     assert "tenant 'acme' has no quota" in missing
+
+
+def test_the_openapi_of_every_submitting_route_names_429_with_the_envelope_and_retry_after(
+    client: httpx.Client,
+) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+
+    for path in ("/api/v1/jobs", "/api/v1/jobs/batch", "/api/v1/runs"):
+        refused = paths[path]["post"]["responses"]["429"]
+        schema = refused["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ErrorOut"}, path
+        assert refused["content"]["application/json"]["example"]["code"] == "QUOTA_EXCEEDED"
+        assert refused["headers"]["Retry-After"]["schema"]["type"] == "integer", path

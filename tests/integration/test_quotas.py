@@ -192,3 +192,33 @@ def test_a_run_whose_jobs_would_pass_the_quota_writes_neither_the_run_nor_its_jo
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM runs")).scalar_one() == 0
         assert row_counts(conn) == (0, 0, 0)
+
+
+def test_retry_after_is_the_excess_at_the_tenants_recent_time_per_job_shared_by_its_running(
+    engine: Engine,
+) -> None:
+    with transaction(engine) as conn:
+        ids = [j.id for j, _ in submit_many(conn, [job() for _ in range(5)])]
+        # Two jobs that ran 2 s each, one running now (written as a finished history would
+        # leave them), two still queued.
+        conn.execute(
+            text(
+                "UPDATE jobs SET status = 'completed', started_at = now() - interval '10 s',"
+                " completed_at = now() - interval '8 s' WHERE id = ANY(:done)"
+            ),
+            {"done": ids[:2]},
+        )
+        conn.execute(
+            text(
+                "UPDATE jobs SET status = 'running', lease_owner = 'w',"
+                " lease_expires_at = now() + interval '1 minute' WHERE id = :id"
+            ),
+            {"id": ids[2]},
+        )
+    set_quota(engine, "acme", max_queued=2)
+    with transaction(engine) as conn, pytest.raises(QuotaExceeded) as refused:
+        submit_many(conn, [job(), job(), job()])
+
+    # 2 queued + 3 more - a quota of 2: 3 jobs to start, 2 s each, one at a time.
+    assert refused.value.retry_after_seconds == 6
+    assert "Retry after about 6 s" in refused.value.hint

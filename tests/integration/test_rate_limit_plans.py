@@ -53,7 +53,7 @@ def test_slots_and_status_read_a_few_buckets_among_twenty_thousand_idle_ones(
     with engine.connect() as conn:
         before = _bucket_reads(conn)
     with transaction(engine) as conn:
-        births = admit(
+        admitted = admit(
             conn,
             [NewJob(type="noop", payload={"account": f"busy-{n % 3}"}) for n in range(6)],
             [PER_ACCOUNT],
@@ -62,7 +62,9 @@ def test_slots_and_status_read_a_few_buckets_among_twenty_thousand_idle_ones(
     with engine.connect() as conn:
         scans, read = (a - b for a, b in zip(_bucket_reads(conn), before, strict=True))
 
-    assert [birth.reason for birth in births].count("rate_limited: per-account key busy-0") == 1
+    assert [why for why, _ in admitted.births or []].count(
+        "rate_limited: per-account key busy-0"
+    ) == 1
     assert (status.waiting, status.tokens) == (3, 0)
     assert scans == 0, "no statement scanned every bucket"
     assert read <= 20, f"read {read} bucket rows for 3 busy buckets"
