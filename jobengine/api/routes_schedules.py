@@ -57,9 +57,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _types(job: ScheduledJobIn | None, run: ScheduledRunIn | None) -> set[str]:
-    """The job types a schedule's slots create, for the command-type gate."""
-    return ({job.type} if job else set()) | (run.types() if run else set())
+def _types(job: ScheduledJobIn | None, run: ScheduledRunIn | None) -> list[str]:
+    """The job types a schedule's slots create, for the command-type gate (in order, so a
+    refusal names the same one every time)."""
+    return sorted(({job.type} if job else set()) | (run.types() if run else set()))
 
 
 @router.post("", status_code=201, response_model=ScheduleOut, summary="Create a schedule")

@@ -225,7 +225,7 @@ def check(spec: ScheduleSpec) -> None:
             " per slot: name, jobs, edges), not both.",
         )
     if spec.run is not None:
-        check_run(spec.run)
+        check_run(spec)
     if not spec.name.strip() or len(spec.name) > NAME_MAX:
         raise InvalidSchedule(
             "name", f"{spec.name!r} is not a usable name", hint=f"Give 1 to {NAME_MAX} characters."
@@ -258,15 +258,12 @@ def check(spec: ScheduleSpec) -> None:
         )
 
 
-def check_run(run: RunTemplate) -> None:
-    """Planned as ``POST /api/v1/runs`` plans a run (the planner's refusal names the key, the
-    edge or the cycle); a start time of its own would be one instant for every slot."""
-    planner.plan(
-        RunSpec(tenant_id="-", project_id="-", name=run.name, jobs=run.jobs, edges=run.edges)
-    )
-    if not run.name.strip():
-        raise InvalidSchedule("run.name", "a run needs a name", hint="Name it, e.g. 'nightly-etl'.")
-    for n, job in enumerate(run.jobs):
+def check_run(spec: ScheduleSpec) -> None:
+    """The run is planned as ``POST /api/v1/runs`` plans one (the planner's refusal names the
+    key, the edge or the cycle); a start time of a job's own would be one instant for every
+    slot."""
+    assert spec.run is not None
+    for n, job in enumerate(spec.run.jobs):
         if job.not_before is not None:
             raise InvalidSchedule(
                 f"run.jobs[{n}].notBefore",
@@ -274,6 +271,9 @@ def check_run(run: RunTemplate) -> None:
                 hint="Leave notBefore out: each run starts at its slot (spread the slots with"
                 " jitterSeconds).",
             )
+    planner.plan(spec.new_run(0, EPOCH))
+    if not spec.run.name.strip():
+        raise InvalidSchedule("run.name", "a run needs a name", hint="Name it, e.g. 'nightly-etl'.")
 
 
 def overlap_of(value: str) -> Overlap:
