@@ -12,8 +12,9 @@ Each slot due, oldest first: older than the catch-up window, it is skipped as ``
 else while the job or run of the slot before is not final, the overlap policy holds it
 (skipped as ``overlap``, or buffered once); else its job is created through the normal
 submission path, or its run through ``runs.service.submit_run`` (a refusal, a quota or a type
-gone from the catalogue, skips it, naming the error). At most ``limit`` slots per call, so a
-schedule far behind catches up over several ticks.
+gone from the catalogue, skips it, naming the error). At most ``limit`` slots per call, and no
+more once they made ``JOBS_PER_TICK`` jobs (runs of many jobs), so a schedule far behind
+catches up over several ticks.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ from jobengine.store import schedule_queries as q
 from jobengine.submission import submit
 
 SLOTS_PER_TICK = 200
+JOBS_PER_TICK = 1_000
+"""A call stops deciding once its slots created this many jobs (a schedule of runs far
+behind: a template of 1,000 jobs fires one run a call, not 200), and goes on next tick.
+Slots it skips cost no job, so a week of missed slots still passes in a few ticks."""
 REASON_MAX = 500
 MISSED, OVERLAP = "missed", "overlap"
 _JUST = timedelta(microseconds=1)
@@ -49,10 +54,9 @@ _REFUSALS = (ValidationError, QuotaExceeded, DuplicateIdempotencyKey)
 @dataclass
 class Decided:
     """What one schedule's call did: the jobs it created, a run's among them (its roots are
-    published after commit, the rest wait for their parents), and the runs."""
+    published after commit, the rest wait for their parents)."""
 
     jobs: list[Job] = field(default_factory=list)
-    runs: list[int] = field(default_factory=list)
     fired: int = 0
     """Slots fired (each one job or one run)."""
     skipped: int = 0
@@ -117,8 +121,6 @@ class _Decider:
         except _REFUSALS as refused:
             return self.skip(f"refused: {refused.code}: {refused.message}"[:REASON_MAX])
         self.decided.jobs.extend(jobs)
-        if decision.run_id is not None:
-            self.decided.runs.append(decision.run_id)
         self.decided.fired += 1
         self.decided.last_job_id, self.decided.last_run_id = decision.job_id, decision.run_id
         self.last_final = False
@@ -164,9 +166,15 @@ def decide_due(
         due = list(islice(slots_between(spec.cadence, schedule.next_slot_at, end), limit + 1))
         decider.decided.behind = len(due) > limit
         due = due[:limit]
-        decider.decided.slots += len(due)
     late = now - timedelta(seconds=spec.catch_up_seconds)
-    rows = [decider.due(slot, late).record(slot) for slot in due]
+    rows = []
+    for slot in due:
+        rows.append(decider.due(slot, late).record(slot))
+        if len(decider.decided.jobs) >= JOBS_PER_TICK:
+            decider.decided.behind = decider.decided.behind or len(rows) < len(due)
+            due = due[: len(rows)]
+            break
+    decider.decided.slots += len(due)
     if not due and decider.buffered == schedule.buffered_slot_at:
         return decider.decided
     if rows:

@@ -388,3 +388,24 @@ def test_postgres_refuses_a_schedule_row_with_both_a_job_and_a_run(conn: Connect
             )
         )
     assert "ck_schedules_job_or_run" in str(refused.value.orig)
+
+
+def test_a_schedule_of_large_runs_far_behind_fires_a_bounded_number_of_jobs_per_tick(
+    engine: Engine,
+) -> None:
+    """Runs of 500 jobs: two a tick (``JOBS_PER_TICK``), while its missed slots, which cost
+    no job, all pass in the first."""
+    clock = Clock(T0)
+    large = RunTemplate(
+        name="fan", jobs=tuple(RunJobSpec(key=f"j{n}", type="noop") for n in range(500))
+    )
+    schedule_id = create(engine, run_spec(large, overlap=Overlap.ALLOW), clock.now)
+    clock.advance(10 * MINUTE)  # 5 slots past the catch-up window (300 s), 5 within it
+    ticking = reaper(engine, "reaper-a", clock)
+    reports = [ticking.tick() for _ in range(4)]
+    assert firing.JOBS_PER_TICK == 1_000
+    assert [len(r.fired) for r in reports] == [1_000, 1_000, 500, 0]
+    assert [r.next_slot_in_seconds for r in reports[:2]] == [0.0, 0.0]
+    outcomes = [(outcome, reason) for _, outcome, reason, _ in decisions(engine, schedule_id)]
+    assert outcomes == [("skipped", "missed")] * 5 + [("fired", None)] * 5
+    assert [slot for slot, _, _ in slot_runs(engine, schedule_id)] == minutes(T0 + 6 * MINUTE, 5)
