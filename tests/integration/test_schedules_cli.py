@@ -100,6 +100,9 @@ def test_create_with_a_run_file_schedules_the_run_runs_submit_takes(
     code, out, err = invoke(db_url, closed_broker, "schedules", "list")
     assert code == 0, err
     assert "run nightly-etl (2 jobs)" in out
+    code, out, err = invoke(db_url, closed_broker, "schedules", "get", str(made["id"]))
+    assert code == 0, err
+    assert "run nightly-etl (2 jobs) in shop/etl" in err + out
     from_stdin = parse(
         *invoke(
             db_url,
