@@ -127,6 +127,14 @@ class Settings(BaseSettings):
         "records every transition). Off by default: on bare Celery they cost about 40% of the "
         "rate. `make dev` turns them on for its Flower; `celery worker -E` does the same.",
     )
+    shutdown_grace_seconds: float = Field(
+        default=25.0,
+        ge=0,
+        description="On SIGTERM a worker takes no more messages and lets running jobs finish "
+        "for this long; then it stops the handlers still running and hands their jobs back "
+        "(to scheduled, attempt returned) for another worker. Keep the orchestrator's grace "
+        "period (terminationGracePeriodSeconds, stop_grace_period) a few seconds above it.",
+    )
     worker_heartbeat_seconds: float = Field(
         default=5.0,
         gt=0,

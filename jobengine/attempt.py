@@ -36,12 +36,16 @@ from jobengine.outcomes import Completed, HandedBack, Outcome, Retry
 from jobengine.producer import dispatch_ref
 from jobengine.results import DEFAULT_RESULT_MAX_BYTES, checked_result
 from jobengine.runs.service import parent_results
+from jobengine.stopping import STOPPED_REASON, StopSwitch, WorkerStopping
+from jobengine.stopping import switch as process_switch
+from jobengine.store.jobs_repository import JobsRepository
 
 log = structlog.get_logger("jobengine.attempt")
 
 Handler = Callable[[JobContext], Any]
 
 CHUNK_INTERRUPTED = "chunk interrupted before its handler ran"
+_NOT_RETURNED = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,7 @@ class Attempts:
         completer: Completer | None = None,
         result_max_bytes: int = DEFAULT_RESULT_MAX_BYTES,
         attacher: Attacher | None = None,
+        stop_switch: StopSwitch = process_switch,
     ) -> None:
         self.executor = executor
         self.keeper = keeper
@@ -108,6 +113,9 @@ class Attempts:
         """A handler's result over this, as JSON, fails its attempt (``jobengine.results``)."""
         self.attacher = attacher
         """Stores what handlers attach; without one ``ctx.attach`` refuses."""
+        self.stop_switch = stop_switch
+        """Set at the worker's shutdown bound: the running handler is interrupted and its job
+        handed back, and a chunk runs none of its waiting jobs (``jobengine.stopping``)."""
 
     def claim(self, delivery: Delivery) -> list[Claim]:
         """The jobs this message may run, leased and held; empty means run nothing.
@@ -188,6 +196,7 @@ class Attempts:
             _spawn=partial(self.executor.spawn, claim, publisher=publisher),
             _attach=None if self.attacher is None else partial(self._attach, claim),
             _parents=partial(self._parent_results, claim),
+            _stopping=lambda: self.stop_switch.stopped,
         )
 
     def _parent_results(self, claim: Claim) -> dict[str, Any]:
@@ -217,14 +226,30 @@ class Attempts:
         try:
             try:
                 context = self.context(claim, publisher)
-                result = checked_result(handler(context), self.result_max_bytes)
+                result = checked_result(self._call(handler, context), self.result_max_bytes)
                 outcome: Outcome = Completed(result)
+            except WorkerStopping:
+                # The shutdown bound: not the handler's failure, so no attempt is spent.
+                log.info("attempt_stopped_by_shutdown", job_id=claim.job_id, attempt=claim.attempt)
+                outcome = HandedBack(STOPPED_REASON)
             except Exception as exc:
                 error = exc
                 outcome = self.executor.decide(claim, exc, describe_error(exc))
         finally:
             self.keeper.release(claim.job_id)
         return self._record(claim, outcome, error, publisher)
+
+    def _call(self, handler: Handler, context: JobContext) -> Any:
+        """The handler's call, interruptible by the shutdown bound until it returns: a stop
+        that lands just after it returned is too late to matter, and its result stands."""
+        returned: Any = _NOT_RETURNED
+        try:
+            with self.stop_switch.handler_running():
+                returned = handler(context)
+        except WorkerStopping:
+            if returned is _NOT_RETURNED:
+                raise
+        return returned
 
     def run_chunk(
         self, claims: Sequence[Claim], handler: Handler, publisher: Publisher
@@ -233,10 +258,11 @@ class Attempts:
 
         A job whose lease was found lost while it waited (cancelled, taken over) is skipped;
         its fence would refuse its outcome anyway. If the chunk is interrupted (an outcome the
-        store could not take, the worker going away), the jobs not yet run are released and
-        handed back (``running → scheduled``, their attempts returned). The chunk's buffered
-        completions are written before it returns, so its message is acknowledged only then.
-        The report says how each job ended, for Celery's state of the chunk's task.
+        store could not take, the worker stopping at its shutdown bound), the jobs not yet run
+        are released and handed back (``running → scheduled``, their attempts returned). The
+        chunk's buffered completions are written before it returns, so its message is
+        acknowledged only then. The report says how each job ended, for Celery's state of the
+        chunk's task.
         """
         waiting = list(claims)
         report = ChunkReport(jobs=len(claims))
@@ -254,21 +280,25 @@ class Attempts:
                 ):
                     log.warning("chunk_stopped_store_unreachable", jobs=len(waiting))
                     break
+                if self.stop_switch.stopped:
+                    log.info("chunk_stopped_by_shutdown", jobs=len(waiting))
+                    break
         finally:
-            self._hand_back(waiting)
+            self._hand_back(waiting, publisher)
             if self.completer is not None:
                 self.completer.flush()
         return report
 
-    def _hand_back(self, waiting: list[Claim]) -> None:
+    def _hand_back(self, waiting: list[Claim], publisher: Publisher) -> None:
         """Release every waiting lease first, so no way out leaves one held, then give each
         back; when the store is unreachable the rest are left to the reaper, whose rescue
         returns them once their leases run out."""
         for claim in waiting:
             self.keeper.release(claim.job_id)
+        reason = STOPPED_REASON if self.stop_switch.stopped else CHUNK_INTERRUPTED
         for n, claim in enumerate(waiting):
             try:
-                self._record(claim, HandedBack(CHUNK_INTERRUPTED), None, None)
+                self._record(claim, HandedBack(reason), None, publisher)
             except JobEngineError as exc:
                 left = [c.job_id for c in waiting[n:]]
                 log.warning("hand_back_failed", jobs=left, error=str(exc))
@@ -300,6 +330,8 @@ class Attempts:
             )
         if isinstance(outcome, Retry) and job is not None and publisher is not None:
             self.publish_retry(job, outcome.countdown, publisher)
+        if isinstance(outcome, HandedBack) and job is not None and publisher is not None:
+            self.publish_retry(job, 0.0, publisher)  # due now, for any other worker
         return Ran(outcome=outcome, error=error, job=job, recorded=True)
 
     def lost_attempt(
@@ -311,6 +343,20 @@ class Attempts:
         if job is not None:
             self.publish_retry(job, countdown_of(job), publisher)
         return job
+
+    def hand_back_abandoned(
+        self, job_id: int, lease_owner: str, publisher: Publisher | None
+    ) -> Job | None:
+        """A job whose pool process was killed at the shutdown bound (its handler would not
+        stop): handed back from outside that process, fenced by the token read for it, so a
+        job that moved on (finished, taken over by another worker) is left alone."""
+        with self.executor.connection.use() as conn:
+            job = JobsRepository(conn).get(job_id)
+        if job.status is not JobStatus.RUNNING or job.lease_owner != lease_owner:
+            log.info("abandoned_job_already_moved", job_id=job_id, status=job.status.value)
+            return None
+        claim = Claim(job=job, owner=f"{self.owner}:shutdown")
+        return self._record(claim, HandedBack(STOPPED_REASON), None, publisher).job
 
     def publish_retry(self, job: Job, countdown: float, publisher: Publisher) -> None:
         """Publish a retry once its ``running → failed → scheduled`` has committed, so the

@@ -50,6 +50,8 @@ class JobContext:
     # ---- results and artifacts (issue 13) ----
     _attach: Callable[[str, Data, str | None], Artifact] | None = field(repr=False, default=None)
     _parents: Callable[[], dict[str, Any]] = field(repr=False, default=dict)
+    # ---- graceful shutdown (issue 17) ----
+    _stopping: Callable[[], bool] = field(repr=False, default=lambda: False)
 
     def report_progress(self, fraction: float, message: str = "") -> None:
         """Store progress on the job (0.0 to 1.0); a lost lease makes it a no-op."""
@@ -60,6 +62,13 @@ class JobContext:
     def cancelled(self) -> bool:
         """True once the job was cancelled or this worker lost its lease: stop soon."""
         return not self._still_held()
+
+    @property
+    def stopping(self) -> bool:
+        """True once this worker reached its shutdown bound (``jobengine.stopping``): threads
+        the handler started should stop too. The handler itself had ``WorkerStopping`` raised
+        into it; let it propagate and the job is handed back, its attempt returned."""
+        return self._stopping()
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled:

@@ -8,7 +8,7 @@ The attempt pipeline (``jobengine.attempt``) turns what the handler did into one
 | ``Completed`` | ``running → completed`` | ``Executor.complete``, or batched: ``complete_many`` |
 | ``Retry`` | ``running → failed → scheduled``, due after the countdown | ``record_retry`` |
 | ``Failed`` | ``running → failed``, with the dead letter | ``Executor.record_failure`` |
-| ``HandedBack`` | ``running → scheduled`` (its handler never ran) | ``Executor.give_back`` |
+| ``HandedBack`` | ``running → scheduled`` (not run, or stopped by shutdown) | ``give_back`` |
 
 A cancel (a revoke from Flower) is not an attempt's outcome: no attempt holds the job when it
 arrives, and it goes through ``cancellation.cancel_job`` like any other request.
@@ -50,8 +50,9 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class HandedBack:
-    """Started with a chunk but its handler never ran: back to ``scheduled`` for the
-    leader, its attempt returned."""
+    """Started with a chunk but its handler never ran, or stopped by its worker's shutdown
+    bound (``jobengine.stopping``): back to ``scheduled`` for another worker, its attempt
+    returned."""
 
     reason: str
     target: ClassVar[JobStatus] = JobStatus.SCHEDULED

@@ -24,6 +24,7 @@ from workers.announce import announce_or_exit, import_handlers, is_worker
 from workers.command_types import withhold_command_handlers
 from workers.registry import HANDLERS
 from workers.runtime import urls
+from workers.shutdown import ShutdownBound
 from workers.tasks import register_tasks
 
 settings = get_settings()
@@ -41,6 +42,7 @@ importlib.import_module("workers.routing")  # consumes jobs.<type> for each hand
 importlib.import_module("workers.presence")  # its row in the workers registry
 register_tasks(app)
 app.steps["worker"].add(AliveFile)
+app.steps["worker"].add(ShutdownBound)  # SIGTERM: finish within the bound, hand back the rest
 if is_worker(sys.argv):
     # Before the pool forks: wait (one line a problem) until the database is usable by this
     # release, then announce; a schema from a newer release exits with EX_CONFIG.

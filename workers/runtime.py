@@ -53,6 +53,11 @@ def urls() -> tuple[str, str]:
 _started: set[int] = set()
 
 
+def owner_of(pid: int) -> str:
+    """The name a process of this host holds leases under, and signs history with."""
+    return f"{socket.gethostname()}:{pid}"
+
+
 @cache
 def _runtime_for(pid: int) -> Runtime:
     _started.add(pid)
@@ -63,7 +68,7 @@ def _runtime_for(pid: int) -> Runtime:
     keeper = LeaseKeeper(
         connection, settings.lease_ttl_seconds, settings.heartbeat_interval_seconds
     )
-    owner = f"{socket.gethostname()}:{pid}"
+    owner = owner_of(pid)
     completer = Completer(
         executor,
         flush_after_seconds=settings.completion_flush_seconds,

@@ -29,7 +29,7 @@ from jobengine.dispatch import (
 )
 from jobengine.errors import JobEngineError
 from jobengine.execution import Claim
-from jobengine.outcomes import Completed
+from jobengine.outcomes import Completed, HandedBack
 from jobengine.outcomes import Retry as RetryOutcome
 from workers.registry import HANDLERS, Handler
 from workers.runtime import runtime
@@ -102,6 +102,8 @@ def _celery_outcome(ran: Ran) -> Any:
     """The attempt in Celery's terms, so Flower and events show what Postgres recorded."""
     if isinstance(ran.outcome, Completed):
         return ran.outcome.result
+    if isinstance(ran.outcome, HandedBack):
+        raise Ignore()  # stopped by the shutdown bound; its job waits for another worker
     assert ran.error is not None, "only a completed attempt has no error"
     if isinstance(ran.outcome, RetryOutcome):
         raise Retry(exc=ran.error, when=ran.outcome.countdown) from ran.error

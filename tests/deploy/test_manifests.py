@@ -13,6 +13,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from config.settings import Settings
+from workers.shutdown import STOP_WAIT_SECONDS
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "k8s"
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
@@ -119,6 +122,40 @@ def test_workers_get_longer_than_the_longest_job_to_drain_and_leave_one_at_a_tim
     ]
     [metric] = hpa["spec"]["metrics"]
     assert metric["external"]["metric"]["name"] == "jobengine_queue_depth"
+
+
+# ---- graceful shutdown: the orchestrator waits for the bound, and then some ----------------
+
+SHUTDOWN_MARGIN_SECONDS = 30
+"""What a worker may need past its shutdown bound before it is killed: stopping handlers,
+hand-backs, the flush of outcomes, its goodbye to the registry."""
+
+
+def test_workers_are_given_their_shutdown_bound_plus_a_margin_before_they_are_killed() -> None:
+    worker = by_kind("Deployment")["jobengine-worker"]
+    env = {e["name"]: e["value"] for e in container(worker)["env"]}
+    k8s_bound = float(env["JOBENGINE_SHUTDOWN_GRACE_SECONDS"])
+    assert k8s_bound >= LONGEST_JOB_SECONDS  # a job within its time limit is never cut off
+    grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= k8s_bound + SHUTDOWN_MARGIN_SECONDS
+
+    compose = yaml.safe_load(COMPOSE.read_text())["services"]["worker"]
+    compose_bound = float(compose["environment"]["JOBENGINE_SHUTDOWN_GRACE_SECONDS"])
+    stop_grace = int(compose["stop_grace_period"].rstrip("s"))
+    assert stop_grace >= compose_bound + SHUTDOWN_MARGIN_SECONDS
+
+    unit = (DEPLOY / "systemd" / "jobengine-worker@.service").read_text().splitlines()
+    env_file = (DEPLOY / "jobengine.env.example").read_text().splitlines()
+    [unit_bound] = [line.split("=", 1)[1] for line in env_file if "SHUTDOWN_GRACE" in line]
+    [timeout] = [line.split("=", 1)[1] for line in unit if line.startswith("TimeoutStopSec=")]
+    assert float(timeout) >= float(unit_bound) + SHUTDOWN_MARGIN_SECONDS
+    assert "KillMode=mixed" in unit  # SIGTERM to the main process only
+
+
+def test_the_default_shutdown_bound_fits_in_the_default_kubernetes_grace_period() -> None:
+    kubernetes_default_grace = 30
+    bound = Settings.model_fields["shutdown_grace_seconds"].default
+    assert bound + STOP_WAIT_SECONDS < kubernetes_default_grace
 
 
 def test_every_long_running_role_has_a_disruption_budget_and_two_reapers_run() -> None:
