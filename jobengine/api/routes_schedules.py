@@ -1,4 +1,4 @@
-"""``/api/v1/schedules``: cadences that create a job per slot, and what each slot became.
+"""``/api/v1/schedules``: cadences that create a job or a run per slot, and what each became.
 
 A tenant key manages its own tenant's schedules (``jobs:write`` to change them, ``jobs:read``
 to read them), as it does its jobs; an admin key names another tenant with ``X-Tenant-Id``
@@ -22,6 +22,8 @@ from jobengine.api.routes_jobs import refuse_command_types
 from jobengine.api.schemas import ERROR_RESPONSES
 from jobengine.api.schemas_schedules import (
     ScheduleCreate,
+    ScheduledJobIn,
+    ScheduledRunIn,
     ScheduleList,
     ScheduleOut,
     SchedulePatch,
@@ -55,6 +57,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _types(job: ScheduledJobIn | None, run: ScheduledRunIn | None) -> list[str]:
+    """The job types a schedule's slots create, for the command-type gate (in order, so a
+    refusal names the same one every time)."""
+    return sorted(({job.type} if job else set()) | (run.types() if run else set()))
+
+
 @router.post("", status_code=201, response_model=ScheduleOut, summary="Create a schedule")
 def create_schedule(
     request: Request,
@@ -62,15 +70,17 @@ def create_schedule(
     key: Annotated[ApiKey, Depends(require(JOBS_WRITE))],
     tenant: TenantHeader = None,
 ) -> ScheduleOut:
-    """Refused whole (422, naming the field) for a bad cron, zone, interval or job."""
+    """Refused whole (422, naming the field) for a bad cron, zone, interval, job or run (a
+    cycle, an edge to a key outside it), or for both or neither of job and run."""
     state = api_state(request)
-    refuse_command_types(state, key, [body.job.type])
+    refuse_command_types(state, key, _types(body.job, body.run))
     spec = ScheduleSpec(
         name=body.name,
         cadence=Cadence.parse(
             cron=body.cron, interval_seconds=body.interval_seconds, zone=body.zone
         ),
-        job=body.job.to_template(),
+        job=None if body.job is None else body.job.to_template(),
+        run=None if body.run is None else body.run.to_template(),
         tenant_id=acting_tenant(key, tenant),
         project_id=body.project_id,
         start_at=body.start_at,
@@ -151,8 +161,7 @@ def patch_schedule(
 ) -> ScheduleOut:
     """The next slot becomes the first after now under the new fields: nothing fires."""
     state = api_state(request)
-    if body.job is not None:
-        refuse_command_types(state, key, [body.job.type])
+    refuse_command_types(state, key, _types(body.job, body.run))
     scope = _scope(key, tenant)
     with transaction(state.engine) as conn:
         current = registry.get(conn, schedule_id, tenant_id=scope).spec
@@ -165,11 +174,16 @@ def patch_schedule(
                 zone=body.zone or cadence.zone,
             )
         sent = body.model_fields_set
+        job, run = current.job, current.run
+        if body.job is not None or body.run is not None:  # one replaces the other; both: refused
+            job = None if body.job is None else body.job.to_template()
+            run = None if body.run is None else body.run.to_template()
         spec = replace(
             current,
             name=body.name or current.name,
             cadence=cadence,
-            job=body.job.to_template() if body.job is not None else current.job,
+            job=job,
+            run=run,
             start_at=body.start_at if "start_at" in sent else current.start_at,
             end_at=body.end_at if "end_at" in sent else current.end_at,
             jitter_seconds=current.jitter_seconds

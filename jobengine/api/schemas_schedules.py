@@ -1,4 +1,9 @@
-"""The schedules' REST shapes: what a user sends and what the API shows of a schedule."""
+"""The schedules' REST shapes: what a user sends and what the API shows of a schedule.
+
+A schedule creates a job per slot (``job``) or a run (``run``: the body of ``POST
+/api/v1/runs`` without ``projectId``, which is the schedule's, its jobs judged by the same
+models), never both.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,13 @@ from jobengine.api.schemas import (
     RetryPolicyIn,
     payload_storable,
 )
+from jobengine.api.schemas_runs import MAX_RUN_EDGES, MAX_RUN_JOBS, RunEdgeIn, RunJobCreate
+from jobengine.domain.run import TriggerRule
 from jobengine.schedules.definition import (
     DEFAULT_CATCH_UP_SECONDS,
     JITTER_MAX_SECONDS,
     JobTemplate,
+    RunTemplate,
     Schedule,
     SlotDecision,
 )
@@ -52,6 +60,26 @@ class ScheduledJobIn(RequestModel):
         )
 
 
+class ScheduledRunIn(RequestModel):
+    """The run each slot creates: its name, its jobs and edges as ``POST /api/v1/runs``
+    takes them; each run is keyed by (schedule, slot) and its jobs start at the slot, so
+    neither an Idempotency-Key nor a job's ``notBefore`` belongs here."""
+
+    name: Name
+    jobs: list[RunJobCreate] = Field(min_length=1, max_length=MAX_RUN_JOBS)
+    edges: list[RunEdgeIn] = Field(default_factory=list, max_length=MAX_RUN_EDGES)
+
+    def to_template(self) -> RunTemplate:
+        return RunTemplate(
+            name=self.name,
+            jobs=tuple(job.to_spec() for job in self.jobs),
+            edges=tuple((edge.parent, edge.child) for edge in self.edges),
+        )
+
+    def types(self) -> set[str]:
+        return {job.type for job in self.jobs}
+
+
 class ScheduleCreate(RequestModel):
     name: Name
     project_id: Name = "default"
@@ -60,7 +88,8 @@ class ScheduleCreate(RequestModel):
     )
     interval_seconds: int | None = Field(None, description="Instead of cron: a fixed interval.")
     zone: str = Field("UTC", max_length=100, examples=["Europe/Berlin"])
-    job: ScheduledJobIn
+    job: ScheduledJobIn | None = Field(None, description="A job per slot; or give run.")
+    run: ScheduledRunIn | None = Field(None, description="A run (workflow) per slot; or job.")
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
     jitter_seconds: int = Field(0, description=f"0 to {JITTER_MAX_SECONDS}; fixed per slot.")
@@ -73,13 +102,15 @@ class ScheduleCreate(RequestModel):
 
 class SchedulePatch(RequestModel):
     """Fields left out keep their values; the cadence is replaced whole when either of cron
-    and intervalSeconds is sent. An edit fires nothing by itself."""
+    and intervalSeconds is sent, and what a slot creates when job or run is (sending one
+    drops the other). An edit fires nothing by itself."""
 
     name: Name | None = None
     cron: str | None = Field(None, max_length=200)
     interval_seconds: int | None = None
     zone: str | None = Field(None, max_length=100)
     job: ScheduledJobIn | None = None
+    run: ScheduledRunIn | None = None
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
     jitter_seconds: int | None = None
@@ -95,6 +126,61 @@ class ScheduledJobOut(ApiModel):
     retry_policy: dict[str, Any] | None
     time_limit_seconds: float | None
 
+    @classmethod
+    def of(cls, job: JobTemplate) -> ScheduledJobOut:
+        return cls(
+            type=job.type,
+            payload=job.payload,
+            queue=job.queue,
+            priority=job.priority,
+            retry_policy=job.retry_policy,
+            time_limit_seconds=job.time_limit_seconds,
+        )
+
+
+class ScheduledRunJobOut(ApiModel):
+    key: str
+    type: str
+    payload: Any
+    queue: str | None = Field(description="null: the type's own queue.")
+    priority: int
+    retry_policy: dict[str, Any] | None
+    time_limit_seconds: float | None
+    trigger_rule: TriggerRule
+
+
+class ScheduledRunEdgeOut(ApiModel):
+    parent: str
+    child: str
+
+
+class ScheduledRunOut(ApiModel):
+    """The run each slot creates, in the fields ``POST /api/v1/runs`` takes."""
+
+    name: str
+    jobs: list[ScheduledRunJobOut]
+    edges: list[ScheduledRunEdgeOut]
+
+    @classmethod
+    def of(cls, run: RunTemplate) -> ScheduledRunOut:
+        return cls(
+            name=run.name,
+            jobs=[
+                ScheduledRunJobOut(
+                    key=job.key,
+                    type=job.type,
+                    payload=job.payload,
+                    queue=job.queue,
+                    priority=job.priority,
+                    retry_policy=job.retry_policy,
+                    time_limit_seconds=job.time_limit_seconds,
+                    trigger_rule=TriggerRule(job.trigger_rule),
+                )
+                for job in run.jobs
+            ],
+            edges=[ScheduledRunEdgeOut(parent=p, child=c) for p, c in run.edges],
+        )
+
 
 def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
@@ -108,7 +194,8 @@ class ScheduleOut(ApiModel):
     cron: str | None
     interval_seconds: int | None
     zone: str
-    job: ScheduledJobOut
+    job: ScheduledJobOut | None = Field(description="The job each slot creates; or run.")
+    run: ScheduledRunOut | None = Field(description="The run each slot creates; or job.")
     start_at: datetime | None
     end_at: datetime | None
     jitter_seconds: int
@@ -118,6 +205,7 @@ class ScheduleOut(ApiModel):
     next_slot_at: datetime | None = Field(description="The next slot to decide; null: no more.")
     last_slot_at: datetime | None
     last_job_id: int | None
+    last_run_id: int | None = Field(description="The run the last slot fired (run schedules).")
     buffered_slot_at: datetime | None
     fired_count: int
     skipped_count: int
@@ -135,14 +223,8 @@ class ScheduleOut(ApiModel):
             cron=spec.cadence.cron,
             interval_seconds=spec.cadence.interval_seconds,
             zone=spec.cadence.zone,
-            job=ScheduledJobOut(
-                type=spec.job.type,
-                payload=spec.job.payload,
-                queue=spec.job.queue,
-                priority=spec.job.priority,
-                retry_policy=spec.job.retry_policy,
-                time_limit_seconds=spec.job.time_limit_seconds,
-            ),
+            job=None if spec.job is None else ScheduledJobOut.of(spec.job),
+            run=None if spec.run is None else ScheduledRunOut.of(spec.run),
             start_at=_utc(spec.start_at),
             end_at=_utc(spec.end_at),
             jitter_seconds=spec.jitter_seconds,
@@ -152,6 +234,7 @@ class ScheduleOut(ApiModel):
             next_slot_at=_utc(schedule.next_slot_at),
             last_slot_at=_utc(schedule.last_slot_at),
             last_job_id=schedule.last_job_id,
+            last_run_id=schedule.last_run_id,
             buffered_slot_at=_utc(schedule.buffered_slot_at),
             fired_count=schedule.fired_count,
             skipped_count=schedule.skipped_count,
@@ -170,6 +253,7 @@ class SlotOut(ApiModel):
     outcome: str = Field(description="fired, skipped or buffered.")
     reason: str | None = Field(description="Why skipped: missed, overlap, or refused: CODE.")
     job_id: int | None
+    run_id: int | None = Field(description="The run a run schedule's slot fired.")
     decided_at: datetime | None
 
     @classmethod
@@ -179,6 +263,7 @@ class SlotOut(ApiModel):
             outcome=decision.outcome.value,
             reason=decision.reason,
             job_id=decision.job_id,
+            run_id=decision.run_id,
             decided_at=_utc(decision.decided_at),
         )
 

@@ -42,7 +42,7 @@ from jobengine.client._runs import (
     RunPage,
     RunRequest,
 )
-from jobengine.client._schedules import Schedule, ScheduleRequest, ScheduleSlot
+from jobengine.client._schedules import Schedule, ScheduledRun, ScheduleRequest, ScheduleSlot
 from jobengine.client._sync import JobEngineClient
 from jobengine.domain.run import TriggerRule
 from jobengine.domain.status import RunStatus
@@ -84,6 +84,7 @@ __all__ = [
     "Schedule",
     "ScheduleRequest",
     "ScheduleSlot",
+    "ScheduledRun",
     "TransportError",
     "TriggerRule",
     "WaitTimeout",

@@ -3,22 +3,41 @@ and async ones cannot drift apart. Field names are REST's, in snake_case."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from jobengine.client._base import Call
 from jobengine.client._models import _time
+from jobengine.client._runs import RunJobRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledRun:
+    """The run each slot creates: a ``RunRequest`` without its project (the schedule's) or
+    idempotency key (the slot's). Its jobs start at the slot: leave their ``not_before``."""
+
+    name: str
+    jobs: Sequence[RunJobRequest]
+    edges: Sequence[tuple[str, str]] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "jobs": [job.to_json() for job in self.jobs],
+            "edges": [{"parent": parent, "child": child} for parent, child in self.edges],
+        }
 
 
 @dataclass(frozen=True, slots=True)
 class ScheduleRequest:
     """A schedule to create: a cron expression (5 fields, in ``zone``) or an interval, and
-    the job each slot creates. ``None`` fields are left to the server's defaults."""
+    what each slot creates: the job of ``job_type`` (with ``payload``, ``queue``, …) or
+    ``run``. ``None`` fields are left to the server's defaults."""
 
     name: str
-    job_type: str
+    job_type: str | None = None
     payload: Any = field(default_factory=dict)
     project_id: str = "default"
     cron: str | None = None
@@ -35,8 +54,12 @@ class ScheduleRequest:
     """``skip`` (the default), ``buffer_one`` or ``allow``."""
     catch_up_seconds: int | None = None
     paused: bool = False
+    run: ScheduledRun | None = None
+    """Instead of ``job_type``: a run (a workflow) per slot."""
 
-    def to_json(self) -> dict[str, Any]:
+    def _job(self) -> dict[str, Any] | None:
+        if self.job_type is None:
+            return None
         job: dict[str, Any] = {"type": self.job_type, "payload": self.payload}
         job_options = {
             "queue": self.queue,
@@ -45,15 +68,19 @@ class ScheduleRequest:
             "timeLimitSeconds": self.time_limit_seconds,
         }
         job.update({k: v for k, v in job_options.items() if v is not None})
+        return job
+
+    def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "name": self.name,
             "projectId": self.project_id,
             "cron": self.cron,
             "intervalSeconds": self.interval_seconds,
             "zone": self.zone,
-            "job": job,
             "paused": self.paused,
         }
+        what = {"job": self._job(), "run": None if self.run is None else self.run.to_json()}
+        body.update({k: v for k, v in what.items() if v is not None})
         options = {
             "startAt": None if self.start_at is None else self.start_at.isoformat(),
             "endAt": None if self.end_at is None else self.end_at.isoformat(),
@@ -76,8 +103,10 @@ class Schedule:
     cron: str | None
     interval_seconds: int | None
     zone: str
-    job: dict[str, Any]
+    job: dict[str, Any] | None
     """The job each slot creates, in REST's fields (``type``, ``payload``, ``queue``, …)."""
+    run: dict[str, Any] | None
+    """Or the run each slot creates, in REST's fields (``name``, ``jobs``, ``edges``)."""
     start_at: datetime | None
     end_at: datetime | None
     jitter_seconds: int
@@ -87,6 +116,7 @@ class Schedule:
     next_slot_at: datetime | None
     last_slot_at: datetime | None
     last_job_id: int | None
+    last_run_id: int | None
     buffered_slot_at: datetime | None
     fired_count: int
     skipped_count: int
@@ -105,7 +135,8 @@ class Schedule:
             cron=data.get("cron"),
             interval_seconds=data.get("intervalSeconds"),
             zone=data["zone"],
-            job=dict(data["job"]),
+            job=None if data.get("job") is None else dict(data["job"]),
+            run=None if data.get("run") is None else dict(data["run"]),
             start_at=_time(data.get("startAt")),
             end_at=_time(data.get("endAt")),
             jitter_seconds=int(data["jitterSeconds"]),
@@ -115,6 +146,7 @@ class Schedule:
             next_slot_at=_time(data.get("nextSlotAt")),
             last_slot_at=_time(data.get("lastSlotAt")),
             last_job_id=data.get("lastJobId"),
+            last_run_id=data.get("lastRunId"),
             buffered_slot_at=_time(data.get("bufferedSlotAt")),
             fired_count=int(data["firedCount"]),
             skipped_count=int(data["skippedCount"]),
@@ -125,14 +157,15 @@ class Schedule:
 
 @dataclass(frozen=True, slots=True)
 class ScheduleSlot:
-    """One slot as the leader decided it: ``fired`` (``job_id``), ``skipped`` (``reason``:
-    missed, overlap, refused: CODE) or ``buffered``."""
+    """One slot as the leader decided it: ``fired`` (``job_id``, or ``run_id`` for a run
+    schedule), ``skipped`` (``reason``: missed, overlap, refused: CODE) or ``buffered``."""
 
     slot_at: datetime
     outcome: str
     reason: str | None
     job_id: int | None
     decided_at: datetime | None
+    run_id: int | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ScheduleSlot:
@@ -144,6 +177,7 @@ class ScheduleSlot:
             reason=data.get("reason"),
             job_id=data.get("jobId"),
             decided_at=_time(data.get("decidedAt")),
+            run_id=data.get("runId"),
         )
 
 

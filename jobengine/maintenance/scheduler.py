@@ -1,13 +1,13 @@
-"""The scheduler: creates each due slot's job, once, while this process leads.
+"""The scheduler: creates each due slot's job (or run), once, while this process leads.
 
 Each tick reads the schedules whose next slot has come (by the injected clock: tests drive
 it) and those holding a buffered slot, and decides each in its own transaction, fenced by
 the leadership row (``schedules.firing`` says how a slot is decided exactly once). The jobs
-are published after commit, as a producer's are; should the publish fail, the dispatcher's
-sweep publishes them later. At most ``SLOTS_PER_TICK`` slots per schedule, ``SLOTS_PER_RUN``
-in all and ``PAGE`` schedules per tick, so promotion and rescue keep their cadence; it reports
-when the next slot comes, so the loop wakes for it rather than at its interval (at once while
-a schedule is behind).
+(of a run, its roots: the others wait for their parents) are published after commit, as a
+producer's are; should the publish fail, the dispatcher's sweep publishes them later. At
+most ``SLOTS_PER_TICK`` slots per schedule, ``SLOTS_PER_RUN`` in all and ``PAGE`` schedules
+per tick, so promotion and rescue keep their cadence; it reports when the next slot comes,
+so the loop wakes for it rather than at its interval (at once while a schedule is behind).
 
 A schedule that raises (a bug, a row Postgres refuses) is set aside for a minute and the
 others go on. Its ids are schedules', not jobs', so it keeps a ``SetAside`` of its own.

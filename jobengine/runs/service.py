@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -140,6 +141,9 @@ class RunJobs:
                     "trigger_rule": TriggerRule(s.trigger_rule).value,
                     "parents_waiting": p,
                     "held": quotas.held_back(n.tenant_id, n.queue),
+                    "scheduled_for": None
+                    if n.scheduled_for is None
+                    else n.scheduled_for.isoformat(),
                 }
                 for n, s, p in zip(self.checked, self.specs, self.parents, strict=True)
             ],
@@ -194,13 +198,17 @@ def submit_run_created(
     actor: str,
     dispatching: bool = False,
     validate_job: JobValidator | None = None,
+    scheduled_for: datetime | None = None,
 ) -> tuple[Run, list[Job], bool]:
     """``submit_run``, also saying whether the run is new (False: an idempotent repeat)."""
     plan = planner.plan(spec)
     if not spec.name.strip():
         raise ValidationError("a run needs a name", hint="Name the run, e.g. 'nightly-etl'.")
     check = validate_job or default_validator(conn)
-    checked = [check(new_job(spec.tenant_id, spec.project_id, job)) for job in spec.jobs]
+    checked = [
+        check(replace(new_job(spec.tenant_id, spec.project_id, job), scheduled_for=scheduled_for))
+        for job in spec.jobs
+    ]
     check_quotas(conn, checked)  # a run's jobs count against its tenant's quota, all or none
     fingerprint = request_hash(spec) if spec.idempotency_key else None
     row = run_statement(
@@ -245,14 +253,22 @@ def submit_run(
     actor: str,
     dispatching: bool = False,
     validate_job: JobValidator | None = None,
+    scheduled_for: datetime | None = None,
 ) -> tuple[Run, list[Job]]:
     """Store a run, its jobs and its edges in the caller's transaction; the jobs in spec
     order. Roots are ``scheduled`` (``dispatching`` promises their publish after commit),
     children ``pending``. An Idempotency-Key the tenant used before with the same request
     returns that run; with a different one it raises ``DuplicateIdempotencyKey``.
+    ``scheduled_for``, the slot of the schedule creating the run, is every job's
+    ``ctx.scheduled_for``.
     """
     run, jobs, _ = submit_run_created(
-        conn, spec, actor=actor, dispatching=dispatching, validate_job=validate_job
+        conn,
+        spec,
+        actor=actor,
+        dispatching=dispatching,
+        validate_job=validate_job,
+        scheduled_for=scheduled_for,
     )
     return run, jobs
 

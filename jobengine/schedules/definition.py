@@ -1,20 +1,24 @@
-"""What a schedule is: a cadence, the job each slot creates, and how slots are decided.
+"""What a schedule is: a cadence, the job or run each slot creates, and how slots are decided.
 
-``check`` refuses a schedule before anything is written, naming the field, and judges its job
-as a submission of that job would be judged (the type's catalogue entry, its payload schema),
-so a schedule that was accepted does not fail at its first slot for a reason known today.
+``check`` refuses a schedule before anything is written, naming the field: exactly one of a
+job and a run, and a run planned as its submission would be (``runs.planner``: a cycle, an
+edge to a key outside it). The registry then judges each job as a submission of it would be
+judged (the type's catalogue entry, its payload schema), so a schedule that was accepted does
+not fail at its first slot for a reason known today.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from jobengine.domain.job import JSONValue, NewJob
+from jobengine.domain.run import RunJobSpec, RunSpec, TriggerRule
+from jobengine.runs import planner
 from jobengine.schedules.errors import InvalidSchedule
 from jobengine.schedules.slots import EPOCH, Cadence
 
@@ -28,12 +32,13 @@ not release a week of jobs at once."""
 
 
 class Overlap(StrEnum):
-    """What a slot does while the job of the slot before it is not final."""
+    """What a slot does while the job (or run) of the slot before it is not final."""
 
     SKIP = "skip"
     """Recorded as skipped (``overlap``)."""
     BUFFER_ONE = "buffer_one"
-    """The first such slot waits and fires when that job is final; later ones are skipped."""
+    """The first such slot waits and fires when that job (or run) is final; later ones are
+    skipped."""
     ALLOW = "allow"
     """Fires anyway."""
 
@@ -57,12 +62,64 @@ class JobTemplate:
 
 
 @dataclass(frozen=True, slots=True)
+class RunTemplate:
+    """The run each slot creates, as ``RunSpec`` takes it; the schedule gives its tenant, its
+    project and its idempotency key (schedule, slot). Stored as ``to_json`` writes it."""
+
+    name: str
+    jobs: tuple[RunJobSpec, ...]
+    edges: tuple[tuple[str, str], ...] = ()
+    """(parent key, child key): the child waits for the parent."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "jobs": [
+                {
+                    "key": job.key,
+                    "type": job.type,
+                    "payload": job.payload,
+                    "queue": job.queue,
+                    "priority": job.priority,
+                    "retry_policy": job.retry_policy,
+                    "time_limit_seconds": job.time_limit_seconds,
+                    "trigger_rule": TriggerRule(job.trigger_rule).value,
+                }
+                for job in self.jobs
+            ],
+            "edges": [[parent, child] for parent, child in self.edges],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunTemplate:
+        return cls(
+            name=data["name"],
+            jobs=tuple(
+                RunJobSpec(
+                    key=job["key"],
+                    type=job["type"],
+                    payload=job["payload"],
+                    queue=job["queue"],
+                    priority=job["priority"],
+                    retry_policy=job["retry_policy"],
+                    time_limit_seconds=job["time_limit_seconds"],
+                    trigger_rule=TriggerRule(job["trigger_rule"]),
+                )
+                for job in data["jobs"]
+            ),
+            edges=tuple((parent, child) for parent, child in data["edges"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleSpec:
     """What a user asks for; everything the leader keeps besides is in ``Schedule``."""
 
     name: str
     cadence: Cadence
-    job: JobTemplate
+    job: JobTemplate | None = None
+    """What each slot creates: this job, or (instead) ``run``; exactly one of them."""
+    run: RunTemplate | None = None
     tenant_id: str = "default"
     project_id: str = "default"
     start_at: datetime | None = None
@@ -76,6 +133,7 @@ class ScheduleSpec:
 
     def new_job(self, schedule_id: int, slot: datetime) -> NewJob:
         """The job of ``slot``, keyed by (schedule, slot): creating it again returns it."""
+        assert self.job is not None, f"schedule {self.name!r} creates a run, not a job"
         delay = jitter(schedule_id, slot, self.jitter_seconds)
         return NewJob(
             type=self.job.type,
@@ -91,6 +149,21 @@ class ScheduleSpec:
             scheduled_for=slot,
         )
 
+    def new_run(self, schedule_id: int, slot: datetime) -> RunSpec:
+        """The run of ``slot``, keyed by (schedule, slot) as a job's is; the jitter delays
+        every job of it (the roots wait for it, the rest wait for the roots anyway)."""
+        assert self.run is not None, f"schedule {self.name!r} creates a job, not a run"
+        delay = jitter(schedule_id, slot, self.jitter_seconds)
+        not_before = slot + delay if delay else None
+        return RunSpec(
+            tenant_id=self.tenant_id,
+            project_id=self.project_id,
+            name=self.run.name,
+            jobs=tuple(replace(job, not_before=not_before) for job in self.run.jobs),
+            edges=self.run.edges,
+            idempotency_key=slot_key(schedule_id, slot),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
@@ -100,6 +173,7 @@ class Schedule:
     """The first slot not decided yet; None once none is left (past ``end_at``)."""
     last_slot_at: datetime | None
     last_job_id: int | None
+    last_run_id: int | None
     buffered_slot_at: datetime | None
     fired_count: int
     skipped_count: int
@@ -114,10 +188,11 @@ class SlotDecision:
     reason: str | None
     job_id: int | None
     decided_at: datetime | None = None
+    run_id: int | None = None
 
 
 def slot_key(schedule_id: int, slot: datetime) -> str:
-    """The idempotency key of a slot's job: the same slot never makes a second job."""
+    """The idempotency key of a slot's job or run: the same slot never makes a second one."""
     return f"schedule:{schedule_id}:{slot.isoformat()}"
 
 
@@ -140,7 +215,17 @@ def anchored(cadence: Cadence, start_at: datetime | None) -> Cadence:
 
 
 def check(spec: ScheduleSpec) -> None:
-    """Refuse a schedule whose fields cannot be used; its job is judged by ``submission``."""
+    """Refuse a schedule whose fields cannot be used; its jobs are judged by ``submission``."""
+    if (spec.job is None) == (spec.run is None):
+        given = "neither job nor run" if spec.job is None else "both job and run"
+        raise InvalidSchedule(
+            "job" if spec.job is None else "run",
+            f"{given} given: a slot creates exactly one of them",
+            hint='Give job (one job per slot, e.g. {"type": "noop"}) or run (a workflow'
+            " per slot: name, jobs, edges), not both.",
+        )
+    if spec.run is not None:
+        check_run(spec)
     if not spec.name.strip() or len(spec.name) > NAME_MAX:
         raise InvalidSchedule(
             "name", f"{spec.name!r} is not a usable name", hint=f"Give 1 to {NAME_MAX} characters."
@@ -173,6 +258,24 @@ def check(spec: ScheduleSpec) -> None:
         )
 
 
+def check_run(spec: ScheduleSpec) -> None:
+    """The run is planned as ``POST /api/v1/runs`` plans one (the planner's refusal names the
+    key, the edge or the cycle); a start time of a job's own would be one instant for every
+    slot."""
+    assert spec.run is not None
+    for n, job in enumerate(spec.run.jobs):
+        if job.not_before is not None:
+            raise InvalidSchedule(
+                f"run.jobs[{n}].notBefore",
+                f"job {job.key!r} has a start time of its own",
+                hint="Leave notBefore out: each run starts at its slot (spread the slots with"
+                " jitterSeconds).",
+            )
+    planner.plan(spec.new_run(0, EPOCH))
+    if not spec.run.name.strip():
+        raise InvalidSchedule("run.name", "a run needs a name", hint="Name it, e.g. 'nightly-etl'.")
+
+
 def overlap_of(value: str) -> Overlap:
     try:
         return Overlap(value)
@@ -191,17 +294,22 @@ def spec_from_row(row: Mapping[Any, Any]) -> ScheduleSpec:
         zone=row["zone"],
         anchor=row["start_at"] if row["interval_seconds"] and row["start_at"] else EPOCH,
     )
-    return ScheduleSpec(
-        name=row["name"],
-        cadence=cadence,
-        job=JobTemplate(
+    job = None
+    if row["job_type"] is not None:
+        job = JobTemplate(
             type=row["job_type"],
             payload=row["payload"],
             queue=row["queue"],
             priority=row["priority"],
             retry_policy=row["retry_policy"],
             time_limit_seconds=row["time_limit_seconds"],
-        ),
+        )
+    run = None if row["run_template"] is None else RunTemplate.from_json(row["run_template"])
+    return ScheduleSpec(
+        name=row["name"],
+        cadence=cadence,
+        job=job,
+        run=run,
         tenant_id=row["tenant_id"],
         project_id=row["project_id"],
         start_at=row["start_at"],
@@ -220,6 +328,7 @@ def schedule_from_row(row: Mapping[Any, Any]) -> Schedule:
         next_slot_at=row["next_slot_at"],
         last_slot_at=row["last_slot_at"],
         last_job_id=row["last_job_id"],
+        last_run_id=row["last_run_id"],
         buffered_slot_at=row["buffered_slot_at"],
         fired_count=row["fired_count"],
         skipped_count=row["skipped_count"],

@@ -3,15 +3,18 @@
 Exactly once per slot, by three locks that each suffice alone: the schedule's row is locked
 and its ``next_slot_at`` read under the lock, so two leaders for a moment take turns and the
 second finds the slots decided; ``schedule_slots``' primary key refuses a slot decided twice
-(the transaction then rolls back whole); and each slot's job carries the idempotency key
-(schedule, slot), so even a job submitted twice is one job. A crash mid-tick rolls back the
-slots, their jobs and the schedule's move together, and the next leader decides them again.
+(the transaction then rolls back whole); and each slot's job, or run, carries the idempotency
+key (schedule, slot), so even one submitted twice is one. A crash mid-tick rolls back the
+slots, their jobs and runs and the schedule's move together, and the next leader decides them
+again.
 
 Each slot due, oldest first: older than the catch-up window, it is skipped as ``missed``;
-else while the job of the slot before is not final, the overlap policy holds it (skipped as
-``overlap``, or buffered once); else its job is created through the normal submission path
-(and a refusal, a quota or a type gone from the catalogue, skips it, naming the error).
-At most ``limit`` slots per call, so a schedule far behind catches up over several ticks.
+else while the job or run of the slot before is not final, the overlap policy holds it
+(skipped as ``overlap``, or buffered once); else its job is created through the normal
+submission path, or its run through ``runs.service.submit_run`` (a refusal, a quota or a type
+gone from the catalogue, skips it, naming the error). At most ``limit`` slots per call, and no
+more once they made ``JOBS_PER_TICK`` jobs (runs of many jobs), so a schedule far behind
+catches up over several ticks.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sqlalchemy import Connection
 from jobengine.domain.job import Job
 from jobengine.errors import DuplicateIdempotencyKey, ValidationError
 from jobengine.quotas.errors import QuotaExceeded
+from jobengine.runs.service import submit_run
 from jobengine.schedules.definition import (
     Overlap,
     Schedule,
@@ -37,25 +41,52 @@ from jobengine.store import schedule_queries as q
 from jobengine.submission import submit
 
 SLOTS_PER_TICK = 200
+JOBS_PER_TICK = 1_000
+"""A call stops deciding once its slots created this many jobs (a schedule of runs far
+behind: a template of 1,000 jobs fires one run a call, not 200), and goes on next tick.
+Slots it skips cost no job, so a week of missed slots still passes in a few ticks."""
 REASON_MAX = 500
 MISSED, OVERLAP = "missed", "overlap"
 _JUST = timedelta(microseconds=1)
+_REFUSALS = (ValidationError, QuotaExceeded, DuplicateIdempotencyKey)
 
 
 @dataclass
 class Decided:
-    """What one schedule's call did: the jobs it created (to publish after commit)."""
+    """What one schedule's call did: the jobs it created, a run's among them (its roots are
+    published after commit, the rest wait for their parents)."""
 
     jobs: list[Job] = field(default_factory=list)
+    fired: int = 0
+    """Slots fired (each one job or one run)."""
     skipped: int = 0
     slots: int = 0
     """Slots decided (fired, skipped or buffered), the buffered one fired included."""
     behind: bool = False
     """Slots are still due after this call's ``limit``: the next tick should come soon."""
+    last_job_id: int | None = None
+    last_run_id: int | None = None
+    """What the last slot fired created: the overlap policy's next question."""
 
 
-Decision = tuple[SlotOutcome, str | None, int | None]
-"""A slot's outcome, the reason it was skipped, and the job it fired."""
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A slot's outcome, the reason it was skipped, and the job or run it fired."""
+
+    outcome: SlotOutcome
+    reason: str | None = None
+    job_id: int | None = None
+    run_id: int | None = None
+
+    def record(self, slot: datetime) -> dict[str, object]:
+        """The slot's row in ``RECORD_SLOTS``' recordset."""
+        return {
+            "slot_at": slot.isoformat(),
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+            "job_id": self.job_id,
+            "run_id": self.run_id,
+        }
 
 
 class _Decider:
@@ -68,18 +99,36 @@ class _Decider:
         self.decided = Decided()
 
     def fire(self, slot: datetime) -> Decision:
-        new = self.schedule.spec.new_job(self.schedule.id, slot)
+        spec = self.schedule.spec
         try:
-            job, _ = submit(self.conn, new, actor=self.actor, dispatching=True)
-        except (ValidationError, QuotaExceeded, DuplicateIdempotencyKey) as refused:
+            if spec.run is not None:
+                run, jobs = submit_run(
+                    self.conn,
+                    spec.new_run(self.schedule.id, slot),
+                    actor=self.actor,
+                    dispatching=True,
+                    scheduled_for=slot,
+                )
+                decision = Decision(SlotOutcome.FIRED, run_id=run.id)
+            else:
+                job, _ = submit(
+                    self.conn,
+                    spec.new_job(self.schedule.id, slot),
+                    actor=self.actor,
+                    dispatching=True,
+                )
+                jobs, decision = [job], Decision(SlotOutcome.FIRED, job_id=job.id)
+        except _REFUSALS as refused:
             return self.skip(f"refused: {refused.code}: {refused.message}"[:REASON_MAX])
-        self.decided.jobs.append(job)
+        self.decided.jobs.extend(jobs)
+        self.decided.fired += 1
+        self.decided.last_job_id, self.decided.last_run_id = decision.job_id, decision.run_id
         self.last_final = False
-        return SlotOutcome.FIRED, None, job.id
+        return decision
 
     def skip(self, reason: str) -> Decision:
         self.decided.skipped += 1
-        return SlotOutcome.SKIPPED, reason, None
+        return Decision(SlotOutcome.SKIPPED, reason)
 
     def due(self, slot: datetime, late: datetime) -> Decision:
         overlap = self.schedule.spec.overlap
@@ -89,7 +138,7 @@ class _Decider:
             return self.fire(slot)
         if overlap is Overlap.BUFFER_ONE and self.buffered is None:
             self.buffered = slot
-            return SlotOutcome.BUFFERED, None, None
+            return Decision(SlotOutcome.BUFFERED)
         return self.skip(OVERLAP)
 
 
@@ -102,15 +151,13 @@ def decide_due(
         return Decided()
     schedule = schedule_from_row(row)
     spec = schedule.spec
-    final: bool = conn.exec_driver_sql(q.JOB_IS_FINAL, {"id": schedule.last_job_id}).scalar_one()
+    final: bool = conn.exec_driver_sql(
+        q.LAST_IS_FINAL, {"job_id": schedule.last_job_id, "run_id": schedule.last_run_id}
+    ).scalar_one()
     decider = _Decider(conn, schedule, actor=actor, last_final=final)
     if schedule.buffered_slot_at is not None and decider.last_final:
-        outcome, reason, job_id = decider.fire(schedule.buffered_slot_at)
-        settled = {"outcome": outcome.value, "reason": reason, "job_id": job_id}
-        conn.exec_driver_sql(
-            q.SETTLE_BUFFERED,
-            settled | {"schedule_id": schedule.id, "slot_at": schedule.buffered_slot_at},
-        )
+        settled = decider.fire(schedule.buffered_slot_at).record(schedule.buffered_slot_at)
+        conn.exec_driver_sql(q.SETTLE_BUFFERED, settled | {"schedule_id": schedule.id})
         decider.buffered = None
         decider.decided.slots += 1
     due: list[datetime] = []
@@ -119,14 +166,15 @@ def decide_due(
         due = list(islice(slots_between(spec.cadence, schedule.next_slot_at, end), limit + 1))
         decider.decided.behind = len(due) > limit
         due = due[:limit]
-        decider.decided.slots += len(due)
     late = now - timedelta(seconds=spec.catch_up_seconds)
     rows = []
     for slot in due:
-        outcome, reason, job_id = decider.due(slot, late)
-        rows.append(
-            {"slot_at": slot.isoformat(), "outcome": outcome, "reason": reason, "job_id": job_id}
-        )
+        rows.append(decider.due(slot, late).record(slot))
+        if len(decider.decided.jobs) >= JOBS_PER_TICK:
+            decider.decided.behind = decider.decided.behind or len(rows) < len(due)
+            due = due[: len(rows)]
+            break
+    decider.decided.slots += len(due)
     if not due and decider.buffered == schedule.buffered_slot_at:
         return decider.decided
     if rows:
@@ -136,17 +184,19 @@ def decide_due(
     following = next_slot(spec.cadence, due[-1]) if due else schedule.next_slot_at
     if following is not None and spec.end_at is not None and following >= spec.end_at:
         following = None
-    jobs = decider.decided.jobs
+    decided = decider.decided
     conn.exec_driver_sql(
         q.ADVANCE_SCHEDULE,
         {
             "id": schedule.id,
             "next_slot_at": following,
             "last_slot_at": due[-1] if due else None,
-            "last_job_id": jobs[-1].id if jobs else None,
+            "fired_any": decided.fired > 0,
+            "last_job_id": decided.last_job_id,
+            "last_run_id": decided.last_run_id,
             "buffered_slot_at": decider.buffered,
-            "fired": len(jobs),
-            "skipped": decider.decided.skipped,
+            "fired": decided.fired,
+            "skipped": decided.skipped,
         },
     )
-    return decider.decided
+    return decided

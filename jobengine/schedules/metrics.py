@@ -25,8 +25,8 @@ class ScheduleCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         slots = CounterMetricFamily(
             "jobengine_schedule_slots",
-            "Schedules' slots decided, by outcome (fired: a job was created; skipped: missed,"
-            " overlap or refused).",
+            "Schedules' slots decided, by outcome (fired: a job or a run was created; skipped:"
+            " missed, overlap or refused).",
             labels=["outcome"],
         )
         schedules = GaugeMetricFamily(

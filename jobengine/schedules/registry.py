@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from config.settings import get_settings
-from jobengine.catalogue import catalogue_of
+from jobengine.runs.service import default_validator, new_job
 from jobengine.schedules.definition import (
+    JobTemplate,
     Schedule,
     ScheduleSpec,
     SlotDecision,
@@ -30,7 +30,6 @@ from jobengine.schedules.definition import (
 from jobengine.schedules.errors import ScheduleNameTaken, ScheduleNotFound
 from jobengine.schedules.slots import next_slot
 from jobengine.store import schedule_queries as q
-from jobengine.submission import validate
 
 _JUST = timedelta(microseconds=1)
 
@@ -134,19 +133,24 @@ def slots(
             reason=r["reason"],
             job_id=r["job_id"],
             decided_at=r["decided_at"],
+            run_id=r["run_id"],
         )
         for r in conn.exec_driver_sql(q.LIST_SLOTS, params).mappings()
     ]
 
 
 def _checked(conn: Connection, spec: ScheduleSpec, now: datetime) -> ScheduleSpec:
+    """Each job the schedule creates is judged as its submission would be; a job's queue is
+    fixed now (the type's, for ``default``), a run's jobs take their type's at each slot."""
     check(spec)
     spec = replace(spec, cadence=anchored(spec.cadence, spec.start_at))
-    job = validate(
-        spec.new_job(0, spec.start_at or now),
-        max_payload_bytes=get_settings().max_payload_bytes,
-        types=catalogue_of(conn),
-    )
+    judge = default_validator(conn)
+    if spec.run is not None:
+        for step in spec.run.jobs:
+            judge(new_job(spec.tenant_id, spec.project_id, step))
+        return spec
+    assert spec.job is not None
+    job = judge(spec.new_job(0, spec.start_at or now))
     return replace(spec, job=replace(spec.job, queue=job.queue))
 
 
@@ -157,22 +161,30 @@ def _locked(conn: Connection, schedule_id: int, tenant_id: str | None) -> Schedu
     return schedule_from_row(row)
 
 
-def _params(spec: ScheduleSpec, next_slot_at: datetime | None) -> dict[str, Any]:
+def _job_params(job: JobTemplate | None) -> dict[str, Any]:
+    """A job's columns; all NULL for a schedule that creates a run."""
+    if job is None:
+        columns = ("job_type", "queue", "payload", "priority", "retry_policy")
+        return dict.fromkeys(columns) | {"time_limit_seconds": None}
     return {
+        "job_type": job.type,
+        "queue": job.queue,
+        "payload": json.dumps(job.payload),
+        "priority": job.priority,
+        "retry_policy": None if job.retry_policy is None else json.dumps(job.retry_policy),
+        "time_limit_seconds": job.time_limit_seconds,
+    }
+
+
+def _params(spec: ScheduleSpec, next_slot_at: datetime | None) -> dict[str, Any]:
+    return _job_params(spec.job) | {
         "tenant_id": spec.tenant_id,
         "project_id": spec.project_id,
         "name": spec.name,
         "cron": spec.cadence.cron,
         "interval_seconds": spec.cadence.interval_seconds,
         "zone": spec.cadence.zone,
-        "job_type": spec.job.type,
-        "queue": spec.job.queue,
-        "payload": json.dumps(spec.job.payload),
-        "priority": spec.job.priority,
-        "retry_policy": None
-        if spec.job.retry_policy is None
-        else json.dumps(spec.job.retry_policy),
-        "time_limit_seconds": spec.job.time_limit_seconds,
+        "run_template": None if spec.run is None else json.dumps(spec.run.to_json()),
         "start_at": spec.start_at,
         "end_at": spec.end_at,
         "jitter_seconds": spec.jitter_seconds,

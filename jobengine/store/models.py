@@ -657,9 +657,17 @@ class PrunedJobsRow(Base):
 # ---- schedules (issue 15) ----
 
 
+SCHEDULE_JOB_OR_RUN = (
+    "(job_type IS NOT NULL AND queue IS NOT NULL AND payload IS NOT NULL"
+    " AND priority IS NOT NULL AND run_template IS NULL)"
+    " OR (job_type IS NULL AND queue IS NULL AND payload IS NULL AND priority IS NULL"
+    " AND retry_policy IS NULL AND time_limit_seconds IS NULL AND run_template IS NOT NULL)"
+)
+
+
 class ScheduleRow(Base):
-    """A cadence and the job each of its slots creates, with the leader's bookkeeping
-    (see ``jobengine.maintenance.scheduler``)."""
+    """A cadence and the job, or the run, each of its slots creates, with the leader's
+    bookkeeping (see ``jobengine.maintenance.scheduler``)."""
 
     __tablename__ = "schedules"
 
@@ -670,12 +678,15 @@ class ScheduleRow(Base):
     cron: Mapped[str | None] = mapped_column(Text)
     interval_seconds: Mapped[int | None] = mapped_column(Integer)
     zone: Mapped[str] = mapped_column(Text, nullable=False, server_default="UTC")
-    job_type: Mapped[str] = mapped_column(Text, nullable=False)
-    queue: Mapped[str] = mapped_column(Text, nullable=False, server_default="default")
-    payload: Mapped[Any] = mapped_column(JSONB, nullable=False)
-    priority: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="0")
+    job_type: Mapped[str | None] = mapped_column(Text)
+    """The job each slot creates, with the five columns after it; all NULL for a run."""
+    queue: Mapped[str | None] = mapped_column(Text, server_default="default")
+    payload: Mapped[Any] = mapped_column(JSONB, nullable=True)
+    priority: Mapped[int | None] = mapped_column(SmallInteger, server_default="0")
     retry_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     time_limit_seconds: Mapped[float | None] = mapped_column(Float)
+    run_template: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    """Instead of a job: the run each slot creates (``schedules.definition.RunTemplate``)."""
     start_at: Mapped[datetime | None] = mapped_column(TS)
     end_at: Mapped[datetime | None] = mapped_column(TS)
     jitter_seconds: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
@@ -689,8 +700,11 @@ class ScheduleRow(Base):
     """The job of the last slot fired: while it is not final, ``skip`` and ``buffer_one`` hold
     the slots that come due. No foreign key: retention may delete the job, which then counts
     as final."""
+    last_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The run of the last slot fired, asked the same question (final: completed, failed or
+    cancelled)."""
     buffered_slot_at: Mapped[datetime | None] = mapped_column(TS)
-    """The slot ``buffer_one`` holds until ``last_job_id`` is final."""
+    """The slot ``buffer_one`` holds until ``last_job_id`` and ``last_run_id`` are final."""
     fired_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     skipped_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
@@ -698,6 +712,7 @@ class ScheduleRow(Base):
 
     __table_args__ = (
         CheckConstraint("(cron IS NULL) <> (interval_seconds IS NULL)", name="cron_or_interval"),
+        CheckConstraint(SCHEDULE_JOB_OR_RUN, name="job_or_run"),
         CheckConstraint("interval_seconds > 0", name="interval_positive"),
         CheckConstraint("end_at > start_at", name="ends_after_start"),
         CheckConstraint("jitter_seconds >= 0", name="jitter_not_negative"),
@@ -720,8 +735,8 @@ class ScheduleRow(Base):
 
 
 class ScheduleSlotRow(Base):
-    """One slot of a schedule as the leader decided it: fired (with its job), skipped (and
-    why), or buffered; its primary key is what makes every slot decided once."""
+    """One slot of a schedule as the leader decided it: fired (with its job or its run),
+    skipped (and why), or buffered; its primary key is what makes every slot decided once."""
 
     __tablename__ = "schedule_slots"
 
@@ -732,11 +747,16 @@ class ScheduleSlotRow(Base):
     outcome: Mapped[str] = mapped_column(Text, nullable=False)
     reason: Mapped[str | None] = mapped_column(Text)
     job_id: Mapped[int | None] = mapped_column(BigInteger)
+    run_id: Mapped[int | None] = mapped_column(BigInteger)
     decided_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
 
     __table_args__ = (
         CheckConstraint("outcome IN ('fired', 'skipped', 'buffered')", name="outcome_known"),
-        CheckConstraint("(outcome = 'fired') = (job_id IS NOT NULL)", name="job_iff_fired"),
+        CheckConstraint(
+            "(outcome = 'fired') = (job_id IS NOT NULL OR run_id IS NOT NULL)",
+            name="job_iff_fired",
+        ),
+        CheckConstraint("job_id IS NULL OR run_id IS NULL", name="job_or_run"),
     )
 
 

@@ -71,26 +71,27 @@ CREATE_RUN_JOBS = (
 -- its birth's history and outbox rows. The jobs come as one JSON array and go back as what
 -- Postgres gave them, as a batch's do (`queries.CREATE_JOBS`). A root the leader publishes
 -- (`held`: a fair-shared queue's, a capped tenant's) is born without the dispatch mark, to
--- take its turn.
+-- take its turn. A schedule's run gives each job its slot (`scheduled_for`); any other run
+-- gives NULL.
 WITH input AS (
     SELECT *
     FROM ROWS FROM (jsonb_to_recordset(%(jobs)s::jsonb)
                     AS (type text, queue text, priority smallint, payload jsonb,
                         status job_status, retry_policy jsonb, not_before timestamptz,
                         time_limit_seconds double precision, run_key text, trigger_rule text,
-                        parents_waiting int, held boolean))
+                        parents_waiting int, held boolean, scheduled_for timestamptz))
          WITH ORDINALITY AS i(type, queue, priority, payload, status, retry_policy, not_before,
                               time_limit_seconds, run_key, trigger_rule, parents_waiting, held,
-                              ord)
+                              scheduled_for, ord)
 ),
 moved AS (
     INSERT INTO jobs (tenant_id, project_id, type, queue, priority, payload, status,
                       retry_policy, not_before, scheduled_at, dispatched_at, time_limit_seconds,
-                      run_id, run_key, trigger_rule, parents_waiting)
+                      run_id, run_key, trigger_rule, parents_waiting, scheduled_for)
     SELECT %(tenant_id)s, %(project_id)s, type, queue, priority, payload, status, retry_policy,
            not_before, CASE WHEN status = 'scheduled' THEN now() END,
            CASE WHEN status = 'scheduled' AND %(dispatching)s AND NOT held THEN now() END,
-           time_limit_seconds, %(run_id)s, run_key, trigger_rule, parents_waiting
+           time_limit_seconds, %(run_id)s, run_key, trigger_rule, parents_waiting, scheduled_for
     FROM input
     ORDER BY ord
     RETURNING *

@@ -1,9 +1,9 @@
 """The schedules' statements, each named and served by an index (see ``jobengine.schedules``).
 
 Per tick the leader reads due schedules (``ix_schedules_due``) and those holding a buffered
-slot (``ix_schedules_buffered``), then per schedule locks its row, reads its last job's state,
-records the slots it decided and moves the schedule on, all by primary key. The rest run when
-a user manages schedules or ``/metrics`` is scraped.
+slot (``ix_schedules_buffered``), then per schedule locks its row, reads the state of its
+last job or run, records the slots it decided and moves the schedule on, all by primary key.
+The rest run when a user manages schedules or ``/metrics`` is scraped.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 FINAL = "('completed', 'failed', 'cancelled')"
 
 _SPEC_COLUMNS = """tenant_id, project_id, name, cron, interval_seconds, zone, job_type, queue,
-    payload, priority, retry_policy, time_limit_seconds, start_at, end_at, jitter_seconds,
-    overlap, catch_up_seconds, paused, next_slot_at"""
+    payload, priority, retry_policy, time_limit_seconds, run_template, start_at, end_at,
+    jitter_seconds, overlap, catch_up_seconds, paused, next_slot_at"""
 
 _SPEC_VALUES = """%(tenant_id)s, %(project_id)s, %(name)s, %(cron)s, %(interval_seconds)s,
     %(zone)s, %(job_type)s, %(queue)s, %(payload)s::jsonb, %(priority)s,
-    %(retry_policy)s::jsonb, %(time_limit_seconds)s, %(start_at)s, %(end_at)s,
-    %(jitter_seconds)s, %(overlap)s, %(catch_up_seconds)s, %(paused)s, %(next_slot_at)s"""
+    %(retry_policy)s::jsonb, %(time_limit_seconds)s, %(run_template)s::jsonb, %(start_at)s,
+    %(end_at)s, %(jitter_seconds)s, %(overlap)s, %(catch_up_seconds)s, %(paused)s,
+    %(next_slot_at)s"""
 
 CREATE_SCHEDULE = f"""
 -- name: create_schedule  (uq_schedules_tenant_id)
@@ -30,8 +31,9 @@ RETURNING *
 
 UPDATE_SCHEDULE = f"""
 -- name: update_schedule  (pk_schedules)
--- An edit replaces what the user asked for and where the next slot is; what the leader
--- decided (last slot, its job, a buffered slot, the counts) stays.
+-- An edit replaces what the user asked for (a job or a run, the other emptied) and where the
+-- next slot is; what the leader decided (last slot, its job or run, a buffered slot, the
+-- counts) stays.
 UPDATE schedules
 SET ({_SPEC_COLUMNS}, updated_at) = ({_SPEC_VALUES}, now())
 WHERE id = %(id)s
@@ -87,28 +89,33 @@ NEXT_SLOT = """
 SELECT min(next_slot_at) AS at FROM schedules WHERE NOT paused AND next_slot_at IS NOT NULL
 """
 
-JOB_IS_FINAL = f"""
--- name: job_is_final  (pk_jobs)
--- A job retention deleted is as good as final.
-SELECT coalesce((SELECT status IN {FINAL} FROM jobs WHERE id = %(id)s), true) AS final
+LAST_IS_FINAL = f"""
+-- name: last_is_final  (pk_jobs, pk_runs)
+-- Whether the last slot's job and run (whichever it made; none: NULL) are final. A job or run
+-- retention deleted is as good as final.
+SELECT coalesce((SELECT status IN {FINAL} FROM jobs WHERE id = %(job_id)s), true)
+   AND coalesce((SELECT status IN {FINAL} FROM runs WHERE id = %(run_id)s), true) AS final
 """
 
 RECORD_SLOTS = """
 -- name: record_slots  (pk_schedule_slots)
 -- The slots one tick decided for one schedule, in one statement. A slot decided before
 -- violates the primary key: the tick's transaction rolls back and nothing is fired twice.
-INSERT INTO schedule_slots (schedule_id, slot_at, outcome, reason, job_id)
-SELECT %(schedule_id)s, slot_at, outcome, reason, job_id
+INSERT INTO schedule_slots (schedule_id, slot_at, outcome, reason, job_id, run_id)
+SELECT %(schedule_id)s, slot_at, outcome, reason, job_id, run_id
 FROM jsonb_to_recordset(%(slots)s::jsonb)
-     AS s(slot_at timestamptz, outcome text, reason text, job_id bigint)
+     AS s(slot_at timestamptz, outcome text, reason text, job_id bigint, run_id bigint)
 """
 
 SETTLE_BUFFERED = """
 -- name: settle_buffered  (pk_schedule_slots)
--- The buffered slot, once the job before it is final: fired, or skipped if its job is refused.
+-- The buffered slot, once the job or run before it is final: fired, or skipped if what it
+-- creates is refused.
 UPDATE schedule_slots
-SET outcome = %(outcome)s, reason = %(reason)s, job_id = %(job_id)s, decided_at = now()
-WHERE schedule_id = %(schedule_id)s AND slot_at = %(slot_at)s AND outcome = 'buffered'
+SET outcome = %(outcome)s, reason = %(reason)s, job_id = %(job_id)s, run_id = %(run_id)s,
+    decided_at = now()
+WHERE schedule_id = %(schedule_id)s AND slot_at = %(slot_at)s::timestamptz
+  AND outcome = 'buffered'
 """
 
 ADVANCE_SCHEDULE = """
@@ -116,7 +123,8 @@ ADVANCE_SCHEDULE = """
 UPDATE schedules
 SET next_slot_at = %(next_slot_at)s,
     last_slot_at = coalesce(%(last_slot_at)s, last_slot_at),
-    last_job_id = coalesce(%(last_job_id)s, last_job_id),
+    last_job_id = CASE WHEN %(fired_any)s THEN %(last_job_id)s ELSE last_job_id END,
+    last_run_id = CASE WHEN %(fired_any)s THEN %(last_run_id)s ELSE last_run_id END,
     buffered_slot_at = %(buffered_slot_at)s,
     fired_count = fired_count + %(fired)s,
     skipped_count = skipped_count + %(skipped)s,
@@ -126,7 +134,7 @@ WHERE id = %(id)s
 
 LIST_SLOTS = """
 -- name: list_slots  (pk_schedule_slots)
-SELECT slot_at, outcome, reason, job_id, decided_at FROM schedule_slots
+SELECT slot_at, outcome, reason, job_id, run_id, decided_at FROM schedule_slots
 WHERE schedule_id = %(schedule_id)s AND slot_at < %(before)s
 ORDER BY slot_at DESC
 LIMIT %(limit)s

@@ -1,5 +1,6 @@
 """Both clients manage schedules through the real API: create, read, list, edit, pause,
-resume, read slots and delete, and a refusal arriving as ``ApiError`` naming the field."""
+resume, read slots and delete, a run per slot (``ScheduledRun``), and a refusal arriving as
+``ApiError`` naming the field."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from jobengine.client import (
     ApiError,
     AsyncJobEngineClient,
     JobEngineClient,
+    RunJobRequest,
     Schedule,
+    ScheduledRun,
     ScheduleRequest,
 )
 from tests.client.server import ApiServer
@@ -74,3 +77,32 @@ def test_the_async_client_manages_schedules_like_the_blocking_one(api: ApiServer
             assert (await client.schedules())[0] == []
 
     asyncio.run(scenario())
+
+
+def test_a_client_creates_a_run_schedule_and_reads_its_template_back(api: ApiServer) -> None:
+    etl = ScheduledRun(
+        name="nightly-etl",
+        jobs=[
+            RunJobRequest(key="extract", type="noop", payload={"source": "shop"}),
+            RunJobRequest(key="load", type="noop", trigger_rule="all_done"),
+        ],
+        edges=[("extract", "load")],
+    )
+    with JobEngineClient(api.url, api_key=api.key, tenant_id=api.tenant_id) as client:
+        made = client.create_schedule(
+            ScheduleRequest(name="etl", run=etl, cron="30 2 * * *", project_id="etl")
+        )
+        assert (made.job, made.last_run_id) == (None, None)
+        assert made.run is not None and made.run["name"] == "nightly-etl"
+        assert [(j["key"], j["triggerRule"]) for j in made.run["jobs"]] == [
+            ("extract", "all_success"),
+            ("load", "all_done"),
+        ]
+        assert made.run["edges"] == [{"parent": "extract", "child": "load"}]
+        assert client.schedule(made.id) == made
+        with pytest.raises(ApiError) as refused:
+            client.create_schedule(
+                ScheduleRequest(name="both", job_type="noop", run=etl, interval_seconds=60)
+            )
+        assert (refused.value.status, refused.value.code) == (422, "INVALID_SCHEDULE")
+        assert refused.value.message.startswith("run: ")

@@ -61,3 +61,23 @@ def test_a_tick_statement_reads_its_index_not_the_table(
     explained = plan(many, sql, params)
     assert index in explained, (name, explained)
     assert '"Seq Scan"' not in explained, (name, explained)
+
+
+def test_the_last_slots_job_and_run_are_read_by_primary_key(engine: Engine) -> None:
+    with transaction(engine) as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (tenant_id, project_id, type, payload, status)"
+                " SELECT 't', 'p', 'noop', '{}', 'pending' FROM generate_series(1, 5000)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO runs (tenant_id, project_id, name, jobs_total)"
+                " SELECT 't', 'p', 'r' || n, 1 FROM generate_series(1, 5000) AS n"
+            )
+        )
+        conn.execute(text("ANALYZE jobs; ANALYZE runs"))
+    explained = plan(engine, q.LAST_IS_FINAL, {"job_id": 42, "run_id": 42})
+    assert "pk_jobs" in explained and "pk_runs" in explained, explained
+    assert '"Seq Scan"' not in explained, explained
