@@ -225,6 +225,15 @@ _FINAL_AFTER = (
 )
 _TOTAL_AFTER = "r.jobs_total + d.added"
 
+_LOCK_RUNS = """
+    SELECT found.id, {d}.completed, {d}.failed, {d}.cancelled, {d}.added
+    FROM unnest(ARRAY(SELECT run_id FROM {d} ORDER BY run_id)) AS wanted(id)
+    JOIN {d} ON {d}.run_id = wanted.id
+    CROSS JOIN LATERAL (SELECT id FROM runs WHERE runs.id = wanted.id FOR UPDATE) AS found
+"""
+"""The runs a count changes, locked in id order, with what changes in each (``{d}``: the
+statement's delta of run_id, completed, failed, cancelled, added)."""
+
 _RUN_STATUS_AFTER = f"""jobs_total = {_TOTAL_AFTER},
     jobs_completed = r.jobs_completed + d.completed,
     jobs_failed = r.jobs_failed + d.failed,
@@ -251,12 +260,7 @@ WITH delta AS (
                          %(cancelled)s::int[], %(added)s::int[])
          AS d(run_id, completed, failed, cancelled, added)
 ),
-locked AS (
-    SELECT found.id, delta.completed, delta.failed, delta.cancelled, delta.added
-    FROM unnest(ARRAY(SELECT run_id FROM delta ORDER BY run_id)) AS wanted(id)
-    JOIN delta ON delta.run_id = wanted.id
-    CROSS JOIN LATERAL (SELECT id FROM runs WHERE runs.id = wanted.id FOR UPDATE) AS found
-)
+locked AS ({_LOCK_RUNS.format(d="delta")})
 UPDATE runs AS r
 SET {_RUN_STATUS_AFTER}
 FROM locked AS d
@@ -287,12 +291,7 @@ run_delta AS (
       AND moved.from_status NOT IN ('completed', 'failed', 'cancelled')
     GROUP BY moved.run_id
 ),
-run_locked AS (
-    SELECT found.id, run_delta.completed, run_delta.failed, run_delta.cancelled, run_delta.added
-    FROM unnest(ARRAY(SELECT run_id FROM run_delta ORDER BY run_id)) AS wanted(id)
-    JOIN run_delta ON run_delta.run_id = wanted.id
-    CROSS JOIN LATERAL (SELECT id FROM runs WHERE runs.id = wanted.id FOR UPDATE) AS found
-),
+run_locked AS ({_LOCK_RUNS.format(d="run_delta")}),
 run_counts AS (
     UPDATE runs AS r
     SET {_RUN_STATUS_AFTER}
