@@ -171,11 +171,11 @@ class HostFleet(ChaosFleet):
         return self.start_reaper(name)
 
     def api_on(self, host: str, key: str) -> ApiOverLinks:
-        """The API on ``host`` and the relay on the client host; returns once the API answers
-        ``/healthz`` through both."""
+        """The API on ``host`` (``jobengine api``, as the deploy files run it) and the relay on
+        the client host; returns once the API answers ``/healthz`` through both."""
         self.host_of["api"], self.host_of["relay"] = host, "client"
         api_env = self.env(JOBENGINE_API_HOST=self.net.addr(host), JOBENGINE_API_PORT=str(API_PORT))
-        api = self.spawn("api", [sys.executable, "-m", "jobengine.api"], api_env)
+        api = self.spawn("api", [str(Path(sys.executable).with_name("jobengine")), "api"], api_env)
         socket_path = self.logs / "api.sock"
         relay_argv = [sys.executable, "-m", "tests.chaos.relay", str(socket_path),
                       self.net.addr(host), str(API_PORT)]  # fmt: skip

@@ -31,7 +31,7 @@ from tests.chaos.figures import assert_nothing_lost, measure, open_jobs
 from tests.chaos.harness import DEADLINE_S, LEASE_TTL_S, RESULTS, observer_engine, tunable
 from tests.chaos.hosts import REDIS_PORT, TENANT, ApiOverLinks, HostFleet, HostNetwork
 from tests.chaos.netns import unavailable
-from tests.chaos.servers import ChaosPostgres, ChaosRedis
+from tests.chaos.servers import ENGINE_APP_PATTERNS, ChaosPostgres, ChaosRedis
 from tests.fleet.conftest import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.chaos_quick]
@@ -116,6 +116,21 @@ def completed_by(fleet: HostFleet) -> dict[int, str]:
         return {int(job_id): str(actor).split(":")[0] for job_id, actor in conn.execute(text(sql))}
 
 
+def dialed_from(fleet: HostFleet) -> tuple[set[str], set[str]]:
+    """The addresses the fleet's Postgres connections and Redis clients come from (a
+    connection over the unix socket shows as ``local``); the test's own are left out."""
+    sql = (
+        "SELECT coalesce(host(client_addr), 'local') FROM pg_stat_activity "
+        "WHERE application_name LIKE ANY(%s)"
+    )
+    assert fleet.pg is not None and fleet.broker is not None
+    with fleet.pg.connect() as conn:
+        postgres = {str(addr) for (addr,) in conn.execute(sql, (ENGINE_APP_PATTERNS,))}
+    clients = fleet.broker.client().client_list()
+    redis = {str(c["addr"]).rsplit(":", 1)[0] for c in clients if c["cmd"] != "client"}
+    return postgres, redis
+
+
 def report(figures: dict[str, Any], evidence: dict[str, Any]) -> None:
     print(json.dumps(figures))
     print(json.dumps({"scenario": figures["scenario"], **evidence}))
@@ -130,12 +145,18 @@ def test_jobs_submitted_through_the_api_host_run_on_both_worker_hosts_and_comple
     ids = submit(api, JOBS, ms=JOB_MS // 5)
     wait_until(lambda: open_jobs(hosts.engine) == 0, DEADLINE_S, "every job final")
     took = time.monotonic() - started
+    postgres_peers, redis_peers = dialed_from(hosts)
 
     figures, evidence = measure(hosts.engine, hosts.ledger, "hosts_across_links", ids, None)
     by = completed_by(hosts)
     ran_on = {job_id: host for job_id, _, host in ledger_lines(hosts)}
     per_host = {host: sum(1 for h in by.values() if h == host) for host in sorted(set(by.values()))}
-    evidence.update(completed_per_host=per_host, jobs_per_s=round(len(ids) / took, 1))
+    evidence.update(
+        completed_per_host=per_host,
+        jobs_per_s=round(len(ids) / took, 1),
+        postgres_dialed_from=sorted(postgres_peers),
+        redis_dialed_from=sorted(redis_peers),
+    )
     report(figures, evidence)
 
     assert evidence["by_status"] == {"completed": len(ids)}
@@ -143,3 +164,34 @@ def test_jobs_submitted_through_the_api_host_run_on_both_worker_hosts_and_comple
     assert figures["effects_per_job"] == {"min": 1, "max": 1, "mean": 1.0}, figures
     assert set(per_host) == {HostNetwork.hostname(host) for host in WORKER_HOSTS}, per_host
     assert by == ran_on, "a completion signed by one host for an effect another host ran"
+    fleet_hosts = {hosts.net.addr(host) for host in ("api", "reaper", *WORKER_HOSTS)}
+    assert postgres_peers == fleet_hosts, "every role reaches Postgres over its link, only so"
+    assert redis_peers <= fleet_hosts and set(map(hosts.net.addr, WORKER_HOSTS)) <= redis_peers
+
+
+def test_the_api_host_cut_off_from_the_db_host_answers_not_ready_and_recovers_by_itself(
+    hosts: HostFleet,
+) -> None:
+    api = hosts.api_on("api", make_key(hosts.engine, TENANT, JOBS_READ, JOBS_WRITE))
+    assert api.get("/readyz").status_code == 200
+
+    hosts.net.sever("db", "api")
+    cut_at = time.monotonic()
+    not_ready = api.get("/readyz")
+    answered_s = time.monotonic() - cut_at
+    alive = api.get("/healthz").status_code
+    hosts.net.mend("db", "api")
+    healed_at = time.monotonic()
+    wait_until(lambda: api.answers("/readyz") == 200, 60, "the API ready again")
+    figures = {
+        "scenario": "hosts_api_cut_from_db",
+        "not_ready_answered_s": round(answered_s, 2),
+        "ready_again_s": round(time.monotonic() - healed_at, 2),
+    }
+    report(figures, {"not_ready": not_ready.json()})
+
+    assert not_ready.status_code == 503, not_ready.text
+    body = not_ready.json()
+    assert body["code"] == "NOT_READY" and body["retryable"] is True, body
+    assert "postgres is down" in body["message"] and "redis is down" in body["message"], body
+    assert alive == 200, "the API process itself stayed up while its database was out of reach"
