@@ -150,14 +150,26 @@ class HostFleet(ChaosFleet):
 
     net: HostNetwork = field(default_factory=lambda: HostNetwork("", 0))
     host_of: dict[str, str] = field(default_factory=dict)
-    release: Path = Path()
+    release_dir: Path = Path()
     """Where the test releases held jobs (``tests.chaos.host_handlers``)."""
 
     def env(self, **overrides: str) -> dict[str, str]:
         handlers = json.dumps(["tests.chaos.host_handlers"])
         return super().env(
-            **{"JOBENGINE_HANDLER_MODULES": handlers, RELEASE_ENV: str(self.release), **overrides}
+            JOBENGINE_HANDLER_MODULES=handlers,
+            JOBENGINE_LOG_JSON="true",
+            **{RELEASE_ENV: str(self.release_dir), **overrides},
         )
+
+    def events(self, name: str, event: str) -> list[dict[str, Any]]:
+        """The JSON log lines ``event`` of process ``name``, in order."""
+        found = []
+        for line in self.log_of(name).splitlines():
+            if line.startswith("{") and f'"{event}"' in line:
+                entry = json.loads(line)
+                if entry.get("event") == event:
+                    found.append(entry)
+        return found
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         return super().spawn(name, self.net.run_on(self.host_of[name], argv), env)

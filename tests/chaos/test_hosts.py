@@ -27,7 +27,7 @@ from sqlalchemy import text
 
 from jobengine.api.keys import JOBS_READ, JOBS_WRITE
 from tests.api.conftest import make_key
-from tests.chaos.figures import assert_nothing_lost, measure, open_jobs
+from tests.chaos.figures import Outcome, assert_nothing_lost, measure, open_jobs, rows
 from tests.chaos.harness import DEADLINE_S, LEASE_TTL_S, RESULTS, observer_engine, tunable
 from tests.chaos.hosts import REDIS_PORT, TENANT, ApiOverLinks, HostFleet, HostNetwork
 from tests.chaos.netns import unavailable
@@ -70,7 +70,7 @@ def hosts(tmp_path: Path) -> Iterator[HostFleet]:
             pg=pg,
             broker=broker,
             net=net,
-            release=tmp_path / "release",
+            release_dir=tmp_path / "release",
         )
         stack.callback(fleet.engine.dispose)
         stack.callback(fleet.stop_all)
@@ -113,7 +113,7 @@ def completed_by(fleet: HostFleet) -> dict[int, str]:
     """Each completed job and the host whose worker's completion Postgres accepted."""
     sql = "SELECT job_id, actor FROM job_history WHERE to_status = 'completed'"
     with fleet.engine.connect() as conn:
-        return {int(job_id): str(actor).split(":")[0] for job_id, actor in conn.execute(text(sql))}
+        return {int(job_id): str(actor).split(":")[0] for job_id, actor in rows(conn, sql)}
 
 
 def dialed_from(fleet: HostFleet) -> tuple[set[str], set[str]]:
@@ -195,3 +195,85 @@ def test_the_api_host_cut_off_from_the_db_host_answers_not_ready_and_recovers_by
     assert body["code"] == "NOT_READY" and body["retryable"] is True, body
     assert "postgres is down" in body["message"] and "redis is down" in body["message"], body
     assert alive == 200, "the API process itself stayed up while its database was out of reach"
+
+
+def history(fleet: HostFleet, job_id: int) -> list[tuple[str | None, str, str, str | None]]:
+    """``(from, to, actor's host, reason)`` of each step of the job, in order."""
+    sql = (
+        "SELECT from_status, to_status, actor, reason FROM job_history "
+        "WHERE job_id = :j ORDER BY id"
+    )
+    with fleet.engine.connect() as conn:
+        steps: list[Any] = list(conn.execute(text(sql), {"j": job_id}))
+    return [(src, dst, str(actor).split(":")[0], reason) for src, dst, actor, reason in steps]
+
+
+def running_on(fleet: HostFleet, job_id: int) -> str | None:
+    """The host whose worker holds the job's lease while it runs, else None."""
+    sql = "SELECT lease_owner FROM jobs WHERE id = :j AND status = 'running'"
+    with fleet.engine.connect() as conn:
+        owner = conn.execute(text(sql), {"j": job_id}).scalar()
+    return None if owner is None else str(owner).split(":")[0]
+
+
+def test_a_worker_host_cut_off_mid_run_has_its_jobs_finished_elsewhere_and_its_late_work_fenced(
+    hosts: HostFleet,
+) -> None:
+    api = start(hosts)
+    # One job whose first attempt runs until released: on whichever host takes it, it is
+    # the attempt in flight that the cut meets and whose completion arrives after the heal.
+    [held] = submit(api, 1, hold=True)
+    cut_host_name = wait_until(lambda: running_on(hosts, held), 60, "the held job running")
+    cut = next(h for h in WORKER_HOSTS if HostNetwork.hostname(h) == cut_host_name)
+    other = next(h for h in WORKER_HOSTS if h != cut)
+    ids = [held, *submit(api, CUT_JOBS, ms=JOB_MS)]
+    wait_until(lambda: open_jobs(hosts.engine) <= len(ids) * 0.9, 120, "a tenth of the jobs final")
+
+    hosts.net.cut(cut)
+    cut_at = time.monotonic()
+    try:
+        wait_until(
+            lambda: open_jobs(hosts.engine) == 0, DEADLINE_S, "every job final, one host cut"
+        )
+        recovered = time.monotonic() - cut_at
+    finally:
+        hosts.net.heal(cut)
+    # Back on the network, the cut-off worker's heartbeat finds the lease gone; only then
+    # does its held attempt return, and its completion meets the fence.
+    wait_until(
+        lambda: any(e["job_id"] == held for e in hosts.events(cut, "lease_lost")),
+        60,
+        f"{cut} finding the held job's lease lost after the heal",
+    )
+    (hosts.release_dir / str(held)).touch()
+    wait_until(
+        lambda: any(e["job_id"] == held for e in hosts.events(cut, "outcome_refused")),
+        60,
+        f"{cut}'s late completion of the held job refused",
+    )
+
+    outcome = measure(hosts.engine, hosts.ledger, "hosts_worker_cut", ids, recovered)
+    figures, evidence = outcome
+    steps = history(hosts, held)
+    effects = [(attempt, host) for job_id, attempt, host in ledger_lines(hosts) if job_id == held]
+    evidence.update(
+        cut_host=cut,
+        held_job_history=steps,
+        held_job_effects=effects,
+        refused_late=len(hosts.events(cut, "outcome_refused")),
+        exited=hosts.exited(),
+    )
+    report(figures, evidence)
+
+    assert_nothing_lost(Outcome(figures, evidence, bound_s=DEADLINE_S), recovery_bounded=False)
+    assert evidence["lease_rescues"] >= 1, evidence
+    # The held job: rescued by the leader (reaper-1, on the reaper host), completed once, by
+    # the other worker host.
+    rescues = [s for s in steps if (s[3] or "").startswith("lease_expired")]
+    assert rescues and {s[2] for s in rescues} == {"reaper-1"}, steps
+    completions = [s for s in steps if s[1] == "completed"]
+    assert [s[2] for s in completions] == [HostNetwork.hostname(other)], steps
+    # Both attempts ran their effect: the late one is the cut-off host's, refused by the fence.
+    assert (1, HostNetwork.hostname(cut)) in effects and len(effects) == 2, effects
+    assert recovered > LEASE_TTL_S, "every job final before a lease could even expire"
+    assert hosts.exited() == [], "a process of the fleet ended by itself"
