@@ -40,6 +40,10 @@ JOBS = int(tunable("HOSTS_JOBS", 100, 1000))
 CUT_JOBS = int(tunable("HOSTS_CUT_JOBS", 150, 1000))
 JOB_MS = int(tunable("HOSTS_JOB_MS", 100, 100))
 WORKER_HOSTS = ("w1", "w2")
+NOT_READY_WITHIN_S = 3
+"""The readiness probes of deploy/ give /readyz 3 s (Kubernetes' timeoutSeconds, Compose's
+urllib timeout): on a silent link its own 2 s connect timeout answers within that (it took
+36.6 s through the API's pool)."""
 
 
 @pytest.fixture
@@ -183,6 +187,7 @@ def test_the_api_host_cut_off_from_the_db_host_answers_not_ready_and_recovers_by
     hosts.net.mend("db", "api")
     healed_at = time.monotonic()
     wait_until(lambda: api.answers("/readyz") == 200, 60, "the API ready again")
+    serves = api.get("/api/v1/jobs").status_code
     figures = {
         "scenario": "hosts_api_cut_from_db",
         "not_ready_answered_s": round(answered_s, 2),
@@ -191,10 +196,12 @@ def test_the_api_host_cut_off_from_the_db_host_answers_not_ready_and_recovers_by
     report(figures, {"not_ready": not_ready.json()})
 
     assert not_ready.status_code == 503, not_ready.text
+    assert answered_s < NOT_READY_WITHIN_S, f"/readyz took {answered_s:.1f}s to say not ready"
     body = not_ready.json()
     assert body["code"] == "NOT_READY" and body["retryable"] is True, body
     assert "postgres is down" in body["message"] and "redis is down" in body["message"], body
     assert alive == 200, "the API process itself stayed up while its database was out of reach"
+    assert serves == 200, "ready again, the API reads jobs through its pool again"
 
 
 def history(fleet: HostFleet, job_id: int) -> list[tuple[str | None, str, str, str | None]]:
