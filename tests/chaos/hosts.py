@@ -1,7 +1,8 @@
 """A fleet across hosts: one network namespace per host, joined by a bridge, all made by the test.
 
 Hosts (``HOSTS``): ``db`` runs Postgres and Redis, listening on its address only; ``api``
-runs the API; ``w1`` and ``w2`` each run a Celery worker; ``reaper`` runs the leader;
+runs the API; ``w1`` and ``w2`` each run a Celery worker; ``reaper`` (and ``reaper2``, for a
+second reaper) runs the leader;
 ``client`` runs a relay that carries the test's HTTP requests to the API over the links (the
 test in the root namespace speaks to the relay's unix socket). Each host's veth pair has its
 host end (``eth0``, addressed 10.201.N.<host>/24) in the host's namespace and its other end
@@ -34,7 +35,7 @@ from tests.chaos.host_handlers import RELEASE_ENV
 from tests.chaos.netns import _ip as ip
 from tests.fleet.conftest import wait_until
 
-HOSTS = {"db": 1, "api": 2, "reaper": 3, "w1": 11, "w2": 12, "client": 20}
+HOSTS = {"db": 1, "api": 2, "reaper": 3, "reaper2": 4, "w1": 11, "w2": 12, "client": 20}
 """Each host and the last byte of its address."""
 API_PORT = 8080
 REDIS_PORT = 6379

@@ -6,9 +6,12 @@ namespaces this test creates. What a deployment across machines relies on, shown
 - a worker host whose link fails mid-run loses its leases, the leader on another host takes
   them back, the other worker finishes them, and once the link heals the cut-off worker's late
   completion is refused by its fencing token;
-- the API cut off from the database host answers ``/readyz`` 503 and recovers by itself.
+- the API cut off from the database host answers ``/readyz`` 503 and recovers by itself;
+- the leader's host cut off: the reaper on the other reaper host leads and rescues a killed
+  worker's jobs.
 
-Each prints one JSON line of figures; ``make chaos`` runs them at full size.
+Each prints one JSON line of figures; ``make chaos`` runs them at full size, and the leader's
+(covered on one host by ``test_scenarios``) only there.
 """
 
 from __future__ import annotations
@@ -28,13 +31,22 @@ from sqlalchemy import text
 from jobengine.api.keys import JOBS_READ, JOBS_WRITE
 from tests.api.conftest import make_key
 from tests.chaos.figures import Outcome, assert_nothing_lost, measure, open_jobs, rows
-from tests.chaos.harness import DEADLINE_S, LEASE_TTL_S, RESULTS, observer_engine, tunable
+from tests.chaos.harness import (
+    DEADLINE_S,
+    LEADER_TTL_S,
+    LEASE_TTL_S,
+    REAPER_INTERVAL_S,
+    RESULTS,
+    SLACK_S,
+    observer_engine,
+    tunable,
+)
 from tests.chaos.hosts import REDIS_PORT, TENANT, ApiOverLinks, HostFleet, HostNetwork
 from tests.chaos.netns import unavailable
 from tests.chaos.servers import ENGINE_APP_PATTERNS, ChaosPostgres, ChaosRedis
 from tests.fleet.conftest import wait_until
 
-pytestmark = [pytest.mark.chaos, pytest.mark.chaos_quick]
+pytestmark = pytest.mark.chaos
 
 JOBS = int(tunable("HOSTS_JOBS", 100, 1000))
 CUT_JOBS = int(tunable("HOSTS_CUT_JOBS", 150, 1000))
@@ -141,6 +153,7 @@ def report(figures: dict[str, Any], evidence: dict[str, Any]) -> None:
     RESULTS.append({**figures, **evidence})
 
 
+@pytest.mark.chaos_quick
 def test_jobs_submitted_through_the_api_host_run_on_both_worker_hosts_and_complete_once(
     hosts: HostFleet,
 ) -> None:
@@ -173,6 +186,7 @@ def test_jobs_submitted_through_the_api_host_run_on_both_worker_hosts_and_comple
     assert redis_peers <= fleet_hosts and set(map(hosts.net.addr, WORKER_HOSTS)) <= redis_peers
 
 
+@pytest.mark.chaos_quick
 def test_the_api_host_cut_off_from_the_db_host_answers_not_ready_and_recovers_by_itself(
     hosts: HostFleet,
 ) -> None:
@@ -223,6 +237,7 @@ def running_on(fleet: HostFleet, job_id: int) -> str | None:
     return None if owner is None else str(owner).split(":")[0]
 
 
+@pytest.mark.chaos_quick
 def test_a_worker_host_cut_off_mid_run_has_its_jobs_finished_elsewhere_and_its_late_work_fenced(
     hosts: HostFleet,
 ) -> None:
@@ -284,3 +299,47 @@ def test_a_worker_host_cut_off_mid_run_has_its_jobs_finished_elsewhere_and_its_l
     assert (1, HostNetwork.hostname(cut)) in effects and len(effects) == 2, effects
     assert recovered > LEASE_TTL_S, "every job final before a lease could even expire"
     assert hosts.exited() == [], "a process of the fleet ended by itself"
+
+
+def test_the_leaders_host_cut_off_leaves_maintenance_to_the_reaper_on_the_other_host(
+    hosts: HostFleet,
+) -> None:
+    reapers = {"reaper-a": hosts.reaper_on("reaper", "reaper-a")}
+    wait_until(lambda: hosts.leader(reapers) == "reaper-a", 60, "reaper-a leading")
+    reapers["reaper-b"] = hosts.reaper_on("reaper2", "reaper-b")
+    with ThreadPoolExecutor(len(WORKER_HOSTS)) as pool:
+        workers = dict(zip(WORKER_HOSTS, pool.map(hosts.worker_on, WORKER_HOSTS), strict=True))
+    api = hosts.api_on("api", make_key(hosts.engine, TENANT, JOBS_READ, JOBS_WRITE))
+    ids = submit(api, CUT_JOBS, ms=JOB_MS)
+    wait_until(lambda: open_jobs(hosts.engine) <= len(ids) * 0.9, 120, "a tenth of the jobs final")
+
+    hosts.net.cut("reaper")
+    cut_at = time.monotonic()
+    try:
+        # A worker dies while the leader is out of reach: only the other reaper can rescue.
+        hosts.kill(workers["w1"])
+        wait_until(
+            lambda: hosts.leader(reapers) == "reaper-b",
+            LEADER_TTL_S + REAPER_INTERVAL_S + SLACK_S,
+            "reaper-b leading while reaper-a's host is cut off",
+        )
+        took_over = time.monotonic() - cut_at
+        wait_until(lambda: open_jobs(hosts.engine) == 0, DEADLINE_S, "every job final")
+        recovered = time.monotonic() - cut_at
+    finally:
+        hosts.net.heal("reaper")
+
+    figures, evidence = measure(hosts.engine, hosts.ledger, "hosts_leader_cut", ids, recovered)
+    with hosts.engine.connect() as conn:
+        rescuers = {
+            str(actor)
+            for (actor,) in rows(
+                conn, "SELECT actor FROM job_history WHERE reason LIKE 'lease_expired%'"
+            )
+        }
+    evidence.update(took_over_s=round(took_over, 2), rescued_by=sorted(rescuers))
+    report(figures, evidence)
+
+    assert_nothing_lost(Outcome(figures, evidence, bound_s=DEADLINE_S), recovery_bounded=False)
+    assert evidence["lease_rescues"] >= 1, "the killed worker held no job: nothing was rescued"
+    assert rescuers == {"reaper-b"}, rescuers
