@@ -30,6 +30,9 @@ EFFECTS: dict[JobStatus, dict[str, str]] = {
         "not_before": "%(not_before)s",
         "completed_at": "NULL",
         "dispatched_at": "NULL",
+        # A scheduled job waits for no parent: a run's child released by its last parent's
+        # transaction has its count written here, by the move (``runs.promotion``).
+        "parents_waiting": "0",
         **LEASE_CLEARED,
     },
     JobStatus.CLAIMED: {
