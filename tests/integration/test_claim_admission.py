@@ -24,15 +24,12 @@ from tests.fleet.conftest import wait_until
 CLAIM_SLEEP_SECONDS = 0.1
 SATURATED_SECONDS = 3.0
 
-SLOW_UPDATES = (
-    """
+SLOW_UPDATES = f"""
 CREATE FUNCTION test_slow_claims() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN PERFORM pg_sleep(%s); RETURN NEW; END $$;
+BEGIN PERFORM pg_sleep({CLAIM_SLEEP_SECONDS}); RETURN NEW; END $$;
 CREATE TRIGGER test_slow_claims BEFORE UPDATE ON jobs FOR EACH ROW
   EXECUTE FUNCTION test_slow_claims();
 """
-    % CLAIM_SLEEP_SECONDS
-)
 HEALTHY_AGAIN = "DROP TRIGGER test_slow_claims ON jobs; DROP FUNCTION test_slow_claims();"
 
 
