@@ -3,11 +3,12 @@
 When the database is the bottleneck (connection slots full, claims waiting on locks, slow
 commits), every worker retrying at full speed only deepens the queue in front of it. Each
 process therefore paces its own claims with a rate that reacts to what its claims see, as TCP
-does to loss (AIMD): a claim that took longer than ``slow_claim_seconds`` or failed with a
-transient store error halves the rate (at most once per ``decrease_interval_seconds``, so one
-burst of failures counts once); each healthy claim adds ``increase_per_claim`` claims a second,
-so the rate climbs back within a few seconds once the server is healthy, and past
-``ceiling_per_second`` pacing stops altogether. Healthy, a process never waits here.
+does to loss (AIMD): claims that took longer than ``slow_claim_seconds`` (two in a row) or a
+claim that failed with a transient store error halve the rate (at most once per
+``decrease_interval_seconds``, so one burst of failures counts once); each healthy claim
+adds ``increase_per_claim`` claims a second, so the rate climbs back within a few seconds once
+the server is healthy, and past ``ceiling_per_second`` pacing stops altogether. Healthy, a
+process never waits here.
 
 The pacing is per process, needs no coordination, and only ever delays a claim: the message
 waits in this process (prefetch 1), nothing is decided, nothing is lost.
@@ -36,6 +37,9 @@ class AdmissionPolicy:
     """At this rate pacing stops: healthy claims are never delayed."""
     increase_per_claim: float = 2.0
     decrease_interval_seconds: float = 0.5
+    slow_in_a_row: int = 2
+    """Slow claims in a row before they count: one alone is as often this process waiting for
+    a CPU (8 pool processes on 2 cores, measured by ``bench/scale.py``) as the server."""
 
 
 class Admission:
@@ -56,6 +60,7 @@ class Admission:
         """Claims per second allowed; None while unpaced (healthy)."""
         self._next_at = float("-inf")
         self._decreased_at = float("-inf")
+        self._slow_run = 0
         self._admitted: deque[float] = deque(maxlen=int(self.policy.ceiling_per_second) + 1)
         """When the last claims were admitted: the first slowdown halves the rate actually
         seen in the last second, not the ceiling (which would not slow anything)."""
@@ -107,7 +112,10 @@ class Admission:
 
     def observe(self, seconds: float) -> None:
         """A claim that reached the store and took ``seconds``."""
-        if seconds > self.policy.slow_claim_seconds:
-            self.congested(f"a claim took {seconds:.3f} s")
-        else:
+        if seconds <= self.policy.slow_claim_seconds:
+            self._slow_run = 0
             self.healthy()
+            return
+        self._slow_run += 1
+        if self._slow_run >= self.policy.slow_in_a_row:
+            self.congested(f"{self._slow_run} claims in a row took over {seconds:.3f} s")
