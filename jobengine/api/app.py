@@ -45,7 +45,7 @@ from jobengine.dispatch import Publisher
 from jobengine.fleet import make_publisher, publisher_app
 from jobengine.services import broker, database
 from jobengine.store.database import make_engine
-from jobengine.store.host_budget import host_share
+from jobengine.store.startup import check_host_budget
 
 ROUTERS: list[APIRouter] = [
     routes_health.router,
@@ -133,7 +133,7 @@ def create_app(
 def production_app(settings: Settings) -> Iterator[FastAPI]:
     """The app on the configured (or embedded) Postgres and Redis, cleaned up after."""
     with database(settings) as (db_url, _pg), broker(settings) as (broker_url, _redis):
-        share = host_share(settings)  # the host's connection budget, checked at start
+        share = check_host_budget(settings, "api")  # exits, saying why, when exceeded
         engine = make_engine(
             db_url,
             pool_size=share.api_pool_size,

@@ -25,7 +25,7 @@ from config.settings import Settings
 from jobengine.store.backoff import Backoff
 from jobengine.store.connection_budget import report_budget
 from jobengine.store.database import normalize_url
-from jobengine.store.host_budget import HostBudgetExceeded, host_share
+from jobengine.store.host_budget import HostBudgetExceeded, HostShare, host_share
 from jobengine.store.migrate import alembic_config
 from jobengine.store.role_connections import role_connect_args
 
@@ -124,9 +124,9 @@ def diagnose(engine: Engine) -> Problem | None:
         return _connection_problem(exc, where)
 
 
-def check_host_budget(settings: Settings, role: str) -> None:
-    """The host's connection budget (``host_budget``): one line; exits when it is exceeded,
-    since no waiting makes the stated processes fit."""
+def check_host_budget(settings: Settings, role: str) -> HostShare:
+    """The host's connection budget (``host_budget``): one line, and this host's share; exits
+    when it is exceeded, since no waiting makes the stated processes fit."""
     try:
         share = host_share(settings)
     except HostBudgetExceeded as exc:
@@ -140,6 +140,7 @@ def check_host_budget(settings: Settings, role: str) -> None:
             workers_and_reapers=share.fixed,
             api_each=share.api_each,
         )
+    return share
 
 
 def check_at_start(

@@ -117,3 +117,12 @@ def test_a_host_budget_too_small_for_its_workers_names_the_numbers_and_the_fix()
 def test_without_a_host_budget_the_api_keeps_its_pool_of_ten_and_twenty() -> None:
     share = host_share(Settings())
     assert (share.api_pool_size, share.api_max_overflow, share.budget) == (10, 20, None)
+
+
+def test_a_role_whose_host_exceeds_its_budget_exits_with_ex_config_at_start() -> None:
+    from jobengine.store.startup import EXIT_CONFIG, check_host_budget
+
+    settings = Settings(db_connections_per_host=5, fleet_worker_concurrency=8)
+    with pytest.raises(SystemExit) as ended:
+        check_host_budget(settings, "worker")
+    assert ended.value.code == EXIT_CONFIG
