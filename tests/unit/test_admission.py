@@ -1,4 +1,5 @@
-"""Claim admission on a fake clock: slows down when claims are slow or refused, recovers."""
+"""Claim admission on a fake clock (slows down when claims are slow or refused, recovers), the
+driver errors that say "overloaded", and the host's connection budget."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from jobengine.admission import Admission, AdmissionPolicy
 from jobengine.errors import StoreOverloaded
 from jobengine.store.database import store_error_for
 from jobengine.store.host_budget import HostBudgetExceeded, host_share
+from jobengine.store.startup import EXIT_CONFIG, check_host_budget
 
 
 class FakeClock:
@@ -120,8 +122,6 @@ def test_without_a_host_budget_the_api_keeps_its_pool_of_ten_and_twenty() -> Non
 
 
 def test_a_role_whose_host_exceeds_its_budget_exits_with_ex_config_at_start() -> None:
-    from jobengine.store.startup import EXIT_CONFIG, check_host_budget
-
     settings = Settings(db_connections_per_host=5, fleet_worker_concurrency=8)
     with pytest.raises(SystemExit) as ended:
         check_host_budget(settings, "worker")
