@@ -87,7 +87,7 @@ def test_claims_slow_down_while_postgres_is_slow_and_recover_when_it_is_healthy_
     healthy_at = time.monotonic()
     wait_until(lambda: claim_next() and gate.rate is None, 20, "the gate opening again")
     recovered_in = time.monotonic() - healthy_at
-    assert recovered_in < 10, f"recovered in {recovered_in:.1f} s"
+    assert recovered_in < 15, f"recovered in {recovered_in:.1f} s"
     while pending:
         claim_next()
 
