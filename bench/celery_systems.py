@@ -133,6 +133,7 @@ def jobengine(
     *,
     chunk_size: int,
     batch: int,
+    app_module: str = "workers.app",
 ) -> Iterator[JobengineRunning]:
     """jobengine's worker (``workers.app``) on a migrated database; submissions go through
     ``submit_jobs`` in batches of ``batch``, chunked by ``chunk_size`` (1: one job per
@@ -148,7 +149,7 @@ def jobengine(
             Settings(database_url=database_url, broker_url=broker_url), broker_url
         )
         worker = spawn(
-            celery_worker_argv("workers.app", concurrency, "default"), env, logs / "jobengine.log"
+            celery_worker_argv(app_module, concurrency, "default"), env, logs / "jobengine.log"
         )
 
         def submit(count: int) -> None:

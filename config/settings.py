@@ -69,6 +69,34 @@ class Settings(BaseSettings):
     )
     fleet_api_processes: int = Field(default=1, ge=0, description="API processes the fleet runs.")
     fleet_reapers: int = Field(default=2, ge=0, description="Reaper processes the fleet runs.")
+    # ---- scale guards: the connection budget of one host, admission, load shedding ----
+    db_connections_per_host: int | None = Field(
+        default=None,
+        ge=1,
+        description="Postgres connections all jobengine processes of this host may hold "
+        "together (the host_* settings say which run here). Each API process sizes its pool "
+        "from what the workers and reapers leave; a process whose host would exceed it exits "
+        "at start naming the numbers. Unset: no per-host budget (API pool 10 + overflow 20).",
+    )
+    host_workers: int = Field(
+        default=1, ge=0, description="Worker main processes (Celery nodes) on this host."
+    )
+    host_api_processes: int = Field(default=1, ge=0, description="API processes on this host.")
+    host_reapers: int = Field(default=1, ge=0, description="Reaper processes on this host.")
+    api_max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        description="Requests touching Postgres one API process serves at once; the next is "
+        "answered 503 OVERLOADED with Retry-After at once (probes, metrics, event streams "
+        "exempt).",
+    )
+    api_pool_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long an API request waits for a pooled connection before it is "
+        "answered 503 OVERLOADED; keep it below your clients' timeouts.",
+    )
+    # ---- end scale guards ----
     sealed: bool = Field(default=False, description="Air-gap mode: no egress but DB and broker.")
     command_types_enabled: bool = Field(
         default=False,

@@ -90,6 +90,19 @@ class StoreUnavailable(StoreError):
     retryable = True
 
 
+class StoreOverloaded(StoreUnavailable):
+    """Postgres is up but saturated: no connection slot free (53300), or none of the pool's
+    connections came back within its checkout timeout. Nothing was written; the caller
+    should come back a little later rather than at once."""
+
+    code = "OVERLOADED"
+    hint = (
+        "The job store is saturated; retry after the seconds Retry-After says (or about a "
+        "second). Operators: see the connection sizing in deploy/RUNBOOK.md."
+    )
+    retry_after_seconds = 1
+
+
 class StoreConflict(StoreError):
     """Postgres aborted the statement to break a conflict (deadlock, serialization failure,
     lock timeout); nothing was written, and the same call run again may well succeed."""

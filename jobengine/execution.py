@@ -20,6 +20,7 @@ import structlog
 from sqlalchemy import Connection, Engine
 
 from jobengine import guard
+from jobengine.admission import Admission
 from jobengine.cancellation import Cancelled, cancel_job
 from jobengine.dispatch import Publisher, chunked
 from jobengine.domain.dead_letter import DeadLetterReason
@@ -128,8 +129,11 @@ class Executor:
         connection: SharedConnection | None = None,
         claim_patience_seconds: float = CLAIM_PATIENCE_SECONDS,
         release_chunk_size: int = 20,
+        admission: Admission | None = None,
     ) -> None:
         self.engine = engine
+        self.admission = admission or Admission()
+        """Paces this process's claims while Postgres is saturated (``jobengine.admission``)."""
         self.release_chunk_size = release_chunk_size
         """Messages for a run's released children go out in chunks of this many (a fan-out)."""
         self.connection = connection or SharedConnection(engine)
@@ -165,12 +169,28 @@ class Executor:
         Postgres hands its messages back at once instead of holding each for its patience."""
         deadline = 0.0 if self._store_away else self.claim_patience_seconds
         try:
-            result = self._retried(fn, what=what, deadline=deadline)
+            result = self._retried(self._admitted(fn), what=what, deadline=deadline)
         except StoreUnavailable:
             self._store_away = True
             raise
         self._store_away = False
         return result
+
+    def _admitted(self, fn: Callable[[bool], T]) -> Callable[[bool], T]:
+        """Each try of a claim waits for its turn, and tells the admission how it went."""
+
+        def paced(repeated: bool) -> T:
+            self.admission.admit()
+            started = time.monotonic()
+            try:
+                result = fn(repeated)
+            except TRANSIENT as exc:
+                self.admission.congested(exc.code)
+                raise
+            self.admission.observe(time.monotonic() - started)
+            return result
+
+        return paced
 
     # ---- queue limits ----------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from jobengine.api import (
     routes_workers,
 )
 from jobengine.api.body_limit import BodyLimit
+from jobengine.api.shedding import LoadShedding
 from jobengine.api.state import ApiState
 from jobengine.artifacts.storage import ArtifactStorage, storage_from_url
 from jobengine.cancellation import TaskRevoker
@@ -44,6 +45,7 @@ from jobengine.dispatch import Publisher
 from jobengine.fleet import make_publisher, publisher_app
 from jobengine.services import broker, database
 from jobengine.store.database import make_engine
+from jobengine.store.startup import check_host_budget
 
 ROUTERS: list[APIRouter] = [
     routes_health.router,
@@ -120,6 +122,7 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(LoadShedding, max_in_flight=settings.api_max_in_flight)
     for router in ROUTERS:
         app.include_router(router)
     console.install(app)  # after errors.install: console pages turn its errors into pages
@@ -130,7 +133,13 @@ def create_app(
 def production_app(settings: Settings) -> Iterator[FastAPI]:
     """The app on the configured (or embedded) Postgres and Redis, cleaned up after."""
     with database(settings) as (db_url, _pg), broker(settings) as (broker_url, _redis):
-        engine = make_engine(db_url, pool_size=10, max_overflow=20)
+        share = check_host_budget(settings, "api")  # exits, saying why, when exceeded
+        engine = make_engine(
+            db_url,
+            pool_size=share.api_pool_size,
+            max_overflow=share.api_max_overflow,
+            pool_timeout=settings.api_pool_timeout_seconds,
+        )
         try:
             yield create_app(
                 settings,

@@ -30,6 +30,7 @@ from jobengine.errors import (
     JobNotFound,
     PayloadTooLarge,
     StoreConflict,
+    StoreOverloaded,
     StoreStatementCancelled,
     StoreUnavailable,
     TransitionRefused,
@@ -180,7 +181,7 @@ async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
     if status_for(exc) >= 500:
         log.warning("api.error", path=request.url.path, code=exc.code, error=exc.message)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-    if isinstance(exc, QuotaExceeded):
+    if isinstance(exc, QuotaExceeded | StoreOverloaded):
         headers = {"Retry-After": str(exc.retry_after_seconds)}
     return error_response(exc, headers)
 

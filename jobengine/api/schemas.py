@@ -330,8 +330,30 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (403, "The key lacks the scope, or names another tenant."),
         (404, "No such job (or one of another tenant)."),
         (422, "A field or parameter is invalid; the message names it."),
-        (503, "Postgres is unreachable; retry."),
     )
+}
+ERROR_RESPONSES[503] = {
+    "model": ErrorOut,
+    "description": "STORE_UNAVAILABLE (Postgres unreachable) or OVERLOADED (the API or its "
+    "database is saturated: jobengine.api.shedding); nothing was written. Both are retryable; "
+    "on OVERLOADED wait the seconds Retry-After says. A submission retried with the same "
+    "Idempotency-Key creates its job once.",
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying (sent with OVERLOADED).",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+    "content": {
+        "application/json": {
+            "example": {
+                "code": "OVERLOADED",
+                "message": "the server is serving as many requests as it can; nothing was done",
+                "hint": "The job store is saturated; retry after the seconds Retry-After says.",
+                "retryable": True,
+            }
+        }
+    },
 }
 
 QUOTA_EXCEEDED_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -20,6 +20,7 @@ import structlog
 from psycopg.rows import dict_row
 from sqlalchemy import Connection, Engine, NullPool, create_engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, PendingRollbackError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -33,6 +34,7 @@ from tenacity import (
 from jobengine.errors import (
     JobEngineError,
     StoreConflict,
+    StoreOverloaded,
     StoreStatementCancelled,
     StoreUnavailable,
 )
@@ -48,6 +50,10 @@ CONFLICT_STATES = frozenset({"40P01", "40001", "55P03"})
 """deadlock_detected, serialization_failure, lock_not_available."""
 CANCELLED_STATE = "57014"
 """query_canceled: statement_timeout, or an operator's pg_cancel_backend."""
+TOO_MANY_CONNECTIONS_STATE = "53300"
+SLOTS_FULL_WORDS = ("too many clients", "connection slots are reserved")
+"""How a refused connection says 53300: at connect time libpq gives the message, not always
+the state."""
 CONNECT_TIMEOUT_SECONDS = 5
 
 
@@ -96,11 +102,15 @@ def make_engine(
     max_overflow: int = 10,
     pre_ping: bool = True,
     application_name: str | None = None,
+    pool_timeout: float = 30.0,
 ) -> Engine:
+    """A pooled engine; a checkout waiting past ``pool_timeout`` raises ``StoreOverloaded``
+    (through ``store_errors``), so a caller with a deadline of its own can answer in time."""
     return create_engine(
         normalize_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
         pool_pre_ping=pre_ping,
         connect_args=_connect_args(application_name),
     )
@@ -127,6 +137,9 @@ def store_error_for(exc: BaseException) -> JobEngineError | None:
     ``OperationalError`` (refused connection: too many clients, database not accepting
     connections, shutting down, ...) means the server cannot serve us now: unavailable.
     """
+    if isinstance(exc, PoolTimeout):
+        # The pool's checkout timeout: every connection of this process is busy.
+        return StoreOverloaded(f"no pooled connection to the job store came free in time: {exc}")
     if isinstance(exc, PendingRollbackError):
         # SQLAlchemy's report of a connection invalidated mid-transaction: not a DBAPIError,
         # and only a fresh connection cures it.
@@ -143,6 +156,9 @@ def store_error_for(exc: BaseException) -> JobEngineError | None:
         return StoreConflict(f"the job store aborted a conflicting statement ({state}): {orig}")
     if state == CANCELLED_STATE:
         return StoreStatementCancelled(f"the job store cancelled the statement: {orig}")
+    text = str(orig).lower()
+    if state == TOO_MANY_CONNECTIONS_STATE or any(words in text for words in SLOTS_FULL_WORDS):
+        return StoreOverloaded(f"the job store has no free connection slot: {orig}")
     if isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError):
         return StoreUnavailable(f"the job store is unreachable: {orig}")
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
@@ -160,7 +176,7 @@ def store_errors() -> Iterator[None]:
     """Report driver errors as the engine's own (see ``store_error_for``), cause kept."""
     try:
         yield
-    except (DBAPIError, PendingRollbackError, psycopg.Error) as exc:
+    except (DBAPIError, PendingRollbackError, PoolTimeout, psycopg.Error) as exc:
         mapped = store_error_for(exc)
         if mapped is None:
             raise

@@ -5,7 +5,8 @@ in, migrated to exactly this release's schema. Each problem is one log line sayi
 and how to fix it; problems that can go away by themselves (a server still starting, a wrong
 host fixed by DNS, a migration not yet run, slots full) are retried with a capped backoff, and
 the two that cannot (a URL that does not parse, a schema from a newer release) end the process
-with ``EXIT_CONFIG``. Then the fleet's connection budget is compared with what the server
+with ``EXIT_CONFIG``, as does a host whose stated processes exceed its connection budget
+(``host_budget``). Then the fleet's connection budget is compared with what the server
 allows, with a warning when the fleet as stated would not fit.
 """
 
@@ -24,6 +25,7 @@ from config.settings import Settings
 from jobengine.store.backoff import Backoff
 from jobengine.store.connection_budget import report_budget
 from jobengine.store.database import normalize_url
+from jobengine.store.host_budget import HostBudgetExceeded, HostShare, host_share
 from jobengine.store.migrate import alembic_config
 from jobengine.store.role_connections import role_connect_args
 
@@ -122,6 +124,25 @@ def diagnose(engine: Engine) -> Problem | None:
         return _connection_problem(exc, where)
 
 
+def check_host_budget(settings: Settings, role: str) -> HostShare:
+    """The host's connection budget (``host_budget``): one line, and this host's share; exits
+    when it is exceeded, since no waiting makes the stated processes fit."""
+    try:
+        share = host_share(settings)
+    except HostBudgetExceeded as exc:
+        log.error("host_connection_budget_exceeded", role=role, says=str(exc))
+        raise SystemExit(EXIT_CONFIG) from None
+    if share.budget is not None:
+        log.info(
+            "host_connection_budget",
+            role=role,
+            budget=share.budget,
+            workers_and_reapers=share.fixed,
+            api_each=share.api_each,
+        )
+    return share
+
+
 def check_at_start(
     settings: Settings,
     role: str,
@@ -160,6 +181,7 @@ def check_at_start(
             return check_at_start(settings, role, engine=own, stop=stop)
         finally:
             own.dispose()
+    check_host_budget(settings, role)
     waiter = stop or threading.Event()
     backoff = Backoff(1.0, RETRY_CAP_SECONDS)
     last: Problem | None = None

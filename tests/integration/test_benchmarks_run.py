@@ -20,6 +20,7 @@ TINY = {
     "transitions.py": ["--transitions", "50", "--warmup", "10", "--rounds", "1", "--clients", "1"],
     "submit.py": ["--jobs", "200", "--batch-size", "100", "--rounds", "1"],
     "throughput.py": ["--jobs", "200"],
+    "scale.py": ["--jobs", "50", "--processes", "2"],
     "dag.py": ["--chain", "5", "--fan-out", "50", "--fan-in", "50"],
     "round_trips.py": ["--jobs", "20", "--batch", "10"],
     "limits.py": [

@@ -9,6 +9,7 @@ from sqlalchemy.exc import OperationalError, PendingRollbackError
 
 from jobengine.errors import (
     StoreConflict,
+    StoreOverloaded,
     StoreStatementCancelled,
     StoreUnavailable,
     ValidationError,
@@ -27,7 +28,7 @@ from jobengine.store.database import retrying, store_error_for, store_errors
         ("57P02", StoreUnavailable),  # crash_shutdown
         ("57P03", StoreUnavailable),  # cannot_connect_now
         ("08006", StoreUnavailable),  # connection_failure
-        ("53300", StoreUnavailable),  # too_many_connections
+        ("53300", StoreOverloaded),  # too_many_connections: up, but saturated
     ],
 )
 def test_each_sqlstate_maps_to_the_error_that_says_what_happened(
