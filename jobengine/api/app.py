@@ -18,7 +18,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
 from config.settings import Settings
-from jobengine import console
+from jobengine import console, tracing
 from jobengine.api import (
     errors,
     metrics,
@@ -120,6 +120,8 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    if tracing.configure("jobengine-api"):  # OTEL_EXPORTER_OTLP_ENDPOINT set: README, traces
+        app.add_middleware(tracing.ServerSpans)
     for router in ROUTERS:
         app.include_router(router)
     console.install(app)  # after errors.install: console pages turn its errors into pages
