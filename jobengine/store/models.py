@@ -72,6 +72,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+TRACEPARENT_DEFAULT = "NULLIF(current_setting('jobengine.traceparent'::text, true), ''::text)"
+"""A job's ``traceparent``: the submitting span's, set for the transaction by
+``jobengine.tracing.submitting``; written as Postgres shows it, so the schema diff sees no change."""
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
 
@@ -119,9 +124,7 @@ class JobRow(Base):
     """Parents that ended failed or cancelled."""
     scheduled_for: Mapped[datetime | None] = mapped_column(TS)
     """The slot of the schedule (or backfill) the job was created for (``ctx.scheduled_for``)."""
-    traceparent: Mapped[str | None] = mapped_column(
-        Text, server_default=text("nullif(current_setting('jobengine.traceparent', true), '')")
-    )
+    traceparent: Mapped[str | None] = mapped_column(Text, server_default=text(TRACEPARENT_DEFAULT))
     """The submitting span's W3C trace context (``jobengine.tracing``); NULL with tracing off."""
 
     __table_args__ = (

@@ -101,7 +101,10 @@ history AS (
     RETURNING id, job_id, from_status, to_status, actor, reason, attempt, details, at
 )"""
 
-# The outbox row of every history row written above, in the same statement.
+# The outbox row of every history row written above, in the same statement. A start and an
+# attempt's end also carry the queue and how long the job waited (due → started) or ran
+# (started → ended), which /metrics folds into its histograms (store.metrics_repository):
+# the timing is exact without reading any other row, and the streams' models drop these keys.
 _EVENTS = """,
 events AS (
     INSERT INTO job_events (job_id, history_id, tenant_id, type, version, data, occurred_at)
@@ -110,7 +113,17 @@ events AS (
                'job_id', history.job_id, 'history_id', history.id,
                'from_status', history.from_status, 'to_status', history.to_status,
                'attempt', history.attempt, 'actor', history.actor, 'reason', history.reason,
-               'details', history.details),
+               'details', history.details)
+           || CASE
+               WHEN history.to_status = 'running' THEN jsonb_build_object(
+                   'queue', moved.queue, 'waited_seconds',
+                   extract(epoch FROM history.at - greatest(moved.scheduled_at, moved.not_before)))
+               WHEN history.from_status = 'running'
+                    AND history.to_status IN ('completed', 'failed', 'cancelled')
+               THEN jsonb_build_object(
+                   'queue', moved.queue, 'ran_seconds',
+                   extract(epoch FROM history.at - moved.started_at))
+               ELSE jsonb_build_object() END,
            history.at
     FROM history JOIN moved ON moved.id = history.job_id
     ORDER BY history.id

@@ -24,6 +24,8 @@ down_revision = "0016"
 branch_labels = None
 depends_on = None
 
+TRACEPARENT_DEFAULT = "NULLIF(current_setting('jobengine.traceparent'::text, true), ''::text)"
+
 
 def upgrade() -> None:
     op.add_column(
@@ -31,7 +33,7 @@ def upgrade() -> None:
         sa.Column(
             "traceparent",
             sa.Text(),
-            server_default=sa.text("nullif(current_setting('jobengine.traceparent', true), '')"),
+            server_default=sa.text(TRACEPARENT_DEFAULT),
             nullable=True,
         ),
     )
