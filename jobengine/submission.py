@@ -273,12 +273,15 @@ def submit_many(
     queues = {new.queue for new in checked}
     with tracing.submitting(
         conn,
-        "submit_batch",
+        "submit" if len(checked) == 1 else "submit_batch",
         queue=next(iter(queues)) if len(queues) == 1 else None,
         jobs=len(checked),
         actor=actor,
-    ):
-        return _store_many(conn, checked, held, actor=actor, dispatching=dispatching)
+    ) as span:
+        stored = _store_many(conn, checked, held, actor=actor, dispatching=dispatching)
+        if len(stored) == 1:
+            span.set_attribute("jobengine.job.id", stored[0][0].id)
+        return stored
 
 
 def _store_many(

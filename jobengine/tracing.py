@@ -21,6 +21,7 @@ outcome's write is a child span of it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
@@ -39,6 +40,10 @@ MESSAGING_SYSTEM = "jobengine"
 """Our own system name: the broker message is only a hint, the job row is what is consumed."""
 TRACEPARENT_SETTING = "jobengine.traceparent"
 """The transaction-local setting a job's ``traceparent`` column defaults to."""
+
+FASTAPI_TRACES_REQUESTS = importlib.util.find_spec("fastapi.telemetry") is not None
+"""FastAPI's own telemetry (newer releases) already makes a server span per request, with
+the global tracer provider ``configure`` installs; ``ServerSpans`` stands in where it does not."""
 
 _W3C = TraceContextTextMapPropagator()
 _configured: list[str] = []
@@ -227,7 +232,7 @@ def step(name: str, **attributes: Any) -> Iterator[Span]:
 class ServerSpans:
     """ASGI middleware: a server span per HTTP request, the child of the caller's context
     (``traceparent`` header), so a client's call, the API's route and the job's producer
-    span form one trace. Installed only where tracing is on (``api.app``)."""
+    span form one trace. Installed only where tracing is on and FastAPI makes no such span."""
 
     def __init__(self, app: Any) -> None:
         self.app = app

@@ -120,7 +120,7 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
-    if tracing.configure("jobengine-api"):  # OTEL_EXPORTER_OTLP_ENDPOINT set: README, traces
+    if tracing.configure("jobengine-api") and not tracing.FASTAPI_TRACES_REQUESTS:
         app.add_middleware(tracing.ServerSpans)
     for router in ROUTERS:
         app.include_router(router)

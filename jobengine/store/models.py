@@ -74,7 +74,7 @@ class Base(DeclarativeBase):
 
 TRACEPARENT_DEFAULT = "NULLIF(current_setting('jobengine.traceparent'::text, true), ''::text)"
 """A job's ``traceparent``: the submitting span's, set for the transaction by
-``jobengine.tracing.submitting``; written as Postgres shows it, so the schema diff sees no change."""
+``jobengine.tracing.submitting``; spelled as Postgres shows it, so the schema diff sees none."""
 
 
 class JobRow(Base):
