@@ -115,8 +115,12 @@ def flush(timeout_millis: int = 5_000) -> None:
         force_flush(timeout_millis)
 
 
+_TRACER = trace.get_tracer(TRACER_NAME)
+"""A proxy until ``configure`` installs a provider, then that provider's tracer."""
+
+
 def _tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    return _TRACER
 
 
 def traceparent_of(span: Span) -> str | None:
