@@ -123,6 +123,12 @@ def _tracer() -> trace.Tracer:
     return _TRACER
 
 
+def _off() -> bool:
+    """No provider installed in this process (by ``configure`` or by the application): every
+    span would be a no-op, so none is started and no context is parsed or attached."""
+    return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def traceparent_of(span: Span) -> str | None:
     """The W3C ``traceparent`` of ``span``; None for a span that records nothing (tracing
     off), even inside a caller's valid context, so a job stores only spans that exist."""
@@ -152,6 +158,9 @@ def incoming(headers: Mapping[str, str]) -> Iterator[None]:
 @contextmanager
 def client_call(method: str, path: str) -> Iterator[dict[str, str]]:
     """A client span around one request; yields the headers that carry it to the API."""
+    if _off():
+        yield {}
+        return
     with _tracer().start_as_current_span(
         f"{method} {path}",
         kind=SpanKind.CLIENT,
@@ -168,6 +177,9 @@ def submitting(
 ) -> Iterator[Span]:
     """A producer span around a submission; the jobs the transaction inserts inside it carry
     its context. With tracing off the span records nothing and nothing is written."""
+    if _off():
+        yield trace.INVALID_SPAN
+        return
     attributes: dict[str, Any] = {
         "messaging.system": MESSAGING_SYSTEM,
         "messaging.operation.type": "send",
@@ -201,6 +213,9 @@ def processing(
     *, queue: str, job_type: str, job_id: int, attempt: int, traceparent: str | None
 ) -> Iterator[Span]:
     """The consumer span of one attempt: a child of the job's producer span and linked to it."""
+    if _off():
+        yield trace.INVALID_SPAN
+        return
     producer = producer_link(traceparent)
     parent = (
         trace.set_span_in_context(trace.NonRecordingSpan(producer))
@@ -229,6 +244,9 @@ def processing(
 @contextmanager
 def step(name: str, **attributes: Any) -> Iterator[Span]:
     """A child span of the current one (an attempt's outcome write)."""
+    if _off():
+        yield trace.INVALID_SPAN
+        return
     with _tracer().start_as_current_span(name, attributes=attributes) as span:
         yield span
 
