@@ -3,7 +3,8 @@
 Off unless asked for: without ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or its traces-only twin), or
 with ``OTEL_TRACES_EXPORTER=none`` or ``OTEL_SDK_DISABLED=true``, the API's default no-op
 tracer provider stays in place, the SDK is never imported, no thread is started and nothing is
-sent; a span then costs a few attribute look-ups and the submission writes nothing more.
+sent; while no provider is installed no span is even started, and a submission writes nothing
+more. A process that installs its own provider (a producer service) gets our spans in it.
 
 The trace context travels with the job in Postgres, never only in the broker's message, which
 the leader or the reaper may make again: a submission puts its span's W3C ``traceparent`` in a

@@ -106,12 +106,35 @@ def ancestor(receiver: OtlpReceiver, span: ReceivedSpan, kind: str) -> ReceivedS
 
 
 @pytest.mark.slow
-def test_a_job_submitted_over_rest_is_one_trace_from_the_api_to_the_workers_run(
+def test_a_rest_job_a_retried_job_and_a_runs_jobs_each_trace_from_the_api_to_linked_attempts(
     fleet: Fleet, receiver: OtlpReceiver
 ) -> None:
+    """One API process and one worker for the three cases: each process costs seconds."""
     fleet.start_worker("w1", **tracing_env(receiver))
     client = start_api(fleet, **tracing_env(receiver))
-    job_id = submit(client, "noop", {})
+    plain = submit(client, "noop", {})
+    retried = submit(client, "flaky", {"fail_attempts": [1]})
+    run = submit_run(client)
+    a_rest_job_is_one_trace_from_the_api_to_the_workers_run(fleet, receiver, plain)
+    a_retried_jobs_second_attempt_links_to_the_same_producer_span(receiver, retried)
+    a_runs_jobs_link_to_the_runs_submit_span(fleet, receiver, run)
+
+
+def submit_run(client: httpx.Client) -> dict[str, int]:
+    body = {
+        "name": "traced",
+        "projectId": "traces",
+        "jobs": [{"key": "parent", "type": "noop"}, {"key": "child", "type": "noop"}],
+        "edges": [{"parent": "parent", "child": "child"}],
+    }
+    created = client.post("/api/v1/runs", json=body, headers={"traceparent": CALLER_TRACEPARENT})
+    assert created.status_code == 201, created.text
+    return {job["key"]: job["id"] for job in created.json()["jobs"]}
+
+
+def a_rest_job_is_one_trace_from_the_api_to_the_workers_run(
+    fleet: Fleet, receiver: OtlpReceiver, job_id: int
+) -> None:
     [consumer] = consumers_of(receiver, job_id, 1)
     producer = producer_of(receiver, job_id)
     server = ancestor(receiver, producer, "SPAN_KIND_SERVER")
@@ -144,13 +167,9 @@ def test_a_job_submitted_over_rest_is_one_trace_from_the_api_to_the_workers_run(
     }
 
 
-@pytest.mark.slow
-def test_a_retried_jobs_second_attempt_links_to_the_same_producer_span(
-    fleet: Fleet, receiver: OtlpReceiver
+def a_retried_jobs_second_attempt_links_to_the_same_producer_span(
+    receiver: OtlpReceiver, job_id: int
 ) -> None:
-    fleet.start_worker("w1", **tracing_env(receiver))
-    client = start_api(fleet, **tracing_env(receiver))
-    job_id = submit(client, "flaky", {"fail_attempts": [1]})
     first, second = consumers_of(receiver, job_id, 2)
     producer = producer_of(receiver, job_id)
 
@@ -165,6 +184,21 @@ def test_a_retried_jobs_second_attempt_links_to_the_same_producer_span(
         s for s in receiver.spans if s.name == "record" and s.parent_span_id == first.span_id
     ]
     assert record.attributes["jobengine.job.id"] == job_id
+
+
+def a_runs_jobs_link_to_the_runs_submit_span(
+    fleet: Fleet, receiver: OtlpReceiver, ids: dict[str, int]
+) -> None:
+    """The child, promoted when its parent completed, links to the run's submit span too."""
+    [parent] = consumers_of(receiver, ids["parent"], 1)
+    [child] = consumers_of(receiver, ids["child"], 1)
+    [submit_run] = [s for s in receiver.named("SPAN_KIND_PRODUCER") if s.name == "submit_run"]
+    assert submit_run.trace_id == CALLER_TRACE
+    for consumer in (parent, child):
+        assert [(x.trace_id, x.span_id) for x in consumer.links] == [
+            (submit_run.trace_id, submit_run.span_id)
+        ]
+    assert stored_traceparent(fleet, ids["child"]) == submit_run.traceparent
 
 
 @pytest.mark.slow
