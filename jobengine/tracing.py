@@ -158,12 +158,13 @@ def incoming(headers: Mapping[str, str]) -> Iterator[None]:
 
 @contextmanager
 def client_call(method: str, path: str) -> Iterator[dict[str, str]]:
-    """A client span around one request; yields the headers that carry it to the API."""
+    """A client span around one request; yields the headers that carry it to the API. Named
+    by the method alone: paths hold ids, and span names should not."""
     if _off():
         yield {}
         return
     with _tracer().start_as_current_span(
-        f"{method} {path}",
+        method,
         kind=SpanKind.CLIENT,
         attributes={"http.request.method": method, "url.path": path},
     ):
