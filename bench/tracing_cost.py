@@ -9,7 +9,8 @@ the rounds' on/off ratios:
 * ``submit``: ``enqueue`` of one job per transaction, the path where tracing adds the most (a
   producer span, and one ``set_config`` round trip for the job's ``traceparent``);
 * ``attempt_span``: the consumer span a worker opens around each attempt (``tracing.processing``
-  with the job's stored ``traceparent``), alone, so its cost is not lost in a handler's noise.
+  with the job's stored ``traceparent``), alone, so its cost is not lost in a handler's noise;
+  beside it an empty span of the same provider, the least any tracing of an attempt costs.
 
 Prints figures, never passes or fails; the last line is JSON.
 
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
+from opentelemetry import trace
 from sqlalchemy.orm import Session
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +70,12 @@ def child(url: str, jobs: int, spans: int) -> dict[str, float]:
         ) as span:
             span.set_attribute("jobengine.outcome", "completed")
     span_us = (time.perf_counter() - started) / spans * 1e6
+    bare = trace.get_tracer("bench")  # the floor: an empty span of the same provider
+    started = time.perf_counter()
+    for _ in range(spans):
+        with bare.start_as_current_span("bare"):
+            pass
+    bare_us = (time.perf_counter() - started) / spans * 1e6
     tracing.flush()
     with psycopg.connect(libpq_url(url)) as conn:
         row = conn.execute("SELECT count(traceparent) FROM jobs").fetchone()
@@ -76,6 +84,7 @@ def child(url: str, jobs: int, spans: int) -> dict[str, float]:
         "tracing": float(on),
         "submit_jobs_per_s": submit_rate,
         "attempt_span_us": span_us,
+        "bare_span_us": bare_us,
         "traced_jobs": float(row[0] if row else 0),
     }
 
@@ -122,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"  round={round_ + 1} tracing {mode:3s} submit {got['submit_jobs_per_s']:8.1f}"
                     f" jobs/s  attempt span {got['attempt_span_us']:6.2f} us"
+                    f" (an empty span {got['bare_span_us']:6.2f} us)"
                     f"  jobs with a traceparent {int(got['traced_jobs'])}"
                 )
         exported = len(receiver.spans)
@@ -146,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "submit_on_ratio": round(median_ratio, 3),
         "attempt_span_off_us": round(mean(OFF, "attempt_span_us"), 2),
         "attempt_span_on_us": round(mean(ON, "attempt_span_us"), 2),
+        "bare_sdk_span_on_us": round(mean(ON, "bare_span_us"), 2),
         "spans_exported": exported,
     }
     print(
