@@ -39,9 +39,10 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     links: list[Link] = field(default_factory=list)
 
-    @property
-    def traceparent(self) -> str:
-        return f"00-{self.trace_id}-{self.span_id}-01"
+    def is_named_by(self, traceparent: str | None) -> bool:
+        """Whether a W3C ``traceparent`` names this span (its flags aside)."""
+        parts = (traceparent or "").split("-")
+        return len(parts) == 4 and parts[1:3] == [self.trace_id, self.span_id]
 
 
 class OtlpReceiver:

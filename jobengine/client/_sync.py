@@ -418,7 +418,8 @@ class JobEngineClient:
 
     def _send(self, call: Call) -> httpx.Response:
         """Sends ``call`` inside a client span whose context travels in its headers."""
-        with tracing.client_call(call.method, call.path) as carried:
+        path = self._http.base_url.path.rstrip("/") + call.path  # the API's, as it sees it
+        with tracing.client_call(call.method, path) as carried:
             if carried:
                 call = replace(call, headers={**call.headers, **carried})
             return self._send_call(call)
