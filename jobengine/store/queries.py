@@ -68,7 +68,7 @@ JOB_COLUMNS = (
     "not_before, lease_owner, lease_token, lease_expires_at, idempotency_key, result, "
     "last_error, progress, created_at, updated_at, scheduled_at, started_at, completed_at, "
     "dispatched_at, time_limit_seconds, budget_start_attempt, run_id, run_key, trigger_rule, "
-    "scheduled_for"
+    "scheduled_for, traceparent"
 )
 
 FENCE_TOKEN = "\n      AND locked.lease_token = %(lease_token)s"

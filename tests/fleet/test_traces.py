@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from jobengine.embedded import free_loopback_port
 from tests.api.conftest import bearer, make_key
@@ -91,10 +90,8 @@ def producer_of(receiver: OtlpReceiver, job_id: int) -> ReceivedSpan:
     return producer
 
 
-def stored_traceparent(fleet: Fleet, job_id: int) -> str | None:
-    with fleet.engine.connect() as conn:
-        found = conn.execute(text("SELECT traceparent FROM jobs WHERE id = :id"), {"id": job_id})
-        return found.scalar_one()  # type: ignore[no-any-return]
+def job_traceparent(fleet: Fleet, job_id: int) -> str | None:
+    return fleet.job(job_id).traceparent
 
 
 def ancestor(receiver: OtlpReceiver, span: ReceivedSpan, kind: str) -> ReceivedSpan:
@@ -172,7 +169,7 @@ def the_python_clients_span_is_the_apis_callers_and_enqueue_makes_a_producer_spa
     enqueued = producer_of(receiver, via_enqueue)
     assert (enqueued.service, enqueued.name) == ("producer-probe", "submit default")
     assert enqueued.attributes["jobengine.actor"] == "enqueue"
-    assert enqueued.is_named_by(stored_traceparent(fleet, via_enqueue))
+    assert enqueued.is_named_by(job_traceparent(fleet, via_enqueue))
 
 
 def submit_run(client: httpx.Client) -> dict[str, int]:
@@ -202,7 +199,7 @@ def a_rest_job_is_one_trace_from_the_api_to_the_workers_run(
     assert server.parent_span_id == CALLER_TRACEPARENT.split("-")[2]
     assert (producer.service, producer.name) == ("jobengine-api", "submit default")
     assert producer.attributes["messaging.system"] == "jobengine"
-    assert producer.is_named_by(stored_traceparent(fleet, job_id))
+    assert producer.is_named_by(job_traceparent(fleet, job_id))
 
     assert (consumer.service, consumer.name) == ("jobengine-worker", "process default")
     assert [(link.trace_id, link.span_id) for link in consumer.links] == [
@@ -253,7 +250,7 @@ def a_runs_jobs_link_to_the_runs_submit_span(
         assert [(x.trace_id, x.span_id) for x in consumer.links] == [
             (submit_run.trace_id, submit_run.span_id)
         ]
-    assert submit_run.is_named_by(stored_traceparent(fleet, ids["child"]))
+    assert submit_run.is_named_by(job_traceparent(fleet, ids["child"]))
 
 
 @pytest.mark.slow
@@ -266,7 +263,7 @@ def test_with_no_endpoint_set_nothing_is_sent_and_no_job_stores_a_trace_context(
     wait_until(lambda: fleet.job(job_id).status.value == "completed", 60, "completed")
     fleet.stop_all()  # exporters would flush now, if there were any
     assert (receiver.requests, receiver.spans) == (0, [])
-    assert stored_traceparent(fleet, job_id) is None
+    assert job_traceparent(fleet, job_id) is None
 
 
 PROBE = """
