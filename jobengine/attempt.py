@@ -18,7 +18,9 @@ from functools import partial
 from typing import Any
 
 import structlog
+from opentelemetry.trace import StatusCode
 
+from jobengine import tracing
 from jobengine.artifacts.attach import Attacher, Data
 from jobengine.artifacts.errors import AttachRefused
 from jobengine.artifacts.model import Artifact
@@ -221,7 +223,24 @@ class Attempts:
         )
 
     def run(self, claim: Claim, handler: Handler, publisher: Publisher) -> Ran:
-        """Decode, run the handler, decide, record: one attempt of a running job."""
+        """Decode, run the handler, decide, record: one attempt of a running job, in its
+        consumer span (``jobengine.tracing``)."""
+        job = claim.job
+        with tracing.processing(
+            queue=job.queue,
+            job_type=job.type,
+            job_id=job.id,
+            attempt=claim.attempt,
+            traceparent=job.traceparent,
+        ) as span:
+            ran = self._run(claim, handler, publisher)
+            span.set_attribute("jobengine.outcome", type(ran.outcome).__name__.lower())
+            if ran.error is not None:
+                span.record_exception(ran.error)
+                span.set_status(StatusCode.ERROR, str(ran.error)[:200])
+            return ran
+
+    def _run(self, claim: Claim, handler: Handler, publisher: Publisher) -> Ran:
         error: BaseException | None = None
         try:
             try:
@@ -316,7 +335,8 @@ class Attempts:
             self.completer.add(claim, outcome.result, publisher)
             return Ran(outcome=outcome, error=error, job=None, recorded=False)
         try:
-            job = self.executor.record(claim, outcome, publisher)
+            with tracing.step("record", **{"jobengine.job.id": claim.job_id}):
+                job = self.executor.record(claim, outcome, publisher)
         except JobEngineError as exc:
             if isinstance(outcome, HandedBack):
                 raise

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy import Connection, Engine
 
-from jobengine import guard
+from jobengine import guard, tracing
 from jobengine.admission import Admission
 from jobengine.cancellation import Cancelled, cancel_job
 from jobengine.dispatch import Publisher, chunked
@@ -667,7 +667,11 @@ class Executor:
         transaction under its lease, retried like an outcome; published after commit."""
 
         def once(repeated: bool) -> tuple[Job, bool]:
-            with self.connection.transaction() as conn:
+            with (
+                self.connection.transaction() as conn,
+                # The spawned job's trace context: a producer span in the spawning attempt's.
+                tracing.submitting(conn, "spawn", queue=None, jobs=1, actor=claim.owner),
+            ):
                 return spawn_into_run(
                     conn,
                     claim.job_id,

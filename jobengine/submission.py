@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from config.settings import get_settings
-from jobengine import guard
+from jobengine import guard, tracing
 from jobengine.catalogue import catalogue_of
 from jobengine.domain.job import Job, NewJob
 from jobengine.errors import (
@@ -182,7 +182,10 @@ def submit(
     )
     check_quotas(conn, [new])
     [held] = held_back(conn, [new])
-    return _store_one(conn, new, actor=actor, dispatching=dispatching and not held)
+    with tracing.submitting(conn, "submit", queue=new.queue, jobs=1, actor=actor) as span:
+        job, created = _store_one(conn, new, actor=actor, dispatching=dispatching and not held)
+        span.set_attribute("jobengine.job.id", job.id)
+    return job, created
 
 
 def _store_one(conn: Connection, new: NewJob, *, actor: str, dispatching: bool) -> tuple[Job, bool]:
@@ -267,6 +270,28 @@ def submit_many(
     ]
     check_quotas(conn, checked)
     held = held_back(conn, checked)
+    queues = {new.queue for new in checked}
+    with tracing.submitting(
+        conn,
+        "submit" if len(checked) == 1 else "submit_batch",
+        queue=next(iter(queues)) if len(queues) == 1 else None,
+        jobs=len(checked),
+        actor=actor,
+    ) as span:
+        stored = _store_many(conn, checked, held, actor=actor, dispatching=dispatching)
+        if len(stored) == 1:
+            span.set_attribute("jobengine.job.id", stored[0][0].id)
+        return stored
+
+
+def _store_many(
+    conn: Connection,
+    checked: Sequence[NewJob],
+    held: Sequence[bool],
+    *,
+    actor: str,
+    dispatching: bool,
+) -> list[tuple[Job, bool]]:
     plain = [(new, h) for new, h in zip(checked, held, strict=True) if not new.idempotency_key]
     # Jobs the leader publishes (fair-shared queue, capped tenant) go in without the mark;
     # each group takes its rate-limit slots before it is written.

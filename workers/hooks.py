@@ -17,6 +17,7 @@ import structlog
 from celery import signals
 from celery.exceptions import TimeLimitExceeded
 
+from jobengine import tracing
 from jobengine.cancellation import JobAlreadyFinal
 from jobengine.dispatch import (
     TASK_PREFIX,
@@ -104,6 +105,7 @@ def flush_completions(**kwargs: Any) -> None:
     completions it buffered, so only a process that dies unasked leaves any unwritten."""
     if started_here():
         runtime().completer.flush()
+        tracing.flush()  # a pool process may end without running exit handlers
 
 
 signals.worker_process_shutdown.connect(flush_completions, weak=False)

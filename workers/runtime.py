@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from config.settings import Settings, get_settings
+from jobengine import tracing
 from jobengine.artifacts.attach import Attacher
 from jobengine.artifacts.storage import storage_from_url
 from jobengine.attempt import Attempts
@@ -61,6 +62,7 @@ def owner_of(pid: int) -> str:
 @cache
 def _runtime_for(pid: int) -> Runtime:
     _started.add(pid)
+    tracing.configure("jobengine-worker")  # per process, after the fork: its exporter's thread
     settings = get_settings()
     engine = unpooled_engine(urls()[0], application_name=f"{APPLICATION_NAME}:{pid}")
     connection = SharedConnection(engine)

@@ -18,7 +18,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
 from config.settings import Settings
-from jobengine import console
+from jobengine import console, tracing
 from jobengine.api import (
     errors,
     metrics,
@@ -123,6 +123,8 @@ def create_app(
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(LoadShedding, max_in_flight=settings.api_max_in_flight)
+    if tracing.configure("jobengine-api") and not tracing.FASTAPI_TRACES_REQUESTS:
+        app.add_middleware(tracing.ServerSpans)
     for router in ROUTERS:
         app.include_router(router)
     console.install(app)  # after errors.install: console pages turn its errors into pages

@@ -8,7 +8,10 @@ leader's last fold, a page at most), live states are counted through partial ind
 states come from the totals (see ``store.metrics_repository``). Runs by status are counted
 from ``runs``: one row per run kept, however many jobs each holds. Transition latency is the one
 figure measured here: a histogram of the guard calls this process makes (submissions and
-cancellations), per process as latency naturally is.
+cancellations), per process as latency naturally is. Wait and run times are histograms too,
+but of the whole fleet: each start and each attempt's end carries its duration in its outbox
+event, and the fold adds it to a bucket row per queue (``duration_totals``), so every worker
+process counts, a restart loses nothing and a scrape reads a few rows per queue.
 
 The fleet's side comes from the workers registry, with the same TTL as every other reader:
 workers by state, and for each type whose due jobs no live worker handles, how many wait and
@@ -24,7 +27,12 @@ from collections.abc import Iterator
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
@@ -36,7 +44,7 @@ from jobengine.schedules.metrics import ScheduleCollector
 from jobengine.store import queries
 from jobengine.store.database import run_all, transaction
 from jobengine.store.dead_letter_repository import DeadLetterRepository
-from jobengine.store.metrics_repository import MetricsRepository, fold_page
+from jobengine.store.metrics_repository import DurationHistogram, MetricsRepository, fold_page
 from jobengine.store.workers_repository import WorkersRepository
 
 GUARD_SECONDS = Histogram(
@@ -104,6 +112,7 @@ class EngineCollector(Collector):
             queue_rows = run_all(conn, queries.QUEUE_DEPTH, {})
             dead_counts = DeadLetterRepository(conn).counts()
             run_counts = figures.runs()
+            durations = figures.durations()
         by_state.update(totals.final_jobs())
         for status in JobStatus:
             jobs.add_metric([status.value], by_state.get(status, 0))
@@ -129,6 +138,31 @@ class EngineCollector(Collector):
             runs.add_metric([run_status.value], n)
         yield from (jobs, depth, lag, transitions, lease_expiries, retries, dead, runs)
         yield from (workers, unhandled, unhandled_age)
+        yield from duration_histograms(durations)
+
+
+# ---- wait and run time histograms (folded from the outbox: store.metrics_repository) -------
+
+
+def duration_histograms(durations: list[DurationHistogram]) -> Iterator[Metric]:
+    """By queue, not by type: queues are few and chosen by operators, types grow with the
+    catalogue, and each label value costs 22 series here."""
+    waits = HistogramMetricFamily(
+        "jobengine_job_wait_seconds",
+        "Seconds from a job being due (scheduled, or its not_before) to its attempt starting.",
+        labels=["queue"],
+    )
+    runs = HistogramMetricFamily(
+        "jobengine_job_run_seconds",
+        "Seconds from an attempt starting to its end, by how it ended.",
+        labels=["queue", "outcome"],
+    )
+    for h in durations:
+        if h.kind == "wait":
+            waits.add_metric([h.queue], h.cumulative(), h.seconds)
+        else:
+            runs.add_metric([h.queue, h.outcome], h.cumulative(), h.seconds)
+    yield from (waits, runs)
 
 
 def make_registry(engine: Engine, worker_ttl_seconds: float) -> CollectorRegistry:

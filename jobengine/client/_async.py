@@ -7,6 +7,7 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -14,6 +15,7 @@ from typing import Any, BinaryIO
 import httpx
 import structlog
 
+from jobengine import tracing
 from jobengine.client import _backfills, _base, _limits, _runs, _schedules
 from jobengine.client._backfills import Backfill, BackfillCreated, BackfillRequest, BackfillSource
 from jobengine.client._base import Call, Follow, RetryConfig
@@ -427,6 +429,14 @@ class AsyncJobEngineClient:
         return (await self._send(call)).json()
 
     async def _send(self, call: Call) -> httpx.Response:
+        """Sends ``call`` inside a client span whose context travels in its headers."""
+        path = self._http.base_url.path.rstrip("/") + call.path  # the API's, as it sees it
+        with tracing.client_call(call.method, path) as carried:
+            if carried:
+                call = replace(call, headers={**call.headers, **carried})
+            return await self._send_call(call)
+
+    async def _send_call(self, call: Call) -> httpx.Response:
         failures = 0
         while True:
             try:

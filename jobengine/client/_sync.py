@@ -6,6 +6,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -13,6 +14,7 @@ from typing import Any, BinaryIO
 import httpx
 import structlog
 
+from jobengine import tracing
 from jobengine.client import _backfills, _base, _limits, _runs, _schedules
 from jobengine.client._backfills import Backfill, BackfillCreated, BackfillRequest, BackfillSource
 from jobengine.client._base import Call, Follow, RetryConfig
@@ -415,6 +417,14 @@ class JobEngineClient:
         return self._send(call).json()
 
     def _send(self, call: Call) -> httpx.Response:
+        """Sends ``call`` inside a client span whose context travels in its headers."""
+        path = self._http.base_url.path.rstrip("/") + call.path  # the API's, as it sees it
+        with tracing.client_call(call.method, path) as carried:
+            if carried:
+                call = replace(call, headers={**call.headers, **carried})
+            return self._send_call(call)
+
+    def _send_call(self, call: Call) -> httpx.Response:
         failures = 0
         while True:
             try:

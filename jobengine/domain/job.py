@@ -49,6 +49,8 @@ class Job:
     (``domain.run.TriggerRule``)."""
     scheduled_for: datetime | None = None
     """The slot of the schedule or backfill that created the job (``ctx.scheduled_for``)."""
+    traceparent: str | None = None
+    """The W3C trace context of the span that submitted it (``jobengine.tracing``)."""
 
     @property
     def budget_attempt(self) -> int:

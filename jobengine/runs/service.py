@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from config.settings import get_settings
-from jobengine import guard
+from jobengine import guard, tracing
 from jobengine.catalogue import catalogue_of
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.run import Run, RunGraph, RunJobSpec, RunSpec, TriggerRule
@@ -226,13 +226,15 @@ def submit_run_created(
     if row is None:
         return (*_existing(conn, spec, fingerprint), False)
     run = run_from_row(row)
-    jobs = create_run_jobs(
-        conn,
-        run.id,
-        RunJobs(checked, spec.jobs, plan.parents),
-        actor=actor,
-        dispatching=dispatching,
-    )
+    with tracing.submitting(conn, "submit_run", queue=None, jobs=len(checked), actor=actor) as s:
+        s.set_attribute("jobengine.run.id", run.id)
+        jobs = create_run_jobs(
+            conn,
+            run.id,
+            RunJobs(checked, spec.jobs, plan.parents),
+            actor=actor,
+            dispatching=dispatching,
+        )
     if plan.edges:
         run_all(
             conn,

@@ -17,7 +17,7 @@ counted from ``runs``, one row per run, however many jobs each holds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, Engine
 
@@ -27,6 +27,13 @@ from jobengine.store.database import run_all, run_statement, transaction
 
 LEASE_EXPIRY_REASONS = ("lease_expired", "lease_expired_before_start")
 """Reasons the reaper records when it takes a lease back (``jobengine.reaper``)."""
+
+DURATION_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    600.0, 1800.0, 3600.0, 7200.0, 21600.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the wait and run time histograms' buckets: 5 ms to 6 h, +Inf
+beyond. Stored per bound, so changing them starts new rows and leaves the old ones unread."""
 
 FOLD_PAGE = 10_000
 """Events one fold reads at most: a scrape stays short however far the leader fell behind."""
@@ -62,6 +69,35 @@ added AS (
     SET n = t.n + EXCLUDED.n, lease_expired = t.lease_expired + EXCLUDED.lease_expired
     RETURNING 1
 ),
+-- Wait and run times into their histograms' buckets (pk_duration_totals): the smallest
+-- bound at or above the value, +Inf above them all. A bucket's index counts the bounds below
+-- the value: width_bucket over the negated bounds, reversed, counts those at or above it.
+timed AS (
+    SELECT CASE WHEN data ? 'waited_seconds' THEN 'wait' ELSE 'run' END AS kind,
+           data->>'queue' AS queue,
+           CASE WHEN data ? 'ran_seconds' THEN data->>'to_status' ELSE '' END AS outcome,
+           greatest(coalesce((data->>'waited_seconds')::float8,
+                             (data->>'ran_seconds')::float8), 0) AS seconds
+    FROM batch
+    WHERE type = 'job.transition' AND (data ? 'waited_seconds' OR data ? 'ran_seconds')
+      AND coalesce(data->>'waited_seconds', data->>'ran_seconds') IS NOT NULL
+),
+bucketed AS (
+    SELECT kind, queue, outcome,
+           coalesce((%(bounds)s::float8[])[cardinality(%(bounds)s::float8[]) + 1
+                    - width_bucket(-seconds, %(negated_bounds)s::float8[])],
+                    'Infinity'::float8) AS le,
+           count(*) AS n, sum(seconds) AS seconds
+    FROM timed
+    GROUP BY 1, 2, 3, 4
+),
+durations AS (
+    INSERT INTO duration_totals AS d (kind, queue, outcome, le, n, seconds)
+    SELECT kind, queue, outcome, le, n, seconds FROM bucketed
+    ON CONFLICT (kind, queue, outcome, le) DO UPDATE
+    SET n = d.n + EXCLUDED.n, seconds = d.seconds + EXCLUDED.seconds
+    RETURNING 1
+),
 last AS (SELECT txid, id FROM batch ORDER BY txid DESC, id DESC LIMIT 1),
 advanced AS (
     UPDATE transition_totals_cursor AS c
@@ -70,6 +106,12 @@ advanced AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM batch) AS events
+"""
+
+DURATIONS = """
+-- name: duration_totals  (a few rows per queue: one per bucket reached)
+SELECT kind, queue, outcome, le, n, seconds FROM duration_totals
+ORDER BY kind, queue, outcome, le
 """
 
 TOTALS = """
@@ -107,6 +149,28 @@ class StepTotal:
     to_status: str
     n: int
     lease_expired: int
+
+
+@dataclass(frozen=True, slots=True)
+class DurationHistogram:
+    """One histogram's buckets as stored: not cumulative, only the bounds reached."""
+
+    kind: str
+    """``wait`` (due → started) or ``run`` (started → ended)."""
+    queue: str
+    outcome: str
+    """How a run ended (completed, failed, cancelled); empty for a wait."""
+    counts: dict[float, int]
+    seconds: float
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """Prometheus's buckets: every bound, counting what is at or below it, then +Inf."""
+        running, out = 0, []
+        for bound in DURATION_BUCKETS:
+            running += self.counts.get(bound, 0)
+            out.append((repr(bound), running))
+        out.append(("+Inf", sum(self.counts.values())))
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +214,8 @@ class MetricsRepository:
                 "event_id": cursor["event_id"],
                 "limit": limit,
                 "lease_reasons": list(LEASE_EXPIRY_REASONS),
+                "bounds": list(DURATION_BUCKETS),
+                "negated_bounds": [-b for b in reversed(DURATION_BUCKETS)],
             },
         )
         return int(row["events"]) if row is not None else 0
@@ -161,6 +227,17 @@ class MetricsRepository:
         ]
         pruned = {r["status"]: int(r["n"]) for r in run_all(self._conn, PRUNED, {})}
         return Totals(steps, pruned)
+
+    def durations(self) -> list[DurationHistogram]:
+        found: dict[tuple[str, str, str], DurationHistogram] = {}
+        for r in run_all(self._conn, DURATIONS, {}):
+            key = (r["kind"], r["queue"], r["outcome"])
+            histogram = found.get(key)
+            if histogram is None:
+                histogram = found[key] = DurationHistogram(*key, counts={}, seconds=0.0)
+            histogram.counts[float(r["le"])] = int(r["n"])
+            found[key] = replace(histogram, seconds=histogram.seconds + float(r["seconds"]))
+        return list(found.values())
 
     def runs(self) -> dict[RunStatus, int]:
         counted = {r["status"]: int(r["n"]) for r in run_all(self._conn, RUNS_BY_STATUS, {})}

@@ -72,6 +72,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+TRACEPARENT_DEFAULT = "NULLIF(current_setting('jobengine.traceparent'::text, true), ''::text)"
+"""A job's ``traceparent``: the submitting span's, set for the transaction by
+``jobengine.tracing.submitting``; spelled as Postgres shows it, so the schema diff sees none."""
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
 
@@ -119,6 +124,8 @@ class JobRow(Base):
     """Parents that ended failed or cancelled."""
     scheduled_for: Mapped[datetime | None] = mapped_column(TS)
     """The slot of the schedule (or backfill) the job was created for (``ctx.scheduled_for``)."""
+    traceparent: Mapped[str | None] = mapped_column(Text, server_default=text(TRACEPARENT_DEFAULT))
+    """The submitting span's W3C trace context (``jobengine.tracing``); NULL with tracing off."""
 
     __table_args__ = (
         CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),
@@ -627,6 +634,24 @@ class TransitionTotalRow(Base):
     n: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     lease_expired: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     """Of ``n``, the steps the reaper took because a lease expired."""
+
+
+class DurationTotalRow(Base):
+    """Wait and run time histograms by queue, one row per bucket (``le``, +Inf included),
+    folded from the outbox with the transition totals (``store.metrics_repository``)."""
+
+    __tablename__ = "duration_totals"
+
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)
+    """``wait`` (due → started) or ``run`` (started → ended)."""
+    queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    outcome: Mapped[str] = mapped_column(Text, primary_key=True)
+    """The state a run ended in (completed, failed, cancelled); empty for a wait."""
+    le: Mapped[float] = mapped_column(Float, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    seconds: Mapped[float] = mapped_column(Float, nullable=False, server_default="0")
+
+    __table_args__ = (CheckConstraint("kind IN ('wait', 'run')", name="known_duration_kind"),)
 
 
 class TransitionTotalsCursorRow(Base):

@@ -68,7 +68,7 @@ JOB_COLUMNS = (
     "not_before, lease_owner, lease_token, lease_expires_at, idempotency_key, result, "
     "last_error, progress, created_at, updated_at, scheduled_at, started_at, completed_at, "
     "dispatched_at, time_limit_seconds, budget_start_attempt, run_id, run_key, trigger_rule, "
-    "scheduled_for"
+    "scheduled_for, traceparent"
 )
 
 FENCE_TOKEN = "\n      AND locked.lease_token = %(lease_token)s"
@@ -104,7 +104,10 @@ history AS (
     RETURNING id, job_id, from_status, to_status, actor, reason, attempt, details, at
 )"""
 
-# The outbox row of every history row written above, in the same statement.
+# The outbox row of every history row written above, in the same statement. A start and an
+# attempt's end also carry the queue and how long the job waited (due → started) or ran
+# (started → ended), which /metrics folds into its histograms (store.metrics_repository):
+# the timing is exact without reading any other row, and the streams' models drop these keys.
 _EVENTS = """,
 events AS (
     INSERT INTO job_events (job_id, history_id, tenant_id, type, version, data, occurred_at)
@@ -113,7 +116,17 @@ events AS (
                'job_id', history.job_id, 'history_id', history.id,
                'from_status', history.from_status, 'to_status', history.to_status,
                'attempt', history.attempt, 'actor', history.actor, 'reason', history.reason,
-               'details', history.details),
+               'details', history.details)
+           || CASE
+               WHEN history.to_status = 'running' THEN jsonb_build_object(
+                   'queue', moved.queue, 'waited_seconds',
+                   extract(epoch FROM history.at - greatest(moved.scheduled_at, moved.not_before)))
+               WHEN history.from_status = 'running'
+                    AND history.to_status IN ('completed', 'failed', 'cancelled')
+               THEN jsonb_build_object(
+                   'queue', moved.queue, 'ran_seconds',
+                   extract(epoch FROM history.at - moved.started_at))
+               ELSE jsonb_build_object() END,
            history.at
     FROM history JOIN moved ON moved.id = history.job_id
     ORDER BY history.id

@@ -41,6 +41,7 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         run_key=row.get("run_key"),
         trigger_rule=row.get("trigger_rule"),
         scheduled_for=row.get("scheduled_for"),
+        traceparent=row.get("traceparent"),
     )
 
 

@@ -23,6 +23,7 @@ TINY = {
     "scale.py": ["--jobs", "50", "--processes", "2"],
     "dag.py": ["--chain", "5", "--fan-out", "50", "--fan-in", "50"],
     "round_trips.py": ["--jobs", "20", "--batch", "10"],
+    "tracing_cost.py": ["--jobs", "20", "--spans", "200", "--rounds", "1"],
     "limits.py": [
         "--jobs",
         "200",
