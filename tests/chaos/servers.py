@@ -162,6 +162,8 @@ class ChaosRedis:
     data_dir: Path
     port: int
     bind: str = "127.0.0.1"
+    args: tuple[str, ...] = ()
+    """More ``redis-server`` options, e.g. ``("--replicaof", host, port)`` for a replica."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -190,6 +192,7 @@ class ChaosRedis:
                 "--unixsocket", str(self.socket_path), "--unixsocketperm", "777",
                 "--save", "", "--appendonly", "no", "--dir", str(self.data_dir),
                 "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no",
+                *self.args,
             ],
             stdin=subprocess.DEVNULL,
             start_new_session=True,

@@ -1,0 +1,154 @@
+"""High availability of what the engine depends on: a Postgres primary replaced by its
+promoted standby, and a Redis master replaced by Sentinel, each mid-run, while the fleet
+keeps its one configuration (a URL listing both Postgres servers, the standby first; a
+``sentinel://`` broker URL). Every job still reaches a final state once.
+
+In ``make test`` a few hundred short jobs; ``make chaos`` runs every variant at full size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from config.settings import get_settings
+from jobengine.maintenance.broker_epoch import EPOCH_KEY
+from jobengine.store.database import normalize_url
+from tests.chaos import harness
+from tests.chaos.conftest import BuildFleet
+from tests.chaos.figures import assert_nothing_lost, final_jobs
+from tests.chaos.harness import ChaosFleet, observer_engine, run_scenario, submit, tunable
+from tests.chaos.replicas import (
+    MASTER_NAME,
+    SentinelGroup,
+    in_recovery,
+    multi_host_url,
+    promote,
+    replicate_synchronously,
+    standby_of,
+)
+from tests.chaos.servers import engine_connections
+from tests.chaos.test_scenarios import start_fleet
+from tests.fleet.conftest import wait_until
+
+pytestmark = pytest.mark.chaos
+
+JOBS = int(tunable("FAILOVER_JOBS", 200, 1000))
+UNREPLICATED = int(tunable("UNREPLICATED_JOBS", 40, 200))
+"""Jobs published while the Redis replica hears nothing: the promoted replica lacks them."""
+
+
+def _jobs(fleet: ChaosFleet) -> list[int]:
+    return submit(fleet, JOBS)
+
+
+@pytest.mark.parametrize(
+    "synchronous",
+    [
+        pytest.param(True, id="synchronous", marks=pytest.mark.chaos_quick),
+        pytest.param(False, id="asynchronous"),
+    ],
+)
+def test_a_fleet_on_a_multi_host_url_lands_on_the_primary_and_follows_its_promoted_standby(
+    build_fleet: BuildFleet, tmp_path: Path, synchronous: bool
+) -> None:
+    fleet = build_fleet()
+    assert fleet.pg is not None
+    primary = fleet.pg
+    standby = standby_of(primary, tmp_path / "standby")
+    try:
+        if synchronous:
+            replicate_synchronously(primary)
+        fleet.db_url = multi_host_url(standby, primary)  # the standby first, on purpose
+        fleet.engine.dispose()
+        fleet.engine = observer_engine(normalize_url(fleet.db_url))
+        start_fleet(fleet)
+        wait_until(lambda: engine_connections(primary) > 0, 30, "the fleet on the primary")
+        assert engine_connections(standby) == 0, "a fleet connection stayed on the standby"
+
+        @contextmanager
+        def failover() -> Iterator[None]:
+            primary.crash()
+            promote(standby)
+            yield
+
+        name = "postgres_failover_" + ("sync" if synchronous else "async")
+        outcome = run_scenario(fleet, name, failover, jobs=_jobs)
+        assert not in_recovery(standby)
+        assert engine_connections(standby) > 0, "the fleet did not reconnect to the new primary"
+        assert_nothing_lost(outcome)
+        if synchronous:  # with asynchronous replication a just-acknowledged submission may go
+            assert final_jobs(fleet.engine) == JOBS
+    finally:
+        fleet.stop_all()
+        standby.stop()
+
+
+@pytest.fixture
+def sentinel_fleet(
+    build_fleet: BuildFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[ChaosFleet, SentinelGroup]]:
+    """A fleet whose broker is reached through three sentinels only (the test process's own
+    publisher too)."""
+    fleet = build_fleet()
+    assert fleet.broker is not None
+    group = SentinelGroup(fleet.broker, tmp_path / "sentinels")
+    group.start()
+    monkeypatch.setitem(harness.CHAOS_ENV, "JOBENGINE_BROKER_SENTINEL_MASTER", MASTER_NAME)
+    monkeypatch.setenv("JOBENGINE_BROKER_SENTINEL_MASTER", MASTER_NAME)
+    monkeypatch.setenv("JOBENGINE_BROKER_URL", group.url)
+    get_settings.cache_clear()
+    fleet.broker_url = group.url
+    try:
+        yield fleet, group
+    finally:
+        fleet.stop_all()
+        group.stop()
+        get_settings.cache_clear()
+
+
+@pytest.mark.chaos_quick
+def test_a_killed_redis_master_replaced_by_sentinel_loses_no_job_not_even_unreplicated_ones(
+    sentinel_fleet: tuple[ChaosFleet, SentinelGroup],
+) -> None:
+    fleet, group = sentinel_fleet
+    start_fleet(fleet)
+    assert fleet.broker is not None
+    master = fleet.broker
+    extra: list[int] = []
+
+    @contextmanager
+    def master_killed() -> Iterator[None]:
+        # The replica has the leader's epoch key: what recovers the lost messages below is
+        # noticing the failover, not noticing an empty broker.
+        wait_until(lambda: group.replica.client().exists(EPOCH_KEY), 30, "the epoch replicated")
+        group.cut_off_replica()
+        extra.extend(submit(fleet, UNREPLICATED))  # on the master only, then gone with it
+        master.kill(keep_data=False)
+        group.thaw_replica()
+        wait_until(group.failed_over, 60, "the sentinels promoting the replica")
+        yield
+
+    outcome = run_scenario(fleet, "redis_master_killed", master_killed, jobs=_jobs)
+    assert_nothing_lost(outcome)
+    assert len(extra) == UNREPLICATED
+    assert final_jobs(fleet.engine) == JOBS + UNREPLICATED
+    assert "broker_failed_over" in fleet.log_of("reaper-1")
+
+
+def test_a_sentinel_failover_mid_run_loses_no_job(
+    sentinel_fleet: tuple[ChaosFleet, SentinelGroup],
+) -> None:
+    fleet, group = sentinel_fleet
+    start_fleet(fleet)
+
+    @contextmanager
+    def failover() -> Iterator[None]:
+        group.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+        wait_until(group.failed_over, 60, "the sentinels promoting the replica")
+        yield
+
+    assert_nothing_lost(run_scenario(fleet, "redis_sentinel_failover", failover, jobs=_jobs))
