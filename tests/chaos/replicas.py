@@ -28,6 +28,7 @@ DOWN_AFTER_MS = 1000
 """How long sentinels wait before they call a silent master down: short, for a quick test."""
 
 REPLICATION_SQL = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+SYNC_SQL = "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'"
 
 
 def standby_of(primary: ChaosPostgres, data_dir: Path) -> ChaosPostgres:
@@ -62,14 +63,7 @@ def replicate_synchronously(primary: ChaosPostgres) -> None:
     with primary.connect() as conn:
         conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
         conn.execute("SELECT pg_reload_conf()")
-        wait_until(
-            lambda: conn.execute(
-                "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'"
-            ).fetchone()
-            == (1,),
-            30,
-            "the standby synchronous",
-        )
+        wait_until(lambda: conn.execute(SYNC_SQL).fetchone() == (1,), 30, "the standby in sync")
 
 
 def promote(standby: ChaosPostgres) -> None:
@@ -171,7 +165,7 @@ class SentinelGroup:
             return all(
                 s.master_port() == self.master.port
                 and len(s.client().sentinel_slaves(MASTER_NAME)) == 1
-                and s.client().sentinel_sentinels(MASTER_NAME).__len__() == self.count - 1
+                and len(s.client().sentinel_sentinels(MASTER_NAME)) == self.count - 1
                 for s in self.sentinels
             )
         except redis.RedisError:
