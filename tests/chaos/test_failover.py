@@ -8,19 +8,36 @@ In ``make test`` a few hundred short jobs; ``make chaos`` runs every variant at 
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from config.settings import get_settings
+from jobengine.embedded import free_loopback_port
 from jobengine.maintenance.broker_epoch import EPOCH_KEY
 from jobengine.store.database import normalize_url
 from tests.chaos import harness
 from tests.chaos.conftest import BuildFleet
 from tests.chaos.figures import assert_nothing_lost, final_jobs
-from tests.chaos.harness import ChaosFleet, observer_engine, run_scenario, submit, tunable
+from tests.chaos.harness import (
+    WORKERS,
+    ChaosFleet,
+    observer_engine,
+    run_scenario,
+    submit,
+    tunable,
+)
 from tests.chaos.replicas import (
     MASTER_NAME,
     SentinelGroup,
@@ -31,18 +48,75 @@ from tests.chaos.replicas import (
     standby_of,
 )
 from tests.chaos.servers import engine_connections
-from tests.chaos.test_scenarios import start_fleet
 from tests.fleet.conftest import wait_until
 
 pytestmark = pytest.mark.chaos
 
 JOBS = int(tunable("FAILOVER_JOBS", 200, 1000))
+JOB_MS = int(tunable("FAILOVER_JOB_MS", 50, 250))
 UNREPLICATED = int(tunable("UNREPLICATED_JOBS", 40, 200))
 """Jobs published while the Redis replica hears nothing: the promoted replica lacks them."""
 
 
+STALL_SQL = """
+SELECT coalesce(extract(epoch FROM max(gap)), 0) FROM (
+    SELECT at - lag(at) OVER (ORDER BY at) AS gap
+    FROM (SELECT DISTINCT at FROM job_history WHERE to_status = 'completed') done
+) gaps
+"""
+"""The longest time between two moments at which jobs completed: the pause a failover
+causes, as the fleet's output shows it (short jobs on four processes otherwise complete
+several times a second)."""
+
+
 def _jobs(fleet: ChaosFleet) -> list[int]:
-    return submit(fleet, JOBS)
+    return submit(fleet, JOBS, JOB_MS)
+
+
+def start_fleet(fleet: ChaosFleet) -> None:
+    """The reaper first (its start does not wait), then ``WORKERS`` workers side by side; back
+    once the reaper leads, so the fault meets every role connected."""
+    reapers = {"reaper-1": fleet.start_reaper("reaper-1")}
+    names = [f"w{i}" for i in range(1, WORKERS + 1)]
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(fleet.worker, names))
+    wait_until(lambda: fleet.leader(reapers), 60, "the reaper leading")
+
+
+def report_stall(fleet: ChaosFleet, scenario: str) -> None:
+    with fleet.engine.connect() as conn:
+        stall = float(conn.execute(text(STALL_SQL)).scalar_one())
+    line = {"scenario": scenario, "longest_pause_in_completions_s": round(stall, 2)}
+    print(json.dumps(line))
+    harness.RESULTS.append(line)
+
+
+@dataclass
+class Flower:
+    port: int
+
+    def get(self, path: str) -> Any:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return json.loads(r.read() or b"null")
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+
+    def saw_success_after(self, moment: float) -> bool:
+        tasks = self.get("/api/tasks") or {}
+        return any(
+            task.get("state") == "SUCCESS" and (task.get("succeeded") or 0) > moment
+            for task in tasks.values()
+        )
+
+
+def start_flower(fleet: ChaosFleet) -> Flower:
+    """Flower on the fleet's broker (its API open: a test's own, on loopback), starting."""
+    flower = Flower(free_loopback_port())
+    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower"]
+    argv += ["--address=127.0.0.1", f"--port={flower.port}"]
+    fleet.spawn("flower", argv, fleet.env(FLOWER_UNAUTHENTICATED_API="true"))
+    return flower
 
 
 @pytest.mark.parametrize(
@@ -77,6 +151,7 @@ def test_a_fleet_on_a_multi_host_url_lands_on_the_primary_and_follows_its_promot
 
         name = "postgres_failover_" + ("sync" if synchronous else "async")
         outcome = run_scenario(fleet, name, failover, jobs=_jobs)
+        report_stall(fleet, name)
         assert not in_recovery(standby)
         assert engine_connections(standby) > 0, "the fleet did not reconnect to the new primary"
         assert_nothing_lost(outcome)
@@ -115,10 +190,13 @@ def test_a_killed_redis_master_replaced_by_sentinel_loses_no_job_not_even_unrepl
     sentinel_fleet: tuple[ChaosFleet, SentinelGroup],
 ) -> None:
     fleet, group = sentinel_fleet
+    flower = start_flower(fleet)
     start_fleet(fleet)
+    wait_until(lambda: flower.get("/api/workers") is not None, 60, "Flower answering")
     assert fleet.broker is not None
     master = fleet.broker
     extra: list[int] = []
+    promoted_at: list[float] = []
 
     @contextmanager
     def master_killed() -> Iterator[None]:
@@ -126,17 +204,23 @@ def test_a_killed_redis_master_replaced_by_sentinel_loses_no_job_not_even_unrepl
         # noticing the failover, not noticing an empty broker.
         wait_until(lambda: group.replica.client().exists(EPOCH_KEY), 30, "the epoch replicated")
         group.cut_off_replica()
-        extra.extend(submit(fleet, UNREPLICATED))  # on the master only, then gone with it
+        extra.extend(submit(fleet, UNREPLICATED, JOB_MS))  # on the master only, then gone with it
         master.kill(keep_data=False)
         group.thaw_replica()
         wait_until(group.failed_over, 60, "the sentinels promoting the replica")
+        promoted_at.append(time.time())
         yield
 
     outcome = run_scenario(fleet, "redis_master_killed", master_killed, jobs=_jobs)
+    report_stall(fleet, "redis_master_killed")
     assert_nothing_lost(outcome)
     assert len(extra) == UNREPLICATED
     assert final_jobs(fleet.engine) == JOBS + UNREPLICATED
     assert "broker_failed_over" in fleet.log_of("reaper-1")
+    # Flower followed the master too: it saw tasks succeed after the promotion, and its
+    # broker view (through the first sentinel) answers.
+    wait_until(lambda: flower.saw_success_after(promoted_at[0]), 30, "Flower seeing new tasks")
+    assert flower.get("/api/queues/length") is not None
 
 
 def test_a_sentinel_failover_mid_run_loses_no_job(
@@ -151,4 +235,6 @@ def test_a_sentinel_failover_mid_run_loses_no_job(
         wait_until(group.failed_over, 60, "the sentinels promoting the replica")
         yield
 
-    assert_nothing_lost(run_scenario(fleet, "redis_sentinel_failover", failover, jobs=_jobs))
+    outcome = run_scenario(fleet, "redis_sentinel_failover", failover, jobs=_jobs)
+    report_stall(fleet, "redis_sentinel_failover")
+    assert_nothing_lost(outcome)
