@@ -50,9 +50,10 @@ def embedded_postgres_dir(settings: Settings) -> Path:
 def masked_url(url: str) -> str:
     """The URL with its password hidden: URLs end up in logs and terminals."""
     try:
-        return make_url(normalize_url(url)).render_as_string(hide_password=True)
+        shown = make_url(normalize_url(url)).render_as_string(hide_password=True)
     except ArgumentError:
         return "<unparseable URL>"
+    return shown.replace("%2C", ",")  # a list of hosts reads as one
 
 
 def check_database_url(url: str) -> str:
