@@ -78,12 +78,9 @@ class BrokerEpoch:
     def _promoted(self, replication: dict[str, object]) -> bool:
         """Whether the broker is a replica promoted from the master seen last (a failover)."""
         replid = str(replication.get("master_replid", ""))
+        followed = str(replication.get("master_replid2", ""))
         previous, self._replid = self._replid, replid
-        return (
-            previous is not None
-            and replid != previous
-            and (str(replication.get("master_replid2", "")) == previous)
-        )
+        return previous is not None and replid != previous and followed == previous
 
     def _forget_dispatches(self) -> int:
         forgotten = 0
