@@ -1,7 +1,8 @@
 """High availability of what the engine depends on: a Postgres primary replaced by its
 promoted standby, and a Redis master replaced by Sentinel, each mid-run, while the fleet
-keeps its one configuration (a URL listing both Postgres servers, the standby first; a
-``sentinel://`` broker URL). Every job still reaches a final state once.
+(workers, a reaper, the API) keeps its one configuration: a URL listing both Postgres
+servers, the standby first; a ``sentinel://`` broker URL. Every job still reaches a final
+state once, and every role is connected to the new server after.
 
 In ``make test`` a few hundred short jobs; ``make chaos`` runs every variant at full size.
 """
@@ -47,11 +48,12 @@ from tests.chaos.replicas import (
     replicate_synchronously,
     standby_of,
 )
-from tests.chaos.servers import engine_connections
+from tests.chaos.servers import ChaosPostgres, engine_connections
 from tests.fleet.conftest import wait_until
 
 pytestmark = pytest.mark.chaos
 
+JOBENGINE = str(Path(sys.executable).with_name("jobengine"))
 JOBS = int(tunable("FAILOVER_JOBS", 200, 1000))
 JOB_MS = int(tunable("FAILOVER_JOB_MS", 50, 250))
 UNREPLICATED = int(tunable("UNREPLICATED_JOBS", 40, 200))
@@ -73,14 +75,36 @@ def _jobs(fleet: ChaosFleet) -> list[int]:
     return submit(fleet, JOBS, JOB_MS)
 
 
-def start_fleet(fleet: ChaosFleet) -> None:
-    """The reaper first (its start does not wait), then ``WORKERS`` workers side by side; back
-    once the reaper leads, so the fault meets every role connected."""
+def start_fleet(fleet: ChaosFleet) -> int:
+    """The reaper and the API first (their starts do not wait), then ``WORKERS`` workers side
+    by side; back once the reaper leads and the API is ready, so the fault meets every role
+    connected. The API's port."""
     reapers = {"reaper-1": fleet.start_reaper("reaper-1")}
+    api_port = free_loopback_port()
+    fleet.spawn("api", [JOBENGINE, "api"], fleet.env(JOBENGINE_API_PORT=str(api_port)))
     names = [f"w{i}" for i in range(1, WORKERS + 1)]
     with ThreadPoolExecutor(len(names)) as pool:
         list(pool.map(fleet.worker, names))
     wait_until(lambda: fleet.leader(reapers), 60, "the reaper leading")
+    wait_until(lambda: api_ready(api_port), 60, "the API ready")
+    return api_port
+
+
+def api_ready(port: int) -> bool:
+    """``/readyz`` answers 200: the API reaches Postgres and the broker's master."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def api_connections(pg: ChaosPostgres) -> int:
+    with pg.connect() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'jobengine-api'"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def report_stall(fleet: ChaosFleet, scenario: str) -> None:
@@ -139,7 +163,7 @@ def test_a_fleet_on_a_multi_host_url_lands_on_the_primary_and_follows_its_promot
         fleet.db_url = multi_host_url(standby, primary)  # the standby first, on purpose
         fleet.engine.dispose()
         fleet.engine = observer_engine(normalize_url(fleet.db_url))
-        start_fleet(fleet)
+        api_port = start_fleet(fleet)
         wait_until(lambda: engine_connections(primary) > 0, 30, "the fleet on the primary")
         assert engine_connections(standby) == 0, "a fleet connection stayed on the standby"
 
@@ -154,6 +178,8 @@ def test_a_fleet_on_a_multi_host_url_lands_on_the_primary_and_follows_its_promot
         report_stall(fleet, name)
         assert not in_recovery(standby)
         assert engine_connections(standby) > 0, "the fleet did not reconnect to the new primary"
+        wait_until(lambda: api_ready(api_port), 30, "the API ready on the new primary")
+        assert api_connections(standby) > 0
         assert_nothing_lost(outcome)
         if synchronous:  # with asynchronous replication a just-acknowledged submission may go
             assert final_jobs(fleet.engine) == JOBS
@@ -191,7 +217,7 @@ def test_a_killed_redis_master_replaced_by_sentinel_loses_no_job_not_even_unrepl
 ) -> None:
     fleet, group = sentinel_fleet
     flower = start_flower(fleet)
-    start_fleet(fleet)
+    api_port = start_fleet(fleet)
     wait_until(lambda: flower.get("/api/workers") is not None, 60, "Flower answering")
     assert fleet.broker is not None
     master = fleet.broker
@@ -217,6 +243,7 @@ def test_a_killed_redis_master_replaced_by_sentinel_loses_no_job_not_even_unrepl
     assert len(extra) == UNREPLICATED
     assert final_jobs(fleet.engine) == JOBS + UNREPLICATED
     assert "broker_failed_over" in fleet.log_of("reaper-1")
+    wait_until(lambda: api_ready(api_port), 30, "the API reaching the new master")
     # Flower followed the master too: it saw tasks succeed after the promotion, and its
     # broker view (through the first sentinel) answers.
     wait_until(lambda: flower.saw_success_after(promoted_at[0]), 30, "Flower seeing new tasks")
