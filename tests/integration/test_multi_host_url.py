@@ -46,6 +46,7 @@ def test_an_engine_on_a_url_listing_a_dead_host_first_reaches_the_live_one(
         engine.dispose()
 
 
+@pytest.mark.usefixtures("quiet_cli")
 def test_migrations_and_the_cli_run_through_a_url_listing_a_dead_host_first(
     empty_db_url: str,
 ) -> None:
