@@ -11,7 +11,6 @@ down so a scenario's failover takes seconds.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 from dataclasses import dataclass, field
@@ -49,10 +48,16 @@ def standby_of(primary: ChaosPostgres, data_dir: Path) -> ChaosPostgres:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, f"pg_basebackup failed: {done.stderr or done.stdout}"
     standby.boot()
-    with primary.connect() as conn:
-        wait_until(
-            lambda: conn.execute(REPLICATION_SQL).fetchone() == (1,), 30, "the standby streaming"
-        )
+    try:
+        with primary.connect() as conn:
+            wait_until(
+                lambda: conn.execute(REPLICATION_SQL).fetchone() == (1,),
+                30,
+                "the standby streaming",
+            )
+    except AssertionError:
+        standby.stop()
+        raise
     return standby
 
 
@@ -134,12 +139,15 @@ class SentinelGroup:
     replica: ChaosRedis = field(init=False)
     sentinels: list[Sentinel] = field(default_factory=list, init=False)
 
-    def start(self) -> None:
+    def __post_init__(self) -> None:
         self.replica = ChaosRedis(
             self.data_dir / "replica",
             port=free_loopback_port(),
             args=("--replicaof", "127.0.0.1", str(self.master.port)),
         )
+
+    def start(self) -> None:
+        """Start the replica, then the sentinels; ``stop`` ends whatever of them started."""
         self.replica.start()
         wait_until(self._replica_synced, 30, "the Redis replica in sync")
         quorum = self.count // 2 + 1
@@ -193,4 +201,3 @@ class SentinelGroup:
         if self.replica.process is not None:
             os.kill(self.replica.process.pid, signal.SIGCONT)
         self.replica.stop()
-        shutil.rmtree(self.data_dir / "replica", ignore_errors=True)

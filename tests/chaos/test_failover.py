@@ -197,7 +197,11 @@ def sentinel_fleet(
     fleet = build_fleet()
     assert fleet.broker is not None
     group = SentinelGroup(fleet.broker, tmp_path / "sentinels")
-    group.start()
+    try:
+        group.start()
+    except AssertionError:
+        group.stop()
+        raise
     monkeypatch.setitem(harness.CHAOS_ENV, "JOBENGINE_BROKER_SENTINEL_MASTER", MASTER_NAME)
     monkeypatch.setenv("JOBENGINE_BROKER_SENTINEL_MASTER", MASTER_NAME)
     monkeypatch.setenv("JOBENGINE_BROKER_URL", group.url)
