@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/quotas.py
 	$(BIN)/python bench/console_counts.py
 	$(BIN)/python bench/backfill.py
+	$(BIN)/python bench/replication.py
 
 # jobengine against bare Celery, Procrastinate and PgQueuer (README: Benchmarks); options in
 # PEERS_ARGS, e.g. make bench-peers PEERS_ARGS='--jobs 2000 --rounds 2'.

@@ -18,6 +18,7 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
+            **_sentinel_options(settings, broker_url),
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
             # Strict priority within a queue: each of the 10 steps is its own Redis list and a
             # worker takes from the most urgent non-empty one (README: why steps, not queues).
@@ -50,3 +51,12 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "enable_utc": True,
         "timezone": "UTC",
     }
+
+
+def _sentinel_options(settings: Settings, broker_url: str) -> dict[str, Any]:
+    """kombu's ``sentinel://`` transport asks the sentinels for the master by this name on
+    every connection, so workers, producers and Flower follow a failover by themselves. The
+    sentinels themselves are asked with the same socket timeouts as the master."""
+    if not broker_url.startswith("sentinel://") or settings.broker_sentinel_master is None:
+        return {}
+    return {"master_name": settings.broker_sentinel_master}

@@ -30,7 +30,14 @@ class Settings(BaseSettings):
     )
     broker_url: str | None = Field(
         default=None,
-        description="Redis URL for Celery. Unset: a private Redis is started under data_dir.",
+        description="Redis URL for Celery. Unset: a private Redis is started under data_dir. "
+        "Behind Redis Sentinel: sentinel://h1:26379;sentinel://h2:26379 (each sentinel, ';' "
+        "between them) with JOBENGINE_BROKER_SENTINEL_MASTER.",
+    )
+    broker_sentinel_master: str | None = Field(
+        default=None,
+        description="The name the sentinels monitor the broker's master under (their "
+        "`sentinel monitor <name> ...`); needed with, and only with, a sentinel:// broker URL.",
     )
     data_dir: Path = Field(
         default=Path(".jobengine"),
@@ -245,6 +252,21 @@ class Settings(BaseSettings):
             "slashes) or s3://bucket/prefix (an S3-compatible store, optionally "
             "?endpoint_url=http://host:9000&region=...)"
         )
+
+    @model_validator(mode="after")
+    def _sentinel_named(self) -> Settings:
+        sentinel = (self.broker_url or "").startswith("sentinel://")
+        if sentinel and not self.broker_sentinel_master:
+            raise ValueError(
+                "JOBENGINE_BROKER_URL names sentinels (sentinel://...): set "
+                "JOBENGINE_BROKER_SENTINEL_MASTER to the master's name they monitor"
+            )
+        if self.broker_sentinel_master and not sentinel:
+            raise ValueError(
+                "JOBENGINE_BROKER_SENTINEL_MASTER is set but JOBENGINE_BROKER_URL names no "
+                "sentinel: write it as sentinel://h1:26379;sentinel://h2:26379, or unset the master"
+            )
+        return self
 
     @model_validator(mode="after")
     def _eta_fits_visibility(self) -> Settings:

@@ -21,8 +21,9 @@ from jobengine.catalogue import Catalogue
 from jobengine.dispatch import CeleryPublisher
 from jobengine.execution import Executor
 from jobengine.maintenance import Reaper
-from jobengine.maintenance.broker_epoch import redis_client
+from jobengine.maintenance.broker_epoch import SOCKET_TIMEOUT_SECONDS
 from jobengine.maintenance.retention import RetentionPolicy
+from jobengine.redis_clients import broker_client
 from jobengine.services import resolve_broker_url, resolve_database_url
 from jobengine.store.role_connections import reaper_engine
 from jobengine.store.startup import check_at_start
@@ -68,7 +69,11 @@ def run_reaper(settings: Settings | None = None, name: str | None = None) -> Non
             dispatch_grace_seconds=settings.dispatch_grace_seconds,
             chunk_size=settings.dispatch_chunk_size,
             leader_ttl_seconds=settings.leader_ttl_seconds,
-            broker=redis_client(broker_url),
+            broker=broker_client(
+                broker_url,
+                sentinel_master=settings.broker_sentinel_master,
+                timeout=SOCKET_TIMEOUT_SECONDS,
+            ),
             retention=RetentionPolicy.from_settings(settings),
         )
         reaper.run(stop, settings.reaper_interval_seconds)

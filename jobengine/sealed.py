@@ -23,6 +23,8 @@ import structlog
 
 from jobengine import sealed_children
 from jobengine.failures import NonRetryableError
+from jobengine.redis_clients import is_sentinel, sentinel_servers
+from jobengine.store.hosts import hosts_of
 
 log = structlog.get_logger("jobengine.sealed")
 
@@ -46,9 +48,16 @@ def endpoint_of(url: str, default_port: int) -> Endpoint | None:
     return (parts.hostname, parts.port or default_port)
 
 
-def allowed_endpoints(database_url: str, broker_url: str) -> set[Endpoint]:
-    found = {endpoint_of(database_url, 5432), endpoint_of(broker_url, 6379)}
-    return {e for e in found if e is not None}
+def allowed_endpoints(
+    database_url: str, broker_url: str, sentinel_master: str | None = None
+) -> set[Endpoint]:
+    """Every Postgres host the URL lists; the broker, or with Sentinel the sentinels and the
+    master and replicas they name now (a server added later needs a restart to be reached)."""
+    found = {(host, port) for host, port in hosts_of(database_url) if not host.startswith("/")}
+    if is_sentinel(broker_url) and sentinel_master:
+        return found | sentinel_servers(broker_url, sentinel_master)
+    broker = endpoint_of(broker_url, 6379)
+    return found if broker is None else found | {broker}
 
 
 def _check(address: Any, family: int) -> None:

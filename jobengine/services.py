@@ -26,6 +26,7 @@ from jobengine.embedded import EmbeddedPostgres, EmbeddedRedis
 from jobengine.errors import JobEngineError
 from jobengine.store import migrate
 from jobengine.store.database import make_engine, normalize_url
+from jobengine.store.hosts import hosts_of
 
 log = structlog.get_logger("jobengine.services")
 
@@ -49,9 +50,10 @@ def embedded_postgres_dir(settings: Settings) -> Path:
 def masked_url(url: str) -> str:
     """The URL with its password hidden: URLs end up in logs and terminals."""
     try:
-        return make_url(normalize_url(url)).render_as_string(hide_password=True)
+        shown = make_url(normalize_url(url)).render_as_string(hide_password=True)
     except ArgumentError:
         return "<unparseable URL>"
+    return shown.replace("%2C", ",")  # a list of hosts reads as one
 
 
 def check_database_url(url: str) -> str:
@@ -64,6 +66,13 @@ def check_database_url(url: str) -> str:
         raise ConfigurationError(
             f"JOBENGINE_DATABASE_URL names a {parsed.get_backend_name()!r} database; "
             "jobengine needs PostgreSQL"
+        )
+    if len(hosts_of(url)) > 1 and "target_session_attrs" not in parsed.query:
+        raise ConfigurationError(
+            "JOBENGINE_DATABASE_URL lists several hosts but no target_session_attrs, so libpq "
+            "would keep the first that answers, even a read-only standby",
+            hint="Add ?target_session_attrs=read-write (libpq then skips standbys), or "
+            "=any when every host leads to the same primary (poolers).",
         )
     return url
 

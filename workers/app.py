@@ -52,4 +52,4 @@ if is_worker(sys.argv):
 if settings.sealed:
     # After the handler modules are imported, before the pool forks: every process of this
     # worker may reach the database and the broker, and nothing else.
-    sealed.install(sealed.allowed_endpoints(*urls()))
+    sealed.install(sealed.allowed_endpoints(*urls(), settings.broker_sentinel_master))

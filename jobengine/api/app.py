@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import redis
 import uvicorn
 from celery import Celery
 from fastapi import APIRouter, FastAPI
@@ -43,6 +42,7 @@ from jobengine.cancellation import TaskRevoker
 from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher
 from jobengine.fleet import make_publisher, publisher_app
+from jobengine.redis_clients import broker_client
 from jobengine.services import broker, database
 from jobengine.store.database import make_engine
 from jobengine.store.startup import check_host_budget
@@ -82,9 +82,11 @@ class CeleryRevoker:
         self._control.revoke(task_id, terminate=terminate, signal=signal)
 
 
-def redis_check(broker_url: str) -> Callable[[], None]:
+def redis_check(broker_url: str, sentinel_master: str | None = None) -> Callable[[], None]:
+    """``/readyz``'s broker check: a ping of the master (through the sentinels, with one)."""
+
     def ping() -> None:
-        client: Any = redis.Redis.from_url(broker_url, socket_connect_timeout=1, socket_timeout=1)
+        client: Any = broker_client(broker_url, sentinel_master=sentinel_master, timeout=1)
         try:
             client.ping()
         finally:
@@ -148,7 +150,7 @@ def production_app(settings: Settings) -> Iterator[FastAPI]:
                 engine=engine,
                 publisher=make_publisher(settings, broker_url),
                 revoker=CeleryRevoker(publisher_app(settings, broker_url)),
-                broker_check=redis_check(broker_url),
+                broker_check=redis_check(broker_url, settings.broker_sentinel_master),
             )
         finally:
             engine.dispose()

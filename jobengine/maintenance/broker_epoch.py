@@ -7,6 +7,13 @@ unclaimed has no message any more. Those jobs lose their dispatch mark, page by 
 dispatcher publishes them in the same tick, instead of after ``redispatch_after_seconds``.
 A restart that kept its data keeps the key too, so nothing is sent again; Redis's ``run_id``
 changing is logged as the second signal, to tell the two restarts apart in the logs.
+
+A failover (Sentinel promoting a replica) keeps the key, which replicated long ago, but with
+asynchronous replication the replica may lack the last messages the old master took. The
+promoted server says so itself: its ``master_replid2`` is the replication id of the master it
+followed, the one this leader last saw. Then every job published but unclaimed loses its
+dispatch mark as above and is published again: one duplicate per such job (the claim ignores
+it) instead of a wait of ``redispatch_after_seconds`` for the few whose message was lost.
 """
 
 from __future__ import annotations
@@ -28,18 +35,7 @@ log = structlog.get_logger("jobengine.maintenance.broker_epoch")
 EPOCH_KEY = "jobengine:broker-epoch"
 PAGE = 1000
 SOCKET_TIMEOUT_SECONDS = 5.0
-
-
-def redis_client(broker_url: str) -> redis.Redis:
-    """A client for the broker's own database, also for Celery's ``redis+socket://`` URLs."""
-    url = broker_url
-    if url.startswith("redis+socket://"):
-        url = "unix://" + url[len("redis+socket://") :]
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
-    )
+"""Each connect and command of the leader's broker client (``redis_clients.broker_client``)."""
 
 
 class BrokerEpoch:
@@ -48,17 +44,24 @@ class BrokerEpoch:
         self.engine = engine
         self.leadership = leadership
         self._run_id: str | None = None
+        self._replid: str | None = None
 
     def run(self, report: TickReport) -> None:
         try:
             epoch = self.client.get(EPOCH_KEY)
             run_id = str(self.client.info("server").get("run_id", ""))
+            replication = self.client.info("replication")
         except redis.RedisError as exc:
             log.warning("broker_unreachable", error=str(exc))
             return
         if self._run_id is not None and run_id != self._run_id:
             log.warning("broker_restarted", kept_data=epoch is not None, run_id=run_id)
         self._run_id = run_id
+        if self._promoted(replication) and epoch is not None:
+            forgotten = self._forget_dispatches()
+            report.forgotten += forgotten
+            log.warning("broker_failed_over", run_id=run_id, forgotten=forgotten)
+            return
         if epoch is not None:
             return
         forgotten = self._forget_dispatches()
@@ -71,6 +74,13 @@ class BrokerEpoch:
             self.client.set(EPOCH_KEY, f"{datetime.now(UTC).isoformat()} {uuid.uuid4().hex}")
         except redis.RedisError as exc:  # next tick finds no key and forgets again: harmless
             log.warning("broker_epoch_not_set", error=str(exc))
+
+    def _promoted(self, replication: dict[str, object]) -> bool:
+        """Whether the broker is a replica promoted from the master seen last (a failover)."""
+        replid = str(replication.get("master_replid", ""))
+        followed = str(replication.get("master_replid2", ""))
+        previous, self._replid = self._replid, replid
+        return previous is not None and replid != previous and followed == previous
 
     def _forget_dispatches(self) -> int:
         forgotten = 0

@@ -38,6 +38,7 @@ from jobengine.errors import (
     StoreStatementCancelled,
     StoreUnavailable,
 )
+from jobengine.store.hosts import hosts_in_query
 
 log = structlog.get_logger("jobengine.store")
 
@@ -58,11 +59,13 @@ CONNECT_TIMEOUT_SECONDS = 5
 
 
 def normalize_url(url: str) -> str:
-    """Accept plain ``postgresql://`` URLs and use psycopg 3 for them."""
+    """Accept plain ``postgresql://`` URLs and use psycopg 3 for them; accept libpq's list of
+    several hosts (``u@h1:5432,h2:5432/db``) too, in the form SQLAlchemy reads (``hosts``)."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
+            url = "postgresql+psycopg://" + url[len(prefix) :]
+            break
+    return hosts_in_query(url)
 
 
 KEEPALIVE_ARGS: dict[str, Any] = {

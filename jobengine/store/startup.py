@@ -26,6 +26,7 @@ from jobengine.store.backoff import Backoff
 from jobengine.store.connection_budget import report_budget
 from jobengine.store.database import normalize_url
 from jobengine.store.host_budget import HostBudgetExceeded, HostShare, host_share
+from jobengine.store.hosts import hosts_of
 from jobengine.store.migrate import alembic_config
 from jobengine.store.role_connections import role_connect_args
 
@@ -110,8 +111,10 @@ def _schema_problem(conn: Connection) -> Problem | None:
 
 
 def _where(url: str) -> str:
+    """Every host the URL lists (libpq tries them in turn), so a refusal names them all."""
     parsed = make_url(normalize_url(url))
-    return f"{parsed.host or 'local socket'}:{parsed.port or 5432}/{parsed.database or ''}"
+    hosts = ",".join(f"{host}:{port}" for host, port in hosts_of(url)) or "local socket:5432"
+    return f"{hosts}/{parsed.database or ''}"
 
 
 def diagnose(engine: Engine) -> Problem | None:

@@ -139,12 +139,12 @@ class ChaosFleet(Fleet):
             self.pg.stop()
 
 
-def submit(fleet: Fleet, count: int) -> list[int]:
+def submit(fleet: Fleet, count: int, ms: int = JOB_MS) -> list[int]:
     ids: list[int] = []
     publisher = fleet.publisher()
     for start in range(0, count, 50):
         batch = [
-            NewJob(type="chaos_effect", payload={"ms": JOB_MS, "n": i})
+            NewJob(type="chaos_effect", payload={"ms": ms, "n": i})
             for i in range(start, min(start + 50, count))
         ]
         ids += [job.id for job in submit_jobs(fleet.engine, publisher, batch)]

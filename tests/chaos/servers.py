@@ -170,6 +170,8 @@ class ChaosRedis:
     bind: str = "127.0.0.1"
     netns: str | None = None
     """A network namespace the test created, to run the server in (``bind`` is its address)."""
+    args: tuple[str, ...] = ()
+    """More ``redis-server`` options, e.g. ``("--replicaof", host, port)`` for a replica."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -199,6 +201,7 @@ class ChaosRedis:
                 "--unixsocket", str(self.socket_path), "--unixsocketperm", "777",
                 "--save", "", "--appendonly", "no", "--dir", str(self.data_dir),
                 "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no",
+                *self.args,
             ],
             stdin=subprocess.DEVNULL,
             start_new_session=True,
