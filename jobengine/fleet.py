@@ -24,7 +24,7 @@ from jobengine.maintenance import Reaper
 from jobengine.maintenance.broker_epoch import redis_client
 from jobengine.maintenance.retention import RetentionPolicy
 from jobengine.services import resolve_broker_url, resolve_database_url
-from jobengine.store.role_connections import reaper_engine
+from jobengine.store.role_connections import check_reaper_bounds, reaper_engine
 from jobengine.store.startup import check_at_start
 
 
@@ -59,6 +59,7 @@ def run_reaper(settings: Settings | None = None, name: str | None = None) -> Non
     try:
         if not check_at_start(settings, "reaper", engine=engine, stop=stop):
             return
+        check_reaper_bounds(engine, settings.leader_ttl_seconds)
         reaper = Reaper(
             engine,
             make_publisher(settings, broker_url),
