@@ -1,15 +1,17 @@
-"""A real PgBouncer (Debian's package, ``make pgbouncer``) in transaction mode in front of a
-test's own Postgres, on loopback, with what a test does to it: reload, kill, start again.
+"""A real PgBouncer (Debian's package, ``make pgbouncer``) in front of a test's own Postgres,
+on loopback, with what a test does to it: reload, kill, start again.
 
-Its databases are the engine's (``postgres``) and the reaper's own pool (``jobengine_reaper``,
-the same database with the reaper's bounds set by ``connect_query``, as
-``deploy/pgbouncer/pgbouncer.ini`` has it), plus ``unbounded``: the same database without them.
-PgBouncer refuses to run as root, so as root it runs as the ``pgserver`` user Postgres uses.
+It runs ``deploy/pgbouncer/pgbouncer.ini`` itself, changed only where a test must: addresses,
+paths, trust auth, pool sizes, and the reaper pool's bounds made for the test's leader TTL; plus
+one database more, ``unbounded``: the same database without the reaper's bounds. PgBouncer
+refuses to run as root, so as root it runs as the ``pgserver`` user Postgres uses.
 """
 
 from __future__ import annotations
 
+import configparser
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,7 +26,8 @@ from jobengine.embedded import SERVICE_USER, free_loopback_port
 from jobengine.store.role_connections import reaper_bounds
 from tests.fleet.conftest import wait_until
 
-ENGINE_DB = "postgres"
+DEPLOY_INI = Path(__file__).resolve().parents[2] / "deploy" / "pgbouncer" / "pgbouncer.ini"
+ENGINE_DB = "jobengine"
 REAPER_DB = "jobengine_reaper"
 UNBOUNDED_DB = "unbounded"
 
@@ -47,6 +50,16 @@ def unavailable() -> str | None:
     if pgbouncer_binary() is None:
         return "pgbouncer is not installed: `make pgbouncer` installs Debian's package (as root)"
     return None
+
+
+def deploy_config() -> configparser.ConfigParser:
+    """``deploy/pgbouncer/pgbouncer.ini`` as PgBouncer reads it (names keep their case)."""
+    config = configparser.ConfigParser(
+        interpolation=None, delimiters=("=",), comment_prefixes=(";",), strict=True
+    )
+    config.optionxform = str  # type: ignore[assignment,method-assign]
+    config.read_string(DEPLOY_INI.read_text())
+    return config
 
 
 def bounds_query(leader_ttl_seconds: float) -> str:
@@ -75,25 +88,29 @@ class PgBouncer:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
     def _write_config(self) -> None:
+        config = deploy_config()
         upstream = f"host=127.0.0.1 port={self.upstream_port} dbname=postgres"
-        bounds = bounds_query(self.leader_ttl_seconds)
-        self.ini.write_text(
-            "[databases]\n"
-            f"{ENGINE_DB} = {upstream}\n"
-            f"{REAPER_DB} = {upstream} pool_size={self.reaper_pool_size} "
-            f"connect_query='{bounds}'\n"
-            f"{UNBOUNDED_DB} = {upstream} pool_size=1\n"
-            "[pgbouncer]\n"
-            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
-            "auth_type = trust\n"
-            f"auth_file = {self.data_dir / 'userlist.txt'}\n"
-            "admin_users = postgres\n"
-            "pool_mode = transaction\n"
-            f"default_pool_size = {self.pool_size}\n"
-            "max_client_conn = 500\n"
-            f"logfile = {self.data_dir / 'pgbouncer.log'}\n"
-            f"pidfile = {self.data_dir / 'pgbouncer.pid'}\n"
+        databases = config["databases"]
+        for name, entry in databases.items():
+            entry = re.sub(r"host=\S+ port=\S+ dbname=\S+", upstream, entry)
+            if name == REAPER_DB:
+                entry = re.sub(r"pool_size=\d+", f"pool_size={self.reaper_pool_size}", entry)
+                bounds = bounds_query(self.leader_ttl_seconds)
+                entry = re.sub(r"connect_query='[^']*'", f"connect_query='{bounds}'", entry)
+            databases[name] = entry
+        databases[UNBOUNDED_DB] = f"{upstream} pool_size=1"
+        config["pgbouncer"].update(
+            listen_addr="127.0.0.1",
+            listen_port=str(self.port),
+            auth_type="trust",
+            auth_file=str(self.data_dir / "userlist.txt"),
+            admin_users="postgres",
+            default_pool_size=str(self.pool_size),
+            logfile=str(self.log_path),
+            pidfile=str(self.data_dir / "pgbouncer.pid"),
         )
+        with self.ini.open("w") as out:
+            config.write(out)
         (self.data_dir / "userlist.txt").write_text('"postgres" ""\n')
 
     def _own_files(self) -> None:
