@@ -44,7 +44,15 @@ RETRY_EVERY = 10
 POOLED = {
     "JOBENGINE_DB_POOLER": "transaction",
     "JOBENGINE_HANDLER_MODULES": json.dumps(["tests.pgbouncer.handlers"]),
+    # The workers' registry rows too are written many times over, on many server connections.
+    "JOBENGINE_WORKER_HEARTBEAT_SECONDS": "0.5",
 }
+SESSION_STATE_ERRORS = (
+    "prepared statement",
+    "unsupported startup parameter",
+    "Exception in thread",
+)
+"""What a process logs when a connection's state did not survive the pooler."""
 JOBENGINE = str(Path(sys.executable).parent / "jobengine")
 SERVER_CONNECTIONS_SQL = """
 SELECT count(*) FROM pg_stat_activity
@@ -259,5 +267,7 @@ def test_the_engine_runs_through_pgbouncer_in_transaction_mode_and_loses_nothing
     assert evidence["lease_rescues"] >= 1, evidence  # the leader worked through its pool
     assert len(leaders) == 1 and leaders[0] in reapers, leaders
     assert not any("reaper_bounds_missing" in fleet.log_of(name) for name in reapers)
+    logs = {name: fleet.log_of(name) for name in fleet.named}
+    assert not [(n, e) for n, log in logs.items() for e in SESSION_STATE_ERRORS if e in log]
     assert sampler.most <= bouncer.pool_size + bouncer.reaper_pool_size < clients
     assert set(FINAL_STATES) >= set(evidence["by_status"])
