@@ -53,7 +53,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) pgbouncer
 	$(BIN)/python bench/transitions.py
 	$(BIN)/python bench/round_trips.py
 	$(BIN)/python bench/limits.py
@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/quotas.py
 	$(BIN)/python bench/console_counts.py
 	$(BIN)/python bench/backfill.py
+	$(BIN)/python bench/pgbouncer.py
 
 # jobengine against bare Celery, Procrastinate and PgQueuer (README: Benchmarks); options in
 # PEERS_ARGS, e.g. make bench-peers PEERS_ARGS='--jobs 2000 --rounds 2'.

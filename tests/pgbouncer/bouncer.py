@@ -77,6 +77,7 @@ class PgBouncer:
     leader_ttl_seconds: float
     pool_size: int = 4
     reaper_pool_size: int = 2
+    upstream_db: str = "postgres"
     port: int = field(default_factory=free_loopback_port)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
@@ -89,7 +90,7 @@ class PgBouncer:
 
     def _write_config(self) -> None:
         config = deploy_config()
-        upstream = f"host=127.0.0.1 port={self.upstream_port} dbname=postgres"
+        upstream = f"host=127.0.0.1 port={self.upstream_port} dbname={self.upstream_db}"
         databases = config["databases"]
         for name, entry in databases.items():
             entry = re.sub(r"host=\S+ port=\S+ dbname=\S+", upstream, entry)
