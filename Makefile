@@ -42,9 +42,10 @@ pgbouncer:
 		|| echo "could not install pgbouncer: the transaction-mode tests will skip"; \
 	else echo "pgbouncer is missing and this is not root with apt: its tests will skip"; fi
 
-# Every chaos scenario at full size (tests/chaos; sizes: CHAOS_* variables, see the README).
-chaos: $(STAMP)
-	CHAOS_FULL=1 $(BIN)/pytest -m chaos tests/chaos
+# Every chaos scenario at full size (tests/chaos and PgBouncer's restart in tests/pgbouncer;
+# sizes: CHAOS_* variables, see the README).
+chaos: $(STAMP) pgbouncer
+	CHAOS_FULL=1 $(BIN)/pytest -m chaos tests/chaos tests/pgbouncer
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,7 +6,8 @@ and a run (a diamond fanning out) all end once, while PgBouncer is reloaded, the
 every connection it held and started again, and a worker holding a lease is killed so the
 leader must rescue it. Postgres never sees more connections than PgBouncer's pools.
 
-Prints one JSON line of figures (the chaos suite's, and the pooling's).
+Prints one JSON line of figures (the chaos suite's, and the pooling's); ``make chaos`` runs it
+at full size.
 """
 
 from __future__ import annotations
@@ -210,6 +211,8 @@ def submit_all(client: httpx.Client) -> tuple[list[int], set[int], int, int]:
     return ids, retried, run.json()["id"], held.json()["id"]
 
 
+@pytest.mark.chaos
+@pytest.mark.chaos_quick
 def test_the_engine_runs_through_pgbouncer_in_transaction_mode_and_loses_nothing_to_its_restart(
     fleet: ChaosFleet, bouncer: PgBouncer
 ) -> None:
@@ -234,9 +237,9 @@ def test_the_engine_runs_through_pgbouncer_in_transaction_mode_and_loses_nothing
             int(p["cl_active"]) + int(p["cl_waiting"]) for p in bouncer.admin("SHOW POOLS")
         )
         wait_until(lambda: open_jobs(fleet.engine) <= len(ids) * 0.75, 60, "a quarter final")
+        kill_holding_a_lease(fleet, workers["w1"])
         bouncer.reload()
         bouncer.kill()
-        kill_holding_a_lease(fleet, workers["w1"])
         hold(DOWN_S)
         bouncer.start()
         restarted = time.monotonic()
