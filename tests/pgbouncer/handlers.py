@@ -35,3 +35,16 @@ def pooled_until_cancelled(ctx: JobContext) -> None:
     while not ctx.cancelled:
         idle.wait(POLL)
     ctx.raise_if_cancelled()
+
+
+@job("pooled_until_rescued", retry_policy=RETRY)
+def pooled_until_rescued(ctx: JobContext) -> dict[str, Any]:
+    """Its first attempt runs until its lease is taken away (the test freezes its worker until
+    the leader rescues the lease); a later attempt records its effect at once."""
+    if ctx.attempt == 1:
+        idle = threading.Event()
+        while not ctx.cancelled:
+            idle.wait(POLL)
+        ctx.raise_if_cancelled()
+    append_effect(os.environ[LEDGER_ENV], ctx.job_id, ctx.attempt)
+    return {"attempt": ctx.attempt}

@@ -3,8 +3,8 @@
 (the reapers through their own pool, which sets their bounds) all reach Postgres only through
 it, with ``JOBENGINE_DB_POOLER=transaction``. A few hundred jobs with retries, a cancellation
 and a run (a diamond fanning out) all end once, while PgBouncer is reloaded, then killed with
-every connection it held and started again, and a worker holding a lease is frozen until the
-leader rescues it. Postgres never sees more connections than PgBouncer's pools.
+every connection it held and started again, and the worker running a job is frozen until the
+leader rescues its lease. Postgres never sees more connections than PgBouncer's pools.
 
 Prints one JSON line of figures (the chaos suite's, and the pooling's); ``make chaos`` runs it
 at full size.
@@ -128,7 +128,8 @@ def fleet(pg: EmbeddedPostgres, bouncer: PgBouncer, tmp_path: Path) -> Iterator[
         fleet.engine.dispose()
 
 
-LEASED_SQL = "SELECT lease_owner FROM jobs WHERE status IN ('claimed', 'running')"
+RUNNING_OWNER_SQL = "SELECT lease_owner FROM jobs WHERE id = :id AND status = 'running'"
+Procs = subprocess.Popen[bytes]
 
 
 def _group_of(pid: int) -> int | None:
@@ -138,21 +139,15 @@ def _group_of(pid: int) -> int | None:
         return None
 
 
-def freeze_holding_a_lease(fleet: ChaosFleet, proc: subprocess.Popen[bytes]) -> None:
-    """SIGSTOP the worker's processes at a moment one of them holds a lease, which only the
-    leader can then take back. Frozen, not killed: a killed worker's unacknowledged message
-    would wait for the broker's visibility timeout, which is not what this test is about."""
-
-    def frozen_holding() -> bool:
-        os.killpg(proc.pid, signal.SIGSTOP)
-        with fleet.engine.connect() as conn:
-            owners = [str(owner) for (owner,) in conn.execute(text(LEASED_SQL))]
-        if any(_group_of(int(owner.rsplit(":", 1)[1])) == proc.pid for owner in owners):
-            return True
-        os.killpg(proc.pid, signal.SIGCONT)
-        return False
-
-    wait_until(frozen_holding, 30, "the worker holding a lease")
+def holder_of(fleet: ChaosFleet, job_id: int, workers: dict[str, Procs]) -> str | None:
+    """The worker whose process holds ``job_id``'s lease while it runs (the lease owner is
+    ``host:pid`` of a pool process, in its worker's process group)."""
+    with fleet.engine.connect() as conn:
+        owner = conn.execute(text(RUNNING_OWNER_SQL), {"id": job_id}).scalar()
+    if owner is None:
+        return None
+    group = _group_of(int(str(owner).rsplit(":", 1)[1]))
+    return next((name for name, proc in workers.items() if proc.pid == group), None)
 
 
 def rescues(engine: Engine) -> int:
@@ -197,9 +192,10 @@ def diamond(fan_out: int) -> dict[str, Any]:
     }
 
 
-def submit_all(client: httpx.Client) -> tuple[list[int], set[int], int, int]:
-    """Plain jobs in batches of 50 (every tenth failing once), the run; their ids, the
-    retried ones', the run's id, and a job that runs until cancelled."""
+def submit_all(client: httpx.Client) -> tuple[list[int], set[int], int, int, int]:
+    """Plain jobs in batches of 50 (every tenth failing once), the run, a job that runs until
+    cancelled, one that runs until its lease is rescued: every id, the retried ones', the
+    run's, the two long jobs'."""
     ids: list[int] = []
     retried: set[int] = set()
     for start in range(0, JOBS, 50):
@@ -223,7 +219,10 @@ def submit_all(client: httpx.Client) -> tuple[list[int], set[int], int, int]:
     held = client.post("/api/v1/jobs", json={"type": "pooled_until_cancelled", "projectId": "b"})
     assert held.status_code == 201, held.text
     ids.append(held.json()["id"])
-    return ids, retried, run.json()["id"], held.json()["id"]
+    frozen = client.post("/api/v1/jobs", json={"type": "pooled_until_rescued", "projectId": "b"})
+    assert frozen.status_code == 201, frozen.text
+    ids.append(frozen.json()["id"])
+    return ids, retried, run.json()["id"], held.json()["id"], frozen.json()["id"]
 
 
 @pytest.mark.chaos
@@ -243,22 +242,23 @@ def test_the_engine_runs_through_pgbouncer_in_transaction_mode_and_loses_nothing
         Sampler(fleet.engine, bouncer) as sampler,
         httpx.Client(base_url=api, headers=headers, timeout=60) as client,
     ):
-        ids, retried, run_id, held = submit_all(client)
+        ids, retried, run_id, held, frozen = submit_all(client)
         wait_until(lambda: client.get(f"/api/v1/jobs/{held}").json()["status"] == "running", 60,
                    "the job to cancel running")  # fmt: skip
         cancelled = client.delete(f"/api/v1/jobs/{held}")
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
         wait_until(lambda: open_jobs(fleet.engine) <= len(ids) * 0.75, 60, "a quarter final")
-        freeze_holding_a_lease(fleet, workers["w1"])
+        holder = wait_until(lambda: holder_of(fleet, frozen, workers), 60, "the job to rescue")
+        os.killpg(workers[holder].pid, signal.SIGSTOP)  # its lease stays until the leader's rescue
         try:
             bouncer.reload()
             bouncer.kill()
             hold(DOWN_S)
             bouncer.start()
             restarted = time.monotonic()
-            wait_until(lambda: rescues(fleet.engine), 30, "the leader rescuing a frozen lease")
+            wait_until(lambda: rescues(fleet.engine), 30, "the leader rescuing the frozen lease")
         finally:
-            os.killpg(workers["w1"].pid, signal.SIGCONT)
+            os.killpg(workers[holder].pid, signal.SIGCONT)
         wait_until(lambda: open_jobs(fleet.engine) == 0, 90, "every job final")
         recovered = time.monotonic() - restarted
         answered = client.get(f"/api/v1/runs/{run_id}").json()
@@ -279,7 +279,7 @@ def test_the_engine_runs_through_pgbouncer_in_transaction_mode_and_loses_nothing
     assert figures["lost"] == 0 and figures["double_finalized"] == 0, evidence
     assert figures["completed_without_effect"] == 0, figures
     assert evidence["by_status"] == {"completed": len(ids) - 1, "cancelled": 1}, evidence
-    assert all(attempts[job_id] >= 2 for job_id in retried)
+    assert all(attempts[job_id] >= 2 for job_id in retried | {frozen})
     assert answered["status"] == "completed" and answered["jobsCompleted"] == FAN_OUT + 4
     assert evidence["lease_rescues"] >= 1, evidence  # the leader worked through its pool
     assert len(leaders) == 1 and leaders[0] in reapers, leaders
