@@ -129,8 +129,11 @@ def private_servers(root: Path) -> Iterator[Servers]:
 def poll_connection(
     sqlalchemy_url: str,
 ) -> Iterator[tuple[psycopg.Connection[tuple[object, ...]], int]]:
-    """The benchmark's own connection for completion checks, and its backend's pid."""
-    with psycopg.connect(libpq_url(sqlalchemy_url), autocommit=True) as conn:
+    """The benchmark's own connection for completion checks, and its backend's pid. It
+    prepares nothing, so it works through a transaction pooler too (bench/pgbouncer.py)."""
+    with psycopg.connect(
+        libpq_url(sqlalchemy_url), autocommit=True, prepare_threshold=None
+    ) as conn:
         yield conn, conn.info.backend_pid
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -38,6 +38,13 @@ class Settings(BaseSettings):
         default=None,
         description="The name the sentinels monitor the broker's master under (their "
         "`sentinel monitor <name> ...`); needed with, and only with, a sentinel:// broker URL.",
+    )
+    db_pooler: Literal["none", "transaction"] = Field(
+        default="none",
+        description="What sits between the engine and Postgres: none (a direct connection or a "
+        "session pool), or transaction (PgBouncer's pool_mode = transaction), which turns off "
+        "what a server connection lent for one transaction cannot carry: prepared statements "
+        "and per-connection settings (deploy/RUNBOOK.md: PgBouncer).",
     )
     data_dir: Path = Field(
         default=Path(".jobengine"),

@@ -25,7 +25,7 @@ from jobengine.maintenance.broker_epoch import SOCKET_TIMEOUT_SECONDS
 from jobengine.maintenance.retention import RetentionPolicy
 from jobengine.redis_clients import broker_client
 from jobengine.services import resolve_broker_url, resolve_database_url
-from jobengine.store.role_connections import reaper_engine
+from jobengine.store.role_connections import check_reaper_bounds, reaper_engine
 from jobengine.store.startup import check_at_start
 
 
@@ -60,6 +60,7 @@ def run_reaper(settings: Settings | None = None, name: str | None = None) -> Non
     try:
         if not check_at_start(settings, "reaper", engine=engine, stop=stop):
             return
+        check_reaper_bounds(engine, settings.leader_ttl_seconds)
         reaper = Reaper(
             engine,
             make_publisher(settings, broker_url),

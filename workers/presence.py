@@ -26,7 +26,7 @@ from sqlalchemy.pool import NullPool
 import jobengine
 from config.settings import Settings, get_settings
 from jobengine.errors import StoreError
-from jobengine.store.database import normalize_url
+from jobengine.store.database import normalize_url, prepare_args
 from jobengine.store.workers_repository import WorkerRecord, WorkersRepository
 from workers.registry import HANDLERS
 from workers.runtime import urls
@@ -43,7 +43,9 @@ class Presence:
     def __init__(self, database_url: str, record: WorkerRecord, settings: Settings) -> None:
         self.record = record
         self._engine = create_engine(
-            normalize_url(database_url), poolclass=NullPool, connect_args={"connect_timeout": 3}
+            normalize_url(database_url),
+            poolclass=NullPool,
+            connect_args={"connect_timeout": 3, **prepare_args()},
         )
         self._interval = settings.worker_heartbeat_seconds
         self._prune_after = settings.worker_prune_after_seconds

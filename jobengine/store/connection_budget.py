@@ -95,8 +95,10 @@ def report_budget(settings: Settings, engine: Engine, role: str) -> Budget | Non
         "others": budget.others,
         "in_use": budget.in_use,
     }
-    if budget.fits:
-        log.info("connection_budget", **fields)
+    if budget.fits or settings.db_pooler == "transaction":
+        # Through a transaction pooler Postgres sees the pooler's server connections, whatever
+        # the processes hold: its pool sizes are the budget (deploy/RUNBOOK.md, "PgBouncer").
+        log.info("connection_budget", **fields, pooler=settings.db_pooler)
     else:
         log.warning(
             "connection_budget_exceeded",

@@ -39,6 +39,7 @@ from jobengine.errors import (
     StoreUnavailable,
 )
 from jobengine.store.hosts import hosts_in_query
+from jobengine.store.pooler import UNPREPARED, transaction_pooled
 
 log = structlog.get_logger("jobengine.store")
 
@@ -89,8 +90,14 @@ statement sent through SQLAlchemy is planned with its parameters every time. (A 
 None would also ignore ``run_all``'s explicit ``prepare=True``.)"""
 
 
+def prepare_args() -> dict[str, Any]:
+    """psycopg's preparing for this process's connections: none at all through a pooler in
+    transaction mode (``store.pooler``), else only ``run_all``'s."""
+    return UNPREPARED if transaction_pooled() else NO_AUTOMATIC_PREPARE
+
+
 def _connect_args(application_name: str | None, *, keepalive: bool = False) -> dict[str, Any]:
-    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **NO_AUTOMATIC_PREPARE}
+    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **prepare_args()}
     if keepalive:
         args.update(KEEPALIVE_ARGS)
     if application_name:
@@ -200,7 +207,8 @@ def run_all(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[dict[
     cost three times the client CPU of the statement itself (measured: 1.05 ms against 0.34 ms
     per claim). The statement still runs inside whatever transaction ``conn`` is in.
 
-    It is a server-side prepared statement (``prepare=True``), parsed once per connection:
+    It is a server-side prepared statement (``prepare=True``), parsed once per connection
+    (except through a pooler in transaction mode, see ``store.pooler``):
     unprepared, parsing and planning the guard's statement cost Postgres about as much as
     running it. Postgres may then keep a generic plan, made without the parameters and
     perhaps while ``jobs`` was nearly empty (a warm-up, a queue that drained); so every

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy.exc import DBAPIError
 
 from jobengine.store.connection_budget import REAPER_MAX_OVERFLOW, REAPER_POOL_SIZE
-from jobengine.store.database import NO_AUTOMATIC_PREPARE, normalize_url
+from jobengine.store.database import NO_AUTOMATIC_PREPARE, normalize_url, prepare_args
+from jobengine.store.pooler import transaction_pooled
+
+log = structlog.get_logger("jobengine.startup")
 
 KEEPALIVE_IDLE_SECONDS = 10
 KEEPALIVE_INTERVAL_SECONDS = 5
@@ -38,7 +43,7 @@ def role_connect_args(
         "keepalives_interval": KEEPALIVE_INTERVAL_SECONDS,
         "keepalives_count": KEEPALIVE_COUNT,
         "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
-        **NO_AUTOMATIC_PREPARE,
+        **prepare_args(),
     }
     options = [
         f"-c {name}={int(seconds * 1000)}"
@@ -49,16 +54,26 @@ def role_connect_args(
         )
         if seconds is not None
     ]
-    if options:
+    if options and not transaction_pooled():  # the pooler's entry sets them (store.pooler)
         args["options"] = " ".join(options)
     return args
 
 
-def reaper_engine(url: str, leader_ttl_seconds: float) -> Engine:
-    """The reaper's engine: no statement, lock wait or open transaction outlasts the leader's
-    lease, so a stalled server or a frozen leader holding the leadership row cannot keep the
-    other reapers from taking over for longer than that."""
+def reaper_bounds(leader_ttl_seconds: float) -> dict[str, float]:
+    """The reaper's bounds in seconds, by Postgres setting: no statement, lock wait or open
+    transaction outlasts the leader's lease, so a stalled server or a frozen leader holding
+    the leadership row cannot keep the other reapers from taking over for longer than that."""
     ttl = max(leader_ttl_seconds, 1.0)
+    return {
+        "statement_timeout": ttl,
+        "lock_timeout": ttl / 3,
+        "idle_in_transaction_session_timeout": ttl / 2,
+    }
+
+
+def reaper_engine(url: str, leader_ttl_seconds: float) -> Engine:
+    """The reaper's engine, its connections bounded by ``reaper_bounds``."""
+    bounds = reaper_bounds(leader_ttl_seconds)
     return create_engine(
         normalize_url(url),
         pool_size=REAPER_POOL_SIZE,
@@ -66,11 +81,51 @@ def reaper_engine(url: str, leader_ttl_seconds: float) -> Engine:
         pool_pre_ping=True,
         connect_args=role_connect_args(
             "reaper",
-            statement_timeout_seconds=ttl,
-            lock_timeout_seconds=ttl / 3,
-            idle_in_transaction_seconds=ttl / 2,
+            statement_timeout_seconds=bounds["statement_timeout"],
+            lock_timeout_seconds=bounds["lock_timeout"],
+            idle_in_transaction_seconds=bounds["idle_in_transaction_session_timeout"],
         ),
     )
+
+
+SETTINGS_MS = """
+SELECT name, setting::bigint AS ms FROM pg_settings WHERE name = ANY(%(names)s) AND unit = 'ms'
+"""
+
+
+def check_reaper_bounds(engine: Engine, leader_ttl_seconds: float) -> list[str]:
+    """The reaper's bounds its connections lack (unset, or looser than ``reaper_bounds``),
+    logged as one warning saying where to set them; run once at start.
+
+    Directly they come with every connection; through a pooler in transaction mode they must
+    come from the reaper's pool (``store.pooler``), and this is how a missing
+    ``connect_query`` is noticed before a stalled leader is."""
+    wanted = reaper_bounds(leader_ttl_seconds)
+    try:
+        with engine.connect() as conn:
+            found = {
+                str(row.name): int(row.ms)
+                for row in conn.exec_driver_sql(SETTINGS_MS, {"names": list(wanted)})
+            }
+    except DBAPIError as exc:  # gone again since the start check: the leader's loop rides it out
+        log.warning("reaper_bounds_unknown", error=str(exc.orig).strip())
+        return []
+    missing = [
+        name
+        for name, seconds in wanted.items()
+        if not 0 < found.get(name, 0) <= int(seconds * 1000)
+    ]
+    if missing:
+        log.warning(
+            "reaper_bounds_missing",
+            missing=missing,
+            says="the reaper's connections lack "
+            + ", ".join(f"{name} <= {int(wanted[name] * 1000)}ms" for name in missing)
+            + ": through PgBouncer in transaction mode set them in the reaper's database entry "
+            "(connect_query, see deploy/pgbouncer/pgbouncer.ini) or on its role (ALTER ROLE "
+            "... SET ...); else a stalled leader can hold the leadership past its lease",
+        )
+    return missing
 
 
 def with_role_parameters(url: str, role: str) -> str:
