@@ -11,7 +11,7 @@ from jobengine.store.database import transaction
 
 def _one_entry(engine: Engine) -> int:
     with transaction(engine) as conn:
-        entry = conn.execute(
+        entry: int = conn.execute(
             text(
                 "INSERT INTO audit_entries (actor, surface, action, object_kind, outcome) "
                 "VALUES ('cli:root@host', 'cli', 'key.create', 'key', 'done') RETURNING id"
@@ -20,7 +20,7 @@ def _one_entry(engine: Engine) -> int:
         conn.execute(
             text("INSERT INTO audit_entry_jobs (entry_id, job_id) VALUES (:e, 7)"), {"e": entry}
         )
-    return int(entry)
+    return entry
 
 
 @pytest.mark.parametrize(
