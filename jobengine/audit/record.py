@@ -59,10 +59,16 @@ def record(
         },
     ).one()
     entry_id = int(row[0])
+    attach_jobs(conn, entry_id, job_ids)
+    return entry_id
+
+
+def attach_jobs(conn: Connection, entry_id: int, job_ids: Iterable[int]) -> None:
+    """Name more jobs an entry touched, in the transaction that touched them (a bulk act made
+    of many transactions files its entry first, then each adds its jobs)."""
     jobs = sorted(set(job_ids))
     if jobs:
         conn.exec_driver_sql(INSERT_ENTRY_JOBS, {"entry_id": entry_id, "job_ids": jobs})
-    return entry_id
 
 
 def record_refusal(
