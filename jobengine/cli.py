@@ -30,6 +30,7 @@ from typer.core import TyperGroup
 from config.logging import configure_logging
 from jobengine.api.routes_workers import TypeWithoutWorkerOut
 from jobengine.audit import record
+from jobengine.cli_audit import audit_app
 from jobengine.cli_backfills import backfills_app
 from jobengine.cli_common import (
     BrokerRevoker,
@@ -124,6 +125,7 @@ app.add_typer(quotas_app, name="quotas")
 app.add_typer(health_app, name="health")
 app.add_typer(backfills_app, name="backfills")
 app.add_typer(schedules_app, name="schedules")
+app.add_typer(audit_app, name="audit")
 
 
 @app.callback()

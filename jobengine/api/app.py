@@ -23,6 +23,7 @@ from jobengine.api import (
     errors,
     metrics,
     routes_artifacts,
+    routes_audit,
     routes_backfills,
     routes_dlq,
     routes_health,
@@ -61,6 +62,7 @@ ROUTERS: list[APIRouter] = [
     routes_artifacts.router,
     routes_backfills.router,
     routes_schedules.router,
+    routes_audit.router,
 ]
 """Every router the API serves."""
 
