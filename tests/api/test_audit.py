@@ -4,8 +4,10 @@ acts are filed as refused and tell nothing about another tenant; reads are tenan
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
+from jobengine.api.app import create_app
 from jobengine.api.keys import ApiKeyStore
 from jobengine.audit import ACTIONS
 from jobengine.audit.rest import key_actor
@@ -20,8 +23,9 @@ from jobengine.cli_common import cli_actor
 from jobengine.console.session import csrf_token
 from jobengine.embedded import free_loopback_port
 from jobengine.execution import Executor
-from jobengine.store.database import transaction
-from tests.api.conftest import LiveServer, bearer, make_key
+from jobengine.store.database import make_engine, transaction
+from tests.api.conftest import LiveServer, RecordingPublisher, api_settings, bearer, make_key
+from tests.conftest import _drop_database, _fresh_database
 from tests.console.conftest import Session, jobs_in, login  # noqa: F401  (a fixture)
 from tests.integration.cli_support import dead_letter, invoke
 from tests.integration.conftest import quiet_cli  # noqa: F401  (a fixture)
@@ -29,14 +33,16 @@ from tests.integration.conftest import quiet_cli  # noqa: F401  (a fixture)
 pytestmark = pytest.mark.usefixtures("quiet_cli")
 
 ADMIN_NAME = "ops"
+NAMES = itertools.count()
 LIMIT = {"scope": "type", "jobType": "noop", "rate": 10, "per": "second", "burst": 2}
 SCHEDULE = {"name": "nightly", "projectId": "p", "intervalSeconds": 3600, "job": {"type": "noop"}}
+START, END = "2026-03-01T00:00:00Z", "2026-03-01T06:00:00Z"
 BACKFILL = {
     "source": "orders",
     "projectId": "shop",
     "cron": "0 * * * *",
-    "start": "2026-03-01T00:00:00Z",
-    "end": "2026-03-01T06:00:00Z",
+    "start": START,
+    "end": END,
     "job": {"type": "noop"},
 }
 RUN = {
@@ -83,7 +89,8 @@ class World:
         return dead_letter(self.engine, tenant="acme")[0]
 
     def schedule(self) -> int:
-        return int(self.ok(self.admin.post("/api/v1/schedules", json=SCHEDULE))["id"])
+        body = {**SCHEDULE, "name": f"nightly-{next(NAMES)}"}
+        return int(self.ok(self.admin.post("/api/v1/schedules", json=body))["id"])
 
     def backfill(self) -> int:
         return int(self.ok(self.admin.post("/api/v1/backfills", json=BACKFILL))["backfill"]["id"])
@@ -92,13 +99,8 @@ class World:
         return int(self.ok(self.admin.post("/api/v1/runs", json=RUN))["id"])
 
 
-@pytest.fixture
-def world(
-    live: LiveServer,
-    engine: Engine,
-    db_url: str,
-    login: Callable[[str], Session],  # noqa: F811
-) -> Iterator[World]:
+@contextmanager
+def operator(live: LiveServer, engine: Engine, db_url: str) -> Iterator[World]:
     key = make_key(engine, "ops", "admin", name=ADMIN_NAME)
     with transaction(engine) as conn:
         [admin_key] = [k for k in ApiKeyStore(conn).list() if k.name == ADMIN_NAME]
@@ -106,17 +108,46 @@ def world(
     with (
         httpx.Client(base_url=live.url, headers=headers, timeout=30) as admin,
         httpx.Client(base_url=live.url, headers=bearer(key), timeout=30) as reader,
+        httpx.Client(base_url=live.url, timeout=30) as browser,
     ):
+        assert browser.post("/console/login", data={"apiKey": key}).status_code == 303
         yield World(
             engine=engine,
             db_url=db_url,
             broker=f"redis://127.0.0.1:{free_loopback_port()}/0",
             admin=admin,
             reader=reader,
-            console=login(key),
+            console=Session(browser),
             csrf=csrf_token(key),
             actor=key_actor(admin_key),
         )
+
+
+@pytest.fixture
+def world(live: LiveServer, engine: Engine, db_url: str) -> Iterator[World]:
+    with operator(live, engine, db_url) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def one_world(pg_admin_url: str, migrated_template: str) -> Iterator[World]:
+    """One database and server for every act: each act makes its own objects and counts
+    only the entries after its own start, so they share what costs seconds to build."""
+    name, url = _fresh_database(pg_admin_url, migrated_template)
+    engine = make_engine(url, pool_size=10, max_overflow=20)
+    app = create_app(
+        api_settings(url),
+        engine=engine,
+        publisher=RecordingPublisher(),
+        revoker=None,
+        broker_check=lambda: None,
+    )
+    try:
+        with LiveServer(app) as live, operator(live, engine, url) as w:
+            yield w
+    finally:
+        engine.dispose()
+        _drop_database(pg_admin_url, name)
 
 
 @dataclass(frozen=True)
@@ -185,7 +216,7 @@ def _purge_ready(w: World) -> None:
 
 
 CLI_SCHEDULE = ("--type", "noop", "--interval-seconds", "60", "--tenant", "acme", "--json")
-CLI_BACKFILL = ("--start", BACKFILL["start"], "--end", BACKFILL["end"], "--type", "noop")
+CLI_BACKFILL = ("--start", START, "--end", END, "--type", "noop")
 
 
 def _cli_backfill(w: World) -> int:
@@ -227,7 +258,9 @@ ACTS: dict[tuple[str, str], Case] = {
     ("fair_queue.delete", "cli"): then(_fair, lambda w, q: w.cli("quotas", "fair", "delete", q)),
     ("schedule.create", "rest"): alone(World.schedule),
     ("schedule.create", "cli"): alone(
-        lambda w: json.loads(w.cli("schedules", "create", "nightly", *CLI_SCHEDULE))["id"]
+        lambda w: json.loads(w.cli("schedules", "create", f"cli-{next(NAMES)}", *CLI_SCHEDULE))[
+            "id"
+        ]
     ),
     ("schedule.update", "rest"): then(
         World.schedule,
@@ -319,8 +352,9 @@ def _last_id(engine: Engine) -> int:
 
 @pytest.mark.parametrize(("action", "surface"), sorted(ACTS))
 def test_each_act_leaves_exactly_one_entry_naming_its_actor_and_surface(
-    world: World, action: str, surface: str
+    one_world: World, action: str, surface: str
 ) -> None:
+    world = one_world
     case = ACTS[(action, surface)]
     made = case.setup(world)
     before = _last_id(world.engine)
@@ -358,7 +392,7 @@ def test_a_new_key_entry_holds_its_prefix_and_scopes_but_never_its_secret(world:
     [entry] = _entries_after(world.engine, before)
     assert entry["detail"] == {"name": "ci", "prefix": prefix, "scopes": ["jobs:read"]}
     with transaction(world.engine) as conn:
-        secret_hash = conn.execute(
+        secret_hash: str = conn.execute(
             text("SELECT secret_hash FROM api_keys WHERE prefix = :p"), {"p": prefix}
         ).scalar_one()
     assert secret_hash not in json.dumps(entry, default=str)
@@ -413,7 +447,7 @@ def test_another_tenants_job_is_refused_exactly_as_a_missing_one_and_the_entry_s
     assert answers[0].json()["message"] == other["detail"]["message"]
     assert "acme" not in json.dumps(other, default=str)
     with transaction(engine) as conn:
-        touched = conn.execute(text("SELECT count(*) FROM audit_entry_jobs")).scalar_one()
+        touched: int = conn.execute(text("SELECT count(*) FROM audit_entry_jobs")).scalar_one()
     assert touched == 0  # a refusal names no job, so no export of acme's jobs shows it
 
 
