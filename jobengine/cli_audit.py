@@ -35,6 +35,7 @@ audit_app = typer.Typer(
     no_args_is_help=True, help="The audit log: who did what to which object, done or refused."
 )
 
+
 def _outcome(value: str | None) -> str | None:
     if value not in (None, "done", "refused"):
         raise ValidationError(f"--outcome {value!r} is neither done nor refused", hint="Pick one.")
