@@ -86,16 +86,17 @@ def origin_of(request: Request) -> Origin:
     )
 
 
-class _Budget:
+class RefusalBudget:
     """At most ``per_minute`` refusals filed per actor and minute, in this process."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
+        self._clock = clock
         self._lock = threading.Lock()
         self._window: dict[str, tuple[int, int]] = {}
 
     def allows(self, actor: str) -> bool:
-        minute = int(time.monotonic() // 60)
+        minute = int(self._clock() // 60)
         with self._lock:
             start, used = self._window.get(actor, (minute, 0))
             if start != minute:
@@ -104,7 +105,7 @@ class _Budget:
             return used < self.per_minute
 
 
-_BUDGET = _Budget(REFUSALS_PER_MINUTE)
+_BUDGET = RefusalBudget(REFUSALS_PER_MINUTE)
 
 
 def _refused_act(request: Request) -> str | None:
