@@ -53,6 +53,7 @@ ACTIONS: tuple[Action, ...] = (
     Action(
         "dlq.purge", "dead_letter", ("rest", "cli"), "replayed and discarded entries were purged"
     ),
+    Action("jobs.prune", "jobs", ("cli",), "old final jobs were pruned (`jobengine db prune`)"),
 )
 
 _BY_NAME = {a.name: a for a in ACTIONS}

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from jobengine.api.errors import validation_message
 from jobengine.api.keys import ApiKey
 from jobengine.audit.origin import Origin
 from jobengine.audit.record import record_refusal
@@ -127,7 +128,10 @@ def _file(request: Request, action: str, exc: Exception) -> None:
         return
     params = dict(request.path_params)
     object_id = next(iter(params.values()), None)
-    message = exc.message if isinstance(exc, JobEngineError) else "the request was invalid"
+    if isinstance(exc, RequestValidationError):
+        message = validation_message(exc)
+    else:
+        message = exc.message if isinstance(exc, JobEngineError) else type(exc).__name__
     state = request.app.state.jobengine
     record_refusal(
         state.engine,
