@@ -12,10 +12,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
+from sqlalchemy import Connection
 
 from jobengine.artifacts.storage import storage_from_url
+from jobengine.audit import record
 from jobengine.cli_common import (
     JsonOption,
+    cli_origin,
     emit_json,
     note,
     parse_duration,
@@ -76,6 +79,14 @@ def db_prune(
     dead letters. Counters are kept; jobs that are not final and open dead letters are never
     touched."""
     before = datetime.now(UTC) - parse_duration("--older-than", older_than)
+    filed: list[int] = []
+
+    def audited(conn: Connection) -> None:
+        """The prune's first batch files it in the audit log, so no row goes unfiled."""
+        if not dry_run and not filed:
+            detail = {"before": before.isoformat(), "batch": batch}
+            filed.append(record(conn, cli_origin(), "jobs.prune", detail=detail))
+
     with store(ctx) as engine:
         settings = settings_of(ctx)
         report = prune(
@@ -83,6 +94,7 @@ def db_prune(
             before=before,
             batch=batch,
             dry_run=dry_run,
+            each_batch=audited,
             artifacts=storage_from_url(settings.artifacts_url, settings.data_dir),
         )
     if as_json:

@@ -22,6 +22,7 @@ from jobengine.api import (
     errors,
     metrics,
     routes_artifacts,
+    routes_audit,
     routes_backfills,
     routes_dlq,
     routes_health,
@@ -38,6 +39,7 @@ from jobengine.api.body_limit import BodyLimit
 from jobengine.api.shedding import LoadShedding
 from jobengine.api.state import ApiState
 from jobengine.artifacts.storage import ArtifactStorage, storage_from_url
+from jobengine.audit import rest as audit_rest
 from jobengine.cancellation import TaskRevoker
 from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher
@@ -62,6 +64,7 @@ ROUTERS: list[APIRouter] = [
     routes_artifacts.router,
     routes_backfills.router,
     routes_schedules.router,
+    routes_audit.router,
 ]
 """Every router the API serves."""
 
@@ -130,6 +133,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     console.install(app)  # after errors.install: console pages turn its errors into pages
+    audit_rest.install(app)  # outermost: refused audited acts are filed, then answered
     return app
 
 

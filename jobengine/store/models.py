@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     Text,
     UniqueConstraint,
@@ -458,7 +459,7 @@ class ApiKeyRow(Base):
     __table_args__ = (
         CheckConstraint(
             "scopes <@ ARRAY['jobs:read', 'jobs:write', 'jobs:command', 'dlq:replay', "
-            "'admin']::text[]",
+            "'audit:read', 'admin']::text[]",
             name="known_scopes",
         ),
     )
@@ -882,4 +883,62 @@ class BackfillSlotRow(Base):
 
     __table_args__ = (
         Index("ix_backfill_slots_open", "backfill_id", postgresql_where=text("outcome IS NULL")),
+    )
+
+
+# --- audit log (jobengine.audit; migration 0017) ---
+
+
+class AuditEntryRow(Base):
+    """One operator or administrative act, done or refused, in the order ``id`` gives.
+
+    Append-only: the migration's trigger refuses UPDATE and TRUNCATE, and DELETE outside the
+    audit retention task (``SET LOCAL jobengine.audit_retention = 'on'``). ``tenant`` NULL is a
+    fleet-wide act; ``reason`` is the error code of a refusal; ``detail`` never holds a secret.
+    """
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    actor: Mapped[str] = mapped_column(Text, nullable=False)
+    surface: Mapped[str] = mapped_column(Text, nullable=False)
+    action: Mapped[str] = mapped_column(Text, nullable=False)
+    object_kind: Mapped[str] = mapped_column(Text, nullable=False)
+    object_id: Mapped[str | None] = mapped_column(Text)
+    tenant: Mapped[str | None] = mapped_column(Text)
+    client_addr: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[Any] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+
+    __table_args__ = (
+        CheckConstraint("outcome IN ('done', 'refused')", name="known_outcome"),
+        CheckConstraint(
+            "surface IN ('rest', 'cli', 'console', 'flower', 'worker', 'system')",
+            name="known_surface",
+        ),
+        CheckConstraint("(outcome = 'refused') = (reason IS NOT NULL)", name="reason_iff_refused"),
+        Index("ix_audit_entries_tenant_id", "tenant", "id"),
+        Index("ix_audit_entries_actor_id", "actor", "id"),
+        Index("ix_audit_entries_action_id", "action", "id"),
+        Index("ix_audit_entries_object_kind_object_id_id", "object_kind", "object_id", "id"),
+        Index("ix_audit_entries_at", "at"),
+    )
+
+
+class AuditEntryJobRow(Base):
+    """A job an audit entry touched; keyed by job first so an export finds a job's entries by
+    index. No foreign key to ``jobs``: retention deletes jobs, the audit outlives them."""
+
+    __tablename__ = "audit_entry_jobs"
+
+    entry_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("audit_entries.id", ondelete="CASCADE"), nullable=False
+    )
+    job_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("job_id", "entry_id"),
+        Index("ix_audit_entry_jobs_entry_id", "entry_id", "job_id"),
     )

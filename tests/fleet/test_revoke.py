@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy import text
+
 from jobengine.dispatch import task_id_for
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
@@ -32,3 +34,10 @@ def test_revoking_a_running_task_with_terminate_cancels_its_job(fleet: Fleet) ->
     )
     assert last.reason == "revoked and terminated"
     assert not any(e[2] == "finished" for e in fleet.effects(job.id))
+    with fleet.engine.connect() as conn:  # the audit log files the revoke, once
+        filed = conn.execute(
+            text("SELECT actor, surface, action, object_id, outcome FROM audit_entries")
+        ).all()
+    assert [tuple(e) for e in filed] == [
+        ("celery:revoke", "flower", "job.cancel", str(job.id), "done")
+    ]
