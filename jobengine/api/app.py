@@ -25,6 +25,7 @@ from jobengine.api import (
     routes_artifacts,
     routes_backfills,
     routes_dlq,
+    routes_exports,
     routes_health,
     routes_jobs,
     routes_limits,
@@ -60,6 +61,7 @@ ROUTERS: list[APIRouter] = [
     routes_artifacts.router,
     routes_backfills.router,
     routes_schedules.router,
+    routes_exports.router,
 ]
 """Every router the API serves."""
 
