@@ -192,6 +192,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Rows per prune batch; each batch is its own short transaction.",
     )
+    # --- audit log (jobengine.audit) ---
+    audit_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="The leader deletes audit entries older than this many days, at the prune "
+        "interval. Unset (the default): entries are kept forever, as evidence is.",
+    )
 
     @field_validator("handler_modules", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from typing import Protocol
 from sqlalchemy import Engine
 
 from jobengine import guard
+from jobengine.audit import Origin, record
 from jobengine.dispatch import task_id_for
 from jobengine.domain.job import Job
 from jobengine.domain.status import JobStatus
@@ -50,18 +51,38 @@ def cancel_job(
     actor: str,
     reason: str = "cancelled by request",
     revoker: TaskRevoker | None = None,
+    origin: Origin | None = None,
 ) -> Cancelled:
+    """``origin``, when given, files the act in the audit log in the cancel's transaction
+    (a cancel of a job already cancelled too, with ``changed`` false)."""
+
+    def audited(job: Job, changed: bool, was: JobStatus) -> None:
+        if origin is not None:
+            detail = {"from": was.value, "reason": reason, "changed": changed}
+            record(
+                conn,
+                origin,
+                "job.cancel",
+                object_id=job.id,
+                tenant=job.tenant_id,
+                detail=detail,
+                job_ids=[job.id],
+            )
+
     with transaction(engine) as conn:
         before = JobsRepository(conn).get(job_id)
         if before.status is JobStatus.CANCELLED:
+            audited(before, False, before.status)
             return Cancelled(job=before, changed=False, revoked_task=None)
         try:
             after = guard.transition(conn, job_id, JobStatus.CANCELLED, actor=actor, reason=reason)
         except InvalidTransition:
             current = JobsRepository(conn).get(job_id)
             if current.status is JobStatus.CANCELLED:
+                audited(current, False, current.status)
                 return Cancelled(job=current, changed=False, revoked_task=None)
             raise JobAlreadyFinal(current) from None
+        audited(after.job, True, after.from_status)
     revoked = None
     if after.from_status in (JobStatus.CLAIMED, JobStatus.RUNNING) and revoker is not None:
         revoked = task_id_for(job_id, after.job.attempt)

@@ -29,12 +29,14 @@ from typer.core import TyperGroup
 
 from config.logging import configure_logging
 from jobengine.api.routes_workers import TypeWithoutWorkerOut
+from jobengine.audit import record
 from jobengine.cli_backfills import backfills_app
 from jobengine.cli_common import (
     BrokerRevoker,
     JsonOption,
     camel,
     cli_actor,
+    cli_origin,
     emit_json,
     job_dict,
     job_json,
@@ -327,7 +329,14 @@ def jobs_cancel(
 
     revoker = BrokerRevoker(settings_of(ctx))
     with store(ctx) as engine:
-        outcome = cancel_job(engine, job_id, actor=cli_actor(), reason=reason, revoker=revoker)
+        outcome = cancel_job(
+            engine,
+            job_id,
+            actor=cli_actor(),
+            reason=reason,
+            revoker=revoker,
+            origin=cli_origin(),
+        )
     if as_json:
         emit_json(
             {
@@ -398,7 +407,10 @@ def queues_limit(
     max_running: Annotated[int, typer.Argument(min=1, help="Jobs claimed or running at once.")],
 ) -> None:
     """Allow at most MAX_RUNNING of QUEUE's jobs at once across the fleet (within ~2 s)."""
-    _with_limits(ctx, lambda repo: repo.set(queue, max_running))
+    with store(ctx) as engine, transaction(engine) as conn:
+        QueueLimitRepository(conn).set(queue, max_running)
+        detail = {"maxRunning": max_running}
+        record(conn, cli_origin(), "queue_limit.set", object_id=queue, detail=detail)
     typer.echo(f"queue {queue}: at most {max_running} job(s) claimed or running at once")
 
 
@@ -407,7 +419,10 @@ def queues_unlimit(
     ctx: typer.Context, queue: Annotated[str, typer.Argument(help="Queue name.")]
 ) -> None:
     """Remove QUEUE's limit; its waiting jobs are published by the leader as usual."""
-    removed = _with_limits(ctx, lambda repo: repo.clear(queue))
+    with store(ctx) as engine, transaction(engine) as conn:
+        removed = QueueLimitRepository(conn).clear(queue)
+        if removed:
+            record(conn, cli_origin(), "queue_limit.delete", object_id=queue)
     typer.echo(f"queue {queue}: " + ("limit removed" if removed else "had no limit"))
 
 

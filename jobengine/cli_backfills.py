@@ -40,6 +40,7 @@ from jobengine.backfills.repository import BackfillRepository
 from jobengine.cli_common import (
     JsonOption,
     cli_actor,
+    cli_origin,
     job_types,
     parse_choices,
     parse_json,
@@ -128,7 +129,12 @@ def backfills_create(
         types = job_types(engine)
         with transaction(engine) as conn:
             created = service.create(
-                conn, spec, dry_run=dry_run, created_by=cli_actor(), types=types
+                conn,
+                spec,
+                dry_run=dry_run,
+                created_by=cli_actor(),
+                types=types,
+                origin=cli_origin(),
             )
     if as_json:
         made = created.backfill
@@ -232,7 +238,12 @@ def backfills_cancel(
     """Stop creating the backfill's jobs (cancelling twice is harmless)."""
     with store(ctx) as engine, transaction(engine) as conn:
         backfill, cancelled = service.cancel(
-            conn, backfill_id, None, cancel_queued=cancel_queued, actor=cli_actor()
+            conn,
+            backfill_id,
+            None,
+            cancel_queued=cancel_queued,
+            actor=cli_actor(),
+            origin=cli_origin(),
         )
         progress = BackfillRepository(conn).progress(backfill)
     if as_json:

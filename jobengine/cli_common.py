@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 from config.settings import Settings
 from jobengine.api.cursors import JOB_CURSOR, decode_cursor, encode_cursor
 from jobengine.api.schemas import JobOut
+from jobengine.audit.origin import Origin
 from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher
 from jobengine.domain.job import Job
@@ -179,6 +180,11 @@ def cli_actor() -> str:
     except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER, e.g. in a container
         user = "unknown"
     return f"cli:{user}@{socket.gethostname()}"
+
+
+def cli_origin() -> Origin:
+    """The audit log's author of a command: the terminal's user, fleet-wide (no tenant)."""
+    return Origin(actor=cli_actor(), surface="cli")
 
 
 def parse_time(option: str, value: str | None) -> datetime | None:

@@ -31,6 +31,7 @@ from jobengine.cli_common import (
     RecordingPublisher,
     broker_publisher,
     cli_actor,
+    cli_origin,
     cursor_after,
     cursor_out,
     dispatch_note,
@@ -339,7 +340,7 @@ def replay_one(
     with store(ctx) as engine:
         publisher = broker_publisher(settings)
         service = _service(engine, settings, publisher)
-        done: Replay = service.replay(resolve(service), options)
+        done: Replay = service.replay(resolve(service), options, origin=cli_origin())
     replayed = done.outcome is ReplayOutcome.REPLAYED
     published = replayed and publisher is not None and done.job_id in publisher.sent
     if as_json:
@@ -408,7 +409,11 @@ def _replay_many(
                     service.publisher = None  # the broker is down: leave the rest to the leader
 
             report = service.replay_many(
-                fixed, options, max_per_second=max_per_second, on_progress=progressed
+                fixed,
+                options,
+                max_per_second=max_per_second,
+                on_progress=progressed,
+                origin=cli_origin(),
             )
     sent = publisher.sent if publisher is not None else set()
     unpublished = [r.job_id for r in report.replayed if r.job_id not in sent]
@@ -555,7 +560,9 @@ def dlq_discard(
     """Close an open dead letter for good: it will never be replayed. Safe to run twice."""
     with store(ctx) as engine:
         service = DeadLetters(engine)
-        changed = service.discard(dead_letter_id, actor=cli_actor(), reason=reason)
+        changed = service.discard(
+            dead_letter_id, actor=cli_actor(), reason=reason, origin=cli_origin()
+        )
         entry = service.get(dead_letter_id)
     if as_json:
         emit_json({"deadLetterId": entry.id, "jobId": entry.job_id, "discarded": changed})
@@ -591,7 +598,7 @@ def dlq_purge(
         note("aborted; nothing purged")
         raise typer.Exit(1)
     with store(ctx) as engine:
-        purged = DeadLetters(engine).purge(before)
+        purged = DeadLetters(engine).purge(before, origin=cli_origin())
     if as_json:
         emit_json({"purged": purged, "before": before})
         return

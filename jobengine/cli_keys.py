@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 
 from config.settings import Settings
 from jobengine.api.keys import JOBS_COMMAND, SCOPES, ApiKey, ApiKeyStore
+from jobengine.cli_common import cli_origin
 from jobengine.services import database
 from jobengine.store.database import make_engine, transaction
 
@@ -69,7 +70,7 @@ def keys_create(
 ) -> None:
     """Create a key and print it (once: it cannot be shown again)."""
     with _keys(ctx) as store:
-        issued = store.create(tenant, name, scope)
+        issued = store.create(tenant, name, scope, origin=cli_origin())
     if as_json:
         typer.echo(json.dumps({**_key_dict(issued.key), "key": issued.plaintext}, sort_keys=True))
         return
@@ -114,5 +115,5 @@ def keys_revoke(
 ) -> None:
     """Revoke a key: requests with it are refused from now on. Safe to run twice."""
     with _keys(ctx) as store:
-        key = store.revoke(prefix)
+        key = store.revoke(prefix, origin=cli_origin())
     typer.echo(f"key {key.prefix} ({key.name}, tenant {key.tenant_id}) is revoked")

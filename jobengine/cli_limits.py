@@ -13,7 +13,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from jobengine.cli_common import JsonOption, emit_json, note, store, table_console, when
+from jobengine.cli_common import JsonOption, cli_origin, emit_json, note, store, table_console, when
 from jobengine.limits import registry
 from jobengine.limits.definition import RateLimit, parse_scope
 from jobengine.limits.views import limit_view
@@ -59,7 +59,7 @@ def limits_set(
         units_path=units_path,
     )
     with store(ctx) as engine, transaction(engine) as conn:
-        stored = registry.set_limit(conn, limit)
+        stored = registry.set_limit(conn, limit, origin=cli_origin())
         status = {s.name: s for s in registry.statuses(conn)}.get(name)
     if as_json:
         emit_json(limit_view(stored, status))
@@ -107,7 +107,7 @@ def limits_delete(
 ) -> None:
     """Delete a limit and its buckets; jobs waiting for it keep their slots."""
     with store(ctx) as engine, transaction(engine) as conn:
-        registry.delete_limit(conn, name)
+        registry.delete_limit(conn, name, origin=cli_origin())
     if as_json:
         emit_json({"name": name, "deleted": True})
         return

@@ -13,7 +13,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from jobengine.cli_common import JsonOption, emit_json, store, table_console
+from jobengine.cli_common import JsonOption, cli_origin, emit_json, store, table_console
 from jobengine.quotas.book import FairQueueUsage, Quota, QuotaRepository, QuotaUsage
 from jobengine.quotas.errors import QuotaNotFound
 from jobengine.store.database import transaction
@@ -69,7 +69,7 @@ def quotas_set(
     """Set TENANT's quota, cap and weight (replacing what it had)."""
     with store(ctx) as engine, transaction(engine) as conn:
         repo = QuotaRepository(conn)
-        repo.set(Quota(tenant, max_queued, max_running, weight))
+        repo.set(Quota(tenant, max_queued, max_running, weight), origin=cli_origin())
         [usage] = [u for u in repo.usage() if u.quota.tenant_id == tenant]
     if as_json:
         emit_json(quota_fields(usage))
@@ -86,7 +86,7 @@ def quotas_delete(
 ) -> None:
     """Remove TENANT's quota and cap; its waiting jobs are published as usual."""
     with store(ctx) as engine, transaction(engine) as conn:
-        if not QuotaRepository(conn).delete(tenant):
+        if not QuotaRepository(conn).delete(tenant, origin=cli_origin()):
             raise QuotaNotFound(f"tenant {tenant!r} has no quota")
     typer.echo(f"tenant {tenant}: quota removed")
 
@@ -130,7 +130,7 @@ def fair_set(
     """Share QUEUE fairly: the leader publishes its jobs round-robin across tenants."""
     with store(ctx) as engine, transaction(engine) as conn:
         repo = QuotaRepository(conn)
-        repo.set_fair_queue(queue, max_in_flight)
+        repo.set_fair_queue(queue, max_in_flight, origin=cli_origin())
         [usage] = [u for u in repo.fair_usage() if u.fair.queue == queue]
     if as_json:
         emit_json(fair_fields(usage))
@@ -144,7 +144,7 @@ def fair_delete(
 ) -> None:
     """Stop sharing QUEUE fairly; its waiting jobs are published in order, as usual."""
     with store(ctx) as engine, transaction(engine) as conn:
-        if not QuotaRepository(conn).delete_fair_queue(queue):
+        if not QuotaRepository(conn).delete_fair_queue(queue, origin=cli_origin()):
             raise QuotaNotFound(f"queue {queue!r} is not fair-shared")
     typer.echo(f"queue {queue}: no longer shared fairly")
 

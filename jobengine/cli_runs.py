@@ -37,6 +37,7 @@ from jobengine.cli_common import (
     JsonOption,
     broker_publisher,
     cli_actor,
+    cli_origin,
     dispatch_note,
     job_types,
     parse_choices,
@@ -282,6 +283,7 @@ def runs_cancel(
             actor=cli_actor(),
             reason=reason,
             revoker=BrokerRevoker(settings_of(ctx)),
+            origin=cli_origin(),
         )
         with transaction(engine) as conn:
             graph = service.run_graph(conn, run_id)

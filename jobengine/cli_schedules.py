@@ -23,6 +23,7 @@ from rich.table import Table
 from jobengine.api.schemas_schedules import ScheduledRunIn, ScheduleOut, SlotOut
 from jobengine.cli_common import (
     JsonOption,
+    cli_origin,
     emit_json,
     note,
     parse_json,
@@ -192,7 +193,7 @@ def schedules_create(
         paused=paused,
     )
     with store(ctx) as engine, transaction(engine) as conn:
-        schedule = registry.create(conn, spec, now=_now())
+        schedule = registry.create(conn, spec, now=_now(), origin=cli_origin())
     if as_json:
         emit_json(_view(schedule))
         return
@@ -264,7 +265,7 @@ def schedules_get(
 
 def _set_paused(ctx: typer.Context, schedule_id: int, paused: bool, as_json: bool) -> None:
     with store(ctx) as engine, transaction(engine) as conn:
-        schedule = registry.set_paused(conn, schedule_id, paused, now=_now())
+        schedule = registry.set_paused(conn, schedule_id, paused, now=_now(), origin=cli_origin())
     if as_json:
         emit_json(_view(schedule))
         return
@@ -293,7 +294,7 @@ def schedules_delete(
 ) -> None:
     """Delete a schedule and its slot records; the jobs it created stay."""
     with store(ctx) as engine, transaction(engine) as conn:
-        registry.delete(conn, schedule_id)
+        registry.delete(conn, schedule_id, origin=cli_origin())
     if as_json:
         emit_json({"id": schedule_id, "deleted": True})
         return

@@ -18,9 +18,11 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from jobengine import guard
+from jobengine.audit import Origin, record
+from jobengine.audit.record import attach_jobs
 from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher, publish_jobs
 from jobengine.domain.dead_letter import DeadLetter, DeadLetterStatus
@@ -190,15 +192,27 @@ class DeadLetters:
             return DeadLetterRepository(conn).counts()
 
     def replay(
-        self, dead_letter_id: int, options: ReplayOptions, tenant_id: str | None = None
+        self,
+        dead_letter_id: int,
+        options: ReplayOptions,
+        tenant_id: str | None = None,
+        *,
+        origin: Origin | None = None,
+        audit_entry: int | None = None,
     ) -> Replay:
-        """Send one entry's job back to ``scheduled``; a second call finds it replayed."""
+        """Send one entry's job back to ``scheduled``; a second call finds it replayed.
+
+        ``origin`` files the replay in the audit log in its transaction; a bulk replay passes
+        its own ``audit_entry`` instead, which each replay adds its job to, in its transaction.
+        """
         with transaction(self.engine) as conn:
             letters = DeadLetterRepository(conn)
             entry = letters.lock(dead_letter_id)
             if entry is None or (tenant_id is not None and entry.tenant_id != tenant_id):
                 raise DeadLetterNotFound(f"dead letter {dead_letter_id}")
             if entry.status is DeadLetterStatus.REPLAYED:
+                if origin is not None:
+                    _audit_replay(conn, origin, entry, options, changed=False)
                 return Replay(entry.id, entry.job_id, ReplayOutcome.ALREADY_REPLAYED)
             if entry.status is DeadLetterStatus.DISCARDED:
                 raise DeadLetterDiscarded(entry)
@@ -233,6 +247,10 @@ class DeadLetters:
                 payload_patch=options.payload_patch,
                 fresh_budget=options.fresh_budget,
             )
+            if origin is not None:
+                _audit_replay(conn, origin, entry, options, changed=True)
+            if audit_entry is not None:
+                attach_jobs(conn, audit_entry, [job.id])
         log.info(
             "dead_letter_replayed", dead_letter_id=entry.id, job_id=job.id, actor=options.actor
         )
@@ -265,6 +283,7 @@ class DeadLetters:
         dry_run: bool = False,
         max_per_second: float | None = None,
         on_progress: Callable[[DeadLetter, Replay | None], None] | None = None,
+        origin: Origin | None = None,
     ) -> BulkReplayReport:
         """Replay every open entry matching ``flt`` as it stood when the call began.
 
@@ -272,10 +291,30 @@ class DeadLetters:
         again during the run is not replayed a second time. ``max_per_second`` paces the
         replays so a bulk replay does not flood the fleet. A dry run returns the same selection
         and writes nothing.
+
+        ``origin`` files one audit entry for the whole replay, before the first one, naming
+        the filter and the selection; each replay adds its job to it in its own transaction,
+        so the entry's jobs are exactly those replayed, even if the run stops half-way.
         """
         report = BulkReplayReport(selected=list(self.select(flt)), dry_run=dry_run)
         if dry_run:
             return report
+        audit_entry = None
+        if origin is not None:
+            with transaction(self.engine) as conn:
+                audit_entry = record(
+                    conn,
+                    origin,
+                    "dlq.replay",
+                    tenant=flt.tenant_id,
+                    detail={
+                        "filter": _filter_detail(flt),
+                        "selected": len(report.selected),
+                        "reason": options.reason,
+                        "freshBudget": options.fresh_budget,
+                        "payloadPatched": options.payload_patch is not None,
+                    },
+                )
         interval = 1.0 / max_per_second if max_per_second else 0.0
         next_at = time.monotonic()
         for entry in report.selected:
@@ -286,7 +325,9 @@ class DeadLetters:
                 next_at = max(next_at, time.monotonic()) + interval
             done: Replay | None = None
             try:
-                done = self.replay(entry.id, options, tenant_id=flt.tenant_id)
+                done = self.replay(
+                    entry.id, options, tenant_id=flt.tenant_id, audit_entry=audit_entry
+                )
             except (DeadLetterDiscarded, DeadLetterNotFound, NoHandlerForType) as exc:
                 report.skipped.append((entry.id, exc.message))
             else:
@@ -299,7 +340,13 @@ class DeadLetters:
         return report
 
     def discard(
-        self, dead_letter_id: int, *, actor: str, reason: str | None, tenant_id: str | None = None
+        self,
+        dead_letter_id: int,
+        *,
+        actor: str,
+        reason: str | None,
+        tenant_id: str | None = None,
+        origin: Origin | None = None,
     ) -> bool:
         """Close an open entry for good; False when it was already discarded."""
         with transaction(self.engine) as conn:
@@ -307,13 +354,56 @@ class DeadLetters:
             entry = letters.lock(dead_letter_id)
             if entry is None or (tenant_id is not None and entry.tenant_id != tenant_id):
                 raise DeadLetterNotFound(f"dead letter {dead_letter_id}")
-            if entry.status is DeadLetterStatus.DISCARDED:
-                return False
             if entry.status is DeadLetterStatus.REPLAYED:
                 raise DeadLetterNotOpen(entry)
-            return letters.discard(dead_letter_id, actor, reason)
+            changed = entry.status is not DeadLetterStatus.DISCARDED and letters.discard(
+                dead_letter_id, actor, reason
+            )
+            if origin is not None:
+                record(
+                    conn,
+                    origin,
+                    "dlq.discard",
+                    object_id=entry.id,
+                    tenant=entry.tenant_id,
+                    detail={"reason": reason, "changed": changed, "jobId": entry.job_id},
+                    job_ids=[entry.job_id],
+                )
+            return changed
 
-    def purge(self, before: datetime) -> int:
+    def purge(self, before: datetime, *, origin: Origin | None = None) -> int:
         """Delete replayed and discarded entries last changed before ``before``."""
         with transaction(self.engine) as conn:
-            return DeadLetterRepository(conn).purge(before)
+            purged = DeadLetterRepository(conn).purge(before)
+            if origin is not None:
+                detail = {"before": before.isoformat(), "purged": purged}
+                record(conn, origin, "dlq.purge", detail=detail)
+            return purged
+
+
+def _audit_replay(
+    conn: Connection, origin: Origin, entry: DeadLetter, options: ReplayOptions, *, changed: bool
+) -> None:
+    record(
+        conn,
+        origin,
+        "dlq.replay",
+        object_id=entry.id,
+        tenant=entry.tenant_id,
+        detail={
+            "changed": changed,
+            "reason": options.reason,
+            "freshBudget": options.fresh_budget,
+            "payloadPatched": options.payload_patch is not None,
+        },
+        job_ids=[entry.job_id],
+    )
+
+
+def _filter_detail(flt: DeadLetterFilter) -> dict[str, Any]:
+    """The filter a bulk replay was asked for, as plain values."""
+    return {
+        k: (v.isoformat() if isinstance(v, datetime) else v)
+        for k, v in dataclasses.asdict(flt).items()
+        if v not in (None, (), [])
+    }

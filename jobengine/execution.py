@@ -20,6 +20,7 @@ import structlog
 from sqlalchemy import Connection, Engine
 
 from jobengine import guard
+from jobengine.audit.origin import Origin
 from jobengine.cancellation import Cancelled, cancel_job
 from jobengine.dispatch import Publisher, chunked
 from jobengine.domain.dead_letter import DeadLetterReason
@@ -616,10 +617,12 @@ class Executor:
         claim = Claim(job=job, owner=actor)
         return self.record_outcome_of_failure(claim, exc, describe_error(exc, ""))
 
-    def cancel(self, job_id: int, *, actor: str, reason: str) -> Cancelled:
+    def cancel(
+        self, job_id: int, *, actor: str, reason: str, origin: Origin | None = None
+    ) -> Cancelled:
         """Cancel a job no attempt of ours holds (a revoke), as any request would."""
         return retrying(
-            lambda: cancel_job(self.engine, job_id, actor=actor, reason=reason),
+            lambda: cancel_job(self.engine, job_id, actor=actor, reason=reason, origin=origin),
             attempts=STORE_TRIES,
             deadline=self.write_deadline_seconds,
             what="cancel",

@@ -17,6 +17,7 @@ import structlog
 from celery import signals
 from celery.exceptions import TimeLimitExceeded
 
+from jobengine.audit.origin import Origin
 from jobengine.cancellation import JobAlreadyFinal
 from jobengine.dispatch import (
     TASK_PREFIX,
@@ -30,6 +31,11 @@ from jobengine.errors import JobEngineError, JobNotFound
 from workers.runtime import runtime, started_here
 
 log = structlog.get_logger("workers.hooks")
+
+REVOKE_ACTOR = "celery:revoke"
+REVOKE_ORIGIN = Origin(actor=REVOKE_ACTOR, surface="flower")
+"""A revoke carries no sender: Flower's and ``celery control revoke``'s look the same to the
+worker, so the audit names the revoke itself, filed under the surface that sends most."""
 
 
 def record_hard_time_limit(
@@ -92,7 +98,7 @@ def _adopted_tenant(request: Any) -> str:
 def _cancel(job_id: int, reason: str) -> None:
     """Cancel in Postgres; a job already final (or gone) is left as it is."""
     try:
-        runtime().executor.cancel(job_id, actor="celery:revoke", reason=reason)
+        runtime().executor.cancel(job_id, actor=REVOKE_ACTOR, reason=reason, origin=REVOKE_ORIGIN)
     except (JobAlreadyFinal, JobNotFound) as exc:
         log.info("revoke_ignored", job_id=job_id, reason=str(exc))
     except JobEngineError as exc:

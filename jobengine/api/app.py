@@ -39,6 +39,7 @@ from jobengine.api import (
 from jobengine.api.body_limit import BodyLimit
 from jobengine.api.state import ApiState
 from jobengine.artifacts.storage import ArtifactStorage, storage_from_url
+from jobengine.audit import rest as audit_rest
 from jobengine.cancellation import TaskRevoker
 from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher
@@ -125,6 +126,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     console.install(app)  # after errors.install: console pages turn its errors into pages
+    audit_rest.install(app)  # outermost: refused audited acts are filed, then answered
     return app
 
 

@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jobengine.api.errors import Forbidden, Unauthorized
 from jobengine.api.keys import ApiKey, ApiKeyStore
 from jobengine.api.state import ApiState, api_state
+from jobengine.audit.rest import remember_key
 from jobengine.domain.job import Job
 from jobengine.errors import JobNotFound
 from jobengine.store.database import transaction
@@ -39,7 +40,9 @@ def authenticated(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ApiKey:
     token = credentials.credentials if credentials is not None else None
-    return key_for(api_state(request), token)
+    key = key_for(api_state(request), token)
+    remember_key(request, key)  # the audit log names it, a refusal included
+    return key
 
 
 def require(scope: str) -> Callable[[ApiKey], ApiKey]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from jobengine.audit import Origin, record
 from jobengine.errors import JobEngineError, ValidationError
 from jobengine.store import queries
 from jobengine.store.database import run_all, run_statement
@@ -34,8 +35,10 @@ JOBS_WRITE = "jobs:write"
 JOBS_COMMAND = "jobs:command"
 """Submitting job types that run commands on the workers (``runs_commands``), e.g. ``shell``."""
 DLQ_REPLAY = "dlq:replay"
+AUDIT_READ = "audit:read"
+"""Reading the audit log's entries of the key's own tenant (admin keys read every entry)."""
 ADMIN = "admin"
-SCOPES: tuple[str, ...] = (JOBS_READ, JOBS_WRITE, JOBS_COMMAND, DLQ_REPLAY, ADMIN)
+SCOPES: tuple[str, ...] = (JOBS_READ, JOBS_WRITE, JOBS_COMMAND, DLQ_REPLAY, AUDIT_READ, ADMIN)
 """Mirrors the ``ck_api_keys_known_scopes`` constraint of migration 0008."""
 
 
@@ -126,7 +129,11 @@ class ApiKeyStore:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def create(self, tenant_id: str, name: str, scopes: Iterable[str]) -> IssuedKey:
+    def create(
+        self, tenant_id: str, name: str, scopes: Iterable[str], *, origin: Origin | None = None
+    ) -> IssuedKey:
+        """``origin`` (here and in ``revoke``) files the act in the audit log, in this
+        transaction: the key's prefix, name, tenant and scopes, never its secret."""
         if not tenant_id.strip() or not name.strip():
             raise ValidationError("tenant and name must be non-empty", hint="Name both.")
         chosen = check_scopes(scopes)
@@ -143,17 +150,29 @@ class ApiKeyStore:
             },
         )
         assert row is not None
-        return IssuedKey(key=_key(row), plaintext=plaintext)
+        key = _key(row)
+        if origin is not None:
+            self._audit(origin, "key.create", key)
+        return IssuedKey(key=key, plaintext=plaintext)
 
     def list(self) -> list[ApiKey]:
         return [_key(r) for r in run_all(self._conn, queries.API_KEY_LIST, {})]
 
-    def revoke(self, prefix: str) -> ApiKey:
+    def revoke(self, prefix: str, *, origin: Origin | None = None) -> ApiKey:
         """Revoke the key with ``prefix``; revoking twice keeps the first revocation time."""
         row = run_statement(self._conn, queries.API_KEY_REVOKE, {"prefix": prefix})
         if row is None:
             raise KeyNotFound(f"no API key has the prefix {prefix!r}")
-        return _key(row)
+        key = _key(row)
+        if origin is not None:
+            self._audit(origin, "key.revoke", key)
+        return key
+
+    def _audit(self, origin: Origin, action: str, key: ApiKey) -> None:
+        detail = {"name": key.name, "prefix": key.prefix, "scopes": list(key.scopes)}
+        record(
+            self._conn, origin, action, object_id=key.prefix, tenant=key.tenant_id, detail=detail
+        )
 
     def authenticate(self, plaintext: str) -> ApiKey | None:
         """The live key ``plaintext`` is, or None (unknown, malformed or revoked)."""

@@ -32,6 +32,7 @@ from jobengine.api.schemas_backfills import (
     PlanOut,
 )
 from jobengine.api.state import api_state
+from jobengine.audit.rest import origin_of
 from jobengine.backfills import service
 from jobengine.backfills.model import BackfillStatus
 from jobengine.backfills.repository import BackfillRepository
@@ -73,7 +74,12 @@ def create_backfill(
     spec = body.to_spec(acting_tenant(key, tenant))
     with transaction(state.engine) as conn:
         created = service.create(
-            conn, spec, dry_run=body.dry_run, created_by=actor(key), types=state.types
+            conn,
+            spec,
+            dry_run=body.dry_run,
+            created_by=actor(key),
+            types=state.types,
+            origin=origin_of(request),
         )
     if body.dry_run:
         response.status_code = 200
@@ -138,7 +144,12 @@ def cancel_backfill(
     cancel_queued = body.cancel_queued if body is not None else False
     with transaction(api_state(request).engine) as conn:
         backfill, cancelled = service.cancel(
-            conn, backfill_id, tenant_scope(key), cancel_queued=cancel_queued, actor=actor(key)
+            conn,
+            backfill_id,
+            tenant_scope(key),
+            cancel_queued=cancel_queued,
+            actor=actor(key),
+            origin=origin_of(request),
         )
         progress = BackfillRepository(conn).progress(backfill)
     return BackfillCancelled(

@@ -37,6 +37,7 @@ from jobengine.api.schemas_dlq import (
     summary,
 )
 from jobengine.api.state import ApiState, api_state
+from jobengine.audit.rest import origin_of
 from jobengine.dead_letters import DeadLetters, ReplayOptions
 from jobengine.domain.dead_letter import DeadLetterReason, DeadLetterStatus
 from jobengine.errors import UnknownJobType
@@ -212,7 +213,9 @@ def replay_dead_letter(
         _refuse_command_patch(
             api_state(request), key, [dead_letters.get(dead_letter_id, tenant).type], body
         )
-    done = dead_letters.replay(dead_letter_id, _options(key, body), tenant_id=tenant)
+    done = dead_letters.replay(
+        dead_letter_id, _options(key, body), tenant_id=tenant, origin=origin_of(request)
+    )
     return ReplayOut.of(done)
 
 
@@ -250,7 +253,9 @@ def replay_many(
         return BulkReplayOut.of(selection)
     fixed = replace(flt, max_id=selection.selected[-1].id)
     return BulkReplayOut.of(
-        dead_letters.replay_many(fixed, options, max_per_second=body.max_per_second)
+        dead_letters.replay_many(
+            fixed, options, max_per_second=body.max_per_second, origin=origin_of(request)
+        )
     )
 
 
@@ -272,6 +277,7 @@ def discard_dead_letter(
         actor=actor(key),
         reason=body.reason if body else None,
         tenant_id=tenant,
+        origin=origin_of(request),
     )
     return DiscardOut(dead_letter_id=dead_letter_id, discarded=changed)
 
@@ -286,7 +292,7 @@ def purge_dead_letters(
 ) -> PurgeOut:
     """Open entries are never purged; jobs and their history stay."""
     before = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
-    return PurgeOut(purged=service(api_state(request)).purge(before))
+    return PurgeOut(purged=service(api_state(request)).purge(before, origin=origin_of(request)))
 
 
 @router.post(
@@ -314,6 +320,6 @@ def retry_job(
     dead_letters = service(state)
     entry_id = dead_letters.id_for_job(job_id, tenant)
     _refuse_command_patch(state, key, [job.type], body)
-    dead_letters.replay(entry_id, _options(key, body), tenant_id=tenant)
+    dead_letters.replay(entry_id, _options(key, body), tenant_id=tenant, origin=origin_of(request))
     with transaction(state.engine) as conn:
         return JobOut.of(JobsRepository(conn).get(job_id), show_traceback=sees_tracebacks(key))

@@ -32,6 +32,7 @@ from jobengine.api.schemas import (
     Name,
 )
 from jobengine.api.state import ApiState, api_state
+from jobengine.audit.rest import key_actor, origin_of
 from jobengine.cancellation import cancel_job
 from jobengine.dispatch import publish_jobs
 from jobengine.domain.job import Job, NewJob
@@ -57,9 +58,8 @@ TenantHeader = Annotated[
 
 
 def actor(key: ApiKey) -> str:
-    """History names the key that asked: the name an operator gave it, and its public prefix,
-    which tells two keys of one name apart."""
-    return f"api:{key.name} ({key.prefix})"
+    """History names the key that asked, as the audit log does (``audit.rest.key_actor``)."""
+    return key_actor(key)
 
 
 def new_job(body: JobCreate, tenant: str, idempotency_key: str | None) -> NewJob:
@@ -253,6 +253,7 @@ def cancel(
         actor=actor(key),
         reason="cancelled through the API",
         revoker=state.revoker,
+        origin=origin_of(request),
     )
     metrics.GUARD_SECONDS.labels("cancel").observe(time.perf_counter() - started)
     return JobOut.of(outcome.job, show_traceback=sees_tracebacks(key))

@@ -17,6 +17,7 @@ from jobengine.api.errors import ApiError
 from jobengine.api.keys import ADMIN
 from jobengine.api.schemas import ERROR_RESPONSES, ApiModel, Name, RequestModel
 from jobengine.api.state import api_state
+from jobengine.audit.rest import origin_of
 from jobengine.limits import registry
 from jobengine.limits.definition import RateLimit, parse_scope
 from jobengine.limits.errors import RateLimitNotFound
@@ -123,7 +124,7 @@ def put_limit(request: Request, name: LimitName, body: LimitIn) -> LimitOut:
         units_path=body.units_path,
     )
     with transaction(api_state(request).engine) as conn:
-        registry.set_limit(conn, limit)
+        registry.set_limit(conn, limit, origin=origin_of(request))
     return _views(request, name)[0]
 
 
@@ -135,7 +136,7 @@ def put_limit(request: Request, name: LimitName, body: LimitIn) -> LimitOut:
 def delete_limit(request: Request, name: LimitName) -> Response:
     with transaction(api_state(request).engine) as conn:
         try:
-            registry.delete_limit(conn, name)
+            registry.delete_limit(conn, name, origin=origin_of(request))
         except RateLimitNotFound as exc:
             raise LimitNotFound(exc.message) from None
     return Response(status_code=204)

@@ -20,6 +20,7 @@ from jobengine.api.auth import acting_tenant, require
 from jobengine.api.keys import ADMIN, JOBS_READ, ApiKey
 from jobengine.api.schemas import ERROR_RESPONSES, ApiModel, RequestModel
 from jobengine.api.state import api_state
+from jobengine.audit.rest import origin_of
 from jobengine.quotas.book import FairQueueUsage, Quota, QuotaRepository, QuotaUsage
 from jobengine.quotas.errors import QuotaNotFound
 from jobengine.store.database import transaction
@@ -119,14 +120,17 @@ def list_quotas(request: Request) -> QuotaList:
 def set_quota(request: Request, tenant_id: TenantId, body: QuotaIn) -> QuotaOut:
     with transaction(api_state(request).engine) as conn:
         repo = QuotaRepository(conn)
-        repo.set(Quota(tenant_id, body.max_queued, body.max_running, body.weight))
+        repo.set(
+            Quota(tenant_id, body.max_queued, body.max_running, body.weight),
+            origin=origin_of(request),
+        )
         return _usage_of(repo, tenant_id)
 
 
 @router.delete("/quotas/{tenant_id}", status_code=204, summary="Remove a tenant's quota")
 def delete_quota(request: Request, tenant_id: TenantId) -> Response:
     with transaction(api_state(request).engine) as conn:
-        if not QuotaRepository(conn).delete(tenant_id):
+        if not QuotaRepository(conn).delete(tenant_id, origin=origin_of(request)):
             raise QuotaNotFound(f"tenant {tenant_id!r} has no quota")
     return Response(status_code=204)
 
@@ -141,7 +145,7 @@ def list_fair_queues(request: Request) -> FairQueueList:
 def set_fair_queue(request: Request, queue: QueueName, body: FairQueueIn) -> FairQueueOut:
     with transaction(api_state(request).engine) as conn:
         repo = QuotaRepository(conn)
-        repo.set_fair_queue(queue, body.max_in_flight)
+        repo.set_fair_queue(queue, body.max_in_flight, origin=origin_of(request))
         [usage] = [u for u in repo.fair_usage() if u.fair.queue == queue]
         return FairQueueOut.of(usage)
 
@@ -149,7 +153,7 @@ def set_fair_queue(request: Request, queue: QueueName, body: FairQueueIn) -> Fai
 @router.delete("/fair-queues/{queue}", status_code=204, summary="Stop sharing a queue fairly")
 def delete_fair_queue(request: Request, queue: QueueName) -> Response:
     with transaction(api_state(request).engine) as conn:
-        if not QuotaRepository(conn).delete_fair_queue(queue):
+        if not QuotaRepository(conn).delete_fair_queue(queue, origin=origin_of(request)):
             raise QuotaNotFound(f"queue {queue!r} is not fair-shared")
     return Response(status_code=204)
 

@@ -33,6 +33,7 @@ from jobengine.api.schemas import (
 )
 from jobengine.api.schemas_runs import RunCancelled, RunCreate, RunDetail, RunList, RunOut
 from jobengine.api.state import ApiState, api_state
+from jobengine.audit.rest import origin_of
 from jobengine.dispatch import publish_jobs
 from jobengine.domain.job import Job
 from jobengine.domain.run import Run
@@ -190,6 +191,7 @@ def cancel_run(
         actor=actor(key),
         reason="run cancelled through the API",
         revoker=state.revoker,
+        origin=origin_of(request),
     )
     metrics.GUARD_SECONDS.labels("cancel_run").observe(time.perf_counter() - started)
     detail = graph_of(state, key, run_id)

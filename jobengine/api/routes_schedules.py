@@ -31,6 +31,7 @@ from jobengine.api.schemas_schedules import (
     SlotOut,
 )
 from jobengine.api.state import api_state
+from jobengine.audit.rest import origin_of
 from jobengine.schedules import registry
 from jobengine.schedules.definition import ScheduleSpec, overlap_of
 from jobengine.schedules.slots import Cadence
@@ -91,7 +92,7 @@ def create_schedule(
         paused=body.paused,
     )
     with transaction(state.engine) as conn:
-        return ScheduleOut.of(registry.create(conn, spec, now=_now()))
+        return ScheduleOut.of(registry.create(conn, spec, now=_now(), origin=origin_of(request)))
 
 
 @router.get("", response_model=ScheduleList, summary="List schedules, by id")
@@ -194,7 +195,10 @@ def patch_schedule(
             if body.catch_up_seconds is None
             else body.catch_up_seconds,
         )
-        return ScheduleOut.of(registry.update(conn, schedule_id, spec, now=_now(), tenant_id=scope))
+        changed = registry.update(
+            conn, schedule_id, spec, now=_now(), tenant_id=scope, origin=origin_of(request)
+        )
+        return ScheduleOut.of(changed)
 
 
 def _set_paused(
@@ -202,7 +206,12 @@ def _set_paused(
 ) -> ScheduleOut:
     with transaction(api_state(request).engine) as conn:
         changed = registry.set_paused(
-            conn, schedule_id, paused, now=_now(), tenant_id=_scope(key, tenant)
+            conn,
+            schedule_id,
+            paused,
+            now=_now(),
+            tenant_id=_scope(key, tenant),
+            origin=origin_of(request),
         )
     return ScheduleOut.of(changed)
 
@@ -238,5 +247,5 @@ def delete_schedule(
 ) -> Response:
     """The jobs it created stay, with their ``scheduledFor``."""
     with transaction(api_state(request).engine) as conn:
-        registry.delete(conn, schedule_id, tenant_id=_scope(key, tenant))
+        registry.delete(conn, schedule_id, tenant_id=_scope(key, tenant), origin=origin_of(request))
     return Response(status_code=204)

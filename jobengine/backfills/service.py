@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 
 from config.settings import get_settings
 from jobengine import guard
+from jobengine.audit import Origin, record
 from jobengine.backfills import plan
 from jobengine.backfills.errors import (
     BackfillInvalid,
@@ -59,9 +60,11 @@ def create(
     dry_run: bool,
     created_by: str,
     types: JobTypes | None = None,
+    origin: Origin | None = None,
 ) -> Created:
     """Check ``spec``, count its slots and those that already have jobs; unless ``dry_run``,
-    record the backfill for the leader to create its jobs."""
+    record the backfill for the leader to create its jobs. ``origin`` (here and in
+    ``cancel``) files the act in the audit log, in ``conn``'s transaction; a dry run is none."""
     _check_pacing(spec)
     parsed = plan.cadence_of(spec.cadence)
     spec = replace(spec, cadence=CadenceSpec(parsed.cron, parsed.interval_seconds, parsed.zone))
@@ -87,6 +90,23 @@ def create(
     backfill_id = repo.insert(source, spec, the_plan, created_by)
     backfill = repo.get(backfill_id, None)
     assert backfill is not None
+    if origin is not None:
+        detail = {
+            "source": spec.source,
+            "projectId": spec.project_id,
+            "start": spec.start.isoformat(),
+            "end": spec.end.isoformat(),
+            "jobType": spec.job.type,
+            "slots": total,
+        }
+        record(
+            conn,
+            origin,
+            "backfill.create",
+            object_id=backfill_id,
+            tenant=spec.tenant_id,
+            detail=detail,
+        )
     return Created(backfill=backfill, plan=the_plan, progress=repo.progress(backfill))
 
 
@@ -105,6 +125,7 @@ def cancel(
     *,
     cancel_queued: bool,
     actor: str,
+    origin: Origin | None = None,
 ) -> tuple[Backfill, list[int]]:
     """Stop creating its jobs; with ``cancel_queued``, also cancel those not yet claimed.
     Cancelling twice is harmless. Returns the backfill and the jobs it cancelled."""
@@ -121,6 +142,17 @@ def cancel(
         cancelled = [job.id for job in moved]
     backfill = repo.get(backfill_id, tenant_id)
     assert backfill is not None
+    if origin is not None:
+        detail = {"cancelQueued": cancel_queued, "jobsCancelled": len(cancelled)}
+        record(
+            conn,
+            origin,
+            "backfill.cancel",
+            object_id=backfill_id,
+            tenant=backfill.tenant_id,
+            detail=detail,
+            job_ids=cancelled,
+        )
     return backfill, cancelled
 
 

@@ -19,6 +19,7 @@ from jobengine.api.auth import key_for
 from jobengine.api.errors import ApiError, Forbidden
 from jobengine.api.keys import ApiKey
 from jobengine.api.state import api_state
+from jobengine.audit.rest import remember_key
 
 COOKIE = "jobengine_console"
 PATH = "/console"
@@ -42,9 +43,11 @@ def current_key(request: Request) -> ApiKey:
     if not token:
         raise LoginRequired("not logged in to the console")
     try:
-        return key_for(api_state(request), token)
+        key = key_for(api_state(request), token)
     except ApiError as exc:
         raise LoginRequired(f"the console's key no longer works: {exc.message}") from None
+    remember_key(request, key)  # the audit log names it, a refusal included
+    return key
 
 
 def check_csrf(request: Request, sent: str | None) -> None:

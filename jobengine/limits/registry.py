@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
+from jobengine.audit import Origin, record
 from jobengine.limits.cache import cache_of
 from jobengine.limits.definition import RateLimit, check, limit_from_row
 from jobengine.limits.errors import RateLimitNotFound
@@ -42,9 +44,12 @@ def _stored(row: RowMapping) -> StoredLimit:
     return StoredLimit(limit_from_row(row), row["created_at"], row["updated_at"])
 
 
-def set_limit(conn: Connection, limit: RateLimit) -> StoredLimit:
-    """Create or replace ``limit`` by its name; refused before anything is written."""
+def set_limit(conn: Connection, limit: RateLimit, *, origin: Origin | None = None) -> StoredLimit:
+    """Create or replace ``limit`` by its name; refused before anything is written.
+    ``origin`` (here and in ``delete_limit``) files the act in the audit log, in ``conn``'s
+    transaction, with the limit as it was and as it is."""
     check(limit)
+    before = _audit_view(conn, limit.name) if origin is not None else None
     params = {
         "name": limit.name,
         "scope": limit.scope.value,
@@ -58,6 +63,9 @@ def set_limit(conn: Connection, limit: RateLimit) -> StoredLimit:
     }
     row = conn.exec_driver_sql(q.SET_LIMIT, params).mappings().one()
     cache_of(conn).forget()
+    if origin is not None:
+        detail = {"before": before, "after": params}
+        record(conn, origin, "limit.set", object_id=limit.name, detail=detail)
     return _stored(row)
 
 
@@ -72,11 +80,23 @@ def get_limit(conn: Connection, name: str) -> StoredLimit:
     return _stored(row)
 
 
-def delete_limit(conn: Connection, name: str) -> None:
+def delete_limit(conn: Connection, name: str, *, origin: Origin | None = None) -> None:
     """Delete ``name`` and its buckets; its waiting jobs keep their slots (see above)."""
+    before = _audit_view(conn, name) if origin is not None else None
     if conn.exec_driver_sql(q.DELETE_LIMIT, {"name": name}).first() is None:
         raise RateLimitNotFound(name)
     cache_of(conn).forget()
+    if origin is not None:
+        record(conn, origin, "limit.delete", object_id=name, detail={"before": before})
+
+
+def _audit_view(conn: Connection, name: str) -> dict[str, Any] | None:
+    """The limit ``name`` as an audit entry shows it; None when there is none."""
+    row = conn.exec_driver_sql(q.GET_LIMIT, {"name": name}).mappings().first()
+    if row is None:
+        return None
+    fields = ("scope", "job_type", "key_path", "rate", "per", "burst", "units", "units_path")
+    return {"name": name, **{f: row[f] for f in fields}}
 
 
 def statuses(conn: Connection) -> list[LimitStatus]:

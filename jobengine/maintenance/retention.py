@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine
 
 from config.settings import Settings
 from jobengine.artifacts.storage import ArtifactStorage, storage_from_url
+from jobengine.audit.retention import prune_audit
 from jobengine.maintenance.leadership import Leadership
 from jobengine.store.metrics_repository import fold_all
 from jobengine.store.retention import prune
@@ -38,6 +39,8 @@ class RetentionPolicy:
     batch_size: int = 5000
     artifacts: ArtifactStorage | None = None
     """Where the pruned jobs' artifacts' bytes are deleted from."""
+    audit_after_days: float | None = None
+    """None: audit entries are kept forever (``jobengine.audit.retention``)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetentionPolicy:
@@ -46,6 +49,7 @@ class RetentionPolicy:
             prune_interval_seconds=settings.prune_interval_seconds,
             batch_size=settings.prune_batch_size,
             artifacts=storage_from_url(settings.artifacts_url, settings.data_dir),
+            audit_after_days=settings.audit_retention_days,
         )
 
 
@@ -68,9 +72,14 @@ class Retention:
         self.leadership.ensure()
         fold_all(self.engine, max_pages=FOLD_PAGES_PER_TICK)
         after = self.policy.prune_after_seconds
-        if after is None or self._clock() < self._next_prune:
+        audit_after = self.policy.audit_after_days
+        if (after is None and audit_after is None) or self._clock() < self._next_prune:
             return
         self._next_prune = self._clock() + self.policy.prune_interval_seconds
+        if audit_after is not None:
+            self._prune_audit(audit_after)
+        if after is None:
+            return
         report = prune(
             self.engine,
             before=datetime.now(UTC) - timedelta(seconds=after),
@@ -85,6 +94,16 @@ class Retention:
                 artifacts=report.artifacts,
                 **report.removed,
             )
+
+    def _prune_audit(self, days: float) -> None:
+        removed = prune_audit(
+            self.engine,
+            before=datetime.now(UTC) - timedelta(days=days),
+            batch=self.policy.batch_size,
+            each_batch=self._fenced,
+        )
+        if removed:
+            log.info("audit.pruned", removed=removed, older_than_days=days)
 
     def _fenced(self, conn: Connection) -> None:
         self.leadership.ensure()

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
+from jobengine.audit import Origin, record
 from jobengine.errors import ValidationError
 from jobengine.store import quotas_queries as q
 from jobengine.store.database import run_all
@@ -69,7 +70,8 @@ class QuotaRepository:
     def all(self) -> list[Quota]:
         return [_quota(r) for r in run_all(self._conn, q.ALL_QUOTAS, {})]
 
-    def set(self, quota: Quota) -> Quota:
+    def set(self, quota: Quota, *, origin: Origin | None = None) -> Quota:
+        """``origin`` (here and below) files the act in the audit log, in this transaction."""
         if quota.max_queued is not None and quota.max_queued < 0:
             raise BadQuota(
                 f"max_queued {quota.max_queued} is negative", hint="Give 0 or more, or none."
@@ -91,11 +93,27 @@ class QuotaRepository:
             },
         )
         forget()
+        if origin is not None:
+            detail = {
+                "maxQueued": quota.max_queued,
+                "maxRunning": quota.max_running,
+                "weight": quota.weight,
+            }
+            record(
+                self._conn,
+                origin,
+                "quota.set",
+                object_id=quota.tenant_id,
+                tenant=quota.tenant_id,
+                detail=detail,
+            )
         return _quota(row)
 
-    def delete(self, tenant_id: str) -> bool:
+    def delete(self, tenant_id: str, *, origin: Origin | None = None) -> bool:
         gone = bool(run_all(self._conn, q.DELETE_QUOTA, {"tenant_id": tenant_id}))
         forget()
+        if gone and origin is not None:
+            record(self._conn, origin, "quota.delete", object_id=tenant_id, tenant=tenant_id)
         return gone
 
     def usage(self) -> list[QuotaUsage]:
@@ -107,7 +125,9 @@ class QuotaRepository:
     def fair_queues(self) -> list[FairQueue]:
         return [FairQueue(**r) for r in run_all(self._conn, q.ALL_FAIR_QUEUES, {})]
 
-    def set_fair_queue(self, queue: str, max_in_flight: int) -> FairQueue:
+    def set_fair_queue(
+        self, queue: str, max_in_flight: int, *, origin: Origin | None = None
+    ) -> FairQueue:
         if max_in_flight < 1:
             raise BadQuota(
                 f"max_in_flight {max_in_flight} is not positive",
@@ -117,11 +137,16 @@ class QuotaRepository:
             self._conn, q.SET_FAIR_QUEUE, {"queue": queue, "max_in_flight": max_in_flight}
         )
         forget()
+        if origin is not None:
+            detail = {"maxInFlight": max_in_flight}
+            record(self._conn, origin, "fair_queue.set", object_id=queue, detail=detail)
         return FairQueue(**row)
 
-    def delete_fair_queue(self, queue: str) -> bool:
+    def delete_fair_queue(self, queue: str, *, origin: Origin | None = None) -> bool:
         gone = bool(run_all(self._conn, q.DELETE_FAIR_QUEUE, {"queue": queue}))
         forget()
+        if gone and origin is not None:
+            record(self._conn, origin, "fair_queue.delete", object_id=queue)
         return gone
 
     def fair_usage(self) -> list[FairQueueUsage]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from jobengine.audit import Origin, record
 from jobengine.cancellation import TaskRevoker
 from jobengine.dispatch import Publisher, publish_jobs, task_id_for
 from jobengine.domain.job import Job
@@ -43,11 +44,23 @@ def cancel_run_now(
     actor: str,
     reason: str | None = None,
     revoker: TaskRevoker | None = None,
+    origin: Origin | None = None,
 ) -> tuple[Run, list[Job], list[str]]:
     """Cancel the run in one transaction, then revoke the tasks of the jobs whose attempt
-    had started; returns the run, the jobs cancelled and the task ids revoked."""
+    had started; returns the run, the jobs cancelled and the task ids revoked. ``origin``
+    files the act in the audit log, in that transaction."""
     with transaction(engine) as conn:
         run, cancelled = cancel_run(conn, run_id, tenant_id=tenant_id, actor=actor, reason=reason)
+        if origin is not None:
+            record(
+                conn,
+                origin,
+                "run.cancel",
+                object_id=run_id,
+                tenant=run.tenant_id,
+                detail={"reason": reason, "changed": True, "jobsCancelled": len(cancelled)},
+                job_ids=[job.id for job in cancelled],
+            )
     revoked: list[str] = []
     if revoker is not None:
         for job in revocable(cancelled):

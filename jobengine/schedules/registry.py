@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
+from jobengine.audit import Origin, record
+from jobengine.audit.changes import changes
 from jobengine.runs.service import default_validator, new_job
 from jobengine.schedules.definition import (
     JobTemplate,
@@ -45,13 +47,19 @@ def first_slot(spec: ScheduleSpec, after: datetime) -> datetime | None:
     return slot
 
 
-def create(conn: Connection, spec: ScheduleSpec, *, now: datetime) -> Schedule:
+def create(
+    conn: Connection, spec: ScheduleSpec, *, now: datetime, origin: Origin | None = None
+) -> Schedule:
+    """``origin`` (here and below) files the act in the audit log, in the caller's
+    transaction."""
     spec = _checked(conn, spec, now)
     row = conn.exec_driver_sql(q.CREATE_SCHEDULE, _params(spec, first_slot(spec, now))).mappings()
     created = row.first()
     if created is None:
         raise ScheduleNameTaken(spec.tenant_id, spec.project_id, spec.name)
-    return schedule_from_row(created)
+    schedule = schedule_from_row(created)
+    _audit(conn, origin, "schedule.create", schedule, _audit_view(schedule.spec))
+    return schedule
 
 
 def get(conn: Connection, schedule_id: int, *, tenant_id: str | None = None) -> Schedule:
@@ -77,10 +85,20 @@ def update(
     *,
     now: datetime,
     tenant_id: str | None = None,
+    origin: Origin | None = None,
 ) -> Schedule:
     """Replace what the schedule asks for; its next slot is the first after now (or after
     its last decided slot, should that lie ahead), so the edit itself fires nothing."""
     current = _locked(conn, schedule_id, tenant_id)
+    changed = _update(conn, schedule_id, current, spec, now)
+    detail = {"changes": changes(_audit_view(current.spec), _audit_view(changed.spec))}
+    _audit(conn, origin, "schedule.update", changed, detail)
+    return changed
+
+
+def _update(
+    conn: Connection, schedule_id: int, current: Schedule, spec: ScheduleSpec, now: datetime
+) -> Schedule:
     spec = _checked(conn, replace(spec, tenant_id=current.spec.tenant_id), now)
     after = max(now, current.last_slot_at) if current.last_slot_at else now
     params = _params(spec, first_slot(spec, after)) | {"id": schedule_id}
@@ -101,18 +119,64 @@ def set_paused(
     *,
     now: datetime,
     tenant_id: str | None = None,
+    origin: Origin | None = None,
 ) -> Schedule:
     """Pause, or resume from now: the slots that passed while paused are not fired."""
     current = _locked(conn, schedule_id, tenant_id)
-    return update(
-        conn, schedule_id, replace(current.spec, paused=paused), now=now, tenant_id=tenant_id
-    )
+    changed = _update(conn, schedule_id, current, replace(current.spec, paused=paused), now)
+    detail = {"name": current.spec.name, "changed": current.spec.paused != paused}
+    _audit(conn, origin, "schedule.pause" if paused else "schedule.resume", changed, detail)
+    return changed
 
 
-def delete(conn: Connection, schedule_id: int, *, tenant_id: str | None = None) -> None:
+def delete(
+    conn: Connection,
+    schedule_id: int,
+    *,
+    tenant_id: str | None = None,
+    origin: Origin | None = None,
+) -> None:
     """The schedule and its slot records; the jobs it created stay."""
-    _locked(conn, schedule_id, tenant_id)
+    current = _locked(conn, schedule_id, tenant_id)
     conn.exec_driver_sql(q.DELETE_SCHEDULE, {"id": schedule_id})
+    _audit(conn, origin, "schedule.delete", current, _audit_view(current.spec))
+
+
+def _audit_view(spec: ScheduleSpec) -> dict[str, Any]:
+    """What an audit entry says of a schedule: its cadence and settings, never a payload."""
+    return {
+        "name": spec.name,
+        "projectId": spec.project_id,
+        "cron": spec.cadence.cron,
+        "intervalSeconds": spec.cadence.interval_seconds,
+        "zone": spec.cadence.zone,
+        "jobType": spec.job.type if spec.job else None,
+        "run": spec.run is not None,
+        "startAt": spec.start_at.isoformat() if spec.start_at else None,
+        "endAt": spec.end_at.isoformat() if spec.end_at else None,
+        "jitterSeconds": spec.jitter_seconds,
+        "overlap": str(spec.overlap),
+        "catchUpSeconds": spec.catch_up_seconds,
+        "paused": spec.paused,
+    }
+
+
+def _audit(
+    conn: Connection,
+    origin: Origin | None,
+    action: str,
+    schedule: Schedule,
+    detail: dict[str, Any],
+) -> None:
+    if origin is not None:
+        record(
+            conn,
+            origin,
+            action,
+            object_id=schedule.id,
+            tenant=schedule.spec.tenant_id,
+            detail=detail,
+        )
 
 
 def slots(

@@ -920,5 +920,5 @@ class AuditEntryJobRow(Base):
 
     __table_args__ = (
         PrimaryKeyConstraint("job_id", "entry_id"),
-        Index("ix_audit_entry_jobs_entry_id", "entry_id"),
+        Index("ix_audit_entry_jobs_entry_id", "entry_id", "job_id"),
     )

@@ -103,7 +103,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("job_id", "entry_id", name=op.f("pk_audit_entry_jobs")),
     )
-    op.create_index("ix_audit_entry_jobs_entry_id", "audit_entry_jobs", ["entry_id"])
+    op.create_index("ix_audit_entry_jobs_entry_id", "audit_entry_jobs", ["entry_id", "job_id"])
     op.execute(APPEND_ONLY)
     for table in TABLES:
         op.execute(
