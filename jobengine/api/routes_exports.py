@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from jobengine.api.auth import acting_tenant, require
-from jobengine.api.keys import ApiKey
+from jobengine.api.keys import AUDIT_READ, ApiKey
 from jobengine.api.schemas import ERROR_RESPONSES, ErrorOut
 from jobengine.api.state import api_state
 from jobengine.audit.chain import Chain
@@ -34,7 +34,6 @@ from jobengine.audit.export import (
 from jobengine.errors import ValidationError
 from jobengine.runs.errors import RunNotFound
 
-AUDIT_READ = "audit:read"
 NDJSON = "application/x-ndjson"
 
 router = APIRouter(prefix="/api/v1/exports", tags=["exports"], responses=ERROR_RESPONSES)
