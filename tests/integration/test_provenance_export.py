@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +280,25 @@ def test_five_hundred_jobs_stream_through_pages_and_verify(engine: Engine, tmp_p
         "manifest": 1,
     }
     assert written.lines == 1 + 1500 + 1
+
+
+def test_the_readmes_ten_line_verifier_checks_an_export_as_the_engine_does(
+    exported: tuple[Path, AsOf], tmp_path: Path
+) -> None:
+    from tests.client.readme import example
+
+    script = tmp_path / "verify_chain.py"
+    script.write_text(example("Provenance exports"))
+    path, _ = exported
+    intact = subprocess.run(
+        [sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert intact.returncode == 0, intact.stderr
+    assert intact.stdout.split()[-1] == verify(path).last_hash
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[4] = lines[4].replace(b'"actor":"', b'"actor":"X', 1)
+    path.write_bytes(b"".join(lines))
+    broken = subprocess.run(
+        [sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert broken.returncode == 1 and "chain broken at line 6" in broken.stderr
