@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import create_engine, make_url, text  # noqa: E402
 
-from jobengine.audit.export import Exporter, Selection, take_bound  # noqa: E402
+from jobengine.audit.export import PAGE_SIZE, Exporter, Selection, take_bound  # noqa: E402
 from jobengine.audit.export_file import write  # noqa: E402
 from jobengine.audit.verify import verify  # noqa: E402
 from jobengine.embedded import EmbeddedPostgres, _postgres_bin_dir  # noqa: E402
@@ -84,11 +84,12 @@ COPY_HISTORY = (
 )
 
 
-def child(url: str, tenant: str, out: Path) -> None:
+def child(url: str, tenant: str, out: Path, page_size: int) -> None:
     """One export in this process; prints what it cost as one JSON line."""
     engine = make_engine(url, pool_size=1)
     started = time.perf_counter()
-    exporter = Exporter(engine, Selection(tenant=tenant), take_bound(engine))
+    bound = take_bound(engine)
+    exporter = Exporter(engine, Selection(tenant=tenant), bound, page_size=page_size)
     with out.open("xb") as stream:
         written = write(exporter, stream)
     seconds = time.perf_counter() - started
@@ -97,9 +98,9 @@ def child(url: str, tenant: str, out: Path) -> None:
     print(json.dumps({"seconds": seconds, "lines": written.lines, "peak_rss_kb": peak_kb}))
 
 
-def run_child(url: str, tenant: str, out: Path) -> dict[str, Any]:
+def run_child(url: str, tenant: str, out: Path, page_size: int = PAGE_SIZE) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", url, tenant, str(out)],
+        [sys.executable, __file__, "--child", url, tenant, str(out), str(page_size)],
         capture_output=True,
         text=True,
         check=True,
@@ -156,6 +157,9 @@ def main() -> None:
             empty = run_child(db_url, "nobody", work / "empty.ndjson")
             small = run_child(db_url, "small", work / "small.ndjson")
             big = run_child(db_url, "big", work / "big.ndjson")
+            # The meter's control: the same export in one page, as a fetchall would read it.
+            one_page = run_child(db_url, "big", work / "one-page.ndjson", page_size=args.jobs)
+            assert (work / "one-page.ndjson").read_bytes() == (work / "big.ndjson").read_bytes()
             copy_s = psql_copy(db_url, work)
             started = time.perf_counter()
             verified = verify(work / "big.ndjson")
@@ -175,6 +179,7 @@ def main() -> None:
         "peak_rss_mb_10pct": round(small["peak_rss_kb"] / mb, 1),
         "peak_rss_mb_full": round(big["peak_rss_kb"] / mb, 1),
         "peak_rss_full_over_10pct": round(big["peak_rss_kb"] / small["peak_rss_kb"], 3),
+        "peak_rss_mb_full_in_one_page": round(one_page["peak_rss_kb"] / mb, 1),
         "psql_copy_s": round(copy_s, 2),
         "psql_copy_jobs_per_s": round(args.jobs / copy_s),
         "export_over_psql_rate": round(copy_s / big["seconds"], 3),
@@ -195,7 +200,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3], Path(sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5]))
     else:
         main()

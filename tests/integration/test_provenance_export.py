@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
@@ -302,3 +303,60 @@ def test_the_readmes_ten_line_verifier_checks_an_export_as_the_engine_does(
         [sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=60
     )
     assert broken.returncode == 1 and "chain broken at line 6" in broken.stderr
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan] + [node for child in plan.get("Plans", []) for node in _nodes(child)]
+
+
+def test_each_page_statement_reads_in_id_order_from_an_index_never_sorting_the_range(
+    engine: Engine,
+) -> None:
+    """A page of a tenant or run with many more jobs than a page holds walks an index in id
+    order and stops at the page's end: a plan that read and sorted all of their jobs would
+    make every page cost the whole range."""
+    from jobengine.audit import export_queries as q
+
+    with transaction(engine) as conn:
+        run_id = conn.execute(
+            text(
+                "INSERT INTO runs (tenant_id, project_id, name, jobs_total) "
+                "VALUES ('t0', 'p', 'r', 0) RETURNING id"
+            )
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO jobs (tenant_id, project_id, type, payload, status, run_id, run_key) "
+                "SELECT 't' || (g % 50), 'p', 'noop', '{}', 'scheduled', "
+                "CASE WHEN g % 10 = 0 THEN :r END, CASE WHEN g % 10 = 0 THEN g::text END "
+                "FROM generate_series(1, 100000) AS g"
+            ),
+            {"r": run_id},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO job_history (job_id, from_status, to_status, actor, attempt) "
+                "SELECT id, NULL, 'scheduled', 'system', 0 FROM jobs"
+            )
+        )
+        conn.execute(text("ANALYZE"))
+    marks = {"job_mark": 10**9, "history_mark": 10**9, "audit_mark": 10**9, "artifact_mark": 10**9}
+    selection = {"since": None, "until": None, "after": 0, "limit": 100}
+    cases = [
+        (q.JOBS_OF_RUN, {"run_id": run_id, "tenant": None}, {"ix_jobs_run_id_id"}),
+        # A tenant with a fiftieth of the jobs: its own index, or the primary key filtered,
+        # whichever the planner deems cheaper; both in id order.
+        (q.JOBS_OF_TENANT, {"run_id": None, "tenant": "t7"}, {"ix_jobs_tenant_id_id", "pk_jobs"}),
+        (q.JOBS_ALL, {"run_id": None, "tenant": None}, {"pk_jobs"}),
+        (q.HISTORY_OF_JOBS, {"job_ids": list(range(1, 101))}, {"ix_job_history_job_id_id"}),
+    ]
+    for sql, params, indexes in cases:
+        with engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            [(plan,)] = driver.execute(
+                "EXPLAIN (FORMAT JSON) " + sql, {**marks, **selection, **params}
+            ).fetchall()
+        nodes = _nodes(plan[0]["Plan"])
+        assert indexes & {n.get("Index Name") for n in nodes}, (indexes, plan)
+        assert not {"Sort", "Seq Scan"} & {n["Node Type"] for n in nodes}, plan
