@@ -59,7 +59,13 @@ def _selection(
     scoped = tenant if key.is_admin else acting_tenant(key, tenant)
     if run_id is not None and not key.is_admin and run_owner != key.tenant_id:
         raise RunNotFound(run_id)
-    return Selection(scoped, run_id, _aware("since", since), _aware("until", until))
+    return Selection(
+        scoped,
+        run_id,
+        _aware("since", since),
+        _aware("until", until),
+        own_entries_only=not key.is_admin,
+    )
 
 
 @router.get(

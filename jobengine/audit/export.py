@@ -70,14 +70,19 @@ class ExportMismatch(JobEngineError):
 @dataclass(frozen=True, slots=True)
 class Selection:
     """Which jobs an export covers: a tenant's, a run's, those created in [since, until),
-    or any combination (all given conditions hold)."""
+    or any combination (all given conditions hold). ``own_entries_only`` keeps out audit
+    entries filed under another tenant or fleet-wide (a bulk act across tenants) even when
+    they touched a selected job: what a tenant's key may read of the audit log."""
 
     tenant: str | None = None
     run_id: int | None = None
     since: datetime | None = None
     until: datetime | None = None
+    own_entries_only: bool = False
 
     def __post_init__(self) -> None:
+        if self.own_entries_only and self.tenant is None:
+            raise ValueError("own_entries_only needs a tenant")
         if self.since and self.until and self.since >= self.until:
             raise ValidationError(
                 f"since ({utc(self.since)}) is not before until ({utc(self.until)})",
@@ -90,6 +95,7 @@ class Selection:
             "runId": self.run_id,
             "since": utc(self.since),
             "until": utc(self.until),
+            "ownEntriesOnly": self.own_entries_only,
         }
 
     @classmethod
@@ -97,7 +103,13 @@ class Selection:
         def when(value: str | None) -> datetime | None:
             return None if value is None else datetime.fromisoformat(value)
 
-        return cls(record["tenant"], record["runId"], when(record["since"]), when(record["until"]))
+        return cls(
+            record["tenant"],
+            record["runId"],
+            when(record["since"]),
+            when(record["until"]),
+            record["ownEntriesOnly"],
+        )
 
     def params(self) -> dict[str, Any]:
         return {
@@ -105,6 +117,7 @@ class Selection:
             "run_id": self.run_id,
             "since": self.since,
             "until": self.until,
+            "own_entries_only": self.own_entries_only,
         }
 
 

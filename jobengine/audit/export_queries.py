@@ -123,9 +123,11 @@ AUDIT_ENTRIES = f"""
 -- name: export_audit_entries  (pk_audit_entries; ix_audit_entry_jobs_entry_id, pk_jobs per entry)
 -- The entries that touched a selected job, and those on the selection itself: on the run
 -- when one is selected, else on the tenant, else (an admin's time range) every entry made in
--- the range. Walked by id below the bound.
+-- the range. Walked by id below the bound. A tenant's key reads only entries filed under its
+-- tenant (own_entries_only), as it does in the audit log.
 SELECT {_ENTRY_COLUMNS} FROM audit_entries AS e
 WHERE e.id > %(after)s AND e.id <= %(audit_mark)s
+  AND (NOT %(own_entries_only)s OR e.tenant = %(tenant)s::text)
   AND ({_TOUCHED_SELECTED_JOBS}
        OR (%(run_id)s::bigint IS NOT NULL AND e.object_kind = 'run'
            AND e.object_id = %(run_id)s::bigint::text)

@@ -18,7 +18,7 @@ from jobengine.audit.verify import verify
 from jobengine.store.database import transaction
 from tests.api.conftest import LiveServer, bearer, make_key
 from tests.api.test_tenant_boundary import MISSING, shape
-from tests.integration.test_provenance_export import populate
+from tests.integration.test_provenance_export import audit_entry, populate
 
 PATH = "/api/v1/exports/provenance"
 
@@ -129,3 +129,33 @@ def test_a_lost_download_continues_after_the_last_line_held_and_a_wrong_hash_is_
     assert wrong.status_code == 409 and wrong.json()["code"] == "EXPORT_MISMATCH"
     unbounded = admin.get(PATH, params={"tenant": "acme", "after": 8, "afterHash": "0" * 64})
     assert unbounded.status_code == 422 and "asOf" in unbounded.json()["hint"]
+
+
+def test_a_tenant_key_sees_only_entries_filed_under_its_tenant_an_admin_sees_every_one(
+    engine: Engine, auditor: httpx.Client, admin: httpx.Client
+) -> None:
+    ours = populate(engine, "acme", 2)
+    theirs = populate(engine, "globex", 2)
+    audit_entry(engine, "acme", ours[:1], "jobs.cancel")
+    with transaction(engine) as conn:  # a fleet-wide act that touched both tenants' jobs
+        entry_id = conn.execute(
+            text(
+                "INSERT INTO audit_entries (actor, surface, action, object_kind, outcome, detail) "
+                "VALUES ('ops', 'cli', 'dlq.purge', 'dead_letter', 'done', "
+                '\'{"tenants": ["acme", "globex"]}\') RETURNING id'
+            )
+        ).scalar_one()
+        for job_id in (ours[1], theirs[1]):
+            conn.execute(
+                text("INSERT INTO audit_entry_jobs (entry_id, job_id) VALUES (:e, :j)"),
+                {"e": entry_id, "j": job_id},
+            )
+
+    def actions(client: httpx.Client, **params: str) -> list[str]:
+        response = client.get(PATH, params=params)
+        assert response.status_code == 200, response.text
+        lines = [json.loads(line) for line in response.content.splitlines()]
+        return [line["action"] for line in lines if line["kind"] == "audit"]
+
+    assert actions(auditor) == ["jobs.cancel"]
+    assert actions(admin, tenant="acme") == ["jobs.cancel", "dlq.purge"]
