@@ -23,6 +23,7 @@ from jobengine.api import (
     errors,
     metrics,
     routes_artifacts,
+    routes_audit,
     routes_backfills,
     routes_dlq,
     routes_exports,
@@ -62,6 +63,7 @@ ROUTERS: list[APIRouter] = [
     routes_artifacts.router,
     routes_backfills.router,
     routes_schedules.router,
+    routes_audit.router,
     routes_exports.router,
 ]
 """Every router the API serves."""

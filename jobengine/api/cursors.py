@@ -17,6 +17,7 @@ _CURSOR = re.compile(r"^([a-z]\d):(\d{1,19})$")
 JOB_CURSOR = "j1"
 RUN_CURSOR = "r1"
 DEAD_LETTER_CURSOR = "d1"
+AUDIT_CURSOR = "a1"
 
 
 class BadCursor(ValidationError):
