@@ -5,13 +5,16 @@ has no engine settings at all, naming the broken line in one line on stderr."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+from jobengine.store.database import transaction
+from tests.fleet.conftest import wait_until
 from tests.integration.cli_support import invoke, one_line_error, parse
 from tests.integration.test_provenance_export import audit_entry, populate
 
@@ -104,3 +107,46 @@ def test_verify_runs_with_no_engine_settings_and_names_the_broken_line(
     assert broken.returncode == 1
     assert "Traceback" not in broken.stderr
     assert broken.stderr.strip().startswith("error: line 4: its bytes hash to ")
+
+
+def test_an_export_killed_mid_write_resumes_to_the_bytes_of_an_uninterrupted_one(
+    engine: Engine, db_url: str, closed_broker: str, tmp_path: Path
+) -> None:
+    with transaction(engine) as conn:  # enough lines that the kill lands mid-export
+        conn.execute(
+            text(
+                "INSERT INTO jobs (tenant_id, project_id, type, payload, status) "
+                "SELECT 'acme', 'p', 'noop', jsonb_build_object('i', g), 'scheduled' "
+                "FROM generate_series(1, 5000) AS g"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO job_history (job_id, from_status, to_status, actor, attempt) "
+                "SELECT id, NULL, 'scheduled', 'system', 0 FROM jobs"
+            )
+        )
+    killed = tmp_path / "killed.ndjson"
+    env = {**clean_env(), "JOBENGINE_DATABASE_URL": db_url, "JOBENGINE_BROKER_URL": closed_broker}
+    proc = subprocess.Popen(
+        [str(JOBENGINE), "audit", "export", "--tenant", "acme", "--out", str(killed)],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: killed.exists() and killed.stat().st_size > 100_000, 60, "export writing"
+        )
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    assert b'"kind":"manifest"' not in killed.read_bytes()
+
+    code, _, err = invoke(db_url, closed_broker, "audit", "export", "--resume", str(killed))
+    assert code == 0, err
+    whole = tmp_path / "whole.ndjson"
+    code, _, err = invoke(
+        db_url, closed_broker, "audit", "export", "--like", str(killed), "--out", str(whole)
+    )
+    assert code == 0, err
+    assert killed.read_bytes() == whole.read_bytes()
