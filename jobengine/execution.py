@@ -57,6 +57,8 @@ LIMITS_REFRESH_SECONDS = 2.0
 MAX_TRACEBACK_CHARS = 8_000
 MAX_WRITE_DEADLINE_SECONDS = 10.0
 CLAIM_PATIENCE_SECONDS = 3.0
+MARK_RELEASED_EVERY = 1_000
+"""A fan-out's released children are marked dispatched this many at a time as they go out."""
 """How long a claim keeps retrying an unreachable store before its message goes back: also
 the least time between two deliveries of one message while Postgres stays away."""
 COMPLETED_REASON = "handler returned"
@@ -684,23 +686,34 @@ class Executor:
         refs = [
             dispatch_ref(job) for job in released if not quotas.held_back(job.tenant_id, job.queue)
         ]
-        sent: list[int] = []
+        unmarked: list[int] = []
+        published = 0
         try:
             for group in chunked(refs, self.release_chunk_size):
                 if len(group) == 1:
                     publisher.publish(group[0])
                 else:
                     publisher.publish_chunk(group)
-                sent.extend(ref.id for ref in group)
+                unmarked.extend(ref.id for ref in group)
+                published += len(group)
+                if len(unmarked) >= MARK_RELEASED_EVERY:
+                    self._mark_dispatched(unmarked)
+                    unmarked = []
         except Exception as exc:  # any broker failure: the leader publishes the rest
-            log.warning("released_publish_failed", jobs=len(refs) - len(sent), error=str(exc))
-        if not sent:
+            log.warning("released_publish_failed", jobs=len(refs) - published, error=str(exc))
+        self._mark_dispatched(unmarked)
+
+    def _mark_dispatched(self, ids: Sequence[int]) -> None:
+        """Mark published jobs handed to the broker, a bounded group at a time: the marking
+        locks their rows, and a worker claiming one of the first (already in the broker)
+        waits for it to commit. A failure leaves them to the leader, which publishes again."""
+        if not ids:
             return
         try:
             with self.connection.use() as conn:
-                LeaseRepository(conn).mark_dispatched(sent)
+                LeaseRepository(conn).mark_dispatched(ids)
         except JobEngineError as exc:
-            log.warning("released_dispatch_not_marked", jobs=len(sent), error=str(exc))
+            log.warning("released_dispatch_not_marked", jobs=len(ids), error=str(exc))
 
     def _finish(
         self,

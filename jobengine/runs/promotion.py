@@ -1,12 +1,13 @@
 """Promotion: what the transaction that finalizes a run's job does to its children and run.
 
 The guard calls ``settle`` with the rows its statement moved, in the same transaction. For
-each job of a run that became final, every waiting child counts it off (one UPDATE for all
-of them, ``COUNT_OFF_PARENTS``) and its trigger rule decides at once: released
-(``pending → scheduled``), cancelled (``upstream_failed``, ``upstream_cancelled``,
-``upstream_succeeded``) or still waiting. For a job brought back from a final state (a
-dead letter replayed), the children it had cancelled come back to ``pending`` with their
-parents counted afresh. The run's counts of final jobs, and so its status, move with both.
+each job of a run that became final, every waiting child counts it off (one locking read for
+all of them, ``COUNT_OFF_PARENTS``, and one write for those the move does not rewrite) and its
+trigger rule decides at once: released (``pending → scheduled``), cancelled
+(``upstream_failed``, ``upstream_cancelled``, ``upstream_succeeded``) or still waiting. For a
+job brought back from a final state (a dead letter replayed), the children it had cancelled
+come back to ``pending`` with their parents counted afresh. The run's counts of final jobs,
+and so its status, move with both.
 
 ``settle`` writes no status itself: it returns the moves, which the guard performs (and
 settles in turn, so a cancellation cascades one generation per round, set-based).
@@ -156,6 +157,7 @@ def _children_of_finished(conn: Connection, finished: Sequence[Mapping[str, Any]
     by_child = {h["id"]: h for h in hits}
     now = datetime.now(UTC)
     moves: dict[tuple[JobStatus, str, int], Move] = {}
+    staying: list[Mapping[str, Any]] = []
     for row in counted:
         hit = by_child[row["id"]]
         child = Counted(
@@ -171,7 +173,26 @@ def _children_of_finished(conn: Connection, finished: Sequence[Mapping[str, Any]
         decision = decide(child, now)
         if decision is not None:
             moves.setdefault(decision, Move(*decision)).job_ids.append(child.id)
+        if decision is None or decision[0] is not JobStatus.SCHEDULED or hit["failed"]:
+            staying.append(row)
+    _write_counts(conn, staying)
     return list(moves.values())
+
+
+def _write_counts(conn: Connection, counted: Sequence[Mapping[str, Any]]) -> None:
+    """Write the counts ``COUNT_OFF_PARENTS`` read, for the children whose row nothing else
+    rewrites: a child released with every parent's success needs no write of its own, since
+    its move to ``scheduled`` sets ``parents_waiting`` to 0 and its failures stay none."""
+    if counted:
+        run_all(
+            conn,
+            run_queries.SET_PARENT_COUNTS,
+            {
+                "ids": [c["id"] for c in counted],
+                "waiting": [c["parents_waiting"] for c in counted],
+                "failed": [c["parents_failed"] for c in counted],
+            },
+        )
 
 
 def _children_of_reopened(conn: Connection, reopened: Sequence[Mapping[str, Any]]) -> list[Move]:
@@ -189,14 +210,12 @@ def _children_of_reopened(conn: Connection, reopened: Sequence[Mapping[str, Any]
     ]
     if not revived:
         return []
-    run_all(
+    _write_counts(
         conn,
-        run_queries.SET_PARENT_COUNTS,
-        {
-            "ids": [c["id"] for c in revived],
-            "waiting": [c["waiting"] for c in revived],
-            "failed": [c["failed"] for c in revived],
-        },
+        [
+            {"id": c["id"], "parents_waiting": c["waiting"], "parents_failed": c["failed"]}
+            for c in revived
+        ],
     )
     return [
         Move(

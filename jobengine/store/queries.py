@@ -30,6 +30,9 @@ EFFECTS: dict[JobStatus, dict[str, str]] = {
         "not_before": "%(not_before)s",
         "completed_at": "NULL",
         "dispatched_at": "NULL",
+        # A scheduled job waits for no parent: a run's child released by its last parent's
+        # transaction has its count written here, by the move (``runs.promotion``).
+        "parents_waiting": "0",
         **LEASE_CLEARED,
     },
     JobStatus.CLAIMED: {
@@ -469,17 +472,29 @@ ORDER BY dispatched_at, id
 LIMIT %(limit)s
 """
 
-MARK_DISPATCHED = """
+_SCHEDULED_BY_ID = """
+    SELECT found.id
+    FROM unnest(%(ids)s::bigint[]) AS wanted(id)
+    CROSS JOIN LATERAL (
+        SELECT id FROM jobs WHERE jobs.id = wanted.id AND jobs.status = 'scheduled' OFFSET 0
+    ) AS found"""
+"""One primary-key probe per id: given `status = 'scheduled'` beside `id = ANY(...)`, a plan made
+while few jobs were scheduled (a fan-out's children still pending, a queue analysed empty)
+reads the whole partial index of scheduled jobs instead."""
+
+MARK_DISPATCHED = f"""
 -- name: mark_dispatched  (primary key)
-UPDATE jobs SET dispatched_at = now()
-WHERE id = ANY(%(ids)s::bigint[]) AND status = 'scheduled'
+UPDATE jobs AS j SET dispatched_at = now()
+FROM ({_SCHEDULED_BY_ID}) AS m
+WHERE j.id = m.id
 """
 
-CLEAR_DISPATCHED = """
+CLEAR_DISPATCHED = f"""
 -- name: clear_dispatched  (primary key)
 -- A publish after commit failed: hand these jobs to the leader, which publishes them.
-UPDATE jobs SET dispatched_at = NULL
-WHERE id = ANY(%(ids)s::bigint[]) AND status = 'scheduled'
+UPDATE jobs AS j SET dispatched_at = NULL
+FROM ({_SCHEDULED_BY_ID}) AS m
+WHERE j.id = m.id
 """
 
 # ---- queue concurrency limits ------------------------------------------------------------

@@ -155,27 +155,25 @@ ORDER BY e.child_id
 COUNT_OFF_PARENTS = """
 -- name: count_off_parents  (primary key)
 -- Each waiting child counts off its parents that just finished, once, however many they
--- are. Children are locked by primary key in id order (the caller sorts them), so two
--- transactions finishing parents of the same children never deadlock. A child no longer
--- `pending` (cancelled by another parent) is left alone.
+-- are: its counts as they will be, read under its row lock and not yet written, since most
+-- children (a fan-out's, a chain's) are released at once and their move to `scheduled`
+-- writes the row anyway (a scheduled job waits for no parent). The caller writes the counts
+-- of those that stay (`SET_PARENT_COUNTS`). Children are locked by primary key in id order
+-- (the caller sorts them), so two transactions finishing parents of the same children never
+-- deadlock. A child no longer `pending` (cancelled by another parent) is left alone.
 WITH hit AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(done)s::int[], %(failed)s::int[])
          AS h(id, done, failed)
-),
-locked AS (
-    SELECT found.id, hit.done, hit.failed
-    FROM hit
-    CROSS JOIN LATERAL (
-        SELECT id FROM jobs WHERE jobs.id = hit.id AND jobs.status = 'pending' FOR UPDATE
-    ) AS found
 )
-UPDATE jobs AS j
-SET parents_waiting = j.parents_waiting - locked.done,
-    parents_failed = j.parents_failed + locked.failed,
-    updated_at = now()
-FROM locked
-WHERE j.id = locked.id
-RETURNING j.id, j.trigger_rule, j.parents_waiting, j.parents_failed, j.not_before
+SELECT found.id, found.trigger_rule, found.parents_waiting - hit.done AS parents_waiting,
+       found.parents_failed + hit.failed AS parents_failed, found.not_before
+FROM hit
+CROSS JOIN LATERAL (
+    SELECT id, trigger_rule, parents_waiting, parents_failed, not_before FROM jobs
+    WHERE jobs.id = hit.id AND jobs.status = 'pending'
+    FOR UPDATE
+) AS found
+ORDER BY found.id
 """
 
 REVIVABLE_CHILDREN = """

@@ -175,6 +175,30 @@ def test_a_diamond_runs_in_order_and_its_last_job_sees_both_parents_results(
     assert done_at["a"] < done_at["b"] < done_at["d"] and done_at["a"] < done_at["c"] < done_at["d"]
 
 
+def test_each_child_counts_the_parents_it_still_waits_for_whether_released_or_waiting(
+    engine: Engine, executor: Executor
+) -> None:
+    """A released child's count is written by its move to ``scheduled``, a waiting one's by
+    the count-off: both must say what the child still waits for."""
+    run, jobs = submit(engine, spec_of(DIAMOND))
+
+    def waiting() -> dict[str, tuple[int, int]]:
+        with transaction(engine) as conn:
+            rows = conn.execute(
+                text("SELECT run_key, parents_waiting, parents_failed FROM jobs WHERE run_id = :r"),
+                {"r": run.id},
+            )
+            return {key: (w, f) for key, w, f in rows}
+
+    complete(executor, jobs["a"])
+    assert waiting() == {"a": (0, 0), "b": (0, 0), "c": (0, 0), "d": (2, 0)}
+    complete(executor, jobs["b"])
+    assert waiting()["d"] == (1, 0)
+    complete(executor, jobs["c"])
+    assert waiting()["d"] == (0, 0)
+    assert statuses(engine, run.id)["d"] is JobStatus.SCHEDULED
+
+
 # ---- failures, by trigger rule --------------------------------------------------------------
 
 
