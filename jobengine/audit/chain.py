@@ -46,10 +46,11 @@ def digest(line: bytes) -> str:
 
 def utc(value: datetime | None) -> str | None:
     """Microseconds and ``Z``, whatever zone the driver gave: two exports never differ by
-    how a timestamp was printed."""
+    how a timestamp was printed. ``isoformat`` pads the year to four digits on every
+    platform, which ``strftime`` does not."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"
 
 
 @dataclass
