@@ -66,7 +66,7 @@ ORDER BY j.id, s.ord
 FILL_AUDIT = """
 WITH e AS (
     INSERT INTO audit_entries (actor, surface, action, object_kind, object_id, tenant, outcome)
-    SELECT 'cli:op@host', 'cli', 'jobs.cancel', 'job', g::text, :tenant, 'done'
+    SELECT 'cli:op@host', 'cli', 'job.cancel', 'job', g::text, :tenant, 'done'
     FROM generate_series(1, 20) AS g
     RETURNING id
 )

@@ -136,7 +136,7 @@ def test_a_tenant_key_sees_only_entries_filed_under_its_tenant_an_admin_sees_eve
 ) -> None:
     ours = populate(engine, "acme", 2)
     theirs = populate(engine, "globex", 2)
-    audit_entry(engine, "acme", ours[:1], "jobs.cancel")
+    audit_entry(engine, "acme", ours[:1], "job.cancel")
     with transaction(engine) as conn:  # a fleet-wide act that touched both tenants' jobs
         entry_id = conn.execute(
             text(
@@ -157,5 +157,5 @@ def test_a_tenant_key_sees_only_entries_filed_under_its_tenant_an_admin_sees_eve
         lines = [json.loads(line) for line in response.content.splitlines()]
         return [line["action"] for line in lines if line["kind"] == "audit"]
 
-    assert actions(auditor) == ["jobs.cancel"]
-    assert actions(admin, tenant="acme") == ["jobs.cancel", "dlq.purge"]
+    assert actions(auditor) == ["job.cancel"]
+    assert actions(admin, tenant="acme") == ["job.cancel", "dlq.purge"]

@@ -4,6 +4,7 @@ has no engine settings at all, naming the broken line in one line on stderr."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from sqlalchemy import Engine, text
 from jobengine.store.database import transaction
 from tests.fleet.conftest import wait_until
 from tests.integration.cli_support import invoke, one_line_error, parse
-from tests.integration.test_provenance_export import audit_entry, populate
+from tests.integration.test_provenance_export import populate
 
 pytestmark = pytest.mark.usefixtures("quiet_cli")
 
@@ -32,7 +33,9 @@ def test_export_writes_a_file_that_exporting_again_like_it_reproduces_byte_for_b
     engine: Engine, db_url: str, closed_broker: str, tmp_path: Path
 ) -> None:
     ids = populate(engine, "acme", 6)
-    audit_entry(engine, "acme", ids[:1], "jobs.cancel")
+    waiting = ids[2]  # populate leaves every third job scheduled
+    code, _, err = invoke(db_url, closed_broker, "jobs", "cancel", str(waiting), "--reason", "x")
+    assert code == 0, err
     first = tmp_path / "first.ndjson"
     done = parse(
         *invoke(
@@ -48,6 +51,14 @@ def test_export_writes_a_file_that_exporting_again_like_it_reproduces_byte_for_b
         )
     )
     assert done["lines"] == done["appended"] == len(first.read_bytes().splitlines())
+    lines = [json.loads(line) for line in first.read_bytes().splitlines()]
+    [entry] = [line for line in lines if line["kind"] == "audit"]  # filed by the cancel itself
+    assert (entry["action"], entry["objectId"], entry["surface"]) == (
+        "job.cancel",
+        str(waiting),
+        "cli",
+    )
+    assert entry["actor"].startswith("cli:")
     populate(engine, "acme", 4)  # after the bound
     again = tmp_path / "again.ndjson"
     code, _, err = invoke(

@@ -83,7 +83,7 @@ def lines_of(data: bytes) -> list[dict[str, Any]]:
 def exported(engine: Engine, tmp_path: Path) -> tuple[Path, AsOf]:
     ids = populate(engine, "acme", 12)
     populate(engine, "other", 3)
-    audit_entry(engine, "acme", ids[:2], "jobs.cancel")
+    audit_entry(engine, "acme", ids[:2], "job.cancel")
     as_of = take_bound(engine)
     path = tmp_path / "acme.ndjson"
     path.write_bytes(export_bytes(engine, Selection(tenant="acme"), as_of))
@@ -193,7 +193,7 @@ def test_the_same_range_exports_the_same_bytes_after_more_jobs_and_history_were_
         claim = executor.claim(job_id, "worker-2")
         assert claim is not None
         executor.complete(claim, {"late": True})
-    audit_entry(engine, "acme", waiting, "jobs.retry")
+    audit_entry(engine, "acme", waiting, "dlq.replay")
     again = export_bytes(engine, Selection(tenant="acme"), as_of, page_size=1_000)
     assert again == path.read_bytes()
     later = export_bytes(engine, Selection(tenant="acme"), take_bound(engine))
@@ -243,7 +243,7 @@ def test_a_run_export_holds_its_jobs_and_the_entries_on_the_run(engine: Engine) 
         conn.execute(
             text(
                 "INSERT INTO audit_entries (actor, surface, action, object_kind, object_id, "
-                "tenant, outcome) VALUES ('k', 'rest', 'runs.cancel', 'run', :o, 'acme', 'done')"
+                "tenant, outcome) VALUES ('k', 'rest', 'run.cancel', 'run', :o, 'acme', 'done')"
             ),
             {"o": str(run_id)},
         )
@@ -251,7 +251,7 @@ def test_a_run_export_holds_its_jobs_and_the_entries_on_the_run(engine: Engine) 
     data = export_bytes(engine, Selection(run_id=run_id), take_bound(engine))
     lines = lines_of(data)
     assert [line["runKey"] for line in lines if line["kind"] == "job"] == ["a", "b"]
-    assert [line["action"] for line in lines if line["kind"] == "audit"] == ["runs.cancel"]
+    assert [line["action"] for line in lines if line["kind"] == "audit"] == ["run.cancel"]
 
 
 def test_five_hundred_jobs_stream_through_pages_and_verify(engine: Engine, tmp_path: Path) -> None:
