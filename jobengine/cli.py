@@ -31,6 +31,7 @@ from config.logging import configure_logging
 from jobengine.api.routes_workers import TypeWithoutWorkerOut
 from jobengine.audit import record
 from jobengine.cli_audit import audit_app
+from jobengine.cli_audit_export import register as register_audit_exports
 from jobengine.cli_backfills import backfills_app
 from jobengine.cli_common import (
     BrokerRevoker,
@@ -126,6 +127,7 @@ app.add_typer(health_app, name="health")
 app.add_typer(backfills_app, name="backfills")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(audit_app, name="audit")
+register_audit_exports(audit_app)  # audit export, audit verify
 
 
 @app.callback()

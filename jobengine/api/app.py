@@ -25,6 +25,7 @@ from jobengine.api import (
     routes_audit,
     routes_backfills,
     routes_dlq,
+    routes_exports,
     routes_health,
     routes_jobs,
     routes_limits,
@@ -65,6 +66,7 @@ ROUTERS: list[APIRouter] = [
     routes_backfills.router,
     routes_schedules.router,
     routes_audit.router,
+    routes_exports.router,
 ]
 """Every router the API serves."""
 

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobengine.artifacts.errors import ArtifactNotFound, ArtifactStorageUnavailable
+from jobengine.audit.export import BoundNotSettled, ExportMismatch
 from jobengine.backfills.errors import BackfillNotFound
 from jobengine.cancellation import JobAlreadyFinal
 from jobengine.dead_letters import (
@@ -86,6 +87,8 @@ STATUS_BY_ERROR: tuple[tuple[type[JobEngineError], int], ...] = (
     (DeadLetterNotOpen, 409),
     (JobNotFailed, 409),
     (TransitionRefused, 409),
+    (ExportMismatch, 409),  # provenance exports
+    (BoundNotSettled, 503),
     (StoreUnavailable, 503),
     (StoreConflict, 503),
     (StoreStatementCancelled, 503),

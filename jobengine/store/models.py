@@ -622,6 +622,11 @@ Index(
 )
 """Serves retention: final jobs oldest first (River keeps the same index for its cleaner)."""
 
+# --- provenance exports (jobengine.audit.export; migration 0018) ---
+
+Index("ix_jobs_run_id_id", JobRow.run_id, JobRow.id, postgresql_where=text("run_id IS NOT NULL"))
+"""A run's jobs in id order, the pages a provenance export of one run reads."""
+
 
 class TransitionTotalRow(Base):
     """Transitions by step, folded from the outbox in commit order (see
