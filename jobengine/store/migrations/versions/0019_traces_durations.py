@@ -10,7 +10,7 @@ by queue, one row per bucket: each bucket's count and the seconds it holds. Fold
 outbox with the transition totals, so the scrape reads a few rows per queue, never history.
 
 Revision ID: 0019
-Revises: 0016
+Revises: 0018
 Create Date: 2026-12-01
 """
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0019"
-down_revision = "0016"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
