@@ -24,6 +24,9 @@ KEEPALIVE_IDLE_SECONDS = 10
 KEEPALIVE_INTERVAL_SECONDS = 5
 KEEPALIVE_COUNT = 3
 TCP_USER_TIMEOUT_MS = 30_000
+API_TCP_USER_TIMEOUT_MS = 5_000
+"""The API's: a request over a silent link must fail (503, retryable) before its client gives
+up, where the pool's ping would otherwise wait 30 s for an answer that never comes."""
 CONNECT_TIMEOUT_SECONDS = 5
 
 
@@ -42,7 +45,7 @@ def role_connect_args(
         "keepalives_idle": KEEPALIVE_IDLE_SECONDS,
         "keepalives_interval": KEEPALIVE_INTERVAL_SECONDS,
         "keepalives_count": KEEPALIVE_COUNT,
-        "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+        "tcp_user_timeout": API_TCP_USER_TIMEOUT_MS if role == "api" else TCP_USER_TIMEOUT_MS,
         **prepare_args(),
     }
     options = [

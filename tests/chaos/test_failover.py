@@ -99,6 +99,16 @@ def api_ready(port: int) -> bool:
         return False
 
 
+def api_scrape(port: int) -> bool:
+    """``/metrics`` answers 200: read through the API's pool (``/readyz`` asks Postgres on a
+    connection of its own, which it closes)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
 def api_connections(pg: ChaosPostgres) -> int:
     with pg.connect() as conn:
         row = conn.execute(
@@ -179,6 +189,7 @@ def test_a_fleet_on_a_multi_host_url_lands_on_the_primary_and_follows_its_promot
         assert not in_recovery(standby)
         assert engine_connections(standby) > 0, "the fleet did not reconnect to the new primary"
         wait_until(lambda: api_ready(api_port), 30, "the API ready on the new primary")
+        wait_until(lambda: api_scrape(api_port), 30, "the API's pool serving a scrape")
         assert api_connections(standby) > 0
         assert_nothing_lost(outcome)
         if synchronous:  # with asynchronous replication a just-acknowledged submission may go

@@ -56,6 +56,9 @@ NOT_READY_WITHIN_S = 3
 """The readiness probes of deploy/ give /readyz 3 s (Kubernetes' timeoutSeconds, Compose's
 urllib timeout): on a silent link its own 2 s connect timeout answers within that (it took
 36.6 s through the API's pool)."""
+REQUEST_REFUSED_WITHIN_S = 15
+"""A request over a silent link: the API's TCP user timeout (5 s) for its pooled connection's
+ping, then a fresh connection's connect timeout (5 s), well before a client's usual 30 s."""
 
 
 @pytest.fixture
@@ -201,6 +204,9 @@ def test_the_api_host_cut_off_from_the_db_host_answers_not_ready_and_recovers_by
     not_ready = api.get("/readyz")
     answered_s = time.monotonic() - cut_at
     alive = api.get("/healthz").status_code
+    asked_at = time.monotonic()
+    refused = api.get("/api/v1/jobs")
+    refused_s = time.monotonic() - asked_at
     hosts.net.mend("db", "api")
     healed_at = time.monotonic()
     wait_until(lambda: api.answers("/readyz") == 200, 60, "the API ready again")
@@ -209,6 +215,7 @@ def test_the_api_host_cut_off_from_the_db_host_answers_not_ready_and_recovers_by
         "scenario": "hosts_api_cut_from_db",
         "not_ready_answered_s": round(answered_s, 2),
         "ready_again_s": round(time.monotonic() - healed_at, 2),
+        "request_refused_s": round(refused_s, 2),
     }
     report(figures, {"not_ready": not_ready.json()})
 
@@ -218,6 +225,8 @@ def test_the_api_host_cut_off_from_the_db_host_answers_not_ready_and_recovers_by
     assert body["code"] == "NOT_READY" and body["retryable"] is True, body
     assert "postgres is down" in body["message"] and "redis is down" in body["message"], body
     assert alive == 200, "the API process itself stayed up while its database was out of reach"
+    assert refused.status_code == 503 and refused.json()["retryable"] is True, refused.text
+    assert refused_s < REQUEST_REFUSED_WITHIN_S, f"a request took {refused_s:.1f}s to be refused"
     assert serves == 200, "ready again, the API reads jobs through its pool again"
 
 

@@ -206,6 +206,8 @@ def test_the_api_on_a_usable_database_serves_and_names_its_connections(
             return None
 
     assert wait_until(ready, 60, "the API answers") in (200, 503)  # 503: the broker is closed
+    # /readyz asks Postgres on a connection of its own; a scrape reads through the API's pool.
+    assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).status_code == 200
     with engine.connect() as conn:
         named: int = conn.execute(
             text(
