@@ -58,10 +58,10 @@ LIMITS_REFRESH_SECONDS = 2.0
 MAX_TRACEBACK_CHARS = 8_000
 MAX_WRITE_DEADLINE_SECONDS = 10.0
 CLAIM_PATIENCE_SECONDS = 3.0
-MARK_RELEASED_EVERY = 1_000
-"""A fan-out's released children are marked dispatched this many at a time as they go out."""
 """How long a claim keeps retrying an unreachable store before its message goes back: also
 the least time between two deliveries of one message while Postgres stays away."""
+MARK_RELEASED_EVERY = 1_000
+"""A fan-out's released children are marked dispatched this many at a time as they go out."""
 COMPLETED_REASON = "handler returned"
 STORE_TRIES = 30
 """Enough tries (backoff up to 1 s) that the deadline, not the count, ends a call's retries."""
