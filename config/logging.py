@@ -2,6 +2,10 @@
 
 Log calls carry ``job_id``, ``attempt`` and ``status`` as fields (never inside the message),
 so an operator can filter one job's lines out of a whole fleet's output.
+
+Each line reaches stderr in one ``write``: a worker's pool processes share its stderr, and
+``print`` (structlog's PrintLogger) writes the line and its newline separately, so two
+processes logging at once joined their lines into one that no JSON reader can parse.
 """
 
 from __future__ import annotations
@@ -35,6 +39,6 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
