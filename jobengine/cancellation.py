@@ -52,12 +52,14 @@ def cancel_job(
     reason: str = "cancelled by request",
     revoker: TaskRevoker | None = None,
     origin: Origin | None = None,
+    audit_unchanged: bool = True,
 ) -> Cancelled:
     """``origin``, when given, files the act in the audit log in the cancel's transaction
-    (a cancel of a job already cancelled too, with ``changed`` false)."""
+    (a cancel of a job already cancelled too, with ``changed`` false, unless
+    ``audit_unchanged`` is off: a revoke echoing a cancel filed where it was asked)."""
 
     def audited(job: Job, changed: bool, was: JobStatus) -> None:
-        if origin is not None:
+        if origin is not None and (changed or audit_unchanged):
             detail = {"from": was.value, "reason": reason, "changed": changed}
             record(
                 conn,

@@ -276,11 +276,12 @@ def reaper(
 
 @app.command("flower", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def flower(ctx: typer.Context) -> None:
-    """Run Flower on the fleet's broker; extra arguments go to `celery flower`."""
+    """Run Flower on the fleet's broker, its revokes filed as `flower:<user>`; extra
+    arguments go to `celery flower`."""
     import os
     import sys
 
-    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower", *ctx.args]
+    argv = [sys.executable, "-m", "jobengine.flower_app", *ctx.args]
     os.execv(sys.executable, argv)
 
 

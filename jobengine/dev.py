@@ -188,8 +188,9 @@ def start_fleet(fleet: FleetProcesses, flower_port: int, port: int, flower_login
     fleet.start(
         "flower",
         [
-            *celery,
-            "flower",
+            sys.executable,
+            "-m",
+            "jobengine.flower_app",
             "--address=127.0.0.1",
             f"--port={flower_port}",
             f"--basic-auth={flower_login}",

@@ -640,11 +640,24 @@ class Executor:
         return self.record_outcome_of_failure(claim, exc, describe_error(exc, ""))
 
     def cancel(
-        self, job_id: int, *, actor: str, reason: str, origin: Origin | None = None
+        self,
+        job_id: int,
+        *,
+        actor: str,
+        reason: str,
+        origin: Origin | None = None,
+        audit_unchanged: bool = True,
     ) -> Cancelled:
         """Cancel a job no attempt of ours holds (a revoke), as any request would."""
         return retrying(
-            lambda: cancel_job(self.engine, job_id, actor=actor, reason=reason, origin=origin),
+            lambda: cancel_job(
+                self.engine,
+                job_id,
+                actor=actor,
+                reason=reason,
+                origin=origin,
+                audit_unchanged=audit_unchanged,
+            ),
             attempts=STORE_TRIES,
             deadline=self.write_deadline_seconds,
             what="cancel",

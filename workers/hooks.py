@@ -3,7 +3,8 @@
 An attempt's own outcome is decided and recorded by the pipeline (``jobengine.attempt``), in
 the body; what is left for signals happens in the worker's main process, where no attempt is
 running: the hard time limit (the pool process was killed, so its attempt is recorded from
-here) and a revoke (from Flower or ``celery control revoke``), which cancels the job. A pool
+here) and a revoke (from Flower or ``celery control revoke``), which cancels the job as the
+user Flower names (``jobengine.revoke_origins``), else as ``celery:revoke``. A pool
 process that exits writes its buffered completions first (``jobengine.completer``).
 Receivers take ``**kwargs`` as Celery asks. Celery swallows what a receiver raises (it only
 logs it), so each receiver logs its own failures with the job's fields.
@@ -11,13 +12,15 @@ logs it), so each receiver logs its own failures with the job's fields.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
+import redis
 import structlog
 from celery import signals
 from celery.exceptions import TimeLimitExceeded
 
-from jobengine import tracing
+from jobengine import revoke_origins, tracing
 from jobengine.audit.origin import Origin
 from jobengine.cancellation import JobAlreadyFinal
 from jobengine.dispatch import (
@@ -29,14 +32,27 @@ from jobengine.dispatch import (
     parse_task_id,
 )
 from jobengine.errors import JobEngineError, JobNotFound
-from workers.runtime import runtime, started_here
+from jobengine.redis_clients import broker_client
+from workers.runtime import runtime, started_here, urls
 
 log = structlog.get_logger("workers.hooks")
 
 REVOKE_ACTOR = "celery:revoke"
 REVOKE_ORIGIN = Origin(actor=REVOKE_ACTOR, surface="flower")
-"""A revoke carries no sender: Flower's and ``celery control revoke``'s look the same to the
-worker, so the audit names the revoke itself, filed under the surface that sends most."""
+"""A revoke that left no note of its sender (``celery control revoke``, a Flower not run by
+``jobengine flower``) is filed as the revoke itself, under the surface that sends most. One
+that finds its job already cancelled is the echo of a cancel that was filed where it was
+asked (REST, the CLI and the console revoke a running job's task), so it files nothing."""
+ORIGIN_READ_TIMEOUT_SECONDS = 2.0
+
+
+@cache
+def _broker() -> redis.Redis:
+    return broker_client(
+        urls()[1],
+        sentinel_master=runtime().settings.broker_sentinel_master,
+        timeout=ORIGIN_READ_TIMEOUT_SECONDS,
+    )
 
 
 def record_hard_time_limit(
@@ -70,9 +86,10 @@ def record_revoke(
         return
     task_id = getattr(request, "id", None)
     reason = "revoked and terminated" if terminated else "revoked"
+    sender_origin = revoke_origins.take(_broker(), task_id) if task_id else None
     if is_chunk(task_id):
         for chunk_job in getattr(request, "args", None) or ():
-            _cancel(int(chunk_job), reason)
+            _cancel(int(chunk_job), reason, sender_origin)
         return
     parsed = parse_task_id(task_id)
     job_id = parsed[0] if parsed else None
@@ -85,7 +102,7 @@ def record_revoke(
         job_id = adopted.id if adopted else None
     if job_id is None:
         return
-    _cancel(job_id, reason)
+    _cancel(job_id, reason, sender_origin)
 
 
 def _adopted_tenant(request: Any) -> str:
@@ -96,10 +113,20 @@ def _adopted_tenant(request: Any) -> str:
         return "default"
 
 
-def _cancel(job_id: int, reason: str) -> None:
-    """Cancel in Postgres; a job already final (or gone) is left as it is."""
+def _cancel(job_id: int, reason: str, sender: Origin | None) -> None:
+    """Cancel in Postgres as ``sender`` (else as the revoke); a job already final (or gone) is
+    left as it is, and filed only when a named sender asked for it."""
+    origin = sender or REVOKE_ORIGIN
     try:
-        runtime().executor.cancel(job_id, actor=REVOKE_ACTOR, reason=reason, origin=REVOKE_ORIGIN)
+        cancelled = runtime().executor.cancel(
+            job_id,
+            actor=origin.actor,
+            reason=reason,
+            origin=origin,
+            audit_unchanged=sender is not None,
+        )
+        if not cancelled.changed:
+            log.info("revoke_of_cancelled_job", job_id=job_id, actor=origin.actor)
     except (JobAlreadyFinal, JobNotFound) as exc:
         log.info("revoke_ignored", job_id=job_id, reason=str(exc))
     except JobEngineError as exc:

@@ -15,7 +15,9 @@ from jobengine.audit.log import AuditEntry
 class AuditEntryOut(ApiModel):
     id: int = Field(description="The stable order: later entries have larger ids.")
     at: datetime
-    actor: str = Field(description="api:<key name> (<prefix>), cli:<user>@<host>, celery:revoke")
+    actor: str = Field(
+        description="api:<key name> (<prefix>), cli:<user>@<host>, flower:<user>, celery:revoke"
+    )
     surface: Literal["rest", "cli", "console", "flower", "worker", "system"]
     action: str = Field(description="One of the audited actions, e.g. key.revoke, dlq.replay.")
     object_kind: str

@@ -129,7 +129,7 @@ class JobsRepository:
         if tenant_id is not None:
             query = query.where(_jobs.c.tenant_id == tenant_id)
         counts = {status: 0 for status in JobStatus}
-        for status, n in self._conn.execute(query).tuples():
+        for status, n in self._conn.execute(query):
             counts[JobStatus(status)] = n
         return counts
 

@@ -1,14 +1,19 @@
-"""Flower watches the real fleet: workers and tasks through its HTTP API, and its revoke
-cancels the job in Postgres too."""
+"""Flower, run as ``jobengine flower`` runs it, watches the real fleet: workers and tasks
+through its HTTP API; its revoke cancels the job in Postgres too, signed by Flower's user."""
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import urllib.error
 import urllib.request
 from typing import Any
 
+import redis
+from sqlalchemy import text
+
+from jobengine import revoke_origins
 from jobengine.dispatch import task_id_for
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
@@ -18,10 +23,12 @@ from tests.fleet import handlers  # noqa: F401
 from tests.fleet.conftest import Fleet, wait_until
 
 S = JobStatus
+LOGIN = "ops:flower-secret"
+AUTH = {"Authorization": "Basic " + base64.b64encode(LOGIN.encode()).decode()}
 
 
 def _api(port: int, path: str, method: str = "GET") -> Any:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=AUTH)
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:
             return json.loads(answer.read() or b"null")
@@ -29,7 +36,9 @@ def _api(port: int, path: str, method: str = "GET") -> Any:
         return None
 
 
-def test_flower_sees_workers_and_tasks_and_its_revoke_cancels_the_job(fleet: Fleet) -> None:
+def test_flower_sees_workers_and_tasks_and_its_revoke_cancels_the_job_as_its_user(
+    fleet: Fleet,
+) -> None:
     fleet.start_worker("w1")
     port = free_loopback_port()
     fleet.spawn(
@@ -37,14 +46,12 @@ def test_flower_sees_workers_and_tasks_and_its_revoke_cancels_the_job(fleet: Fle
         [
             sys.executable,
             "-m",
-            "celery",
-            "-A",
-            "workers.app",
-            "flower",
+            "jobengine.flower_app",
             "--address=127.0.0.1",
             f"--port={port}",
+            f"--basic-auth={LOGIN}",
         ],
-        fleet.env(FLOWER_UNAUTHENTICATED_API="true"),
+        fleet.env(),
     )
     workers = wait_until(
         lambda: (_api(port, "/api/workers?refresh=1") or {}) or None, 60, "Flower lists workers"
@@ -69,6 +76,20 @@ def test_flower_sees_workers_and_tasks_and_its_revoke_cancels_the_job(fleet: Fle
         fleet.engine, fleet.publisher(), [NewJob(type="blocking", payload={"block_attempts": [1]})]
     )
     wait_until(lambda: fleet.job(running.id).status is S.RUNNING, 60, "running")
-    _api(port, f"/api/task/revoke/{task_id_for(running.id, 1)}?terminate=true", method="POST")
+    revoked = task_id_for(running.id, 1)
+    answer = _api(port, f"/api/task/revoke/{revoked}?terminate=true", method="POST")
+    assert answer == {"message": f"Revoked '{revoked}'"}
     wait_until(lambda: fleet.job(running.id).status is S.CANCELLED, 60, "cancelled via Flower")
-    assert fleet.history(running.id)[-1].actor == "celery:revoke"
+    assert fleet.history(running.id)[-1].actor == "flower:ops"
+    with fleet.engine.connect() as conn:  # one entry, Flower's user's, with the client address
+        filed = conn.execute(
+            text(
+                "SELECT actor, surface, action, object_id, outcome, client_addr "
+                "FROM audit_entries ORDER BY id"
+            )
+        ).all()
+    assert [tuple(e) for e in filed] == [
+        ("flower:ops", "flower", "job.cancel", str(running.id), "done", "127.0.0.1")
+    ]
+    broker = redis.Redis.from_url(fleet.broker_url)
+    assert broker.exists(revoke_origins.KEY_PREFIX + revoked) == 0  # the note was taken
