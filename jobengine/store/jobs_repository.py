@@ -125,12 +125,12 @@ class JobsRepository:
         ]
 
     def count_by_status(self, tenant_id: str | None = None) -> dict[JobStatus, int]:
-        query = select(_jobs.c.status, func.count()).group_by(_jobs.c.status)
+        query = select(_jobs.c.status, func.count().label("n")).group_by(_jobs.c.status)
         if tenant_id is not None:
             query = query.where(_jobs.c.tenant_id == tenant_id)
         counts = {status: 0 for status in JobStatus}
-        for status, n in self._conn.execute(query):
-            counts[JobStatus(status)] = n
+        for row in self._conn.execute(query):
+            counts[JobStatus(row.status)] = row.n
         return counts
 
     def count_in_states(
