@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 
 from jobengine.api.app import create_app
 from jobengine.api.keys import ApiKeyStore
-from jobengine.audit import ACTIONS
+from jobengine.audit import ACTIONS, Origin
 from jobengine.audit.rest import key_actor
 from jobengine.cli_common import cli_actor
 from jobengine.console.session import csrf_token
@@ -170,12 +170,14 @@ def alone(act: Callable[[World], Any]) -> Case:
     return Case(lambda w: None, lambda w, _: act(w))
 
 
-def _revoke(w: World, job_id: int) -> None:
-    """What ``workers.hooks.record_revoke`` does when Flower revokes a job's task."""
-    from workers.hooks import REVOKE_ACTOR, REVOKE_ORIGIN
+FLOWER_ORIGIN = Origin(actor="flower:ops", surface="flower", client_addr="127.0.0.1")
 
+
+def _revoke(w: World, job_id: int) -> None:
+    """What ``workers.hooks.record_revoke`` does with the note ``jobengine flower`` left for a
+    revoke (the real path: ``tests/fleet/test_flower.py``)."""
     Executor(w.engine, lease_ttl_seconds=30).cancel(
-        job_id, actor=REVOKE_ACTOR, reason="revoked", origin=REVOKE_ORIGIN
+        job_id, actor=FLOWER_ORIGIN.actor, reason="revoked", origin=FLOWER_ORIGIN
     )
 
 
@@ -364,14 +366,14 @@ def test_each_act_leaves_exactly_one_entry_naming_its_actor_and_surface(
     done = case.act(world, made)
     object_id = made if made is not None else done
     [entry] = _entries_after(world.engine, before)
-    expected_actor = {"cli": cli_actor(), "flower": "celery:revoke"}.get(surface, world.actor)
+    expected_actor = {"cli": cli_actor(), "flower": FLOWER_ORIGIN.actor}.get(surface, world.actor)
     assert (entry["action"], entry["surface"], entry["actor"]) == (action, surface, expected_actor)
     assert entry["outcome"] == "done" and entry["reason"] is None
     if action in NO_ONE_OBJECT:
         assert entry["object_id"] is None
     else:
         assert entry["object_id"] == str(object_id)
-    if surface in ("rest", "console"):
+    if surface in ("rest", "console", "flower"):
         assert entry["client_addr"] == "127.0.0.1"
 
 
