@@ -40,6 +40,7 @@ from jobengine.cli_common import (
     cli_actor,
     cli_origin,
     emit_json,
+    files_refusals,
     job_dict,
     job_json,
     load_settings,
@@ -321,6 +322,7 @@ def jobs_get(
 
 
 @jobs_app.command("cancel")
+@files_refusals("job.cancel", "job_id")
 def jobs_cancel(
     ctx: typer.Context,
     job_id: Annotated[int, typer.Argument(help="The job's id.")],
@@ -406,6 +408,7 @@ def _with_limits(ctx: typer.Context, action: Any) -> Any:
 
 
 @queues_app.command("limit")
+@files_refusals("queue_limit.set", "queue")
 def queues_limit(
     ctx: typer.Context,
     queue: Annotated[str, typer.Argument(help="Queue name.")],
@@ -420,6 +423,7 @@ def queues_limit(
 
 
 @queues_app.command("unlimit")
+@files_refusals("queue_limit.delete", "queue")
 def queues_unlimit(
     ctx: typer.Context, queue: Annotated[str, typer.Argument(help="Queue name.")]
 ) -> None:

@@ -41,6 +41,7 @@ from jobengine.cli_common import (
     JsonOption,
     cli_actor,
     cli_origin,
+    files_refusals,
     job_types,
     parse_choices,
     parse_json,
@@ -77,6 +78,7 @@ def _progress_line(progress: Progress) -> str:
 
 
 @backfills_app.command("create")
+@files_refusals("backfill.create")
 def backfills_create(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="The source (the series the slots belong to).")],
@@ -227,6 +229,7 @@ def backfills_get(
 
 
 @backfills_app.command("cancel")
+@files_refusals("backfill.cancel", "backfill_id")
 def backfills_cancel(
     ctx: typer.Context,
     backfill_id: Annotated[int, typer.Argument(min=1, help="The backfill's id.")],

@@ -8,6 +8,7 @@ without importing the top-level app that registers them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import getpass
 import json
 import re
@@ -17,8 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar, cast
 
+import structlog
 import typer
 from pydantic import BaseModel
 from pydantic import ValidationError as SettingsInvalid
@@ -34,7 +36,7 @@ from jobengine.catalogue import Catalogue
 from jobengine.dispatch import Publisher
 from jobengine.domain.job import Job
 from jobengine.embedded import EmbeddedRedis
-from jobengine.errors import ValidationError
+from jobengine.errors import JobEngineError, ValidationError
 from jobengine.services import ConfigurationError, database, embedded_redis_dir
 from jobengine.store.database import make_engine
 from jobengine.store.jobs_repository import DispatchRef
@@ -185,6 +187,52 @@ def cli_actor() -> str:
 def cli_origin() -> Origin:
     """The audit log's author of a command: the terminal's user, fleet-wide (no tenant)."""
     return Origin(actor=cli_actor(), surface="cli")
+
+
+log = structlog.get_logger("jobengine.cli")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def files_refusals(
+    action: str, object_param: str | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """An audited command that the engine refuses (bad input, an unknown object, a conflict)
+    files the refusal, as REST does, under the terminal's user and in a transaction of its
+    own, before the one-line error is printed; ``object_param`` names the argument holding
+    the object's id (every command takes its ``ctx``, which reaches the database). A failure
+    that may pass by itself (``retryable``: the store is down or overloaded) is not a refusal
+    of the act, and there may be nowhere to file it."""
+
+    def wrap(command: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(command)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return command(*args, **kwargs)
+            except JobEngineError as exc:
+                ctx = kwargs.get("ctx")  # Typer's own context class, whichever click it bundles
+                if not exc.retryable and hasattr(ctx, "find_root"):
+                    object_id = kwargs.get(object_param) if object_param else None
+                    _file_refusal(cast(typer.Context, ctx), action, exc.code, object_id)
+                raise
+
+        return run
+
+    return wrap
+
+
+def _file_refusal(ctx: typer.Context, action: str, code: str, object_id: Any) -> None:
+    """``record_refusal`` on the command's database; a failure to reach it is logged, so the
+    refusal the user is about to read stays the one printed."""
+    from jobengine.audit.record import record_refusal
+
+    plain_id = None if object_id is None else str(object_id)
+    try:
+        with store(ctx) as engine:
+            record_refusal(engine, cli_origin(), action, code, object_id=plain_id)
+    except (JobEngineError, ConfigurationError) as exc:
+        log.error("audit.refusal_not_recorded", action=action, code=code, error=str(exc))
 
 
 def parse_time(option: str, value: str | None) -> datetime | None:

@@ -20,6 +20,7 @@ from jobengine.cli_common import (
     JsonOption,
     cli_origin,
     emit_json,
+    files_refusals,
     note,
     parse_duration,
     settings_of,
@@ -53,6 +54,7 @@ def _batch(value: int) -> int:
     return value
 
 
+@files_refusals("jobs.prune")
 def db_prune(
     ctx: typer.Context,
     older_than: Annotated[

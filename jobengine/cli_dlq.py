@@ -36,6 +36,7 @@ from jobengine.cli_common import (
     cursor_out,
     dispatch_note,
     emit_json,
+    files_refusals,
     job_types,
     note,
     parse_choices,
@@ -463,6 +464,7 @@ def _report_selection(selected: list[DeadLetter], *, dry_run: bool, as_json: boo
 
 
 @dlq_app.command("replay")
+@files_refusals("dlq.replay", "dead_letter_id")
 def dlq_replay(
     ctx: typer.Context,
     dead_letter_id: Annotated[
@@ -551,6 +553,7 @@ def dlq_replay(
 
 
 @dlq_app.command("discard")
+@files_refusals("dlq.discard", "dead_letter_id")
 def dlq_discard(
     ctx: typer.Context,
     dead_letter_id: Annotated[int, typer.Argument(help="The dead letter's id.")],
@@ -573,6 +576,7 @@ def dlq_discard(
 
 
 @dlq_app.command("purge")
+@files_refusals("dlq.purge")
 def dlq_purge(
     ctx: typer.Context,
     older_than: Annotated[

@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 
 from config.settings import Settings
 from jobengine.api.keys import JOBS_COMMAND, SCOPES, ApiKey, ApiKeyStore
-from jobengine.cli_common import cli_origin
+from jobengine.cli_common import cli_origin, files_refusals
 from jobengine.services import database
 from jobengine.store.database import make_engine, transaction
 
@@ -54,6 +54,7 @@ def _key_dict(key: ApiKey) -> dict[str, object]:
 
 
 @keys_app.command("create")
+@files_refusals("key.create")
 def keys_create(
     ctx: typer.Context,
     tenant: Annotated[str, typer.Option(help="The tenant the key acts for.")],
@@ -110,6 +111,7 @@ def keys_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 
 @keys_app.command("revoke")
+@files_refusals("key.revoke", "prefix")
 def keys_revoke(
     ctx: typer.Context, prefix: Annotated[str, typer.Argument(help="The key's prefix.")]
 ) -> None:

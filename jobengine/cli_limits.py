@@ -13,7 +13,16 @@ import typer
 from rich import box
 from rich.table import Table
 
-from jobengine.cli_common import JsonOption, cli_origin, emit_json, note, store, table_console, when
+from jobengine.cli_common import (
+    JsonOption,
+    cli_origin,
+    emit_json,
+    files_refusals,
+    note,
+    store,
+    table_console,
+    when,
+)
 from jobengine.limits import registry
 from jobengine.limits.definition import RateLimit, parse_scope
 from jobengine.limits.views import limit_view
@@ -25,6 +34,7 @@ limits_app = typer.Typer(
 
 
 @limits_app.command("set")
+@files_refusals("limit.set", "name")
 def limits_set(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The limit's name.")],
@@ -100,6 +110,7 @@ def limits_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 
 @limits_app.command("delete")
+@files_refusals("limit.delete", "name")
 def limits_delete(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The limit's name.")],

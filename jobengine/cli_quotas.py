@@ -13,7 +13,14 @@ import typer
 from rich import box
 from rich.table import Table
 
-from jobengine.cli_common import JsonOption, cli_origin, emit_json, store, table_console
+from jobengine.cli_common import (
+    JsonOption,
+    cli_origin,
+    emit_json,
+    files_refusals,
+    store,
+    table_console,
+)
 from jobengine.quotas.book import FairQueueUsage, Quota, QuotaRepository, QuotaUsage
 from jobengine.quotas.errors import QuotaNotFound
 from jobengine.store.database import transaction
@@ -54,6 +61,7 @@ def _limit(value: int | None) -> str:
 
 
 @quotas_app.command("set")
+@files_refusals("quota.set", "tenant")
 def quotas_set(
     ctx: typer.Context,
     tenant: Annotated[str, typer.Argument(help="The tenant.")],
@@ -81,6 +89,7 @@ def quotas_set(
 
 
 @quotas_app.command("delete")
+@files_refusals("quota.delete", "tenant")
 def quotas_delete(
     ctx: typer.Context, tenant: Annotated[str, typer.Argument(help="The tenant.")]
 ) -> None:
@@ -119,6 +128,7 @@ def quotas_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 
 @fair_app.command("set")
+@files_refusals("fair_queue.set", "queue")
 def fair_set(
     ctx: typer.Context,
     queue: Annotated[str, typer.Argument(help="The queue.")],
@@ -139,6 +149,7 @@ def fair_set(
 
 
 @fair_app.command("delete")
+@files_refusals("fair_queue.delete", "queue")
 def fair_delete(
     ctx: typer.Context, queue: Annotated[str, typer.Argument(help="The queue.")]
 ) -> None:

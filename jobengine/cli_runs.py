@@ -39,6 +39,7 @@ from jobengine.cli_common import (
     cli_actor,
     cli_origin,
     dispatch_note,
+    files_refusals,
     job_types,
     parse_choices,
     settings_of,
@@ -266,6 +267,7 @@ def runs_get(
 
 
 @runs_app.command("cancel")
+@files_refusals("run.cancel", "run_id")
 def runs_cancel(
     ctx: typer.Context,
     run_id: Annotated[int, typer.Argument(help="The run's id.")],

@@ -25,6 +25,7 @@ from jobengine.cli_common import (
     JsonOption,
     cli_origin,
     emit_json,
+    files_refusals,
     note,
     parse_json,
     parse_time,
@@ -128,6 +129,7 @@ def _print(schedule: Schedule, what: str) -> None:
 
 
 @schedules_app.command("create")
+@files_refusals("schedule.create")
 def schedules_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Unique within the tenant's project.")],
@@ -273,6 +275,7 @@ def _set_paused(ctx: typer.Context, schedule_id: int, paused: bool, as_json: boo
 
 
 @schedules_app.command("pause")
+@files_refusals("schedule.pause", "schedule_id")
 def schedules_pause(
     ctx: typer.Context, schedule_id: ScheduleId, as_json: JsonOption = False
 ) -> None:
@@ -281,6 +284,7 @@ def schedules_pause(
 
 
 @schedules_app.command("resume")
+@files_refusals("schedule.resume", "schedule_id")
 def schedules_resume(
     ctx: typer.Context, schedule_id: ScheduleId, as_json: JsonOption = False
 ) -> None:
@@ -289,6 +293,7 @@ def schedules_resume(
 
 
 @schedules_app.command("delete")
+@files_refusals("schedule.delete", "schedule_id")
 def schedules_delete(
     ctx: typer.Context, schedule_id: ScheduleId, as_json: JsonOption = False
 ) -> None:
