@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from jobengine.catalogue import announce
 from jobengine.domain.job import NewJob
 from jobengine.domain.status import JobStatus
+from jobengine.job_types import registry
 from jobengine.producer import submit_jobs
 from jobengine.quotas.book import Quota, QuotaRepository
 from jobengine.store.database import transaction
@@ -67,11 +69,12 @@ def test_a_cap_of_two_holds_across_four_worker_processes_and_leaves_other_tenant
 def test_jobs_published_before_the_cap_are_kept_back_at_claim_and_published_again_later(
     fleet: Fleet,
 ) -> None:
-    sleep = {"seconds": 0.2}
+    held = {"block_attempts": [1]}
+    announce(fleet.engine, [registry.get("blocking")], "test")  # as its workers will, later
     jobs = submit_jobs(  # no cap yet: every job's message goes to the broker now
         fleet.engine,
         fleet.publisher(),
-        [NewJob(type="sleep", tenant_id="capped", payload=sleep) for _ in range(JOBS)],
+        [NewJob(type="blocking", tenant_id="capped", payload=held) for _ in range(JOBS)],
     )
     with transaction(fleet.engine) as conn:
         QuotaRepository(conn).set(Quota("capped", max_running=CAP))
@@ -79,10 +82,17 @@ def test_jobs_published_before_the_cap_are_kept_back_at_claim_and_published_agai
     fleet.start_worker("w2", concurrency=2)
     fleet.start_reaper("reaper-1")
 
+    # The first two hold the cap until released, so every other claim meets it, however fast
+    # one worker starts before the other.
+    def deferred() -> str:
+        return fleet.log_of("w1") + fleet.log_of("w2")
+
+    wait_until(lambda: "claim_deferred_by_tenant_cap" in deferred(), 120, "a claim kept back")
+    assert "max_running=2" in deferred()
+    for job in jobs:
+        fleet.release(job.id, 1)
     wait_until(
         lambda: all(fleet.job(j.id).status is S.COMPLETED for j in jobs), 180, "all completed"
     )
     assert max_leased_at_once(fleet, "capped") == CAP
     assert all(fleet.job(j.id).attempt == 1 for j in jobs)
-    deferred = fleet.log_of("w1") + fleet.log_of("w2")
-    assert "claim_deferred_by_tenant_cap" in deferred and "max_running=2" in deferred
