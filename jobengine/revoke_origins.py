@@ -5,8 +5,9 @@ revoke itself (``celery:revoke``). A sender that knows its user (Flower, run by
 ``jobengine flower``) leaves the user and address under the task's id before it broadcasts;
 the worker whose ``task_revoked`` fires takes it (read and delete in one transaction, so a
 chunk's or a repeated revoke's second taker finds nothing) and cancels the job as that user.
-The note lives as long as Celery's workers remember a revoked id unpersisted, about a day;
-a revoke acted on after that, or one whose note Redis lost, is filed as ``celery:revoke``.
+The note outlives a worker's memory of a revoked id (Celery's ``CELERY_WORKER_REVOKE_EXPIRES``,
+three hours by default); a revoke acted on after a day, or one whose note Redis lost, is filed
+as ``celery:revoke``.
 """
 
 from __future__ import annotations
