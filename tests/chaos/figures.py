@@ -12,6 +12,7 @@ The evidence beside them says where a failing scenario's jobs are stuck.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,30 @@ def _count(conn: Connection, sql: str) -> int:
 def open_jobs(engine: Engine) -> int:
     with engine.connect() as conn:
         return _count(conn, f"SELECT count(*) FROM jobs WHERE NOT {FINAL_SQL}")
+
+
+STUCK_SQL = f"""
+SELECT j.id, j.status::text AS status, j.attempt, j.run_key, j.parents_waiting,
+       j.lease_owner, j.lease_expires_at > now() AS lease_live, j.dispatched_at, j.not_before,
+       (SELECT concat(h.from_status, '->', h.to_status, ' ', h.reason)
+        FROM job_history h WHERE h.job_id = j.id ORDER BY h.id DESC LIMIT 1) AS last_transition
+FROM jobs j WHERE NOT {FINAL_SQL} ORDER BY j.id LIMIT 20
+"""
+
+
+def stuck_jobs(engine: Engine) -> list[dict[str, Any]]:
+    """The first open jobs, with what says why each is open: for a failure's message."""
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(text(STUCK_SQL))]
+
+
+def wait_all_final(engine: Engine, timeout: float) -> None:
+    """Until every job is final; past ``timeout``, fail naming the jobs still open."""
+    deadline = time.monotonic() + timeout
+    while open_jobs(engine):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"jobs open after {timeout}s: {stuck_jobs(engine)}")
+        time.sleep(0.05)
 
 
 def final_jobs(engine: Engine) -> int:
