@@ -237,17 +237,9 @@ def api(ctx: typer.Context) -> None:
     wrong while it is not) and reports the connection budget; its connections are named
     ``jobengine-api`` and kept alive, so a dead server is noticed in seconds.
     """
-    from jobengine.api.app import serve  # keeps other commands from importing FastAPI
-    from jobengine.store.role_connections import with_role_parameters
-    from jobengine.store.startup import check_at_start
+    from jobengine.api.app import serve_configured  # keeps other commands from FastAPI
 
-    settings = settings_of(ctx)
-    if settings.database_url:
-        configure_logging(settings.log_level, settings.log_json)
-        check_at_start(settings, "api")
-        url = with_role_parameters(settings.database_url, "api")
-        settings = settings.model_copy(update={"database_url": url})
-    serve(settings)
+    serve_configured(settings_of(ctx))
 
 
 @app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

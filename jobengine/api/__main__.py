@@ -1,9 +1,7 @@
-"""``python -m jobengine.api``: serve the API with the environment's settings."""
+"""``python -m jobengine.api``: serve the API with the environment's settings, as
+``jobengine api`` does (the same start-up checks and connection parameters)."""
 
-from config.logging import configure_logging
 from config.settings import get_settings
-from jobengine.api.app import serve
+from jobengine.api.app import serve_configured
 
-settings = get_settings()
-configure_logging(settings.log_level, settings.log_json)
-serve(settings)
+serve_configured(get_settings())

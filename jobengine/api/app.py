@@ -16,6 +16,7 @@ from celery import Celery
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
+from config.logging import configure_logging
 from config.settings import Settings
 from jobengine import console, tracing
 from jobengine.api import (
@@ -48,7 +49,8 @@ from jobengine.fleet import make_publisher, publisher_app
 from jobengine.redis_clients import broker_client
 from jobengine.services import broker, database
 from jobengine.store.database import make_engine
-from jobengine.store.startup import check_host_budget
+from jobengine.store.role_connections import with_role_parameters
+from jobengine.store.startup import check_at_start, check_host_budget
 
 ROUTERS: list[APIRouter] = [
     routes_health.router,
@@ -160,6 +162,18 @@ def production_app(settings: Settings) -> Iterator[FastAPI]:
             )
         finally:
             engine.dispose()
+
+
+def serve_configured(settings: Settings) -> None:
+    """What ``jobengine api`` and ``python -m jobengine.api`` both do: with a configured
+    database, wait for it to be usable and check the connection budget, then serve with the
+    API role's connection parameters (named ``jobengine-api``, kept alive)."""
+    configure_logging(settings.log_level, settings.log_json)
+    if settings.database_url:
+        check_at_start(settings, "api")
+        url = with_role_parameters(settings.database_url, "api")
+        settings = settings.model_copy(update={"database_url": url})
+    serve(settings)
 
 
 def serve(settings: Settings) -> None:

@@ -192,11 +192,20 @@ def test_the_connection_budget_adds_up_the_fleet_and_reads_the_servers_slots(
     assert budget.fits == (budget.needed + budget.others <= budget.usable)
 
 
+API_ENTRY_POINTS = {
+    "jobengine api": (
+        "from jobengine.cli import main; import sys; sys.argv = ['jobengine', 'api']; main()"
+    ),
+    "python -m jobengine.api": "import runpy; runpy.run_module('jobengine.api', run_name='__main__')",
+}
+
+
+@pytest.mark.parametrize("entry", API_ENTRY_POINTS)
 def test_the_api_on_a_usable_database_serves_and_names_its_connections(
-    db_url: str, engine: Engine, start_role: StartRole
+    db_url: str, engine: Engine, start_role: StartRole, entry: str
 ) -> None:
     port = free_loopback_port()
-    api = "from jobengine.cli import main; import sys; sys.argv = ['jobengine', 'api']; main()"
+    api = API_ENTRY_POINTS[entry]
     role = start_role(db_url, api, JOBENGINE_API_PORT=str(port))
 
     def ready() -> int | None:
