@@ -97,6 +97,17 @@ class Settings(BaseSettings):
     )
     host_api_processes: int = Field(default=1, ge=0, description="API processes on this host.")
     host_reapers: int = Field(default=1, ge=0, description="Reaper processes on this host.")
+    claim_admission: bool = Field(
+        default=True,
+        description="Whether each worker process paces its claims while Postgres is "
+        "saturated (jobengine.admission); off, claims are never delayed.",
+    )
+    claim_admission_slow_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        description="A claim slower than this (two in a row) counts as Postgres saturated "
+        "and halves the process's claim rate; healthy claims take a few ms.",
+    )
     api_max_in_flight: int = Field(
         default=64,
         ge=1,

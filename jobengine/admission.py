@@ -29,6 +29,10 @@ log = structlog.get_logger("jobengine.admission")
 
 @dataclass(frozen=True, slots=True)
 class AdmissionPolicy:
+    enabled: bool = True
+    """Off (``JOBENGINE_CLAIM_ADMISSION=false``), claims are never paced: for a fleet behind
+    its own guard (a pooler's queue, a small fixed fleet) or to rule pacing out while
+    diagnosing a slow queue."""
     slow_claim_seconds: float = 0.25
     """A claim slower than this is a sign of a saturated server (healthy: a few ms)."""
     floor_per_second: float = 0.5
@@ -72,6 +76,8 @@ class Admission:
 
     def admit(self) -> float:
         """Wait for this claim's turn; how long it waited."""
+        if not self.policy.enabled:
+            return 0.0
         with self._lock:
             now = self._clock()
             self._admitted.append(now)
@@ -97,6 +103,8 @@ class Admission:
 
     def congested(self, why: str) -> None:
         """A claim that found the store saturated: slow, refused, or timed out on a lock."""
+        if not self.policy.enabled:
+            return
         with self._lock:
             now = self._clock()
             if now - self._decreased_at < self.policy.decrease_interval_seconds:

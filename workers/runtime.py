@@ -16,6 +16,7 @@ from functools import cache
 
 from config.settings import Settings, get_settings
 from jobengine import tracing
+from jobengine.admission import Admission, AdmissionPolicy
 from jobengine.artifacts.attach import Attacher
 from jobengine.artifacts.storage import storage_from_url
 from jobengine.attempt import Attempts
@@ -59,6 +60,15 @@ def owner_of(pid: int) -> str:
     return f"{socket.gethostname()}:{pid}"
 
 
+def admission_of(settings: Settings) -> Admission:
+    """This process's claim pacing, as the settings ask."""
+    policy = AdmissionPolicy(
+        enabled=settings.claim_admission,
+        slow_claim_seconds=settings.claim_admission_slow_seconds,
+    )
+    return Admission(policy)
+
+
 @cache
 def _runtime_for(pid: int) -> Runtime:
     _started.add(pid)
@@ -66,7 +76,12 @@ def _runtime_for(pid: int) -> Runtime:
     settings = get_settings()
     engine = unpooled_engine(urls()[0], application_name=f"{APPLICATION_NAME}:{pid}")
     connection = SharedConnection(engine)
-    executor = Executor(engine, lease_ttl_seconds=settings.lease_ttl_seconds, connection=connection)
+    executor = Executor(
+        engine,
+        lease_ttl_seconds=settings.lease_ttl_seconds,
+        connection=connection,
+        admission=admission_of(settings),
+    )
     keeper = LeaseKeeper(
         connection, settings.lease_ttl_seconds, settings.heartbeat_interval_seconds
     )

@@ -12,6 +12,7 @@ import time
 
 from sqlalchemy import Engine, text
 
+from config.settings import Settings
 from jobengine import guard
 from jobengine.admission import Admission, AdmissionPolicy
 from jobengine.domain.job import NewJob
@@ -20,6 +21,7 @@ from jobengine.execution import Executor
 from jobengine.store.database import transaction
 from jobengine.store.jobs_repository import LeaseRepository
 from tests.fleet.conftest import wait_until
+from workers.runtime import admission_of
 
 CLAIM_SLEEP_SECONDS = 0.1
 SATURATED_SECONDS = 3.0
@@ -98,3 +100,23 @@ def test_claims_slow_down_while_postgres_is_slow_and_recover_when_it_is_healthy_
         ).all()
     assert rows == [(JobStatus.RUNNING.value, 1, len(ids))], "every job claimed once, none lost"
     assert sorted(claimed) == sorted(ids)
+
+
+def test_with_admission_switched_off_slow_claims_are_never_paced(engine: Engine) -> None:
+    gate = admission_of(Settings(claim_admission=False, claim_admission_slow_seconds=0.05))
+    executor = Executor(engine, lease_ttl_seconds=60, admission=gate)
+    ids = published_jobs(engine, 10)
+    run_sql(engine, SLOW_UPDATES)
+    try:
+        took = [timed_claim(executor, job_id) for job_id in ids]
+    finally:
+        run_sql(engine, HEALTHY_AGAIN)
+    assert min(took) >= CLAIM_SLEEP_SECONDS, "every claim met the slow server"
+    assert gate.rate is None, "switched off, the gate never paces"
+    assert gate.admit() == 0.0
+
+
+def timed_claim(executor: Executor, job_id: int) -> float:
+    started = time.monotonic()
+    assert executor.claim(job_id, "w") is not None
+    return time.monotonic() - started

@@ -196,7 +196,9 @@ API_ENTRY_POINTS = {
     "jobengine api": (
         "from jobengine.cli import main; import sys; sys.argv = ['jobengine', 'api']; main()"
     ),
-    "python -m jobengine.api": "import runpy; runpy.run_module('jobengine.api', run_name='__main__')",
+    "python -m jobengine.api": (
+        "import runpy; runpy.run_module('jobengine.api', run_name='__main__')"
+    ),
 }
 
 

@@ -12,6 +12,7 @@ from jobengine.errors import StoreOverloaded
 from jobengine.store.database import store_error_for
 from jobengine.store.host_budget import HostBudgetExceeded, host_share
 from jobengine.store.startup import EXIT_CONFIG, check_host_budget
+from workers.runtime import admission_of
 
 
 class FakeClock:
@@ -127,3 +128,22 @@ def test_a_role_whose_host_exceeds_its_budget_exits_with_ex_config_at_start() ->
     with pytest.raises(SystemExit) as ended:
         check_host_budget(settings, "worker")
     assert ended.value.code == EXIT_CONFIG
+
+
+def test_claim_admission_follows_its_settings_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JOBENGINE_CLAIM_ADMISSION", "false")
+    monkeypatch.setenv("JOBENGINE_CLAIM_ADMISSION_SLOW_SECONDS", "0.5")
+    policy = admission_of(Settings()).policy
+    assert policy == AdmissionPolicy(enabled=False, slow_claim_seconds=0.5)
+
+
+def test_a_switched_off_admission_ignores_congestion() -> None:
+    clock = FakeClock()
+    gate = Admission(AdmissionPolicy(enabled=False), clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        gate.congested("53300")
+        gate.observe(5.0)
+        assert gate.admit() == 0.0
+    assert gate.rate is None and clock.slept == []
