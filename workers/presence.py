@@ -3,9 +3,11 @@
 One thread of the worker's main process owns the row, over one connection of its own (no pool:
 it writes every few seconds). Postgres being away never stops the worker: a beat that fails is
 logged, the connection dropped, and the next beat reconnects and announces the row again if it
-went missing. A warm shutdown marks the row ``draining`` at once, while running tasks finish;
-the row is deleted when the worker exits, so a row left behind means a worker that died
-without saying so, shown as gone after ``JOBENGINE_WORKER_TTL_SECONDS``.
+went missing; any other error of one beat is logged with its traceback and the thread beats
+on, since a thread that died would show a working worker as gone. A warm shutdown marks the
+row ``draining`` at once, while running tasks finish; the row is deleted when the worker
+exits, so a row left behind means a worker that died without saying so, shown as gone after
+``JOBENGINE_WORKER_TTL_SECONDS``.
 """
 
 from __future__ import annotations
@@ -104,7 +106,12 @@ class Presence:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self.beat()
+            try:
+                self.beat()
+            except Exception:  # any: a thread that died would read as a dead worker
+                log.exception("worker_heartbeat_crashed", worker=self.record.name)
+                with self._lock:
+                    self._drop()
             self._wake.wait(self._interval)
             self._wake.clear()
 

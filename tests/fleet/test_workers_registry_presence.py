@@ -1,25 +1,24 @@
-"""A worker's presence outlives Postgres being away: a failed beat is logged, never raised,
-and the next beat that reaches Postgres announces the row (and prunes long-gone ones)."""
+"""A worker's presence outlives Postgres being away, and any error of one beat: a failed beat
+is logged, never raised, and the next beat that reaches Postgres announces the row (and prunes
+long-gone ones)."""
 
 from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from config.settings import Settings
 from jobengine.store.database import normalize_url
-from jobengine.store.workers_repository import WorkerRecord
+from jobengine.store.workers_repository import WorkerRecord, WorkersRepository
+from tests.fleet.conftest import wait_until
 from workers.presence import Presence
 
 
-def test_a_beat_while_postgres_is_away_is_survived_and_the_next_one_announces_the_row(
-    pg_admin_url: str, migrated_template: str
-) -> None:
-    database = f"presence_{os.getpid()}"
-    url = make_url(normalize_url(pg_admin_url)).set(database=database)
-    record = WorkerRecord(
+def worker_record() -> WorkerRecord:
+    return WorkerRecord(
         name="w@test",
         host="test",
         pid=os.getpid(),
@@ -30,6 +29,14 @@ def test_a_beat_while_postgres_is_away_is_survived_and_the_next_one_announces_th
         version="test",
         started_at=datetime.now(UTC),
     )
+
+
+def test_a_beat_while_postgres_is_away_is_survived_and_the_next_one_announces_the_row(
+    pg_admin_url: str, migrated_template: str
+) -> None:
+    database = f"presence_{os.getpid()}"
+    url = make_url(normalize_url(pg_admin_url)).set(database=database)
+    record = worker_record()
     presence = Presence(url.render_as_string(hide_password=False), record, Settings())
     presence.beat()  # the database does not exist yet: refused, logged, not raised
 
@@ -61,3 +68,34 @@ def test_a_beat_while_postgres_is_away_is_survived_and_the_next_one_announces_th
         with admin.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
         admin.dispose()
+
+
+def test_the_heartbeat_thread_outlives_an_unexpected_error_and_announces_the_row(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_announce = WorkersRepository.announce
+    raised: list[str] = []
+
+    def announce_failing_once(
+        repo: WorkersRepository, worker: WorkerRecord, *, draining: bool = False
+    ) -> None:
+        if not raised:
+            raised.append("announce")
+            raise RuntimeError("a bug in one beat")
+        real_announce(repo, worker, draining=draining)
+
+    monkeypatch.setattr(WorkersRepository, "announce", announce_failing_once)
+    presence = Presence(db_url, worker_record(), Settings(worker_heartbeat_seconds=0.05))
+    check = create_engine(normalize_url(db_url))
+    presence.start()
+    try:
+
+        def announced() -> bool:
+            with check.connect() as conn:
+                return bool(conn.execute(text("SELECT count(*) FROM workers")).scalar_one())
+
+        wait_until(announced, 30, "the row announced by a later beat")
+        assert raised == ["announce"], "the first beat met the error"
+    finally:
+        presence.stop()
+        check.dispose()
