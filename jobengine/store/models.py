@@ -111,9 +111,8 @@ class JobRow(Base):
     budget_start_attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     """The attempt count when the current retry budget began: a replay with a fresh budget
     sets it to the attempts already spent, so the RetryPolicy counts from there."""
-    run_id: Mapped[int | None] = mapped_column(
-        BigInteger, ForeignKey("runs.id", ondelete="CASCADE")
-    )
+    run_id: Mapped[int | None] = mapped_column(BigInteger)
+    """No foreign key to ``runs``: see migration 0020."""
     run_key: Mapped[str | None] = mapped_column(Text)
     """The job's name within its run, unique there; edges are submitted by these keys."""
     trigger_rule: Mapped[str | None] = mapped_column(Text)
@@ -251,19 +250,15 @@ class RunRow(Base):
 
 class JobEdgeRow(Base):
     """``child_id`` waits on ``parent_id``; looked up by parent when one finalizes and by
-    child for ``ctx.parents`` and replays."""
+    child for ``ctx.parents`` and replays. No foreign keys: only the planner and
+    ``ctx.spawn`` write edges, in the transaction that writes their jobs, and retention
+    deletes them with the jobs (migration 0020)."""
 
     __tablename__ = "job_edges"
 
-    run_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False
-    )
-    parent_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
-    child_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    run_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    parent_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    child_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
 
     __table_args__ = (
         CheckConstraint("parent_id <> child_id", name="not_self"),

@@ -8,10 +8,11 @@ an index in key order so no batch reads or locks for long:
    and never past the totals' cursor: an event no fold has counted is never deleted (a
    straggler behind the first young one goes at the next run);
 3. final jobs (completed, cancelled, and failed ones whose dead letter is not open) that
-   finished before the cut-off, none of whose events is unfolded, with their history, events
-   and dead letter. Each deleted job is recorded in ``pruned_jobs`` under the state it rested
-   in, so that state's gauge stays right (``store.metrics_repository``). A non-final job is
-   never touched: the batch locks its jobs and deletes only rows still final.
+   finished before the cut-off, none of whose events is unfolded, with their history,
+   events, dead letter and the run's edges that name them. Each deleted job is recorded in
+   ``pruned_jobs`` under the state it rested in, so that state's gauge stays right
+   (``store.metrics_repository``). A non-final job is never touched: the batch locks its
+   jobs and deletes only rows still final.
 
 The artifacts of the jobs a batch deletes go in the same statement; their bytes are deleted
 from the artifacts storage only **after that batch's transaction has committed**, one key at a
@@ -102,7 +103,8 @@ _DEALT_WITH = """d.status IN ('replayed', 'discarded')
 
 PRUNE_JOBS = f"""
 -- name: prune_jobs  (ix_jobs_final_completed_at; ix_job_history_job_id_id,
---                    ix_job_events_job_id_id, uq_dead_letters_job_id, uq_artifacts_job_id per job)
+--                    ix_job_events_job_id_id, uq_dead_letters_job_id, uq_artifacts_job_id,
+--                    pk_job_edges and ix_job_edges_child_id per job)
 -- Final jobs oldest first, locked (a job another transaction holds is left for next time),
 -- with their rows in the other tables. A dry run counts instead, leaving out the events and
 -- dead letters the earlier steps counted (a real run has deleted those already).
@@ -133,6 +135,16 @@ letters_gone AS (
     DELETE FROM dead_letters AS d USING doomed
     WHERE NOT %(dry_run)s AND d.job_id = doomed.id
     RETURNING d.id
+),
+edges_down_gone AS (
+    DELETE FROM job_edges AS g USING doomed
+    WHERE NOT %(dry_run)s AND g.parent_id = doomed.id
+    RETURNING 1
+),
+edges_up_gone AS (
+    DELETE FROM job_edges AS g USING doomed
+    WHERE NOT %(dry_run)s AND g.child_id = doomed.id
+    RETURNING 1
 ),
 artifacts_gone AS (
     DELETE FROM artifacts AS a USING doomed

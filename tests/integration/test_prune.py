@@ -10,12 +10,14 @@ import pytest
 from sqlalchemy import Engine, text
 
 from jobengine import guard
+from jobengine.domain.run import RunJobSpec, RunSpec
 from jobengine.domain.status import JobStatus
 from jobengine.execution import Executor
 from jobengine.maintenance import Reaper
 from jobengine.maintenance.leadership import Leadership
 from jobengine.maintenance.retention import Retention, RetentionPolicy
-from jobengine.store.database import transaction
+from jobengine.runs import service
+from jobengine.store.database import make_engine, transaction
 from jobengine.store.retention import PruneReport, prune
 from tests.integration.cli_support import invoke
 from tests.integration.history_support import (
@@ -227,3 +229,40 @@ def test_db_prune_refuses_a_bad_flag_with_exit_2_naming_it(
 def test_a_prune_with_nothing_old_removes_nothing_in_one_batch_per_step(engine: Engine) -> None:
     report = prune(engine, before=cut_off(), batch=10)
     assert report == PruneReport(before=report.before, dry_run=False, batches=3)
+
+
+def test_prune_deletes_the_edges_naming_a_pruned_job_and_keeps_its_run_and_open_child(
+    db_url: str, engine: Engine
+) -> None:
+    """Edges have no foreign keys to cascade (migration 0020): retention deletes them itself,
+    as the parent's and as the child's, and what is left of the run stays whole."""
+    spec = RunSpec(
+        "t1",
+        "p1",
+        "chain",
+        tuple(RunJobSpec(key=k, type="noop") for k in "abc"),
+        (("a", "b"), ("b", "c")),
+    )
+    with transaction(engine) as conn:
+        run, born = service.submit_run(conn, spec, actor="test")
+    a, b, c = (job.id for job in born)
+    worker_engine = make_engine(db_url, pool_size=2)
+    try:
+        executor = Executor(worker_engine, lease_ttl_seconds=30)
+        for job_id in (a, b):
+            claimed = executor.claim(job_id, "w1")
+            assert claimed is not None
+            assert executor.complete(claimed, None) is not None
+    finally:
+        worker_engine.dispose()
+    age(engine, [a, b], days=30)
+
+    report = prune(engine, before=cut_off(), batch=1000)
+
+    assert report.removed["jobs"] == 2
+    with engine.connect() as conn:
+        edges = conn.execute(text("SELECT parent_id, child_id FROM job_edges")).all()
+        left = conn.execute(text("SELECT id, status FROM jobs WHERE run_id = :r"), {"r": run.id})
+        assert edges == []
+        assert [(row.id, row.status) for row in left] == [(c, JobStatus.SCHEDULED.value)]
+        assert service.get_run(conn, run.id).id == run.id
