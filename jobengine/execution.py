@@ -35,11 +35,10 @@ from jobengine.errors import (
     TransitionRefused,
     UnknownJobType,
 )
-from jobengine.guard import Step
+from jobengine.guard import Released, Step
 from jobengine.job_types import JobTypes
 from jobengine.job_types import registry as default_registry
 from jobengine.outcomes import Completed, Failed, HandedBack, Outcome, Retry
-from jobengine.producer import dispatch_ref
 from jobengine.quotas.book import Book, book
 from jobengine.quotas.caps import capped_tenants, within_caps
 from jobengine.retry_policy import RetryPolicy, error_names
@@ -540,7 +539,7 @@ class Executor:
         if not done:
             return {}
         claims = {claim.job_id: claim for claim, _ in done}
-        released: list[Job] = []
+        released: list[Released] = []
 
         def once(repeated: bool) -> dict[int, Job | None]:
             released.clear()
@@ -699,7 +698,7 @@ class Executor:
 
         spawned, created = self._retried(once, what="spawn", deadline=self.write_deadline_seconds)
         if created and spawned.status is JobStatus.SCHEDULED:
-            self.publish_released([spawned], publisher)
+            self.publish_released([Released.of_job(spawned)], publisher)
         return spawned.id
 
     def leader_publishes(self, job: Job) -> bool:
@@ -712,7 +711,7 @@ class Executor:
         with self.connection.use() as conn:
             return book(conn)
 
-    def publish_released(self, released: Sequence[Job], publisher: Publisher | None) -> None:
+    def publish_released(self, released: Sequence[Released], publisher: Publisher | None) -> None:
         """Publish a run's children that a committed outcome released, then mark them handed
         to the broker on this process's connection. Without a publisher, or when the broker
         fails, they wait unmarked and the leader's dispatcher publishes them; so do those
@@ -720,9 +719,7 @@ class Executor:
         if not released or publisher is None:
             return
         quotas = self._quotas()
-        refs = [
-            dispatch_ref(job) for job in released if not quotas.held_back(job.tenant_id, job.queue)
-        ]
+        refs = [r.ref for r in released if not quotas.held_back(r.tenant_id, r.ref.queue)]
         unmarked: list[int] = []
         published = 0
         try:
@@ -761,7 +758,7 @@ class Executor:
     ) -> Job | None:
         """A fenced move of a job this worker holds, retried after transient errors."""
         target = steps[-1].to
-        released: list[Job] = []
+        released: list[Released] = []
 
         def once(repeated: bool) -> Job | None:
             released.clear()
