@@ -8,7 +8,10 @@ one child released by the last of them). Each is measured against N flat jobs su
 batches, on the same worker, with the same chunking: the ratio is what being in a run costs.
 The fan-out's aim is a ratio within 1.5. What a run adds is serial: its one submitting
 transaction, and the release of a fan-out's children in the root's completion, which the
-benchmark prints as ``fan_out_release_s``.
+benchmark prints as ``fan_out_release_s``. Each shape is measured ``--rounds`` times, each
+round a run and then its flat jobs; the JSON line holds the rounds' medians and every
+round's ratio (``*_ratios``), since wall time on a shared machine drifts by tens of percent
+between runs.
 
 One prefork worker (``-c``) and one leading reaper (the dispatcher's safety net) run on a
 private Postgres and Redis. Prints human lines, then one JSON line.
@@ -18,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -40,13 +45,16 @@ from jobengine.runs.producer import submit_run_now
 from jobengine.store.database import make_engine
 
 TIMEOUT_SECONDS = 1800
+Figures = dict[str, float | int | list[float] | None]
+ROOT = "root"
+"""The fan-out's one parent, by its key in the run."""
 
 RELEASE_SQL = """
 -- Seconds from the root's completion to its first child's claim, both on Postgres's clock:
 -- the release (count-off and move of every child, commit, first publish) nothing overlaps.
 SELECT extract(epoch FROM
-           min(h.at) FILTER (WHERE j.run_key <> 'root' AND h.to_status = 'claimed')
-         - min(h.at) FILTER (WHERE j.run_key = 'root' AND h.to_status = 'completed'))
+           min(h.at) FILTER (WHERE j.run_key <> %(root)s AND h.to_status = 'claimed')
+         - min(h.at) FILTER (WHERE j.run_key = %(root)s AND h.to_status = 'completed'))
 FROM jobs AS j JOIN job_history AS h ON h.job_id = j.id
 WHERE j.run_id = (SELECT max(id) FROM runs WHERE name = %(name)s)
 """
@@ -60,8 +68,8 @@ def chain(n: int) -> RunSpec:
 
 def fan_out(n: int) -> RunSpec:
     children = [RunJobSpec(key=f"c{i}", type="noop") for i in range(n)]
-    jobs = (RunJobSpec(key="root", type="noop"), *children)
-    return RunSpec("bench", "bench", f"fan-out-{n}", jobs, tuple(("root", c.key) for c in children))
+    jobs = (RunJobSpec(key=ROOT, type="noop"), *children)
+    return RunSpec("bench", "bench", f"fan-out-{n}", jobs, tuple((ROOT, c.key) for c in children))
 
 
 def fan_in(n: int) -> RunSpec:
@@ -104,10 +112,70 @@ def system_cpu(running: Running, reaper: Worker, postmaster: int) -> Callable[[]
     return seconds
 
 
-def release_seconds(database_url: str, spec: RunSpec) -> float:
+def release_seconds(database_url: str, spec: RunSpec) -> float | None:
+    """None when no child was claimed (a fan-out the benchmark waited for always has one)."""
     with psycopg.connect(libpq_url(database_url)) as conn:
-        row = conn.execute(RELEASE_SQL, {"name": spec.name}).fetchone()
-    return round(float(row[0]), 3) if row and row[0] is not None else float("nan")
+        row = conn.execute(RELEASE_SQL, {"name": spec.name, "root": ROOT}).fetchone()
+    return round(float(row[0]), 3) if row and row[0] is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """One shape's run and, right after it, as many flat jobs: a pair the machine's drift
+    touches alike, so each pair's ratio is read on its own and the rounds' median kept."""
+
+    submit_s: float
+    run_s: float
+    run_cpu: float
+    flat_s: float
+    flat_cpu: float
+    release_s: float | None
+
+    @property
+    def ratio(self) -> float:
+        return self.run_s / self.flat_s
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self.run_cpu / self.flat_cpu
+
+
+def measure(
+    shape: str,
+    spec: RunSpec,
+    submit: Callable[[RunSpec], object],
+    running: Running,
+    cpu: Callable[[], float],
+    database_url: str,
+) -> Round:
+    n = len(spec.jobs)
+    submit_s, run_s, run_cpu = timed(f"{shape} of {n} done", partial(submit, spec), running, cpu)
+    _, flat_s, flat_cpu = timed(f"{n} flat jobs done", partial(running.submit, n), running, cpu)
+    release = release_seconds(database_url, spec) if shape == "fan_out" else None
+    return Round(submit_s, run_s, run_cpu, flat_s, flat_cpu, release)
+
+
+def summary(shape: str, n: int, rounds: list[Round]) -> Figures:
+    """The medians of the rounds, and every round's ratio as measured."""
+
+    def mid(values: list[float]) -> float:
+        return round(statistics.median(values), 3)
+
+    figures: Figures = {
+        shape: n,
+        f"{shape}_s": mid([r.run_s for r in rounds]),
+        f"{shape}_submit_s": mid([r.submit_s for r in rounds]),
+        f"{shape}_flat_s": mid([r.flat_s for r in rounds]),
+        f"{shape}_ratio": mid([r.ratio for r in rounds]),
+        f"{shape}_ratios": [round(r.ratio, 3) for r in rounds],
+        f"{shape}_cpu_s": mid([r.run_cpu for r in rounds]),
+        f"{shape}_flat_cpu_s": mid([r.flat_cpu for r in rounds]),
+        f"{shape}_cpu_ratio": mid([r.cpu_ratio for r in rounds]),
+    }
+    if shape == "fan_out":
+        releases = [r.release_s for r in rounds if r.release_s is not None]
+        figures["fan_out_release_s"] = mid(releases) if releases else None
+    return figures
 
 
 def main() -> None:
@@ -118,7 +186,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--batch", type=int, default=500, help="flat jobs per submission")
     parser.add_argument("--chunk-size", type=int, default=Settings().dispatch_chunk_size)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="pairs of (shape, flat jobs) per shape; medians kept"
+    )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give at least 1 round per shape")
 
     with tempfile.TemporaryDirectory(prefix="jobengine-bench-dag-") as tmp:
         root = Path(tmp)
@@ -135,39 +208,25 @@ def main() -> None:
                     publisher = make_publisher(Settings(database_url=url), servers.broker_url)
                     submit = submit_run(url, publisher, args.chunk_size)
                     cpu = system_cpu(running, reaper, servers.postmaster)
-                    figures: dict[str, float | int] = {}
+                    figures: Figures = {}
                     for shape, n, spec in (
                         ("chain", args.chain, chain(args.chain)),
                         ("fan_out", args.fan_out, fan_out(args.fan_out)),
                         ("fan_in", args.fan_in, fan_in(args.fan_in)),
                     ):
+                        rounds = [
+                            measure(shape, spec, submit, running, cpu, url)
+                            for _ in range(args.rounds)
+                        ]
+                        figures.update(summary(shape, n, rounds))
                         jobs = len(spec.jobs)
-                        submit_s, run_s, run_cpu = timed(
-                            f"{shape} of {n} done", partial(submit, spec), running, cpu
-                        )
-                        _, flat_s, flat_cpu = timed(
-                            f"{jobs} flat jobs done", partial(running.submit, jobs), running, cpu
-                        )
-                        if shape == "fan_out":
-                            figures["fan_out_release_s"] = release_seconds(url, spec)
-                        figures.update(
-                            {
-                                shape: n,
-                                f"{shape}_s": round(run_s, 3),
-                                f"{shape}_submit_s": round(submit_s, 3),
-                                f"{shape}_flat_s": round(flat_s, 3),
-                                f"{shape}_ratio": round(run_s / flat_s, 3),
-                                f"{shape}_cpu_s": round(run_cpu, 3),
-                                f"{shape}_flat_cpu_s": round(flat_cpu, 3),
-                                f"{shape}_cpu_ratio": round(run_cpu / flat_cpu, 3),
-                            }
-                        )
-                        print(
-                            f"{shape:<8} {jobs:>6} jobs in one run: {run_s:8.2f} s"
-                            f" ({submit_s:.2f} s to submit, {run_cpu:.2f} CPU s);"
-                            f" as many flat jobs: {flat_s:8.2f} s ({flat_cpu:.2f} CPU s);"
-                            f" ratio {run_s / flat_s:.2f} (CPU {run_cpu / flat_cpu:.2f})"
-                        )
+                        for r in rounds:
+                            print(
+                                f"{shape:<8} {jobs:>6} jobs in one run: {r.run_s:8.2f} s"
+                                f" ({r.submit_s:.2f} s to submit, {r.run_cpu:.2f} CPU s);"
+                                f" as many flat jobs: {r.flat_s:8.2f} s ({r.flat_cpu:.2f} CPU s);"
+                                f" ratio {r.ratio:.2f} (CPU {r.cpu_ratio:.2f})"
+                            )
                 finally:
                     stop(reaper)
     print(

@@ -21,7 +21,7 @@ TINY = {
     "submit.py": ["--jobs", "200", "--batch-size", "100", "--rounds", "1"],
     "throughput.py": ["--jobs", "200"],
     "scale.py": ["--jobs", "50", "--processes", "2"],
-    "dag.py": ["--chain", "5", "--fan-out", "50", "--fan-in", "50"],
+    "dag.py": ["--chain", "5", "--fan-out", "50", "--fan-in", "50", "--rounds", "1"],
     "round_trips.py": ["--jobs", "20", "--batch", "10"],
     "tracing_cost.py": ["--jobs", "20", "--spans", "200", "--rounds", "1"],
     "limits.py": [
