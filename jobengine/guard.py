@@ -121,9 +121,11 @@ def _statement(
     many: bool = False,
     held: bool = False,
     leaves: bool = False,
+    settled: bool = False,
 ) -> str:
     """``leaves``: only jobs without children move, and their runs count them in the same
-    statement (``store.run_queries.RUN_COUNTS_OF_MOVED``)."""
+    statement (``store.run_queries.RUN_COUNTS_OF_MOVED``). ``settled``: a run's settling
+    moves them, and they come back as ``queries.FINAL_SETTLED``, not whole."""
     effects: dict[str, str] = {}
     for target in targets:
         effects.update(queries.EFFECTS.get(target, {}))
@@ -138,6 +140,7 @@ def _statement(
         replay=targets == (JobStatus.SCHEDULED,),
         extra_fence=run_queries.FENCE_LEAF if leaves else "",
         extra_ctes=run_queries.RUN_COUNTS_OF_MOVED if leaves else "",
+        settled=settled,
     )
 
 
@@ -417,6 +420,7 @@ def _move_many(
     lease_ttl_seconds: float = 30.0,
     require_due: bool = False,
     details: Mapping[str, Any] | None = None,
+    settled: bool = False,
 ) -> list[dict[str, Any]]:
     params = _move_params(
         steps,
@@ -426,7 +430,7 @@ def _move_many(
         details=details,
     )
     params["job_ids"] = sorted(set(job_ids))
-    sql = _statement(tuple(s.to for s in steps), False, False, require_due, True)
+    sql = _statement(tuple(s.to for s in steps), False, False, require_due, True, settled=settled)
     return run_all(conn, sql, params)
 
 
@@ -544,6 +548,7 @@ def _settle(
                 [Step(move.to, move.reason)],
                 actor=SYSTEM_ACTOR,
                 details=move.details(keys.get(move.parent_id)),
+                settled=True,
             )
             following.extend(moved)
             if released is not None and move.to is JobStatus.SCHEDULED:
