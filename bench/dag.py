@@ -223,7 +223,9 @@ def main() -> None:
                         for r in rounds:
                             print(
                                 f"{shape:<8} {jobs:>6} jobs in one run: {r.run_s:8.2f} s"
-                                f" ({r.submit_s:.2f} s to submit, {r.run_cpu:.2f} CPU s);"
+                                f" ({r.submit_s:.2f} s to submit,"
+                                + ("" if r.release_s is None else f" {r.release_s:.2f} s release,")
+                                + f" {r.run_cpu:.2f} CPU s);"
                                 f" as many flat jobs: {r.flat_s:8.2f} s ({r.flat_cpu:.2f} CPU s);"
                                 f" ratio {r.ratio:.2f} (CPU {r.cpu_ratio:.2f})"
                             )

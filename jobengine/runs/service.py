@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -67,7 +67,9 @@ def default_validator(conn: Connection) -> JobValidator:
     )
 
 
-def new_job(tenant_id: str, project_id: str, job: RunJobSpec) -> NewJob:
+def new_job(
+    tenant_id: str, project_id: str, job: RunJobSpec, scheduled_for: datetime | None = None
+) -> NewJob:
     return NewJob(
         type=job.type,
         payload={} if job.payload is None else job.payload,
@@ -78,6 +80,7 @@ def new_job(tenant_id: str, project_id: str, job: RunJobSpec) -> NewJob:
         retry_policy=job.retry_policy,
         not_before=job.not_before,
         time_limit_seconds=job.time_limit_seconds,
+        scheduled_for=scheduled_for,
     )
 
 
@@ -206,8 +209,7 @@ def submit_run_created(
         raise ValidationError("a run needs a name", hint="Name the run, e.g. 'nightly-etl'.")
     check = validate_job or default_validator(conn)
     checked = [
-        check(replace(new_job(spec.tenant_id, spec.project_id, job), scheduled_for=scheduled_for))
-        for job in spec.jobs
+        check(new_job(spec.tenant_id, spec.project_id, job, scheduled_for)) for job in spec.jobs
     ]
     check_quotas(conn, checked)  # a run's jobs count against its tenant's quota, all or none
     fingerprint = request_hash(spec) if spec.idempotency_key else None
