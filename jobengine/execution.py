@@ -39,6 +39,7 @@ from jobengine.guard import Released, Step
 from jobengine.job_types import JobTypes
 from jobengine.job_types import registry as default_registry
 from jobengine.outcomes import Completed, Failed, HandedBack, Outcome, Retry
+from jobengine.producer import dispatch_ref
 from jobengine.quotas.book import Book, book
 from jobengine.quotas.caps import capped_tenants, within_caps
 from jobengine.retry_policy import RetryPolicy, error_names
@@ -698,7 +699,7 @@ class Executor:
 
         spawned, created = self._retried(once, what="spawn", deadline=self.write_deadline_seconds)
         if created and spawned.status is JobStatus.SCHEDULED:
-            self.publish_released([Released.of_job(spawned)], publisher)
+            self.publish_released([Released(spawned.tenant_id, dispatch_ref(spawned))], publisher)
         return spawned.id
 
     def leader_publishes(self, job: Job) -> bool:

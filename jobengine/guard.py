@@ -78,20 +78,6 @@ class Released:
             ),
         )
 
-    @classmethod
-    def of_job(cls, job: Job) -> Released:
-        return cls.of_row(
-            {
-                "tenant_id": job.tenant_id,
-                "id": job.id,
-                "type": job.type,
-                "queue": job.queue,
-                "priority": job.priority,
-                "attempt": job.attempt,
-                "time_limit_seconds": job.time_limit_seconds,
-            }
-        )
-
 
 def _check_path(steps: Sequence[Step]) -> None:
     """A path's own hops must be in the table; its first hop is the statement's to judge.

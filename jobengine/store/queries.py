@@ -267,12 +267,10 @@ FINAL_ONE = """SELECT locked.status AS current_status, locked.lease_token AS cur
        moved.*
 FROM locked LEFT JOIN moved ON true"""
 FINAL_MANY = "SELECT moved.* FROM moved ORDER BY id"
-SETTLED_COLUMNS = (
-    "id, status, from_status, run_id, run_key, tenant_id, type, queue, priority, attempt, "
-    "time_limit_seconds"
-)
-FINAL_SETTLED = "SELECT " + ", ".join(f"moved.{c.strip()}" for c in SETTLED_COLUMNS.split(","))
-FINAL_SETTLED += " FROM moved ORDER BY id"
+FINAL_SETTLED = """SELECT moved.id, moved.status, moved.from_status, moved.run_id, moved.run_key,
+       moved.tenant_id, moved.type, moved.queue, moved.priority, moved.attempt,
+       moved.time_limit_seconds
+FROM moved ORDER BY id"""
 """What a run's settling moves return (``guard._settle``): enough to settle the next
 generation and to publish a released child (``guard.Released``). A fan-out's release moves
 thousands of rows, and returning whole rows (payloads and all) cost a fifth of the move."""

@@ -139,12 +139,10 @@ letters_gone AS (
 edges_down_gone AS (
     DELETE FROM job_edges AS g USING doomed
     WHERE NOT %(dry_run)s AND g.parent_id = doomed.id
-    RETURNING 1
 ),
 edges_up_gone AS (
     DELETE FROM job_edges AS g USING doomed
     WHERE NOT %(dry_run)s AND g.child_id = doomed.id
-    RETURNING 1
 ),
 artifacts_gone AS (
     DELETE FROM artifacts AS a USING doomed
