@@ -132,6 +132,8 @@ class Attempts:
                 raise
             log.warning("claim_failed", task_id=delivery.task_id, error=str(exc))
             return []
+        if self.completer is not None:
+            self.completer.store_reached()
         # A retried claim takes a job leased to this process as its own earlier, committed
         # claim; one already held here is another thread's attempt (a duplicate message).
         running_here = self.keeper.held()

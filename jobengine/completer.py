@@ -85,6 +85,12 @@ class Completer:
         else:
             self._ensure_thread()
 
+    def store_reached(self) -> None:
+        """The store answered this process again (a claim went through), so a batch that
+        failed while it was away no longer stops a chunk: without this, the first chunk
+        claimed after an outage ran one job and handed the rest back."""
+        self.store_unreachable = False
+
     def pending(self) -> int:
         with self._wake:
             return len(self._buffer)

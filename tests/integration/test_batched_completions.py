@@ -6,18 +6,23 @@ history and outbox rows are read back, so a batch that skipped one would show.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 from sqlalchemy import Engine, make_url, text
 
 from bench.wire_count import CountingRelay, WireCount
 from jobengine import guard
+from jobengine.attempt import Attempts, Delivery
 from jobengine.completer import Completer
+from jobengine.dispatch import chunk_task_id
 from jobengine.domain.job import Job, NewJob
 from jobengine.domain.status import JobStatus
 from jobengine.execution import Claim, Executor
+from jobengine.lease import LeaseKeeper
+from jobengine.producer import dispatch_ref
 from jobengine.store.database import SharedConnection, transaction, unpooled_engine
+from jobengine.store.jobs_repository import DispatchRef
 from tests.fleet.conftest import wait_until
 
 S = JobStatus
@@ -174,3 +179,37 @@ def test_a_completer_refuses_settings_that_would_never_flush(executor: Executor)
         Completer(executor, flush_after_seconds=0, max_batch=1)
     with pytest.raises(ValueError, match="max_batch"):
         Completer(executor, flush_after_seconds=1, max_batch=0)
+
+
+class _Publisher:
+    def __init__(self) -> None:
+        self.published: list[int] = []
+
+    def publish(self, ref: DispatchRef, countdown: float | None = None) -> None:
+        self.published.append(ref.id)
+
+    def publish_chunk(self, refs: Sequence[DispatchRef]) -> None:
+        self.published.extend(ref.id for ref in refs)
+
+
+def test_a_chunk_claimed_once_the_store_is_back_runs_every_job_after_a_failed_flush(
+    engine: Engine, executor: Executor
+) -> None:
+    completer = Completer(executor, flush_after_seconds=60, max_batch=100)
+    completer.store_unreachable = True  # as a flush that met the store away leaves it
+    attempts = Attempts(
+        executor,
+        LeaseKeeper(executor.connection, 30, 10),
+        OWNER,
+        eta_limit_seconds=3600,
+        completer=completer,
+    )
+    jobs = scheduled_jobs(engine, 3)
+    refs = [dispatch_ref(j) for j in jobs]
+    delivery = Delivery(task_id=chunk_task_id(refs), job_type="noop", args=[j.id for j in jobs])
+    claims = attempts.claim(delivery)
+    assert len(claims) == 3
+    publisher = _Publisher()
+    attempts.run_chunk(claims, lambda ctx: None, publisher)
+    assert [_status(engine, c) for c in claims] == [S.COMPLETED] * 3
+    assert publisher.published == [], "no job of the chunk was handed back"
