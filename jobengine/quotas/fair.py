@@ -13,7 +13,8 @@ bounds a fair queue's throughput at about ``max_in_flight / FILL_SECONDS``. Whic
 are in flight it keeps as ``jobengine.quotas.in_flight`` says. A window of at
 least two chunks (``JOBENGINE_DISPATCH_CHUNK_SIZE``) is published in chunks, in the fill's
 round-robin order, which is what lets a wide window keep most of a queue's throughput; the
-window is the price of fairness: a job waits behind at most about one window of jobs."""
+window is the price of fairness: a job waits behind at most about one window of jobs, two when
+a fill that could not yet see it (its snapshot taken before it committed) filled the window."""
 
 from __future__ import annotations
 

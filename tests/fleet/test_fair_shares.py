@@ -31,9 +31,14 @@ def started(fleet: Fleet, tenant: str) -> int:
         )
 
 
-def test_a_single_job_starts_within_ten_jobs_of_another_tenants_backlog_of_five_thousand(
+def test_a_single_job_starts_within_two_windows_of_another_tenants_backlog_of_five_thousand(
     fleet: Fleet,
 ) -> None:
+    """The bound is two windows, not one: at the single job's birth up to a window of the big
+    tenant's messages wait in the broker, and a fill whose snapshot was taken before the single
+    job committed cannot pick it, so it may publish up to a window more of them first (seen
+    once in CI: 13 ahead with a window of 8). Every later fill puts the single job first, since
+    its tenant has nothing in flight."""
     with transaction(fleet.engine) as conn:
         QuotaRepository(conn).set_fair_queue("shared", WINDOW)
     publisher = fleet.publisher()
@@ -62,5 +67,5 @@ def test_a_single_job_starts_within_ten_jobs_of_another_tenants_backlog_of_five_
             ),
             {"born": born.id, "ran": ran.id},
         ).one()
-    assert ahead <= 10, f"{ahead} of the big tenant's jobs started before the single one"
+    assert ahead <= 2 * WINDOW, f"{ahead} of the big tenant's jobs started before the single one"
     assert left > BACKLOG // 2  # the backlog was still there: the single job did not wait it out
