@@ -6,7 +6,7 @@ history and outbox rows are read back, so a batch that skipped one would show.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, make_url, text
@@ -22,8 +22,8 @@ from jobengine.execution import Claim, Executor
 from jobengine.lease import LeaseKeeper
 from jobengine.producer import dispatch_ref
 from jobengine.store.database import SharedConnection, transaction, unpooled_engine
-from jobengine.store.jobs_repository import DispatchRef
 from tests.fleet.conftest import wait_until
+from tests.integration.test_leadership import RecordingBroker
 
 S = JobStatus
 OWNER = "worker-1"
@@ -181,17 +181,6 @@ def test_a_completer_refuses_settings_that_would_never_flush(executor: Executor)
         Completer(executor, flush_after_seconds=1, max_batch=0)
 
 
-class _Publisher:
-    def __init__(self) -> None:
-        self.published: list[int] = []
-
-    def publish(self, ref: DispatchRef, countdown: float | None = None) -> None:
-        self.published.append(ref.id)
-
-    def publish_chunk(self, refs: Sequence[DispatchRef]) -> None:
-        self.published.extend(ref.id for ref in refs)
-
-
 def test_a_chunk_claimed_once_the_store_is_back_runs_every_job_after_a_failed_flush(
     engine: Engine, executor: Executor
 ) -> None:
@@ -209,7 +198,7 @@ def test_a_chunk_claimed_once_the_store_is_back_runs_every_job_after_a_failed_fl
     delivery = Delivery(task_id=chunk_task_id(refs), job_type="noop", args=[j.id for j in jobs])
     claims = attempts.claim(delivery)
     assert len(claims) == 3
-    publisher = _Publisher()
+    publisher = RecordingBroker()
     attempts.run_chunk(claims, lambda ctx: None, publisher)
     assert [_status(engine, c) for c in claims] == [S.COMPLETED] * 3
     assert publisher.published == [], "no job of the chunk was handed back"
