@@ -11,6 +11,7 @@ a failover its next command reaches the promoted replica.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -51,10 +52,10 @@ def broker_client(broker_url: str, *, sentinel_master: str | None, timeout: floa
         db = int(first.path.strip("/") or 0)
         password = unquote(first.password) if first.password else None
         username = unquote(first.username) if first.username else None
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             sentinels_of(broker_url), socket_timeout=timeout, socket_connect_timeout=timeout
         )
-        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        client: redis.Redis = sentinel.master_for(
             sentinel_master, db=db, password=password, username=username
         )
         return client
@@ -64,16 +65,20 @@ def broker_client(broker_url: str, *, sentinel_master: str | None, timeout: floa
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
+def _address(server: tuple[Any, Any]) -> tuple[str, int]:
+    """A (host, port) as Sentinel answers it, in the form the sentinels' own list has."""
+    host, port = server
+    return str(host), int(port)
+
+
 def sentinel_servers(broker_url: str, master: str, timeout: float = 3.0) -> set[tuple[str, int]]:
     """The sentinels, and the master and replicas they name for ``master`` now: every server
     a failover may move the broker to. Only the sentinels when none answers."""
     found = set(sentinels_of(broker_url))
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        sorted(found), socket_timeout=timeout, socket_connect_timeout=timeout
-    )
+    sentinel = Sentinel(sorted(found), socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
-        found.add(sentinel.discover_master(master))  # type: ignore[no-untyped-call]
-        found.update(sentinel.discover_slaves(master))  # type: ignore[no-untyped-call]
+        found.add(_address(sentinel.discover_master(master)))
+        found.update(_address(server) for server in sentinel.discover_slaves(master))
     except redis.RedisError as exc:
         log.warning("sentinels_unanswered", master=master, error=str(exc))
-    return {(str(host), int(port)) for host, port in found}
+    return found
