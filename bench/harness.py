@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -92,6 +92,7 @@ class Servers:
     admin_url: str
     broker_url: str
     postmaster: int
+    broker_pid: int | None = None
 
     def settings(self) -> dict[str, str]:
         with psycopg.connect(libpq_url(self.admin_url)) as conn:
@@ -119,7 +120,9 @@ def private_servers(root: Path) -> Iterator[Servers]:
     broker = EmbeddedRedis(root / "redis")
     try:
         url = pg.start()
-        yield Servers(root, url, broker.start(), postmaster_pid(pg))
+        broker_url = broker.start()
+        broker_pid = None if broker.process is None else broker.process.pid
+        yield Servers(root, url, broker_url, postmaster_pid(pg), broker_pid)
     finally:
         broker.stop()
         pg.stop()
@@ -163,6 +166,8 @@ class Figures:
     worker_cpu_s: float
     postgres_cpu_s: float | None
     probe_cpu_s: float | None  # the benchmark's polling backend, left out of postgres_cpu_s
+    parts_cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds by part, when the caller asked for them (``measure_backlog``'s ``parts``)."""
 
     @property
     def jobs_per_s(self) -> float:
@@ -195,10 +200,12 @@ def measure_backlog(
     *,
     warmup: int = 50,
     timeout: float = 900,
+    parts: Callable[[], dict[str, float]] | None = None,
 ) -> Figures:
     """Warm the workers up, then time a backlog of ``jobs`` from the first submission until
     all are done, with the CPU the workers and Postgres (the tree under ``postmaster``; None:
-    a server whose processes are not ours to read) used in that window."""
+    a server whose processes are not ours to read) used in that window; ``parts`` reads CPU
+    seconds so far by part, for a finer split of the same window."""
     roots = [w.proc.pid for w in running.workers]
     running.submit(warmup)
     wait_for(running.done, 180, f"{system}: {warmup} warm-up jobs done", running.workers)
@@ -207,16 +214,18 @@ def measure_backlog(
     worker_before = tree_cpu_seconds(roots)
     pg_before = tree_cpu_seconds(pg_roots, exclude)
     probe_before = sum(process_cpu_seconds(pid) for pid in exclude)
+    parts_before = {} if parts is None else parts()
     started = time.perf_counter()
     running.submit(jobs)
     wait_for(running.done, timeout, f"{system}: {jobs} jobs done", running.workers)
     seconds = time.perf_counter() - started
+    split = {} if parts is None else {k: v - parts_before.get(k, 0.0) for k, v in parts().items()}
     worker = tree_cpu_seconds(roots) - worker_before
     pg = tree_cpu_seconds(pg_roots, exclude) - pg_before
     probe = sum(process_cpu_seconds(pid) for pid in exclude) - probe_before
     if not pg_roots:
-        return Figures(system, jobs, seconds, worker, None, None)
-    return Figures(system, jobs, seconds, worker, pg, probe)
+        return Figures(system, jobs, seconds, worker, None, None, split)
+    return Figures(system, jobs, seconds, worker, pg, probe, split)
 
 
 def median_figures(runs: Sequence[Figures]) -> dict[str, float | None]:

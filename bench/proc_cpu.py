@@ -84,3 +84,34 @@ def tree_cpu_seconds(roots: Iterable[int], exclude: Iterable[int] = ()) -> float
         if fields is not None:
             ticks += _own_and_reaped_ticks(fields)
     return ticks / TICKS_PER_SECOND
+
+
+def _thread_ticks(pid: int, tid: int) -> int:
+    try:
+        raw = (PROC / str(pid) / "task" / str(tid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    utime, stime = (int(v) for v in raw[raw.rindex(")") + 2 :].split()[11:13])
+    return utime + stime
+
+
+def _own_ticks(pid: int) -> int:
+    fields = _stat_fields(pid)
+    return 0 if fields is None else int(fields[11]) + int(fields[12])
+
+
+def prefork_cpu_seconds(root: int) -> dict[str, float]:
+    """A prefork Celery worker's CPU so far, by part: ``consumer`` (the main process: kombu's
+    fetch and acknowledgement, the hand-over to the pool), ``pool task threads`` (the thread
+    each pool process runs its tasks in) and ``pool other threads`` (the rest of the pool
+    processes: jobengine's completer and heartbeat). Pool processes must live through both
+    readings (no ``max_tasks_per_child``), since a thread's time is not kept after it exits."""
+    parents = _parents()
+    pool = [pid for pid, parent in parents.items() if parent == root]
+    task_threads = sum(_thread_ticks(pid, pid) for pid in pool)
+    return {
+        "consumer": _own_ticks(root) / TICKS_PER_SECOND,
+        "pool task threads": task_threads / TICKS_PER_SECOND,
+        "pool other threads": (sum(_own_ticks(pid) for pid in pool) - task_threads)
+        / TICKS_PER_SECOND,
+    }
