@@ -8,8 +8,9 @@ concurrency) and splits each run three ways:
 * **CPU by part**, read from ``/proc`` for the timed window: the Celery consumer (main
   process), the pool processes' task threads, their other threads (jobengine's completer and
   heartbeat), Postgres (less the benchmark's polling backend), Redis and the benchmark itself
-  (its producer and its poll), in ms per job, and their sum in cores: below the machine's
-  cores, the run is not bound by CPU;
+  (its producer and its poll), in ms per job, their total per job, and the cores they kept
+  busy: when both systems keep the same share of the machine busy, the ratio of their rates
+  is the inverse of the ratio of their totals;
 * **fsync**: jobengine again with the server's ``synchronous_commit`` off, everything else the
   same: if the rate hardly moves, waiting for the WAL flush is not what bounds it;
 * **the claim**: ``Executor.claim`` and a one-job ``complete_many`` timed in this process on a
@@ -164,11 +165,13 @@ def summary(runs: list[Figures], concurrency: int) -> dict[str, object]:
         for part in runs[0].parts_cpu_s
     }
     cores = statistics.median(sum(r.parts_cpu_s.values()) / r.seconds for r in runs)
+    total = statistics.median(sum(r.parts_cpu_s.values()) * 1000 / r.jobs for r in runs)
     return {
         "jobs_per_s": round(rate, 1),
         "cycle_ms": round(concurrency * 1000 / rate, 3),
         "cores_used": round(cores, 2),
         "cpu_ms_per_job": parts,
+        "cpu_ms_per_job_total": round(total, 3),
     }
 
 
@@ -208,7 +211,10 @@ def main() -> None:
         )
         parts = s["cpu_ms_per_job"]
         assert isinstance(parts, dict)
-        print("  CPU ms per job: " + ", ".join(f"{k} {v:.3f}" for k, v in parts.items()))
+        print(
+            f"  CPU ms per job {s['cpu_ms_per_job_total']}: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in parts.items())
+        )
     for op, t in claims.items():
         print(f"in-process {op}: {t['wall_ms']} ms wall, {t['cpu_ms']} ms of the caller's CPU")
     bare_rate = systems[BARE]["jobs_per_s"]
