@@ -63,6 +63,8 @@ from jobengine.store.database import SharedConnection, make_engine, unpooled_eng
 BARE = "celery-jobengine-settings"
 ONE = "jobengine-one-per-message"
 ASYNC = f"{ONE}, synchronous_commit off"
+VARIANTS = {BARE: (BARE, "bare"), ONE: (ONE, "one"), ASYNC: (ONE, "one_unsynced")}
+"""Each run's label → the ``bench/peers.py`` system it starts, and a name for its files."""
 
 
 def _parts(servers: Servers, running: Running) -> Callable[[], dict[str, float]]:
@@ -101,12 +103,12 @@ def synchronous_commit(servers: Servers, value: str) -> Iterator[None]:
 
 def run_one(servers: Servers, plan: Plan, label: str, round_no: int) -> tuple[Figures, str]:
     """One timed backlog of ``label``, and the server's ``synchronous_commit`` during it."""
-    name = BARE if label == BARE else ONE
+    name, slug = VARIANTS[label]
     start, in_postgres, _ = SYSTEMS[name]
-    logs = servers.root / "logs" / f"{round_no}-{len(label)}-{name}"
+    logs = servers.root / "logs" / f"{round_no}-{slug}"
     logs.mkdir(parents=True)
     database: AbstractContextManager[str] = (
-        servers.fresh_database(f"bench_opm_{round_no}_{len(label)}")
+        servers.fresh_database(f"bench_opm_{slug}_{round_no}")
         if in_postgres
         else nullcontext(servers.admin_url)
     )
@@ -183,7 +185,7 @@ def main() -> None:
     parser.add_argument("--claims", type=int, default=2_000, help="claims timed in-process")
     args = parser.parse_args()
     plan = Plan(args.jobs, args.concurrency, 1, 500, 1, False)
-    labels = [BARE, ONE, ASYNC]
+    labels = list(VARIANTS)
     runs: dict[str, list[Figures]] = {label: [] for label in labels}
     commit_setting: dict[str, str] = {}
     with (
