@@ -160,8 +160,12 @@ def time_claims(servers: Servers, claims: int) -> dict[str, dict[str, float]]:
     }
 
 
+def median_rate(runs: list[Figures]) -> float:
+    return round(statistics.median(r.jobs_per_s for r in runs), 1)
+
+
 def summary(runs: list[Figures], concurrency: int) -> dict[str, object]:
-    rate = statistics.median(r.jobs_per_s for r in runs)
+    rate = median_rate(runs)
     parts = {
         part: round(statistics.median(r.parts_cpu_s[part] * 1000 / r.jobs for r in runs), 3)
         for part in runs[0].parts_cpu_s
@@ -169,7 +173,7 @@ def summary(runs: list[Figures], concurrency: int) -> dict[str, object]:
     cores = statistics.median(sum(r.parts_cpu_s.values()) / r.seconds for r in runs)
     total = statistics.median(sum(r.parts_cpu_s.values()) * 1000 / r.jobs for r in runs)
     return {
-        "jobs_per_s": round(rate, 1),
+        "jobs_per_s": rate,
         "cycle_ms": round(concurrency * 1000 / rate, 3),
         "cores_used": round(cores, 2),
         "cpu_ms_per_job": parts,
@@ -219,13 +223,10 @@ def main() -> None:
         )
     for op, t in claims.items():
         print(f"in-process {op}: {t['wall_ms']} ms wall, {t['cpu_ms']} ms of the caller's CPU")
-    bare_rate = systems[BARE]["jobs_per_s"]
-    assert isinstance(bare_rate, float)
-    ratio = {}
-    for label in (ONE, ASYNC):
-        rate = systems[label]["jobs_per_s"]
-        assert isinstance(rate, float)
-        ratio[label] = round(rate / bare_rate, 3)
+    ratio = {
+        label: round(median_rate(runs[label]) / median_rate(runs[BARE]), 3)
+        for label in (ONE, ASYNC)
+    }
     print(f"ratio to {BARE}: " + ", ".join(f"{k} {v}" for k, v in ratio.items()))
     print(
         json.dumps(

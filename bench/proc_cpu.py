@@ -20,14 +20,16 @@ PROC = Path("/proc")
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """The fields of ``/proc/<pid>/stat`` from the state on (field 3), or None if it is gone.
+def _stat_fields(pid: int, tid: int | None = None) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` (of its thread ``tid``'s, when given) from the state
+    on (field 3), or None if it is gone.
 
     The command name (field 2) is in parentheses and may itself hold spaces or parentheses,
     hence the split after the last ``)``.
     """
+    path = PROC / str(pid) if tid is None else PROC / str(pid) / "task" / str(tid)
     try:
-        raw = (PROC / str(pid) / "stat").read_text()
+        raw = (path / "stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
     return raw[raw.rindex(")") + 2 :].split()
@@ -86,17 +88,9 @@ def tree_cpu_seconds(roots: Iterable[int], exclude: Iterable[int] = ()) -> float
     return ticks / TICKS_PER_SECOND
 
 
-def _thread_ticks(pid: int, tid: int) -> int:
-    try:
-        raw = (PROC / str(pid) / "task" / str(tid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0
-    utime, stime = (int(v) for v in raw[raw.rindex(")") + 2 :].split()[11:13])
-    return utime + stime
-
-
-def _own_ticks(pid: int) -> int:
-    fields = _stat_fields(pid)
+def _own_ticks(pid: int, tid: int | None = None) -> int:
+    """``utime + stime`` of a process (its threads', dead ones included) or of one thread."""
+    fields = _stat_fields(pid, tid)
     return 0 if fields is None else int(fields[11]) + int(fields[12])
 
 
@@ -108,7 +102,7 @@ def prefork_cpu_seconds(root: int) -> dict[str, float]:
     readings (no ``max_tasks_per_child``), since a thread's time is not kept after it exits."""
     parents = _parents()
     pool = [pid for pid, parent in parents.items() if parent == root]
-    task_threads = sum(_thread_ticks(pid, pid) for pid in pool)
+    task_threads = sum(_own_ticks(pid, pid) for pid in pool)
     return {
         "consumer": _own_ticks(root) / TICKS_PER_SECOND,
         "pool task threads": task_threads / TICKS_PER_SECOND,
